@@ -1,0 +1,58 @@
+/* hsrv.h -- an evhttp server with the limits libevent 2.1 leaves out.
+ *
+ * libevent 2.1.12's defaults are unsafe on the internet: unlimited headers and
+ * body, 50 s timeouts, no bound on connections. hsrv sets them all:
+ *   - header and body size (evhttp answers 431/413 itself, before reading more);
+ *   - an idle timeout per connection (evhttp_set_timeout);
+ *   - a request deadline: once a request's first byte arrives it must be read
+ *     and answered within request_timeout_s, so a client that trickles one byte
+ *     at a time cannot hold a connection forever;
+ *   - a bound on open connections: at the bound the listener stops accepting
+ *     (new clients wait in the kernel's backlog) until one closes.
+ * The last two are done with a pass-through filter bufferevent under every
+ * connection (evhttp_set_bevcb); its free callback counts closes.
+ */
+#ifndef PLCACHE_HSRV_H
+#define PLCACHE_HSRV_H
+
+#include <stddef.h>
+
+struct event_base;
+struct evhttp_request;
+typedef struct hsrv hsrv;
+
+typedef struct hsrv_opts {
+    const char *listen;        /* host:port; port 0 picks a free one */
+    size_t max_body;           /* bytes */
+    size_t max_headers;        /* bytes, all header lines together */
+    int idle_timeout_s;        /* keep-alive connection with nothing to do */
+    int request_timeout_s;     /* first byte of a request to its answer */
+    int max_conns;             /* open connections */
+} hsrv_opts;
+
+typedef void (*hsrv_handler)(struct evhttp_request *req, void *arg);
+
+/* Binds and starts serving every request to handler. Returns NULL with err set
+ * (cannot bind, bad address, no memory). */
+hsrv *hsrv_new(struct event_base *base, const hsrv_opts *opts, hsrv_handler handler, void *arg,
+               char *err, size_t errlen);
+
+/* The bound port (useful with port 0). */
+int hsrv_port(const hsrv *s);
+
+/* Open connections now, and connections refused a slot so far (the listener
+ * paused at the bound). */
+size_t hsrv_conns(const hsrv *s);
+unsigned long hsrv_paused(const hsrv *s);
+
+/* Stops accepting new connections (for a graceful stop); open ones go on. */
+void hsrv_stop_accepting(hsrv *s);
+
+/* Closes the listener and every connection. NULL is fine. */
+void hsrv_free(hsrv *s);
+
+/* Answers req with `code` and a JSON body (Content-Type: application/json).
+ * Exactly once per request; safe when the client has already gone. */
+void hsrv_reply(struct evhttp_request *req, int code, const char *json);
+
+#endif

@@ -1,0 +1,337 @@
+/* rconn.c -- async Redis connection with timeouts and reconnect.
+ *
+ * State lives in struct rconn; hiredis's context (ac) exists only while a link
+ * is up or being made. A watchdog timer, ticking every 100 ms while anything is
+ * outstanding, enforces the connect timeout and the command timeout: hiredis
+ * 0.14 would otherwise wait forever on a server that stopped answering. Losing
+ * the link always goes through link_lost(), which makes the state DOWN, tells
+ * the owner and arms the reconnect timer; hiredis's own disconnect callback and
+ * our deliberate drops both end up there, at most once per link.
+ */
+#include "core/rconn.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/timeutil.h"
+
+enum rc_state { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
+
+struct rconn {
+    struct event_base *base;
+    rurl url;
+    rconn_opts opts;
+    rconn_state_fn on_state;
+    void *arg;
+    redisAsyncContext *ac;     /* NULL while DOWN */
+    enum rc_state state;
+    struct event *retry_timer;
+    struct event *watch_timer;
+    int backoff_ms;
+    size_t pending;
+    int64_t progress_us;       /* last reply, or when pending left 0 */
+    int64_t connect_started_us;
+    unsigned long drops;
+    int closing;
+    int logged_down;           /* one warning per outage, not one per retry */
+};
+
+typedef struct rconn_cmd {
+    rconn *c;
+    rconn_reply_fn fn;
+    void *priv;
+} rconn_cmd;
+
+static void start_connect(evutil_socket_t fd, short what, void *arg);
+
+static void arm_watch(rconn *c)
+{
+    struct timeval tv = {0, 100 * 1000};
+    if (!evtimer_pending(c->watch_timer, NULL))
+        evtimer_add(c->watch_timer, &tv);
+}
+
+static void schedule_reconnect(rconn *c)
+{
+    if (c->closing)
+        return;
+    int ms = c->backoff_ms;
+    /* +-25% jitter so that many daemons do not reconnect in step. */
+    int jitter = ms / 4 > 0 ? (int)(random() % (ms / 2 + 1)) - ms / 4 : 0;
+    struct timeval tv = {(ms + jitter) / 1000, ((ms + jitter) % 1000) * 1000};
+    evtimer_add(c->retry_timer, &tv);
+    c->backoff_ms = ms * 2 > c->opts.backoff_max_ms ? c->opts.backoff_max_ms : ms * 2;
+}
+
+/* The single place a link ends. */
+static void link_lost(rconn *c, const char *why)
+{
+    int was_ready = c->state == RC_READY;
+    c->ac = NULL;
+    c->state = RC_DOWN;
+    c->drops++;
+    if (!c->closing) {
+        if (!c->logged_down || was_ready) {
+            char where[300];
+            rurl_describe(&c->url, where, sizeof(where));
+            log_warn("redis unavailable", "redis", where, "why", why);
+            c->logged_down = 1;
+        }
+        schedule_reconnect(c);
+    }
+    if (was_ready && c->on_state)
+        c->on_state(0, c->arg);
+}
+
+/* Ends the current link on purpose (timeout, handshake error). */
+static void drop(rconn *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+    if (ac == NULL)
+        return;
+    link_lost(c, why);
+    /* Pending callbacks run with NULL now (or, when called from inside a
+     * hiredis callback, right after it); on_disconnect then sees that ac is no
+     * longer ours and does nothing. */
+    redisAsyncFree(ac);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void)ac;
+    rconn_cmd *cmd = privdata;
+    rconn *c = cmd->c;
+    c->pending--;
+    c->progress_us = time_mono_us();
+    cmd->fn((redisReply *)r, cmd->priv);
+    free(cmd);
+}
+
+static int send_argv(rconn *c, rconn_reply_fn fn, void *priv, int argc, const char **argv,
+                     const size_t *lens)
+{
+    rconn_cmd *cmd = malloc(sizeof(*cmd));
+    if (cmd == NULL)
+        return -1;
+    cmd->c = c;
+    cmd->fn = fn;
+    cmd->priv = priv;
+    if (redisAsyncCommandArgv(c->ac, on_reply, cmd, argc, argv, lens) != REDIS_OK) {
+        free(cmd);
+        return -1;
+    }
+    if (c->pending++ == 0)
+        c->progress_us = time_mono_us();
+    arm_watch(c);
+    return 0;
+}
+
+static void handshake_step(redisReply *r, void *priv)
+{
+    rconn *c = priv;
+    if (r == NULL || c->state != RC_HANDSHAKE)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* The reply names what failed (NOAUTH, WRONGPASS, ERR DB index); it
+         * never holds the password. */
+        log_error("redis handshake refused", "error", r->str);
+        drop(c, "handshake refused");
+    }
+}
+
+static void handshake_done(redisReply *r, void *priv)
+{
+    rconn *c = priv;
+    if (r == NULL || c->state != RC_HANDSHAKE)
+        return;
+    if (r->type != REDIS_REPLY_STATUS) {
+        drop(c, "unexpected PING reply");
+        return;
+    }
+    c->state = RC_READY;
+    c->backoff_ms = c->opts.backoff_min_ms;
+    char where[300];
+    rurl_describe(&c->url, where, sizeof(where));
+    log_info("redis connected", "redis", where);
+    c->logged_down = 0;
+    if (c->on_state)
+        c->on_state(1, c->arg);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    rconn *c = ac->data;
+    if (c == NULL || c->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this returns. */
+        link_lost(c, ac->errstr[0] ? ac->errstr : "connect failed");
+        return;
+    }
+    c->state = RC_HANDSHAKE;
+    char dbs[16];
+    snprintf(dbs, sizeof(dbs), "%d", c->url.db);
+    const char *av[3];
+    size_t al[3];
+    int ok = 0;
+    if (c->url.password) {
+        int n = 0;
+        av[n] = "AUTH";
+        al[n++] = 4;
+        if (c->url.user) {
+            av[n] = c->url.user;
+            al[n] = strlen(c->url.user);
+            n++;
+        }
+        av[n] = c->url.password;
+        al[n] = strlen(c->url.password);
+        n++;
+        ok |= send_argv(c, handshake_step, c, n, av, al);
+    }
+    if (c->url.db != 0) {
+        av[0] = "SELECT";
+        al[0] = 6;
+        av[1] = dbs;
+        al[1] = strlen(dbs);
+        ok |= send_argv(c, handshake_step, c, 2, av, al);
+    }
+    av[0] = "PING";
+    al[0] = 4;
+    ok |= send_argv(c, handshake_done, c, 1, av, al);
+    if (ok != 0)
+        drop(c, "cannot send handshake");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rconn *c = ac->data;
+    if (c == NULL || c->ac != ac)
+        return;
+    link_lost(c, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "lost"));
+}
+
+static void start_connect(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rconn *c = arg;
+    if (c->closing || c->ac != NULL)
+        return;
+    redisAsyncContext *ac = c->url.is_unix ? redisAsyncConnectUnix(c->url.path)
+                                           : redisAsyncConnect(c->url.host, c->url.port);
+    if (ac == NULL) {
+        schedule_reconnect(c);
+        return;
+    }
+    if (ac->err) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", ac->errstr);
+        redisAsyncFree(ac);
+        c->state = RC_DOWN;
+        if (!c->logged_down) {
+            char where[300];
+            rurl_describe(&c->url, where, sizeof(where));
+            log_warn("redis unavailable", "redis", where, "why", why);
+            c->logged_down = 1;
+        }
+        schedule_reconnect(c);
+        return;
+    }
+    ac->data = c;
+    c->ac = ac;
+    c->state = RC_CONNECTING;
+    c->connect_started_us = time_mono_us();
+    if (redisLibeventAttach(ac, c->base) != REDIS_OK ||
+        redisAsyncSetConnectCallback(ac, on_connect) != REDIS_OK ||
+        redisAsyncSetDisconnectCallback(ac, on_disconnect) != REDIS_OK) {
+        c->ac = NULL;
+        c->state = RC_DOWN;
+        redisAsyncFree(ac);
+        schedule_reconnect(c);
+        return;
+    }
+    arm_watch(c);
+}
+
+static void watch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rconn *c = arg;
+    int64_t now = time_mono_us();
+    if ((c->state == RC_CONNECTING || c->state == RC_HANDSHAKE) &&
+        now - c->connect_started_us > (int64_t)c->opts.connect_timeout_ms * 1000) {
+        drop(c, "connect timed out");
+    } else if (c->state == RC_READY && c->pending > 0 &&
+               now - c->progress_us > (int64_t)c->opts.command_timeout_ms * 1000) {
+        drop(c, "command timed out");
+    }
+    if (c->state == RC_CONNECTING || c->state == RC_HANDSHAKE || c->pending > 0)
+        arm_watch(c);
+}
+
+rconn *rconn_new(struct event_base *base, const rurl *url, const rconn_opts *opts,
+                 rconn_state_fn on_state, void *arg)
+{
+    rconn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->base = base;
+    c->url = *url;
+    c->url.user = url->user ? strdup(url->user) : NULL;
+    c->url.password = url->password ? strdup(url->password) : NULL;
+    c->opts.connect_timeout_ms = opts && opts->connect_timeout_ms ? opts->connect_timeout_ms : 2000;
+    c->opts.command_timeout_ms = opts && opts->command_timeout_ms ? opts->command_timeout_ms : 5000;
+    c->opts.backoff_min_ms = opts && opts->backoff_min_ms ? opts->backoff_min_ms : 100;
+    c->opts.backoff_max_ms = opts && opts->backoff_max_ms ? opts->backoff_max_ms : 5000;
+    c->backoff_ms = c->opts.backoff_min_ms;
+    c->on_state = on_state;
+    c->arg = arg;
+    c->retry_timer = evtimer_new(base, start_connect, c);
+    c->watch_timer = evtimer_new(base, watch, c);
+    if ((url->user && !c->url.user) || (url->password && !c->url.password) ||
+        c->retry_timer == NULL || c->watch_timer == NULL) {
+        rconn_free(c);
+        return NULL;
+    }
+    struct timeval now = {0, 0};
+    evtimer_add(c->retry_timer, &now);
+    return c;
+}
+
+int rconn_ready(const rconn *c) { return c->state == RC_READY; }
+
+size_t rconn_pending(const rconn *c) { return c->pending; }
+
+unsigned long rconn_drops(const rconn *c) { return c->drops; }
+
+int rconn_argv(rconn *c, rconn_reply_fn fn, void *priv, int argc, const char **argv,
+               const size_t *lens)
+{
+    if (c->state != RC_READY || c->ac == NULL)
+        return -1;
+    return send_argv(c, fn, priv, argc, argv, lens);
+}
+
+void rconn_free(rconn *c)
+{
+    if (c == NULL)
+        return;
+    c->closing = 1;
+    if (c->ac) {
+        redisAsyncContext *ac = c->ac;
+        c->ac = NULL;
+        c->state = RC_DOWN;
+        redisAsyncFree(ac);
+    }
+    if (c->retry_timer)
+        event_free(c->retry_timer);
+    if (c->watch_timer)
+        event_free(c->watch_timer);
+    rurl_free(&c->url);
+    free(c);
+}

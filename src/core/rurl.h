@@ -1,0 +1,41 @@
+/* rurl.h -- Redis URLs (DESIGN.md section 2).
+ *
+ *   redis://[[user]:password@]host[:port][/db]
+ *   unix:///path/to/redis.sock[?db=N]
+ *
+ * Pure parsing, plus one blocking name resolution meant for start-up: hiredis
+ * 0.14 resolves names synchronously inside redisAsyncConnect, so a daemon
+ * resolves once and reconnects to the address.
+ */
+#ifndef PLCACHE_RURL_H
+#define PLCACHE_RURL_H
+
+#include <stddef.h>
+
+typedef struct rurl {
+    int is_unix;
+    char host[256];      /* name or numeric address, no brackets */
+    int port;
+    char path[108];      /* unix socket path */
+    int db;
+    char *user;          /* owned, percent-decoded, NULL when absent */
+    char *password;      /* owned, percent-decoded, NULL when absent */
+} rurl;
+
+/* Parses url into out. Returns 0, or -1 with a reason in err (the reason never
+ * repeats the password). On success release out with rurl_free. */
+int rurl_parse(const char *url, rurl *out, char *err, size_t errlen);
+
+/* Replaces a host name by its first numeric address (blocking getaddrinfo:
+ * call at start only). Returns 0, or -1 with err set. */
+int rurl_resolve(rurl *u, char *err, size_t errlen);
+
+/* A printable form without the password (host:port/db or unix:path). */
+void rurl_describe(const rurl *u, char *out, size_t outlen);
+
+void rurl_free(rurl *u);
+
+/* cfg_check_fn for PLCACHE_REDIS_URL. */
+int rurl_check(const char *value, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,138 @@
+/* sign.c -- HMAC-SHA256 signatures and their constant-time check. */
+#include "core/sign.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sign_keys_parse(sign_keys *keys, const char *list, char *err, size_t errlen)
+{
+    sign_keys tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        if (n > 0) {
+            if (tmp.n == SIGN_MAX_KEYS) {
+                snprintf(err, errlen, "more than %d secrets", SIGN_MAX_KEYS);
+                goto err;
+            }
+            tmp.key[tmp.n] = strndup(p, n);
+            if (tmp.key[tmp.n] == NULL) {
+                snprintf(err, errlen, "out of memory");
+                goto err;
+            }
+            tmp.len[tmp.n++] = n;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    if (tmp.n == 0) {
+        snprintf(err, errlen, "no secret given");
+        goto err;
+    }
+    *keys = tmp;
+    return 0;
+err:
+    sign_keys_free(&tmp);
+    return -1;
+}
+
+void sign_keys_free(sign_keys *keys)
+{
+    for (size_t i = 0; i < keys->n; i++) {
+        OPENSSL_cleanse(keys->key[i], keys->len[i]);
+        free(keys->key[i]);
+        keys->key[i] = NULL;
+    }
+    keys->n = 0;
+}
+
+int sign_hmac(const char *key, size_t klen, const void *msg, size_t mlen,
+              unsigned char out[SIGN_DIGEST_LEN])
+{
+    unsigned int olen = 0;
+    if (klen > (size_t)0x7fffffff)
+        return -1;
+    if (HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen) == NULL ||
+        olen != SIGN_DIGEST_LEN)
+        return -1;
+    return 0;
+}
+
+static void to_hex(const unsigned char *d, size_t n, char *out)
+{
+    static const char hexd[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexd[d[i] >> 4];
+        out[2 * i + 1] = hexd[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int sign_hmac_hex(const char *key, size_t klen, const void *msg, size_t mlen, char out[65])
+{
+    unsigned char d[SIGN_DIGEST_LEN];
+    if (sign_hmac(key, klen, msg, mlen, d) != 0)
+        return -1;
+    to_hex(d, sizeof(d), out);
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int sign_parse_hex(const char *hex, unsigned char out[SIGN_DIGEST_LEN])
+{
+    while (*hex == ' ' || *hex == '\t')
+        hex++;
+    for (size_t i = 0; i < SIGN_DIGEST_LEN; i++) {
+        int hi = hexval(hex[2 * i]);
+        int lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        if (lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    for (const char *p = hex + 2 * SIGN_DIGEST_LEN; *p; p++)
+        if (*p != ' ' && *p != '\t')
+            return -1;
+    return 0;
+}
+
+int sign_verify(const sign_keys *keys, const unsigned char sig[SIGN_DIGEST_LEN], const char *canon,
+                size_t canon_len, const char *raw, size_t raw_len)
+{
+    int match = 0;
+    /* The raw body equal to the canonical text gives the same digest. */
+    int check_raw = raw != NULL && !(canon != NULL && raw_len == canon_len &&
+                                      memcmp(raw, canon, raw_len) == 0);
+    for (size_t i = 0; i < keys->n; i++) {
+        unsigned char d[SIGN_DIGEST_LEN];
+        if (canon != NULL && sign_hmac(keys->key[i], keys->len[i], canon, canon_len, d) == 0)
+            match |= CRYPTO_memcmp(d, sig, SIGN_DIGEST_LEN) == 0;
+        if (check_raw && sign_hmac(keys->key[i], keys->len[i], raw, raw_len, d) == 0)
+            match |= CRYPTO_memcmp(d, sig, SIGN_DIGEST_LEN) == 0;
+    }
+    return match;
+}
+
+void sign_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256(data, len, d);
+    to_hex(d, sizeof(d), out);
+}

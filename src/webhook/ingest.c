@@ -1,0 +1,346 @@
+/* ingest.c -- webhook requests: routing, verification, recording, metrics. */
+#include "webhook/ingest.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/hsrv.h"
+#include "core/keys.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+#include "webhook/verify.h"
+
+/* Dedupe and record in one step, so that a crash can never leave an event
+ * marked seen but not recorded. Returns the stream id, or 0 for a duplicate. */
+static const char record_script[] =
+    "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
+    "  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',\n"
+    "    'type', ARGV[3], 'payload', ARGV[4], 'received_at', ARGV[5])\n"
+    "end\n"
+    "return 0\n";
+
+/* Event types counted by name in metrics; anything else is "other", so an
+ * authentic sender cannot grow the metric set without bound. */
+static const char *const known_types[] = {
+    "prompt_template_created",
+    "prompt_template_version_created",
+    "prompt_template_name_changed",
+    "prompt_template_deleted",
+    "prompt_template_label_created",
+    "prompt_template_label_deleted",
+    "prompt_template_label_moved",
+    "prompt_template_label_change_requested",
+    "prompt_template_label_change_approved",
+    "prompt_template_label_change_denied",
+    "prompt_template_updated",
+    "agent_run_finished",
+    "report_finished",
+    "dataset_version_created_by_file",
+    "dataset_version_created_by_file_failed",
+    "dataset_version_created_from_filter_params",
+    "other",
+};
+#define NTYPES (sizeof(known_types) / sizeof(known_types[0]))
+
+enum { FAIL_NO_SIG, FAIL_BAD_SIG, FAIL_STALE, NFAIL };
+
+struct ingest {
+    char *prefix;
+    char *path;
+    char events_key[256];
+    long tolerance_s;
+    int retry_after_s;
+    rconn *redis;
+    sign_keys keys;
+    struct hsrv *srv;
+    size_t inflight;
+    /* metrics */
+    unsigned long by_status[600];
+    unsigned long sig_failures[NFAIL];
+    unsigned long events[NTYPES];
+    unsigned long duplicates;
+    unsigned long redis_errors;
+    mhist latency;
+};
+
+typedef struct pending {
+    ingest *in;
+    struct evhttp_request *req;
+    int64_t start_us;
+    size_t type_idx;
+} pending;
+
+ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys)
+{
+    ingest *in = calloc(1, sizeof(*in));
+    if (in == NULL)
+        return NULL;
+    in->prefix = strdup(opts->prefix);
+    in->path = strdup(opts->path);
+    if (in->prefix == NULL || in->path == NULL ||
+        keys_make(in->events_key, sizeof(in->events_key), opts->prefix, KEYS_EVENTS, NULL) < 0) {
+        ingest_free(in);
+        return NULL;
+    }
+    in->tolerance_s = opts->tolerance_s;
+    in->retry_after_s = opts->retry_after_s > 0 ? opts->retry_after_s : 5;
+    in->redis = redis;
+    in->keys = *keys;
+    memset(keys, 0, sizeof(*keys));
+    mhist_init(&in->latency, metrics_latency_bounds, metrics_latency_nbounds);
+    return in;
+}
+
+void ingest_set_server(ingest *in, struct hsrv *srv) { in->srv = srv; }
+
+void ingest_set_keys(ingest *in, sign_keys *keys)
+{
+    sign_keys_free(&in->keys);
+    in->keys = *keys;
+    memset(keys, 0, sizeof(*keys));
+}
+
+size_t ingest_inflight(const ingest *in) { return in->inflight; }
+
+void ingest_free(ingest *in)
+{
+    if (in == NULL)
+        return;
+    sign_keys_free(&in->keys);
+    free(in->prefix);
+    free(in->path);
+    free(in);
+}
+
+static void finish(ingest *in, struct evhttp_request *req, int64_t start_us, int code,
+                   const char *json)
+{
+    if (code >= 100 && code < 600)
+        in->by_status[code]++;
+    mhist_observe(&in->latency, (double)(time_mono_us() - start_us) / 1e6);
+    hsrv_reply(req, code, json);
+}
+
+static void answer_unavailable(ingest *in, struct evhttp_request *req, int64_t start_us)
+{
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%d", in->retry_after_s);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+    finish(in, req, start_us, 503, "{\"ok\":false,\"error\":\"redis unavailable\"}");
+}
+
+static size_t type_index(const char *type)
+{
+    for (size_t i = 0; i + 1 < NTYPES; i++)
+        if (strcmp(type, known_types[i]) == 0)
+            return i;
+    return NTYPES - 1;
+}
+
+static void recorded(redisReply *r, void *priv)
+{
+    pending *p = priv;
+    ingest *in = p->in;
+    in->inflight--;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        in->redis_errors++;
+        if (r)
+            log_error("redis refused the event", "error", r->str);
+        answer_unavailable(in, p->req, p->start_us);
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        in->duplicates++;
+        log_info("duplicate event", "type", known_types[p->type_idx]);
+        finish(in, p->req, p->start_us, 200, "{\"ok\":true,\"duplicate\":true}");
+    } else {
+        in->events[p->type_idx]++;
+        log_info("event recorded", "type", known_types[p->type_idx], "id",
+                 r->type == REDIS_REPLY_STRING ? r->str : "");
+        finish(in, p->req, p->start_us, 200, "{\"ok\":true}");
+    }
+    free(p);
+}
+
+static void record(ingest *in, struct evhttp_request *req, int64_t start_us,
+                   const verify_result *v, const char *body, size_t len)
+{
+    char seen_key[256], ttl[16], maxlen[16], now[40];
+    if (!rconn_ready(in->redis) ||
+        keys_make(seen_key, sizeof(seen_key), in->prefix, KEYS_SEEN, v->seen_hex) < 0) {
+        answer_unavailable(in, req, start_us);
+        return;
+    }
+    pending *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        finish(in, req, start_us, 500, "{\"ok\":false,\"error\":\"out of memory\"}");
+        return;
+    }
+    p->in = in;
+    p->req = req;
+    p->start_us = start_us;
+    p->type_idx = type_index(v->event_type);
+    snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
+    snprintf(maxlen, sizeof(maxlen), "%d", KEYS_EVENTS_MAXLEN);
+    time_format_now(now, sizeof(now));
+    const char *argv[] = {"EVAL", record_script, "2", seen_key, in->events_key, ttl, maxlen,
+                          v->event_type, body, now};
+    size_t lens[] = {4,           sizeof(record_script) - 1, 1, strlen(seen_key),
+                     strlen(in->events_key), strlen(ttl), strlen(maxlen), v->event_type_len,
+                     len, strlen(now)};
+    if (rconn_argv(in->redis, recorded, p, 10, argv, lens) != 0) {
+        free(p);
+        in->redis_errors++;
+        answer_unavailable(in, req, start_us);
+        return;
+    }
+    in->inflight++;
+}
+
+static void handle_webhook(ingest *in, struct evhttp_request *req, int64_t start_us)
+{
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    const char *data = len ? (const char *)evbuffer_pullup(body, -1) : "";
+    const char *sig =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "X-PromptLayer-Signature");
+    verify_result v;
+    verify_delivery(&in->keys, in->tolerance_s, time_now_ms(), sig, data, len, &v);
+    int code = verify_status(v.outcome);
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    switch (v.outcome) {
+    case VERIFY_RECORD:
+        record(in, req, start_us, &v, data, len);
+        break;
+    case VERIFY_NO_SIGNATURE:
+    case VERIFY_BAD_SIGNATURE:
+    case VERIFY_STALE:
+        in->sig_failures[v.outcome == VERIFY_NO_SIGNATURE  ? FAIL_NO_SIG
+                         : v.outcome == VERIFY_STALE ? FAIL_STALE
+                                                     : FAIL_BAD_SIG]++;
+        evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+        log_warn("webhook rejected", "status", "401", "reason", verify_reason(v.outcome),
+                 "peer", peer);
+        finish(in, req, start_us, code, "{\"ok\":false,\"error\":\"unauthorized\"}");
+        break;
+    default: {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "{\"ok\":false,\"error\":\"%s\"}", verify_reason(v.outcome));
+        log_warn("webhook rejected", "status", code == 400 ? "400" : "500", "reason",
+                 verify_reason(v.outcome));
+        finish(in, req, start_us, code, msg);
+        break;
+    }
+    }
+    verify_result_free(&v);
+}
+
+static void render_metrics(ingest *in, buf *b)
+{
+    char labels[128];
+    metrics_header(b, "plcache_http_requests_total", "counter",
+                   "HTTP requests answered, by status code.");
+    for (int code = 100; code < 600; code++) {
+        if (in->by_status[code] == 0)
+            continue;
+        snprintf(labels, sizeof(labels), "status=\"%d\"", code);
+        metrics_sample(b, "plcache_http_requests_total", labels, (double)in->by_status[code]);
+    }
+    metrics_histogram(b, "plcache_http_request_duration_seconds",
+                      "Time from a complete request to its answer.", &in->latency);
+    metrics_header(b, "plcache_webhook_signature_failures_total", "counter",
+                   "Deliveries refused with 401, by reason.");
+    static const char *const fail_names[NFAIL] = {"no_signature", "bad_signature",
+                                                  "stale_timestamp"};
+    for (int i = 0; i < NFAIL; i++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", fail_names[i]);
+        metrics_sample(b, "plcache_webhook_signature_failures_total", labels,
+                       (double)in->sig_failures[i]);
+    }
+    metrics_header(b, "plcache_webhook_events_total", "counter",
+                   "Authentic events recorded in the events stream, by type.");
+    for (size_t i = 0; i < NTYPES; i++) {
+        snprintf(labels, sizeof(labels), "type=\"%s\"", known_types[i]);
+        metrics_sample(b, "plcache_webhook_events_total", labels, (double)in->events[i]);
+    }
+    metrics_header(b, "plcache_webhook_duplicates_total", "counter",
+                   "Authentic deliveries already seen within 24 h.");
+    metrics_sample(b, "plcache_webhook_duplicates_total", NULL, (double)in->duplicates);
+    metrics_header(b, "plcache_redis_errors_total", "counter",
+                   "Redis commands that failed or got no answer.");
+    metrics_sample(b, "plcache_redis_errors_total", NULL, (double)in->redis_errors);
+    metrics_header(b, "plcache_redis_disconnects_total", "counter",
+                   "Times the Redis link was lost or dropped.");
+    metrics_sample(b, "plcache_redis_disconnects_total", NULL, (double)rconn_drops(in->redis));
+    metrics_header(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.");
+    metrics_sample(b, "plcache_redis_up", NULL, rconn_ready(in->redis) ? 1 : 0);
+    metrics_header(b, "plcache_webhook_inflight", "gauge", "Deliveries waiting on Redis.");
+    metrics_sample(b, "plcache_webhook_inflight", NULL, (double)in->inflight);
+    if (in->srv) {
+        metrics_header(b, "plcache_http_connections", "gauge", "Open HTTP connections.");
+        metrics_sample(b, "plcache_http_connections", NULL, (double)hsrv_conns(in->srv));
+        metrics_header(b, "plcache_http_accept_pauses_total", "counter",
+                       "Times the listener paused at PLCACHE_MAX_CONNECTIONS.");
+        metrics_sample(b, "plcache_http_accept_pauses_total", NULL,
+                       (double)hsrv_paused(in->srv));
+    }
+}
+
+static void handle_metrics(ingest *in, struct evhttp_request *req, int64_t start_us)
+{
+    buf b;
+    buf_init(&b, 1 << 20);
+    in->by_status[200]++;
+    render_metrics(in, &b);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4");
+    evbuffer_add(evhttp_request_get_output_buffer(req), b.data ? b.data : "", b.len);
+    buf_free(&b);
+    mhist_observe(&in->latency, (double)(time_mono_us() - start_us) / 1e6);
+    evhttp_send_reply(req, 200, NULL, NULL);
+}
+
+void ingest_handle(struct evhttp_request *req, void *arg)
+{
+    ingest *in = arg;
+    int64_t start_us = time_mono_us();
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (path == NULL)
+        path = "";
+    if (strcmp(path, in->path) == 0) {
+        if (m != EVHTTP_REQ_POST) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+            finish(in, req, start_us, 405, "{\"ok\":false,\"error\":\"method not allowed\"}");
+            return;
+        }
+        handle_webhook(in, req, start_us);
+        return;
+    }
+    int is_health = strcmp(path, "/healthz") == 0, is_ready = strcmp(path, "/readyz") == 0,
+        is_metrics = strcmp(path, "/metrics") == 0;
+    if (!is_health && !is_ready && !is_metrics) {
+        finish(in, req, start_us, 404, "{\"ok\":false,\"error\":\"not found\"}");
+        return;
+    }
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        finish(in, req, start_us, 405, "{\"ok\":false,\"error\":\"method not allowed\"}");
+        return;
+    }
+    if (is_metrics) {
+        handle_metrics(in, req, start_us);
+    } else if (is_health) {
+        finish(in, req, start_us, 200, "{\"ok\":true}");
+    } else if (rconn_ready(in->redis)) {
+        finish(in, req, start_us, 200, "{\"ok\":true,\"redis\":\"up\"}");
+    } else {
+        finish(in, req, start_us, 503, "{\"ok\":false,\"redis\":\"down\"}");
+    }
+}

@@ -1,0 +1,47 @@
+/* ingest.h -- the webhook receiver's HTTP side: route, verify, record, answer.
+ *
+ * Serves PLCACHE_WEBHOOK_PATH, /healthz, /readyz and /metrics on one listener.
+ * An authentic event is deduplicated and appended to the events stream by one
+ * Lua script (SET NX EX + XADD MAXLEN ~, atomically), and answered 200 only
+ * from that script's reply: never before the event is recorded. Redis is used
+ * through rconn, so the loop never blocks; while Redis is away the answer is
+ * 503 with Retry-After.
+ */
+#ifndef PLCACHE_INGEST_H
+#define PLCACHE_INGEST_H
+
+#include <stddef.h>
+
+#include "core/rconn.h"
+#include "core/sign.h"
+
+struct evhttp_request;
+struct hsrv;
+typedef struct ingest ingest;
+
+typedef struct ingest_opts {
+    const char *prefix;        /* copied */
+    const char *path;          /* copied */
+    long tolerance_s;
+    int retry_after_s;         /* Retry-After of a 503 */
+} ingest_opts;
+
+/* Makes a receiver that records through redis (not owned) and verifies with
+ * keys (ownership moves to the receiver; keys is emptied). NULL on no memory. */
+ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys);
+
+/* Lets /metrics report the server's connections (not owned; may be NULL). */
+void ingest_set_server(ingest *in, struct hsrv *srv);
+
+/* Replaces the secrets (SIGHUP); ownership moves as in ingest_new. */
+void ingest_set_keys(ingest *in, sign_keys *keys);
+
+/* The hsrv_handler: answers every request exactly once. */
+void ingest_handle(struct evhttp_request *req, void *arg);
+
+/* Requests waiting on Redis. */
+size_t ingest_inflight(const ingest *in);
+
+void ingest_free(ingest *in);
+
+#endif

@@ -1,0 +1,304 @@
+/* main.c -- plcache-webhook: settings and wiring only.
+ *
+ * One event_base carries everything: the HTTP listener (hsrv), the Redis link
+ * (rconn) and the signals. SIGTERM/SIGINT stop accepting, let the deliveries
+ * waiting on Redis finish (at most PLCACHE_SHUTDOWN_TIMEOUT), then exit 0.
+ * SIGHUP re-reads the secrets from PLCACHE_WEBHOOK_SECRET_FILE.
+ */
+#include <event2/event.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "core/config.h"
+#include "core/hsrv.h"
+#include "core/log.h"
+#include "core/rconn.h"
+#include "core/rurl.h"
+#include "core/sign.h"
+#include "core/timeutil.h"
+#include "webhook/ingest.h"
+
+typedef struct settings {
+    char *redis_url;
+    char *prefix;
+    char *listen;
+    char *path;
+    char *secret;
+    char *secret_file;
+    long max_body;
+    long tolerance;
+    long shutdown_timeout;
+    char *log_level;
+    long max_conns;
+    long max_headers;
+    long idle_timeout;
+    long request_timeout;
+    long redis_timeout;
+} settings;
+
+static int check_path(const char *v, char *err, size_t errlen)
+{
+    if (v[0] != '/' || strcmp(v, "/healthz") == 0 || strcmp(v, "/readyz") == 0 ||
+        strcmp(v, "/metrics") == 0 || strpbrk(v, "?# \t") != NULL) {
+        snprintf(err, errlen, "must start with / and not be /healthz, /readyz or /metrics");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_level(const char *v, char *err, size_t errlen)
+{
+    log_level l;
+    if (log_parse_level(v, &l) != 0) {
+        snprintf(err, errlen, "expected debug, info, warn or error");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_secret(const char *v, char *err, size_t errlen)
+{
+    sign_keys k;
+    if (sign_keys_parse(&k, v, err, errlen) != 0)
+        return -1;
+    sign_keys_free(&k);
+    return 0;
+}
+
+#define SECRET_ROW 4 /* the PLCACHE_WEBHOOK_SECRET row below */
+#define S(f) offsetof(settings, f)
+static const cfg_opt opts[] = {
+    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check,
+     S(redis_url), 0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"},
+    {"PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, S(prefix), 0, "TEXT",
+     "prefix of every Redis key"},
+    {"PLCACHE_LISTEN", CFG_STRING, "127.0.0.1:8080", 0, 0, 0, cfg_check_listen, S(listen), 0,
+     "ADDR", "HTTP listener, host:port"},
+    {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path),
+     0, "PATH", "path PromptLayer posts to"},
+    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, check_secret, S(secret),
+     S(secret_file), "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
+    {"PLCACHE_MAX_BODY", CFG_INT, "1048576", 0, 1, 64L << 20, NULL, S(max_body), 0, "BYTES",
+     "largest request body accepted (413 above)"},
+    {"PLCACHE_TIMESTAMP_TOLERANCE", CFG_INT, "300", 0, 0, 366L * 86400, NULL, S(tolerance), 0,
+     "SECONDS", "how far an event's timestamp may be from now (0 = no check)"},
+    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, S(shutdown_timeout), 0,
+     "SECONDS", "on SIGTERM, how long in-flight deliveries may take"},
+    {"PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, check_level, S(log_level), 0, "LEVEL",
+     "debug, info, warn or error"},
+    {"PLCACHE_MAX_CONNECTIONS", CFG_INT, "1024", 0, 1, 1000000, NULL, S(max_conns), 0, "N",
+     "open HTTP connections at most; more wait in the kernel's backlog"},
+    {"PLCACHE_MAX_HEADER_SIZE", CFG_INT, "16384", 0, 1024, 1L << 20, NULL, S(max_headers), 0,
+     "BYTES", "request line and headers at most (431/400 above)"},
+    {"PLCACHE_IDLE_TIMEOUT", CFG_INT, "60", 0, 1, 3600, NULL, S(idle_timeout), 0, "SECONDS",
+     "an idle keep-alive connection is closed after this"},
+    {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0,
+     "SECONDS", "a request must be received and answered within this from its first byte"},
+    {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(redis_timeout), 0, "SECONDS",
+     "a Redis command unanswered this long drops the link (then 503, reconnect)"},
+};
+#undef S
+
+static const cfg_program program = {
+    "plcache-webhook",
+    "receives PromptLayer webhooks, verifies them and records them in Redis",
+    "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics.\n"
+    "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE.\n",
+    opts,
+    sizeof(opts) / sizeof(opts[0]),
+};
+
+typedef struct app {
+    struct event_base *base;
+    settings set;
+    rconn *redis;
+    hsrv *srv;
+    ingest *in;
+    struct event *drain_timer;
+    int64_t drain_deadline_us;
+    int stopping;
+} app;
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    app *a = arg;
+    size_t left = ingest_inflight(a->in);
+    if (left == 0 || time_mono_us() >= a->drain_deadline_us) {
+        if (left > 0) {
+            char n[32];
+            snprintf(n, sizeof(n), "%zu", left);
+            log_warn("shutdown timeout: deliveries still waiting on redis", "count", n);
+        }
+        event_base_loopbreak(a->base);
+        return;
+    }
+    struct timeval tv = {0, 20 * 1000};
+    evtimer_add(a->drain_timer, &tv);
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    app *a = arg;
+    if (a->stopping)
+        return;
+    a->stopping = 1;
+    log_info("stopping: no new connections, draining", "signal", sig == SIGINT ? "INT" : "TERM");
+    hsrv_stop_accepting(a->srv);
+    a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
+    drain_check(-1, 0, a);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    app *a = arg;
+    char err[300];
+    int rc = cfg_reload_secret(&opts[SECRET_ROW], &a->set, err, sizeof(err));
+    if (rc == 1) {
+        log_warn("SIGHUP: secrets come from the environment, nothing to re-read "
+                 "(use PLCACHE_WEBHOOK_SECRET_FILE)");
+        return;
+    }
+    sign_keys k;
+    if (rc != 0 || sign_keys_parse(&k, a->set.secret, err, sizeof(err)) != 0) {
+        log_error("SIGHUP: secrets not reloaded, the old ones stay", "why", err);
+        return;
+    }
+    char n[16];
+    snprintf(n, sizeof(n), "%zu", k.n);
+    ingest_set_keys(a->in, &k);
+    log_info("SIGHUP: secrets reloaded", "count", n);
+}
+
+/* Makes sure the descriptors we may open fit the process's limit. */
+static int check_fd_limit(long want, char *err, size_t errlen)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)want + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return 0;
+    if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) {
+        rl.rlim_cur = need;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            return 0;
+    }
+    snprintf(err, errlen,
+             "PLCACHE_MAX_CONNECTIONS (--max-connections): %ld needs %lu file descriptors, the "
+             "limit is %lu",
+             want, (unsigned long)need, (unsigned long)rl.rlim_max);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    app a;
+    char err[512];
+    int status = 2;
+    rurl url = {0};
+    sign_keys keys = {0};
+    struct event *sigs[4] = {NULL, NULL, NULL, NULL};
+    memset(&a, 0, sizeof(a));
+
+    int rc = cfg_load(&program, argc, argv, &a.set, err, sizeof(err));
+    if (rc == CFG_EXIT) {
+        status = 0;
+        goto done;
+    }
+    if (rc != CFG_OK) {
+        fprintf(stderr, "plcache-webhook: %s\n", err);
+        goto done;
+    }
+    log_level level = LOG_INFO;
+    log_parse_level(a.set.log_level, &level);
+    log_set_level(level);
+    if (rurl_parse(a.set.redis_url, &url, err, sizeof(err)) != 0 ||
+        rurl_resolve(&url, err, sizeof(err)) != 0) {
+        fprintf(stderr, "plcache-webhook: PLCACHE_REDIS_URL (--redis-url): %s\n", err);
+        goto done;
+    }
+    if (sign_keys_parse(&keys, a.set.secret, err, sizeof(err)) != 0) {
+        fprintf(stderr, "plcache-webhook: PLCACHE_WEBHOOK_SECRET: %s\n", err);
+        goto done;
+    }
+    if (check_fd_limit(a.set.max_conns, err, sizeof(err)) != 0) {
+        fprintf(stderr, "plcache-webhook: %s\n", err);
+        goto done;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    status = 1;
+    a.base = event_base_new();
+    if (a.base == NULL) {
+        log_error("cannot create the event loop");
+        goto done;
+    }
+    char keyn[16];
+    rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
+    a.redis = rconn_new(a.base, &url, &ro, NULL, NULL);
+    ingest_opts io = {a.set.prefix, a.set.path, a.set.tolerance, 5};
+    snprintf(keyn, sizeof(keyn), "%zu", keys.n);
+    a.in = a.redis ? ingest_new(&io, a.redis, &keys) : NULL;
+    if (a.in == NULL) {
+        log_error("out of memory");
+        goto done;
+    }
+    hsrv_opts ho = {a.set.listen,
+                    (size_t)a.set.max_body,
+                    (size_t)a.set.max_headers,
+                    (int)a.set.idle_timeout,
+                    (int)a.set.request_timeout,
+                    (int)a.set.max_conns};
+    a.srv = hsrv_new(a.base, &ho, ingest_handle, a.in, err, sizeof(err));
+    if (a.srv == NULL) {
+        fprintf(stderr, "plcache-webhook: PLCACHE_LISTEN (--listen): %s\n", err);
+        status = 2;
+        goto done;
+    }
+    ingest_set_server(a.in, a.srv);
+    a.drain_timer = evtimer_new(a.base, drain_check, &a);
+    sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
+    sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
+    sigs[2] = evsignal_new(a.base, SIGHUP, on_hup, &a);
+    for (int i = 0; i < 3; i++)
+        if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) != 0) {
+            log_error("cannot install signal handlers");
+            goto done;
+        }
+    if (a.drain_timer == NULL)
+        goto done;
+
+    char port[16];
+    snprintf(port, sizeof(port), "%d", hsrv_port(a.srv));
+    char where[300];
+    rurl_describe(&url, where, sizeof(where));
+    log_info("plcache-webhook listening", "version", PLCACHE_VERSION, "listen", a.set.listen,
+             "port", port, "path", a.set.path, "redis", where, "secrets", keyn);
+
+    event_base_dispatch(a.base);
+    log_info("plcache-webhook stopped");
+    status = 0;
+done:
+    /* Redis first: deliveries still waiting get their 503 while the
+     * connections and the receiver exist; then the server, then the rest. */
+    rconn_free(a.redis);
+    hsrv_free(a.srv);
+    ingest_free(a.in);
+    for (int i = 0; i < 3; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    if (a.drain_timer)
+        event_free(a.drain_timer);
+    if (a.base)
+        event_base_free(a.base);
+    sign_keys_free(&keys);
+    rurl_free(&url);
+    cfg_free(&program, &a.set);
+    return status;
+}

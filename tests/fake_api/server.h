@@ -1,0 +1,49 @@
+/* server.h -- the fake PromptLayer API's HTTP side (libevent evhttp).
+ *
+ * Serves the PromptLayer calls plcache makes (GET /prompt-templates...,
+ * POST tracking endpoints), records every one, injects queued faults, and
+ * serves the control API under /_fake/ (see README.md). Single-threaded and
+ * never blocking: delays and drops run from evtimers on the caller's base.
+ */
+#ifndef PLCACHE_FAKE_SERVER_H
+#define PLCACHE_FAKE_SERVER_H
+
+#include <event2/event.h>
+#include <stddef.h>
+
+#include "store.h"
+
+/* Request bodies larger than this get 413 from libevent. */
+#define SERVER_MAX_BODY (8u * 1024u * 1024u)
+/* Request headers larger than this are refused by libevent. */
+#define SERVER_MAX_HEADERS (64u * 1024u)
+/* Read/write timeout of every connection, in seconds. */
+#define SERVER_TIMEOUT_S 30
+/* Bodies kept in the request log, in bytes, across all records. */
+#define SERVER_MAX_RECORDED_BYTES (256u * 1024u * 1024u)
+
+typedef struct server server;
+
+typedef struct server_config {
+    const char *api_key; /* copied; NULL: any key (or none) is accepted */
+    long delay_ms;       /* added before every API answer */
+    size_t max_records;  /* requests kept for GET /_fake/requests */
+} server_config;
+
+/* Returns a server the caller owns (server_free), serving `st` (taken over,
+ * also on failure) on `base` (borrowed; must outlive the server). NULL with
+ * the reason in err when memory runs out. */
+server *server_new(struct event_base *base, store *st, const server_config *cfg, char *err,
+                   size_t errlen);
+
+/* Listens on host:port (port 0: any free one); *bound_port gets the port.
+ * Resolves `host` with getaddrinfo, so give an address. Returns 0, or -1 with
+ * the reason in err. */
+int server_bind(server *srv, const char *host, int port, int *bound_port, char *err,
+                size_t errlen);
+
+/* Closes every connection (answers held back by a delay are dropped) and
+ * frees the server and everything it owns. */
+void server_free(server *srv);
+
+#endif

@@ -1,0 +1,89 @@
+/* store.h -- the fake API's prompt templates, in memory.
+ *
+ * A template has a numeric id, a unique name, numbered versions (each any
+ * JSON object: prompt_template, metadata, commit_message, ...) and release
+ * labels pointing at versions. The store answers the two PromptLayer reads
+ * (one version by name or id, version or label; a page of latest versions)
+ * and the control API's edits. Pure memory: nothing here blocks or does I/O.
+ *
+ * The state format, used by --fixture, PUT /_fake/state and GET /_fake/state:
+ *   {"templates": [{"id": 12, "prompt_name": "Hello",
+ *                   "versions": {"1": {...}, "2": {...}},
+ *                   "labels": {"prod": 2}}]}
+ */
+#ifndef PLCACHE_FAKE_STORE_H
+#define PLCACHE_FAKE_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Results of store calls; each maps to an HTTP status in the server. */
+typedef enum store_rc {
+    STORE_OK = 0,
+    STORE_BAD_REQUEST = -1, /* 400: the input is malformed */
+    STORE_NOT_FOUND = -2,   /* 404: template, version or label missing */
+    STORE_CONFLICT = -3,    /* 409: name or id already taken */
+    STORE_NO_MEMORY = -4,   /* 500 */
+} store_rc;
+
+/* Longest template name or label accepted, in bytes. */
+#define STORE_MAX_NAME 1024
+/* Most templates the store holds. */
+#define STORE_MAX_TEMPLATES 100000
+
+typedef struct store store;
+
+/* Returns an empty store the caller owns (free with store_free), or NULL when
+ * memory runs out. */
+store *store_new(void);
+void store_free(store *s);
+
+/* Replaces the whole state with `state` (format above; copied, the caller
+ * keeps its reference). All or nothing: on error the store is unchanged and
+ * err holds the reason. */
+store_rc store_replace(store *s, const json_t *state, char *err, size_t errlen);
+
+/* Returns the state in the format above (a new reference the caller owns),
+ * templates ordered by id, or NULL when memory runs out. */
+json_t *store_dump(const store *s);
+
+/* One template in the state format ({"id", "prompt_name", "versions",
+ * "labels"}); *out is a new reference the caller owns. */
+store_rc store_dump_template(const store *s, const char *name, json_t **out, char *err,
+                             size_t errlen);
+
+/* Adds or replaces template `name` from {"id": n, "versions": {..},
+ * "labels": {..}} (all keys optional; a new template without an id gets the
+ * highest id + 1, a replaced one keeps its id). */
+store_rc store_put_template(store *s, const char *name, const json_t *body, char *err,
+                            size_t errlen);
+store_rc store_delete_template(store *s, const char *name, char *err, size_t errlen);
+store_rc store_rename(store *s, const char *name, const char *new_name, char *err,
+                      size_t errlen);
+
+/* Adds or replaces version `version` (0: the latest + 1) with a copy of the
+ * object `content`; *out_version gets the number used. */
+store_rc store_put_version(store *s, const char *name, int64_t version, const json_t *content,
+                           int64_t *out_version, char *err, size_t errlen);
+store_rc store_put_label(store *s, const char *name, const char *label, int64_t version,
+                         char *err, size_t errlen);
+store_rc store_delete_label(store *s, const char *name, const char *label, char *err,
+                            size_t errlen);
+
+/* The answer of GET /prompt-templates/<ident>: `ident` is a name, or the
+ * numeric id when no template has that name. `version` > 0 selects a
+ * version, else `label` (non-NULL) a label, else the latest. On STORE_OK *out
+ * is a new object the caller owns: {"id", "prompt_name", "version",
+ * "prompt_template", "metadata", "commit_message", "tags", "snippets",
+ * "llm_kwargs", ...the stored keys}. */
+store_rc store_get(const store *s, const char *ident, int64_t version, const char *label,
+                   json_t **out, char *err, size_t errlen);
+
+/* The answer of GET /prompt-templates?page=&per_page= (page >= 1, per_page
+ * >= 1): the latest version of every template that has one, ordered by id,
+ * with Flask-style pagination fields. A new reference, or NULL when memory
+ * runs out. */
+json_t *store_list(const store *s, int64_t page, int64_t per_page);
+
+#endif

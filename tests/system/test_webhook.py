@@ -1,0 +1,567 @@
+"""test_webhook.py -- plcache-webhook against a real redis-server.
+
+Every row of DESIGN.md section 3's answer table, duplicates, secret rotation
+(list and SIGHUP), Redis loss and recovery, limits (body, headers, slow
+clients, connections), concurrency, drain on SIGTERM, and bad settings.
+"""
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import harness as h
+
+WEBHOOK = os.environ.get("PLCACHE_WEBHOOK_BIN", "")
+SECRET = "whsec_test_secret"
+PATH = "/webhooks/promptlayer"
+
+
+class Env:
+    """redis-server + plcache-webhook in one temp folder."""
+
+    def __init__(self, redis_extra=(), unix=False, **settings):
+        self.tmp = h.TempDir()
+        self.redis = h.RedisServer(self.tmp.path, redis_extra, unix=unix).start()
+        self.port = h.free_port()
+        self.env = {
+            "PLCACHE_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "PLCACHE_LISTEN": f"127.0.0.1:{self.port}",
+            "PLCACHE_WEBHOOK_SECRET": SECRET,
+            "PLCACHE_LOG_LEVEL": "debug",
+        }
+        self.env.update({k: str(v) for k, v in settings.items()})
+        self.env = {k: v for k, v in self.env.items() if v is not None and v != "None"}
+        self.daemon = h.Daemon(WEBHOOK, self.env, self.tmp.path, "webhook")
+
+    def start(self, ready=True):
+        self.daemon.start()
+        h.wait_until(lambda: self.get("/healthz")[0] == 200, 10, what="webhook /healthz")
+        if ready:
+            h.wait_until(lambda: self.get("/readyz")[0] == 200, 10, what="webhook /readyz")
+        return self
+
+    def get(self, path):
+        return h.request(self.port, "GET", path, timeout=5)
+
+    def post(self, body, secret=SECRET, sig=None, headers=None, path=PATH):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        hd = {"Content-Type": "application/json"}
+        if sig is None and secret is not None:
+            sig = h.sign(body, secret)
+        if sig is not None:
+            hd["X-PromptLayer-Signature"] = sig
+        hd.update(headers or {})
+        st, hdrs, data = h.request(self.port, "POST", path, body, hd, timeout=10)
+        return st, hdrs, json.loads(data) if data.startswith(b"{") else data
+
+    def redis_cmd(self, *args):
+        c = self.redis.client()
+        try:
+            return c(*args)
+        finally:
+            c.close()
+
+    def close(self):
+        running = self.daemon.proc is not None
+        rc = self.daemon.stop()
+        self.redis.stop()
+        log = self.daemon.log()
+        self.tmp.cleanup()
+        # Every daemon must end cleanly: exit 0 on SIGTERM, and no sanitizer
+        # report (leaks, overflows, undefined behaviour) in its log.
+        if running and rc != 0:
+            raise AssertionError(f"plcache-webhook exited {rc}:\n{log[-3000:]}")
+        for needle in ("Sanitizer", "runtime error:"):
+            if needle in log:
+                raise AssertionError(f"sanitizer report in the daemon's log:\n{log[-3000:]}")
+
+
+class AnswerTable(unittest.TestCase):
+    """One daemon for the rows of the answer table."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.e = Env(PLCACHE_MAX_BODY=4096).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.e.close()
+
+    def test_authentic_event_is_recorded_then_answered_200(self):
+        ev = h.event("prompt_template_label_moved", prompt_template_name="A1")
+        body = json.dumps(ev)
+        before = self.e.redis_cmd("XLEN", "pl:events")
+        st, _, data = self.e.post(body)
+        self.assertEqual((st, data), (200, {"ok": True}))
+        self.assertEqual(self.e.redis_cmd("XLEN", "pl:events"), before + 1)
+        last = self.e.redis_cmd("XREVRANGE", "pl:events", "+", "-", "COUNT", "1")[0]
+        fields = dict(zip(last[1][::2], last[1][1::2]))
+        self.assertEqual(fields[b"type"], b"prompt_template_label_moved")
+        self.assertEqual(fields[b"payload"], body.encode())
+        self.assertRegex(fields[b"received_at"].decode(), r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        seen = "pl:seen:" + __import__("hashlib").sha256(h.canonical(ev).encode()).hexdigest()
+        ttl = self.e.redis_cmd("TTL", seen)
+        self.assertTrue(86000 < ttl <= 86400, ttl)
+
+    def test_signature_over_canonical_text_accepts_any_wire_form(self):
+        ev = h.event(prompt_template_name="Ünïcode 🚀", prompt_template_id=7)
+        wire = json.dumps(ev, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+        sig = h.sign(h.canonical(ev), SECRET)
+        st, _, data = self.e.post(wire, sig=sig)
+        self.assertEqual((st, data), (200, {"ok": True}))
+
+    def test_signature_over_raw_body_is_accepted(self):
+        wire = json.dumps(h.event(prompt_template_name="raw"), separators=(",", ":"))
+        st, _, data = self.e.post(wire)  # signed over the raw bytes
+        self.assertEqual((st, data), (200, {"ok": True}))
+
+    def test_signature_header_in_upper_case_hex_is_accepted(self):
+        body = json.dumps(h.event(prompt_template_name="upper"))
+        st, _, _ = self.e.post(body, sig=h.sign(body, SECRET).upper())
+        self.assertEqual(st, 200)
+
+    def test_same_canonical_text_again_is_a_duplicate_and_not_recorded(self):
+        ev = h.event(prompt_template_name="dup")
+        st, _, data = self.e.post(json.dumps(ev))
+        self.assertEqual((st, data), (200, {"ok": True}))
+        n = self.e.redis_cmd("XLEN", "pl:events")
+        # Same event, other wire form: still the same canonical text.
+        wire = json.dumps(ev, indent=2, sort_keys=False)
+        st, _, data = self.e.post(wire, sig=h.sign(h.canonical(ev), SECRET))
+        self.assertEqual((st, data), (200, {"ok": True, "duplicate": True}))
+        self.assertEqual(self.e.redis_cmd("XLEN", "pl:events"), n)
+
+    def test_not_post_is_405_with_allow(self):
+        for m in ("GET", "PUT", "DELETE", "PATCH"):
+            st, hd, _ = h.request(self.e.port, m, PATH)
+            self.assertEqual(st, 405, m)
+            self.assertEqual(hd.get("Allow"), "POST", m)
+
+    def test_other_path_is_404(self):
+        st, _, _ = self.e.post(h.event(), path="/webhooks/other")
+        self.assertEqual(st, 404)
+        st, _, _ = h.request(self.e.port, "GET", "/")
+        self.assertEqual(st, 404)
+
+    def test_health_ready_and_metrics(self):
+        self.assertEqual(self.e.get("/healthz")[0], 200)
+        st, _, data = self.e.get("/readyz")
+        self.assertEqual((st, json.loads(data)["ok"]), (200, True))
+        self.e.post(h.event(prompt_template_name="metrics"))
+        self.e.post(h.event(), secret="wrong")
+        st, hd, data = self.e.get("/metrics")
+        self.assertEqual(st, 200)
+        self.assertTrue(hd["Content-Type"].startswith("text/plain"))
+        text = data.decode()
+        for needle in ('plcache_http_requests_total{status="200"}',
+                       'plcache_webhook_signature_failures_total{reason="bad_signature"}',
+                       'plcache_webhook_events_total{type="prompt_template_version_created"}',
+                       "plcache_webhook_duplicates_total", "plcache_redis_errors_total",
+                       "plcache_http_request_duration_seconds_bucket", "plcache_redis_up 1"):
+            self.assertIn(needle, text)
+        self.assertNotIn(SECRET, text)
+
+    def test_body_over_max_is_413(self):
+        ev = h.event()
+        ev["details"]["pad"] = "x" * 5000
+        st, _, _ = self.e.post(json.dumps(ev))
+        self.assertEqual(st, 413)
+
+    def test_no_or_wrong_signature_is_401_with_the_same_body(self):
+        body = json.dumps(h.event())
+        answers = [
+            self.e.post(body, secret=None),                      # no header
+            self.e.post(body, secret="not-the-secret"),          # wrong secret
+            self.e.post(body, sig="zz" * 32),                    # not hex
+            self.e.post(body, sig="ab"),                         # too short
+            self.e.post(b"not json at all", secret="nope"),      # garbage, unsigned
+        ]
+        for st, _, data in answers:
+            self.assertEqual((st, data), (401, {"ok": False, "error": "unauthorized"}))
+
+    def test_authentic_but_not_a_json_object_is_400(self):
+        for body in (b"not json", b"[1, 2]", b'"text"', b"{\"event_type\": \"x\"", b""):
+            st, _, _ = self.e.post(body)
+            self.assertEqual(st, 400, body)
+
+    def test_authentic_without_a_string_event_type_is_400(self):
+        for ev in ({"details": {}}, {"event_type": 12}, {"event_type": None}):
+            ev["timestamp"] = h.event()["timestamp"]
+            st, _, _ = self.e.post(json.dumps(ev))
+            self.assertEqual(st, 400, ev)
+
+    def test_timestamp_outside_the_tolerance_is_401(self):
+        for ts in ("2023-12-01T22:05:57.924833", "2099-01-01T00:00:00Z"):
+            ev = h.event()
+            ev["timestamp"] = ts
+            st, _, data = self.e.post(json.dumps(ev))
+            self.assertEqual((st, data), (401, {"ok": False, "error": "unauthorized"}))
+
+    def test_timestamp_with_offset_is_understood(self):
+        now = time.time()
+        ev = h.event()
+        # The same instant written in UTC+05:30.
+        ev["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(now + 5.5 * 3600))
+        st, _, _ = self.e.post(json.dumps(ev))
+        self.assertEqual(st, 200)
+
+    def test_missing_or_unreadable_timestamp_is_400(self):
+        for ts in (None, "yesterday", 1701468357, "2023-13-01T00:00:00"):
+            ev = h.event()
+            if ts is None:
+                del ev["timestamp"]
+            else:
+                ev["timestamp"] = ts
+            st, _, _ = self.e.post(json.dumps(ev))
+            self.assertEqual(st, 400, ts)
+
+    def test_python_only_json_is_verified_and_recorded(self):
+        # Big integers, NaN, \u0000, astral characters, repeated keys: jansson
+        # would lose these; the canonicalizer must not.
+        ts = h.event()["timestamp"]
+        wire = ('{"event_type": "dataset_version_created_by_file", "timestamp": "%s", '
+                '"details": {"n": 123456789012345678901234567890, "f": NaN, "g": -Infinity, '
+                '"z": "a\\u0000b", "s": "\\ud83d\\ude80", "k": 1, "k": 2, "e": 1E400}}' % ts)
+        obj = json.loads(wire)
+        st, _, data = self.e.post(wire, sig=h.sign(json.dumps(obj, sort_keys=True), SECRET))
+        self.assertEqual((st, data), (200, {"ok": True}))
+
+    def test_logs_hold_no_secret_signature_or_body(self):
+        ev = h.event(prompt_template_name="very-secret-prompt-body-marker")
+        body = json.dumps(ev)
+        sig = h.sign(body, SECRET)
+        self.e.post(body, sig=sig)
+        self.e.post(body, sig="0" * 64)
+        log = self.e.daemon.log()
+        self.assertIn("event recorded", log)
+        for needle in (SECRET, sig, "very-secret-prompt-body-marker"):
+            self.assertNotIn(needle, log)
+
+
+class Rotation(unittest.TestCase):
+    def test_two_secrets_either_verifies(self):
+        e = Env(PLCACHE_WEBHOOK_SECRET="old-secret,new-secret").start()
+        try:
+            for s in ("old-secret", "new-secret"):
+                st, _, _ = e.post(h.event(prompt_template_name=s), secret=s)
+                self.assertEqual(st, 200, s)
+            st, _, _ = e.post(h.event(), secret="third")
+            self.assertEqual(st, 401)
+        finally:
+            e.close()
+
+    def test_sighup_rereads_the_secret_file(self):
+        tmp = h.TempDir()
+        path = os.path.join(tmp.path, "secret")
+        with open(path, "w") as f:
+            f.write("first-secret\n")
+        e = Env(PLCACHE_WEBHOOK_SECRET=None, PLCACHE_WEBHOOK_SECRET_FILE=path).start()
+        try:
+            self.assertEqual(e.post(h.event(prompt_template_name="1"), secret="first-secret")[0], 200)
+            with open(path, "w") as f:
+                f.write("second-secret\n")
+            e.daemon.proc.send_signal(signal.SIGHUP)
+            h.wait_until(lambda: "secrets reloaded" in e.daemon.log(), 5, what="reload log")
+            self.assertEqual(e.post(h.event(prompt_template_name="2"), secret="second-secret")[0], 200)
+            self.assertEqual(e.post(h.event(prompt_template_name="3"), secret="first-secret")[0], 401)
+            # An empty file is refused and the current secret stays.
+            with open(path, "w") as f:
+                f.write("")
+            e.daemon.proc.send_signal(signal.SIGHUP)
+            h.wait_until(lambda: "secrets not reloaded" in e.daemon.log(), 5, what="refusal log")
+            self.assertEqual(e.post(h.event(prompt_template_name="4"), secret="second-secret")[0], 200)
+            self.assertNotIn("second-secret", e.daemon.log())
+        finally:
+            e.close()
+            tmp.cleanup()
+
+
+class RedisLoss(unittest.TestCase):
+    def test_redis_stopped_gives_503_then_recovers_without_restart(self):
+        e = Env().start()
+        try:
+            self.assertEqual(e.post(h.event(prompt_template_name="before"))[0], 200)
+            port = e.redis.port
+            e.redis.stop()
+            st, hd, _ = e.post(h.event(prompt_template_name="during"))
+            self.assertEqual(st, 503)
+            self.assertIn("Retry-After", hd)
+            self.assertEqual(e.get("/readyz")[0], 503)
+            # Same port, empty data (no persistence): the daemon reconnects by itself.
+            e.redis = h.RedisServer(e.tmp.path, port=port).start()
+            h.wait_until(lambda: e.get("/readyz")[0] == 200, 15, what="readyz after restart")
+            ev = h.event(prompt_template_name="after")
+            self.assertEqual(e.post(ev)[::2], (200, {"ok": True}))
+            self.assertEqual(e.post(ev)[::2], (200, {"ok": True, "duplicate": True}))
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
+        finally:
+            e.close()
+
+    def test_redis_that_stops_answering_gives_503_within_the_timeout(self):
+        e = Env(PLCACHE_REDIS_TIMEOUT=1).start()
+        try:
+            e.redis.proc.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            st, hd, _ = e.post(h.event(prompt_template_name="frozen"))
+            took = time.monotonic() - t0
+            self.assertEqual(st, 503)
+            self.assertIn("Retry-After", hd)
+            self.assertLess(took, 8)
+            e.redis.proc.send_signal(signal.SIGCONT)
+            h.wait_until(lambda: e.get("/readyz")[0] == 200, 15, what="readyz after SIGCONT")
+            self.assertEqual(e.post(h.event(prompt_template_name="thawed"))[0], 200)
+        finally:
+            if e.redis.proc:
+                e.redis.proc.send_signal(signal.SIGCONT)
+            e.close()
+
+    def test_redis_down_at_start_then_up(self):
+        e = Env()
+        port = e.redis.port
+        e.redis.stop()
+        try:
+            e.start(ready=False)
+            self.assertEqual(e.get("/readyz")[0], 503)
+            self.assertEqual(e.post(h.event())[0], 503)
+            e.redis = h.RedisServer(e.tmp.path, port=port).start()
+            h.wait_until(lambda: e.get("/readyz")[0] == 200, 15, what="readyz")
+            self.assertEqual(e.post(h.event())[0], 200)
+        finally:
+            e.close()
+
+
+class RedisUrls(unittest.TestCase):
+    def test_unix_socket_url(self):
+        e = Env(unix=True)
+        try:
+            e.daemon.env["PLCACHE_REDIS_URL"] = f"unix://{e.redis.unix}?db=3"
+            e.start()
+            self.assertEqual(e.post(h.event())[0], 200)
+            self.assertEqual(e.redis_cmd("SELECT", "3"), "OK")
+        finally:
+            e.close()
+
+    def test_password_and_database_from_the_url(self):
+        e = Env(redis_extra=("--requirepass", "p@ss:word"))
+        try:
+            e.daemon.env["PLCACHE_REDIS_URL"] = f"redis://:p%40ss%3Aword@127.0.0.1:{e.redis.port}/5"
+            e.start()
+            self.assertEqual(e.post(h.event())[0], 200)
+            c = e.redis.client()
+            c("AUTH", "p@ss:word")
+            c("SELECT", "5")
+            self.assertEqual(c("XLEN", "pl:events"), 1)
+            c.close()
+            self.assertNotIn("p@ss", e.daemon.log())
+        finally:
+            e.close()
+
+    def test_wrong_password_is_never_ready_and_logged_without_it(self):
+        e = Env(redis_extra=("--requirepass", "right"))
+        try:
+            e.daemon.env["PLCACHE_REDIS_URL"] = f"redis://:wrong-pw@127.0.0.1:{e.redis.port}/0"
+            e.start(ready=False)
+            h.wait_until(lambda: "handshake refused" in e.daemon.log(), 10, what="refusal")
+            self.assertEqual(e.get("/readyz")[0], 503)
+            self.assertEqual(e.post(h.event())[0], 503)
+            self.assertNotIn("wrong-pw", e.daemon.log())
+        finally:
+            e.close()
+
+
+class Limits(unittest.TestCase):
+    def test_slow_client_is_cut_off_at_the_request_timeout(self):
+        e = Env(PLCACHE_REQUEST_TIMEOUT=2).start()
+        try:
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+            t0 = time.monotonic()
+            closed = False
+            # One header byte every 0.3 s: the idle timeout alone would never fire.
+            for ch in b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                try:
+                    s.sendall(bytes([ch]))
+                    time.sleep(0.3)
+                    s.setblocking(False)
+                    try:
+                        if s.recv(1) == b"":
+                            closed = True
+                            break
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        s.setblocking(True)
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+                if time.monotonic() - t0 > 8:
+                    break
+            took = time.monotonic() - t0
+            s.close()
+            self.assertTrue(closed, "server kept a trickling client for %.1fs" % took)
+            self.assertLess(took, 6)
+            self.assertEqual(e.get("/healthz")[0], 200)
+        finally:
+            e.close()
+
+    def test_oversized_headers_are_refused(self):
+        e = Env(PLCACHE_MAX_HEADER_SIZE=2048).start()
+        try:
+            body = json.dumps(h.event()).encode()
+            req = (b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 4000 +
+                   b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+            s.sendall(req)
+            answer = s.recv(200)
+            s.close()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+            self.assertEqual(e.post(body)[0], 200)
+        finally:
+            e.close()
+
+    def test_connections_beyond_the_bound_wait_for_a_slot(self):
+        e = Env(PLCACHE_MAX_CONNECTIONS=4).start()
+        try:
+            idle = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(4)]
+            time.sleep(0.3)
+            extra = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            extra.settimeout(1.0)
+            with self.assertRaises(socket.timeout):
+                extra.recv(100)
+            idle[0].close()
+            extra.settimeout(5.0)
+            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
+            for s in idle[1:] + [extra]:
+                s.close()
+            st, _, data = e.get("/metrics")
+            self.assertIn("plcache_http_accept_pauses_total", data.decode())
+        finally:
+            e.close()
+
+    def test_concurrent_clients_all_recorded(self):
+        e = Env().start()
+        try:
+            results = []
+            lock = threading.Lock()
+
+            def client(k):
+                import http.client
+                c = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
+                for i in range(25):
+                    body = json.dumps(h.event(prompt_template_name=f"c{k}-{i}")).encode()
+                    c.request("POST", PATH, body, {"X-PromptLayer-Signature": h.sign(body, SECRET)})
+                    r = c.getresponse()
+                    r.read()
+                    with lock:
+                        results.append(r.status)
+                c.close()
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(40)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(len(results), 1000)
+            self.assertEqual(set(results), {200})
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1000)
+        finally:
+            e.close()
+
+
+class Lifecycle(unittest.TestCase):
+    def test_sigterm_drains_and_exits_0(self):
+        e = Env().start()
+        try:
+            self.assertEqual(e.post(h.event())[0], 200)
+            rc = e.daemon.stop(signal.SIGTERM, timeout=10)
+            self.assertEqual(rc, 0)
+            self.assertIn("plcache-webhook stopped", e.daemon.log())
+        finally:
+            e.close()
+
+    def test_sigterm_waits_for_a_delivery_held_by_redis(self):
+        e = Env(PLCACHE_REDIS_TIMEOUT=30).start()
+        try:
+            out = {}
+            e.redis.proc.send_signal(signal.SIGSTOP)
+
+            def post():
+                out["st"] = e.post(h.event(prompt_template_name="held"))[0]
+            t = threading.Thread(target=post)
+            t.start()
+            h.wait_until(lambda: "plcache_webhook_inflight 1" in e.get("/metrics")[2].decode(), 5,
+                         what="a delivery in flight")
+            e.daemon.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            self.assertIsNone(e.daemon.proc.poll(), "exited with a delivery in flight")
+            e.redis.proc.send_signal(signal.SIGCONT)
+            t.join(10)
+            self.assertEqual(out.get("st"), 200)
+            self.assertEqual(e.daemon.proc.wait(10), 0)
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
+        finally:
+            if e.redis.proc:
+                e.redis.proc.send_signal(signal.SIGCONT)
+            e.close()
+
+    def test_bad_settings_stop_at_start_with_one_line_and_exit_2(self):
+        tmp = h.TempDir()
+        cases = [
+            ({}, "PLCACHE_WEBHOOK_SECRET"),
+            ({"PLCACHE_WEBHOOK_SECRET": ","}, "PLCACHE_WEBHOOK_SECRET"),
+            ({"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_LISTEN": "nowhere"}, "PLCACHE_LISTEN"),
+            ({"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_REDIS_URL": "http://x"}, "PLCACHE_REDIS_URL"),
+            ({"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_MAX_BODY": "lots"}, "PLCACHE_MAX_BODY"),
+            ({"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_TIMESTAMP_TOLERANCE": "-1"},
+             "PLCACHE_TIMESTAMP_TOLERANCE"),
+            ({"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_LOG_LEVEL": "loud"}, "PLCACHE_LOG_LEVEL"),
+            ({"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_WEBHOOK_PATH": "/healthz"},
+             "PLCACHE_WEBHOOK_PATH"),
+            ({"PLCACHE_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}, "PLCACHE_WEBHOOK_SECRET"),
+        ]
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        cases.append(({"PLCACHE_WEBHOOK_SECRET": "s",
+                       "PLCACHE_LISTEN": "127.0.0.1:%d" % busy.getsockname()[1]}, "PLCACHE_LISTEN"))
+        try:
+            for env, name in cases:
+                d = h.Daemon(WEBHOOK, env, tmp.path, "bad").start()
+                rc = d.proc.wait(10)
+                h._started.remove(d.proc)
+                d.logf.close()
+                err = d.log().strip().splitlines()
+                os.unlink(d.log_path)
+                self.assertEqual(rc, 2, (env, err))
+                self.assertEqual(len(err), 1, err)
+                self.assertIn(name, err[0])
+        finally:
+            busy.close()
+            tmp.cleanup()
+
+    def test_flags_win_over_the_environment_and_help_exits_0(self):
+        tmp = h.TempDir()
+        try:
+            d = h.Daemon(WEBHOOK, {}, tmp.path, "help").start(["--help"])
+            self.assertEqual(d.proc.wait(10), 0)
+            h._started.remove(d.proc)
+            d = h.Daemon(WEBHOOK, {}, tmp.path, "version").start(["--version"])
+            self.assertEqual(d.proc.wait(10), 0)
+            h._started.remove(d.proc)
+            d = h.Daemon(WEBHOOK, {"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_LISTEN": "bad"},
+                         tmp.path, "flag").start(["--listen", "also-bad-but-named"])
+            self.assertEqual(d.proc.wait(10), 2)
+            h._started.remove(d.proc)
+            d.logf.close()
+            self.assertIn("--listen", d.log())
+        finally:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    h.main()

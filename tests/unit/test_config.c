@@ -1,0 +1,194 @@
+/* test_config.c -- the settings table: defaults, environment, flags, files. */
+#include "cm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+
+typedef struct st {
+    char *name;
+    char *secret;
+    char *secret_file;
+    long n;
+} st;
+
+static int check_no_x(const char *v, char *err, size_t errlen)
+{
+    if (strchr(v, 'x')) {
+        snprintf(err, errlen, "no x allowed");
+        return -1;
+    }
+    return 0;
+}
+
+static const cfg_opt opts[] = {
+    {"PLCACHE_T_NAME", CFG_STRING, "dflt", 0, 0, 0, check_no_x, offsetof(st, name), 0, "N", "a name"},
+    {"PLCACHE_T_SECRET", CFG_SECRET, NULL, 1, 0, 0, NULL, offsetof(st, secret),
+     offsetof(st, secret_file), "S", "a secret"},
+    {"PLCACHE_T_COUNT", CFG_INT, "7", 0, 1, 100, NULL, offsetof(st, n), 0, "N", "a count"},
+};
+static const cfg_program prog = {"t", "test", NULL, opts, 3};
+
+static void clear_env(void)
+{
+    unsetenv("PLCACHE_T_NAME");
+    unsetenv("PLCACHE_T_SECRET");
+    unsetenv("PLCACHE_T_SECRET_FILE");
+    unsetenv("PLCACHE_T_COUNT");
+}
+
+static int load(st *s, int argc, char **argv, char *err)
+{
+    memset(s, 0, sizeof(*s));
+    return cfg_load(&prog, argc, argv, s, err, 256);
+}
+
+static void test_flag_names_come_from_the_variable(void **state)
+{
+    (void)state;
+    char f[64];
+    cfg_flag_name("PLCACHE_LISTEN", f, sizeof(f));
+    assert_string_equal(f, "listen");
+    cfg_flag_name("PLCACHE_WEBHOOK_SECRET", f, sizeof(f));
+    assert_string_equal(f, "webhook-secret");
+    cfg_flag_name("PROMPTLAYER_API_KEY", f, sizeof(f));
+    assert_string_equal(f, "promptlayer-api-key");
+}
+
+static void test_defaults_then_environment_then_flags(void **state)
+{
+    (void)state;
+    st s;
+    char err[256];
+    clear_env();
+    setenv("PLCACHE_T_SECRET", "s3", 1);
+    char *a0[] = {"t"};
+    assert_int_equal(load(&s, 1, a0, err), CFG_OK);
+    assert_string_equal(s.name, "dflt");
+    assert_int_equal(s.n, 7);
+    cfg_free(&prog, &s);
+
+    setenv("PLCACHE_T_NAME", "env", 1);
+    setenv("PLCACHE_T_COUNT", "9", 1);
+    assert_int_equal(load(&s, 1, a0, err), CFG_OK);
+    assert_string_equal(s.name, "env");
+    assert_int_equal(s.n, 9);
+    cfg_free(&prog, &s);
+
+    char *a1[] = {"t", "--t-name", "flag", "--t-count=11"};
+    assert_int_equal(load(&s, 4, a1, err), CFG_OK);
+    assert_string_equal(s.name, "flag");
+    assert_int_equal(s.n, 11);
+    assert_string_equal(s.secret, "s3");
+    assert_null(s.secret_file);
+    cfg_free(&prog, &s);
+    clear_env();
+}
+
+static void test_errors_name_the_setting(void **state)
+{
+    (void)state;
+    st s;
+    char err[256];
+    clear_env();
+    char *a0[] = {"t"};
+    assert_int_equal(load(&s, 1, a0, err), CFG_ERROR);
+    assert_non_null(strstr(err, "PLCACHE_T_SECRET"));
+    cfg_free(&prog, &s);
+
+    setenv("PLCACHE_T_SECRET", "s", 1);
+    char *a1[] = {"t", "--t-count", "101"};
+    assert_int_equal(load(&s, 3, a1, err), CFG_ERROR);
+    assert_non_null(strstr(err, "PLCACHE_T_COUNT"));
+    cfg_free(&prog, &s);
+
+    char *a2[] = {"t", "--t-count", "5x"};
+    assert_int_equal(load(&s, 3, a2, err), CFG_ERROR);
+    cfg_free(&prog, &s);
+
+    char *a3[] = {"t", "--t-name", "xx"};
+    assert_int_equal(load(&s, 3, a3, err), CFG_ERROR);
+    assert_non_null(strstr(err, "no x allowed"));
+    cfg_free(&prog, &s);
+
+    char *a4[] = {"t", "--nope"};
+    assert_int_equal(load(&s, 2, a4, err), CFG_ERROR);
+    assert_non_null(strstr(err, "--nope"));
+    cfg_free(&prog, &s);
+
+    char *a5[] = {"t", "--t-name"};
+    assert_int_equal(load(&s, 2, a5, err), CFG_ERROR);
+    cfg_free(&prog, &s);
+
+    char *a6[] = {"t", "positional"};
+    assert_int_equal(load(&s, 2, a6, err), CFG_ERROR);
+    cfg_free(&prog, &s);
+    clear_env();
+}
+
+static void test_secret_from_file_and_reload(void **state)
+{
+    (void)state;
+    st s;
+    char err[256];
+    char path[] = "/tmp/plcache-test-secret-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "one\n", 4), 4);
+    close(fd);
+    clear_env();
+    setenv("PLCACHE_T_SECRET_FILE", path, 1);
+    char *a0[] = {"t"};
+    assert_int_equal(load(&s, 1, a0, err), CFG_OK);
+    assert_string_equal(s.secret, "one");
+    assert_string_equal(s.secret_file, path);
+
+    FILE *f = fopen(path, "w");
+    fputs("two\r\n", f);
+    fclose(f);
+    assert_int_equal(cfg_reload_secret(&opts[1], &s, err, sizeof(err)), 0);
+    assert_string_equal(s.secret, "two");
+
+    unlink(path);
+    assert_int_equal(cfg_reload_secret(&opts[1], &s, err, sizeof(err)), -1);
+    assert_string_equal(s.secret, "two");
+    cfg_free(&prog, &s);
+
+    setenv("PLCACHE_T_SECRET", "also", 1);
+    assert_int_equal(load(&s, 1, a0, err), CFG_ERROR);
+    assert_non_null(strstr(err, "not both"));
+    cfg_free(&prog, &s);
+
+    unsetenv("PLCACHE_T_SECRET_FILE");
+    assert_int_equal(load(&s, 1, a0, err), CFG_OK);
+    assert_int_equal(cfg_reload_secret(&opts[1], &s, err, sizeof(err)), 1);
+    cfg_free(&prog, &s);
+    clear_env();
+}
+
+static void test_listen_check(void **state)
+{
+    (void)state;
+    char err[128];
+    assert_int_equal(cfg_check_listen("127.0.0.1:8080", err, sizeof(err)), 0);
+    assert_int_equal(cfg_check_listen("[::1]:0", err, sizeof(err)), 0);
+    assert_int_equal(cfg_check_listen("8080", err, sizeof(err)), -1);
+    assert_int_equal(cfg_check_listen(":80", err, sizeof(err)), -1);
+    assert_int_equal(cfg_check_listen("h:65536", err, sizeof(err)), -1);
+    assert_int_equal(cfg_check_listen("[::1]8080", err, sizeof(err)), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flag_names_come_from_the_variable),
+        cmocka_unit_test(test_defaults_then_environment_then_flags),
+        cmocka_unit_test(test_errors_name_the_setting),
+        cmocka_unit_test(test_secret_from_file_and_reload),
+        cmocka_unit_test(test_listen_check),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -43,9 +43,15 @@ int buf_append(buf *b, const void *p, size_t n)
     return 0;
 }
 
-int buf_puts(buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
+int buf_puts(buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
 
-int buf_putc(buf *b, char c) { return buf_append(b, &c, 1); }
+int buf_putc(buf *b, char c)
+{
+    return buf_append(b, &c, 1);
+}
 
 int buf_printf(buf *b, const char *fmt, ...)
 {

@@ -11,10 +11,10 @@
 #include <stddef.h>
 
 typedef struct buf {
-    char *data;   /* owned; NULL until the first append */
+    char *data; /* owned; NULL until the first append */
     size_t len;
     size_t cap;
-    size_t max;   /* appends that would pass this fail */
+    size_t max; /* appends that would pass this fail */
 } buf;
 
 /* Starts an empty buffer that may hold at most `max` bytes. Cannot fail. */

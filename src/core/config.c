@@ -20,8 +20,14 @@ void cfg_flag_name(const char *env, char *out, size_t outlen)
     out[i] = '\0';
 }
 
-static char **str_slot(void *settings, size_t off) { return (char **)((char *)settings + off); }
-static long *int_slot(void *settings, size_t off) { return (long *)((char *)settings + off); }
+static char **str_slot(void *settings, size_t off)
+{
+    return (char **)((char *)settings + off);
+}
+static long *int_slot(void *settings, size_t off)
+{
+    return (long *)((char *)settings + off);
+}
 
 static int set_string(char **slot, const char *v)
 {
@@ -87,8 +93,8 @@ static int parse_long(const char *s, long min, long max, long *out)
 }
 
 /* Applies one textual value to a row. */
-static int apply_value(const cfg_opt *o, const char *flag, const char *v, void *settings,
-                       char *err, size_t errlen)
+static int apply_value(const cfg_opt *o, const char *flag, const char *v, void *settings, char *err,
+                       size_t errlen)
 {
     if (o->type == CFG_INT) {
         long n;
@@ -114,8 +120,8 @@ static int apply_value(const cfg_opt *o, const char *flag, const char *v, void *
     return 0;
 }
 
-static int load_secret_file(const cfg_opt *o, const char *flag, const char *path,
-                            void *settings, char *err, size_t errlen)
+static int load_secret_file(const cfg_opt *o, const char *flag, const char *path, void *settings,
+                            char *err, size_t errlen)
 {
     char why[300] = "";
     char *v = cfg_read_file(path, CFG_SECRET_MAX, why, sizeof(why));
@@ -283,10 +289,18 @@ done:
     return rc;
 }
 
+const cfg_opt *cfg_find(const cfg_program *prog, const char *env)
+{
+    for (size_t i = 0; i < prog->nopts; i++)
+        if (strcmp(prog->opts[i].env, env) == 0)
+            return &prog->opts[i];
+    return NULL;
+}
+
 int cfg_reload_secret(const cfg_opt *opt, void *settings, char *err, size_t errlen)
 {
     char flag[64];
-    if (opt->type != CFG_SECRET)
+    if (opt == NULL || opt->type != CFG_SECRET)
         return 1;
     const char *path = *str_slot(settings, opt->file_offset);
     if (path == NULL)

@@ -24,15 +24,15 @@ typedef enum cfg_type {
 typedef int (*cfg_check_fn)(const char *value, char *err, size_t errlen);
 
 typedef struct cfg_opt {
-    const char *env;        /* PLCACHE_LISTEN */
+    const char *env; /* PLCACHE_LISTEN */
     cfg_type type;
-    const char *def;        /* default, as text; NULL = unset */
-    int required;           /* unset is an error */
-    long min, max;          /* CFG_INT bounds */
-    cfg_check_fn check;     /* optional validator for CFG_STRING / CFG_SECRET */
-    size_t offset;          /* where the value lands in the settings struct */
-    size_t file_offset;     /* CFG_SECRET: where the file path lands */
-    const char *metavar;    /* ADDR, N, PATH ... for --help */
+    const char *def;     /* default, as text; NULL = unset */
+    int required;        /* unset is an error */
+    long min, max;       /* CFG_INT bounds */
+    cfg_check_fn check;  /* optional validator for CFG_STRING / CFG_SECRET */
+    size_t offset;       /* where the value lands in the settings struct */
+    size_t file_offset;  /* CFG_SECRET: where the file path lands */
+    const char *metavar; /* ADDR, N, PATH ... for --help */
     const char *help;
 } cfg_opt;
 
@@ -66,6 +66,9 @@ void cfg_free(const cfg_program *prog, void *settings);
  * string owned by the caller, one trailing "\n" or "\r\n" removed. Returns NULL
  * with err set on failure. */
 char *cfg_read_file(const char *path, size_t max, char *err, size_t errlen);
+
+/* The row of a variable, or NULL. */
+const cfg_opt *cfg_find(const cfg_program *prog, const char *env);
 
 /* The long flag of a row, written into out: "listen" for PLCACHE_LISTEN. */
 void cfg_flag_name(const char *env, char *out, size_t outlen);

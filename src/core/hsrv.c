@@ -48,7 +48,7 @@ struct hsrv {
 
 typedef struct hconn {
     hsrv *srv;
-    struct bufferevent *bev;  /* owned by evhttp; we hold a reference until adopted */
+    struct bufferevent *bev; /* owned by evhttp; we hold a reference until adopted */
     struct event *adopt;
     struct event *deadline;
     struct evbuffer_cb_entry *in_cb, *out_cb;
@@ -270,11 +270,20 @@ err:
     return NULL;
 }
 
-int hsrv_port(const hsrv *s) { return s->port; }
+int hsrv_port(const hsrv *s)
+{
+    return s->port;
+}
 
-size_t hsrv_conns(const hsrv *s) { return s->live; }
+size_t hsrv_conns(const hsrv *s)
+{
+    return s->live;
+}
 
-unsigned long hsrv_paused(const hsrv *s) { return s->pauses; }
+unsigned long hsrv_paused(const hsrv *s)
+{
+    return s->pauses;
+}
 
 void hsrv_stop_accepting(hsrv *s)
 {

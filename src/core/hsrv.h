@@ -22,12 +22,12 @@ struct evhttp_request;
 typedef struct hsrv hsrv;
 
 typedef struct hsrv_opts {
-    const char *listen;        /* host:port; port 0 picks a free one */
-    size_t max_body;           /* bytes */
-    size_t max_headers;        /* bytes, all header lines together */
-    int idle_timeout_s;        /* keep-alive connection with nothing to do */
-    int request_timeout_s;     /* first byte of a request to its answer */
-    int max_conns;             /* open connections */
+    const char *listen;    /* host:port; port 0 picks a free one */
+    size_t max_body;       /* bytes */
+    size_t max_headers;    /* bytes, all header lines together */
+    int idle_timeout_s;    /* keep-alive connection with nothing to do */
+    int request_timeout_s; /* first byte of a request to its answer */
+    int max_conns;         /* open connections */
 } hsrv_opts;
 
 typedef void (*hsrv_handler)(struct evhttp_request *req, void *arg);

@@ -7,15 +7,15 @@
 
 #include <stddef.h>
 
-#define KEYS_EVENTS "events"           /* stream of authentic events */
-#define KEYS_SEEN "seen:"              /* + sha256 hex: duplicate guard, 24 h */
-#define KEYS_PROMPT "prompt:"          /* + template name: hash */
-#define KEYS_PROMPT_IDS "prompt-ids"   /* hash id -> name */
-#define KEYS_INVALIDATE "invalidate"   /* pub/sub channel */
-#define KEYS_TRACK "track"             /* list of log jobs */
+#define KEYS_EVENTS "events"         /* stream of authentic events */
+#define KEYS_SEEN "seen:"            /* + sha256 hex: duplicate guard, 24 h */
+#define KEYS_PROMPT "prompt:"        /* + template name: hash */
+#define KEYS_PROMPT_IDS "prompt-ids" /* hash id -> name */
+#define KEYS_INVALIDATE "invalidate" /* pub/sub channel */
+#define KEYS_TRACK "track"           /* list of log jobs */
 
-#define KEYS_SEEN_TTL_S 86400          /* how long a delivery is remembered */
-#define KEYS_EVENTS_MAXLEN 100000      /* XADD MAXLEN ~ */
+#define KEYS_SEEN_TTL_S 86400     /* how long a delivery is remembered */
+#define KEYS_EVENTS_MAXLEN 100000 /* XADD MAXLEN ~ */
 
 /* Writes prefix + name (+ suffix, may be NULL) into out. Returns the length,
  * or -1 when it does not fit. */

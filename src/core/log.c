@@ -10,8 +10,14 @@ static log_level g_level = LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
-void log_set_level(log_level level) { g_level = level; }
-log_level log_get_level(void) { return g_level; }
+void log_set_level(log_level level)
+{
+    g_level = level;
+}
+log_level log_get_level(void)
+{
+    return g_level;
+}
 
 int log_parse_level(const char *s, log_level *out)
 {
@@ -68,9 +74,10 @@ void log_msg(log_level level, const char *msg, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(buf, sizeof(buf), "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, level_names[level]);
+    int n = snprintf(buf, sizeof(buf),
+                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg=", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000L, level_names[level]);
     pos = (size_t)n;
     put_value(buf, sizeof(buf) - 1, &pos, msg);
 

@@ -1,10 +1,8 @@
 /* metrics.c -- Prometheus text format. */
 #include "core/metrics.h"
 
-
-const double metrics_latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                         0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
-                                         1,      2.5,     5,      10};
+const double metrics_latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 const size_t metrics_latency_nbounds =
     sizeof(metrics_latency_bounds) / sizeof(metrics_latency_bounds[0]);
 

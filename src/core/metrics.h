@@ -15,9 +15,9 @@
 #define MHIST_MAX_BUCKETS 24
 
 typedef struct mhist {
-    const double *bounds;              /* upper bounds, increasing */
-    size_t n;                          /* <= MHIST_MAX_BUCKETS */
-    uint64_t counts[MHIST_MAX_BUCKETS + 1];  /* last one is +Inf */
+    const double *bounds;                   /* upper bounds, increasing */
+    size_t n;                               /* <= MHIST_MAX_BUCKETS */
+    uint64_t counts[MHIST_MAX_BUCKETS + 1]; /* last one is +Inf */
     double sum;
     uint64_t count;
 } mhist;

@@ -27,17 +27,17 @@ struct rconn {
     rconn_opts opts;
     rconn_state_fn on_state;
     void *arg;
-    redisAsyncContext *ac;     /* NULL while DOWN */
+    redisAsyncContext *ac; /* NULL while DOWN */
     enum rc_state state;
     struct event *retry_timer;
     struct event *watch_timer;
     int backoff_ms;
     size_t pending;
-    int64_t progress_us;       /* last reply, or when pending left 0 */
+    int64_t progress_us; /* last reply, or when pending left 0 */
     int64_t connect_started_us;
     unsigned long drops;
     int closing;
-    int logged_down;           /* one warning per outage, not one per retry */
+    int logged_down; /* one warning per outage, not one per retry */
 };
 
 typedef struct rconn_cmd {
@@ -303,11 +303,20 @@ rconn *rconn_new(struct event_base *base, const rurl *url, const rconn_opts *opt
     return c;
 }
 
-int rconn_ready(const rconn *c) { return c->state == RC_READY; }
+int rconn_ready(const rconn *c)
+{
+    return c->state == RC_READY;
+}
 
-size_t rconn_pending(const rconn *c) { return c->pending; }
+size_t rconn_pending(const rconn *c)
+{
+    return c->pending;
+}
 
-unsigned long rconn_drops(const rconn *c) { return c->drops; }
+unsigned long rconn_drops(const rconn *c)
+{
+    return c->drops;
+}
 
 int rconn_argv(rconn *c, rconn_reply_fn fn, void *priv, int argc, const char **argv,
                const size_t *lens)

@@ -33,10 +33,10 @@ typedef void (*rconn_reply_fn)(redisReply *reply, void *priv);
 typedef void (*rconn_state_fn)(int up, void *arg);
 
 typedef struct rconn_opts {
-    int connect_timeout_ms;  /* default 2000 */
-    int command_timeout_ms;  /* default 5000: a command unanswered this long drops the link */
-    int backoff_min_ms;      /* default 100 */
-    int backoff_max_ms;      /* default 5000 */
+    int connect_timeout_ms; /* default 2000 */
+    int command_timeout_ms; /* default 5000: a command unanswered this long drops the link */
+    int backoff_min_ms;     /* default 100 */
+    int backoff_max_ms;     /* default 5000 */
 } rconn_opts;
 
 /* Makes a connection to url (copied; a host name should already be resolved,

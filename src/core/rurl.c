@@ -9,16 +9,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "core/text.h"
 
 /* Percent-decodes n bytes into a new string; NULL on a bad escape or NUL. */
 static char *pct_decode(const char *s, size_t n)
@@ -29,8 +20,8 @@ static char *pct_decode(const char *s, size_t n)
         return NULL;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%') {
-            int hi = i + 2 < n ? hexv(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexv(s[i + 2]) : -1;
+            int hi = i + 2 < n ? text_hexval(s[i + 1]) : -1;
+            int lo = i + 2 < n ? text_hexval(s[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                 free(out);
                 return NULL;

@@ -14,12 +14,12 @@
 
 typedef struct rurl {
     int is_unix;
-    char host[256];      /* name or numeric address, no brackets */
+    char host[256]; /* name or numeric address, no brackets */
     int port;
-    char path[108];      /* unix socket path */
+    char path[108]; /* unix socket path */
     int db;
-    char *user;          /* owned, percent-decoded, NULL when absent */
-    char *password;      /* owned, percent-decoded, NULL when absent */
+    char *user;     /* owned, percent-decoded, NULL when absent */
+    char *password; /* owned, percent-decoded, NULL when absent */
 } rurl;
 
 /* Parses url into out. Returns 0, or -1 with a reason in err (the reason never

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 int sign_keys_parse(sign_keys *keys, const char *list, char *err, size_t errlen)
 {
     sign_keys tmp;
@@ -85,24 +87,13 @@ int sign_hmac_hex(const char *key, size_t klen, const void *msg, size_t mlen, ch
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int sign_parse_hex(const char *hex, unsigned char out[SIGN_DIGEST_LEN])
 {
     while (*hex == ' ' || *hex == '\t')
         hex++;
     for (size_t i = 0; i < SIGN_DIGEST_LEN; i++) {
-        int hi = hexval(hex[2 * i]);
-        int lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        int hi = text_hexval(hex[2 * i]);
+        int lo = hi < 0 ? -1 : text_hexval(hex[2 * i + 1]);
         if (lo < 0)
             return -1;
         out[i] = (unsigned char)(hi << 4 | lo);
@@ -118,8 +109,8 @@ int sign_verify(const sign_keys *keys, const unsigned char sig[SIGN_DIGEST_LEN],
 {
     int match = 0;
     /* The raw body equal to the canonical text gives the same digest. */
-    int check_raw = raw != NULL && !(canon != NULL && raw_len == canon_len &&
-                                      memcmp(raw, canon, raw_len) == 0);
+    int check_raw =
+        raw != NULL && !(canon != NULL && raw_len == canon_len && memcmp(raw, canon, raw_len) == 0);
     for (size_t i = 0; i < keys->n; i++) {
         unsigned char d[SIGN_DIGEST_LEN];
         if (canon != NULL && sign_hmac(keys->key[i], keys->len[i], canon, canon_len, d) == 0)

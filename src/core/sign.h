@@ -16,7 +16,7 @@
 
 typedef struct sign_keys {
     size_t n;
-    char *key[SIGN_MAX_KEYS];   /* owned */
+    char *key[SIGN_MAX_KEYS]; /* owned */
     size_t len[SIGN_MAX_KEYS];
 } sign_keys;
 

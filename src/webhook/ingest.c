@@ -97,7 +97,10 @@ ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys)
     return in;
 }
 
-void ingest_set_server(ingest *in, struct hsrv *srv) { in->srv = srv; }
+void ingest_set_server(ingest *in, struct hsrv *srv)
+{
+    in->srv = srv;
+}
 
 void ingest_set_keys(ingest *in, sign_keys *keys)
 {
@@ -106,7 +109,10 @@ void ingest_set_keys(ingest *in, sign_keys *keys)
     memset(keys, 0, sizeof(*keys));
 }
 
-size_t ingest_inflight(const ingest *in) { return in->inflight; }
+size_t ingest_inflight(const ingest *in)
+{
+    return in->inflight;
+}
 
 void ingest_free(ingest *in)
 {
@@ -166,8 +172,8 @@ static void recorded(redisReply *r, void *priv)
     free(p);
 }
 
-static void record(ingest *in, struct evhttp_request *req, int64_t start_us,
-                   const verify_result *v, const char *body, size_t len)
+static void record(ingest *in, struct evhttp_request *req, int64_t start_us, const verify_result *v,
+                   const char *body, size_t len)
 {
     char seen_key[256], ttl[16], maxlen[16], now[40];
     if (!rconn_ready(in->redis) ||
@@ -187,11 +193,18 @@ static void record(ingest *in, struct evhttp_request *req, int64_t start_us,
     snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
     snprintf(maxlen, sizeof(maxlen), "%d", KEYS_EVENTS_MAXLEN);
     time_format_now(now, sizeof(now));
-    const char *argv[] = {"EVAL", record_script, "2", seen_key, in->events_key, ttl, maxlen,
-                          v->event_type, body, now};
-    size_t lens[] = {4,           sizeof(record_script) - 1, 1, strlen(seen_key),
-                     strlen(in->events_key), strlen(ttl), strlen(maxlen), v->event_type_len,
-                     len, strlen(now)};
+    const char *argv[] = {"EVAL", record_script, "2",           seen_key, in->events_key,
+                          ttl,    maxlen,        v->event_type, body,     now};
+    size_t lens[] = {4,
+                     sizeof(record_script) - 1,
+                     1,
+                     strlen(seen_key),
+                     strlen(in->events_key),
+                     strlen(ttl),
+                     strlen(maxlen),
+                     v->event_type_len,
+                     len,
+                     strlen(now)};
     if (rconn_argv(in->redis, recorded, p, 10, argv, lens) != 0) {
         free(p);
         in->redis_errors++;
@@ -220,12 +233,12 @@ static void handle_webhook(ingest *in, struct evhttp_request *req, int64_t start
     case VERIFY_NO_SIGNATURE:
     case VERIFY_BAD_SIGNATURE:
     case VERIFY_STALE:
-        in->sig_failures[v.outcome == VERIFY_NO_SIGNATURE  ? FAIL_NO_SIG
-                         : v.outcome == VERIFY_STALE ? FAIL_STALE
-                                                     : FAIL_BAD_SIG]++;
+        in->sig_failures[v.outcome == VERIFY_NO_SIGNATURE ? FAIL_NO_SIG
+                         : v.outcome == VERIFY_STALE      ? FAIL_STALE
+                                                          : FAIL_BAD_SIG]++;
         evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
-        log_warn("webhook rejected", "status", "401", "reason", verify_reason(v.outcome),
-                 "peer", peer);
+        log_warn("webhook rejected", "status", "401", "reason", verify_reason(v.outcome), "peer",
+                 peer);
         finish(in, req, start_us, code, "{\"ok\":false,\"error\":\"unauthorized\"}");
         break;
     default: {
@@ -286,8 +299,7 @@ static void render_metrics(ingest *in, buf *b)
         metrics_sample(b, "plcache_http_connections", NULL, (double)hsrv_conns(in->srv));
         metrics_header(b, "plcache_http_accept_pauses_total", "counter",
                        "Times the listener paused at PLCACHE_MAX_CONNECTIONS.");
-        metrics_sample(b, "plcache_http_accept_pauses_total", NULL,
-                       (double)hsrv_paused(in->srv));
+        metrics_sample(b, "plcache_http_accept_pauses_total", NULL, (double)hsrv_paused(in->srv));
     }
 }
 

@@ -20,10 +20,10 @@ struct hsrv;
 typedef struct ingest ingest;
 
 typedef struct ingest_opts {
-    const char *prefix;        /* copied */
-    const char *path;          /* copied */
+    const char *prefix; /* copied */
+    const char *path;   /* copied */
     long tolerance_s;
-    int retry_after_s;         /* Retry-After of a 503 */
+    int retry_after_s; /* Retry-After of a 503 */
 } ingest_opts;
 
 /* Makes a receiver that records through redis (not owned) and verifies with

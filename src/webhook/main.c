@@ -6,6 +6,7 @@
  * SIGHUP re-reads the secrets from PLCACHE_WEBHOOK_SECRET_FILE.
  */
 #include <event2/event.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -69,35 +70,34 @@ static int check_secret(const char *v, char *err, size_t errlen)
     return 0;
 }
 
-#define SECRET_ROW 4 /* the PLCACHE_WEBHOOK_SECRET row below */
 #define S(f) offsetof(settings, f)
 static const cfg_opt opts[] = {
-    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check,
-     S(redis_url), 0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"},
+    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, S(redis_url),
+     0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"},
     {"PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, S(prefix), 0, "TEXT",
      "prefix of every Redis key"},
     {"PLCACHE_LISTEN", CFG_STRING, "127.0.0.1:8080", 0, 0, 0, cfg_check_listen, S(listen), 0,
      "ADDR", "HTTP listener, host:port"},
-    {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path),
-     0, "PATH", "path PromptLayer posts to"},
-    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, check_secret, S(secret),
-     S(secret_file), "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
+    {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path), 0,
+     "PATH", "path PromptLayer posts to"},
+    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, check_secret, S(secret), S(secret_file),
+     "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
     {"PLCACHE_MAX_BODY", CFG_INT, "1048576", 0, 1, 64L << 20, NULL, S(max_body), 0, "BYTES",
      "largest request body accepted (413 above)"},
     {"PLCACHE_TIMESTAMP_TOLERANCE", CFG_INT, "300", 0, 0, 366L * 86400, NULL, S(tolerance), 0,
      "SECONDS", "how far an event's timestamp may be from now (0 = no check)"},
-    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, S(shutdown_timeout), 0,
-     "SECONDS", "on SIGTERM, how long in-flight deliveries may take"},
+    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, S(shutdown_timeout), 0, "SECONDS",
+     "on SIGTERM, how long in-flight deliveries may take"},
     {"PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, check_level, S(log_level), 0, "LEVEL",
      "debug, info, warn or error"},
     {"PLCACHE_MAX_CONNECTIONS", CFG_INT, "1024", 0, 1, 1000000, NULL, S(max_conns), 0, "N",
      "open HTTP connections at most; more wait in the kernel's backlog"},
     {"PLCACHE_MAX_HEADER_SIZE", CFG_INT, "16384", 0, 1024, 1L << 20, NULL, S(max_headers), 0,
-     "BYTES", "request line and headers at most (431/400 above)"},
+     "BYTES", "request line and headers at most (400 above)"},
     {"PLCACHE_IDLE_TIMEOUT", CFG_INT, "60", 0, 1, 3600, NULL, S(idle_timeout), 0, "SECONDS",
      "an idle keep-alive connection is closed after this"},
-    {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0,
-     "SECONDS", "a request must be received and answered within this from its first byte"},
+    {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0, "SECONDS",
+     "a request must be received and answered within this from its first byte"},
     {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(redis_timeout), 0, "SECONDS",
      "a Redis command unanswered this long drops the link (then 503, reconnect)"},
 };
@@ -161,7 +161,8 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     (void)what;
     app *a = arg;
     char err[300];
-    int rc = cfg_reload_secret(&opts[SECRET_ROW], &a->set, err, sizeof(err));
+    int rc =
+        cfg_reload_secret(cfg_find(&program, "PLCACHE_WEBHOOK_SECRET"), &a->set, err, sizeof(err));
     if (rc == 1) {
         log_warn("SIGHUP: secrets come from the environment, nothing to re-read "
                  "(use PLCACHE_WEBHOOK_SECRET_FILE)");
@@ -233,6 +234,11 @@ int main(int argc, char **argv)
         goto done;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Large request bodies make large transient allocations (the body, its
+     * parse). A fixed mmap threshold gives them back to the kernel when freed,
+     * instead of glibc's adaptive threshold keeping them in the heap: resident
+     * memory stays near its idle size after a burst of big bodies. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     status = 1;
     a.base = event_base_new();
     if (a.base == NULL) {

@@ -15,21 +15,21 @@
 #include "core/sign.h"
 
 typedef enum verify_outcome {
-    VERIFY_RECORD,          /* authentic: dedupe and record, then 200 */
-    VERIFY_NO_SIGNATURE,    /* 401 */
-    VERIFY_BAD_SIGNATURE,   /* 401 */
-    VERIFY_NOT_OBJECT,      /* 400: not JSON, not an object */
-    VERIFY_NO_EVENT_TYPE,   /* 400 */
-    VERIFY_BAD_TIMESTAMP,   /* 400: missing or unreadable while the check is on */
-    VERIFY_STALE,           /* 401: timestamp outside the tolerance */
-    VERIFY_NO_MEMORY,       /* 500 */
+    VERIFY_RECORD,        /* authentic: dedupe and record, then 200 */
+    VERIFY_NO_SIGNATURE,  /* 401 */
+    VERIFY_BAD_SIGNATURE, /* 401 */
+    VERIFY_NOT_OBJECT,    /* 400: not JSON, not an object */
+    VERIFY_NO_EVENT_TYPE, /* 400 */
+    VERIFY_BAD_TIMESTAMP, /* 400: missing or unreadable while the check is on */
+    VERIFY_STALE,         /* 401: timestamp outside the tolerance */
+    VERIFY_NO_MEMORY,     /* 500 */
 } verify_outcome;
 
 typedef struct verify_result {
     verify_outcome outcome;
-    char *event_type;       /* owned (free()); set for VERIFY_RECORD */
+    char *event_type; /* owned (free()); set for VERIFY_RECORD */
     size_t event_type_len;
-    char seen_hex[65];      /* sha256 of the canonical text; set for VERIFY_RECORD */
+    char seen_hex[65]; /* sha256 of the canonical text; set for VERIFY_RECORD */
 } verify_result;
 
 /* HTTP status for an outcome. */

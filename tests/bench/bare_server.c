@@ -56,8 +56,7 @@ static int parse_listen(const char *s, char *host, size_t cap, int *port)
 static void on_request(struct evhttp_request *req, void *arg)
 {
     (void)arg;
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evbuffer_add_reference(evhttp_request_get_output_buffer(req), BODY, sizeof(BODY) - 1, NULL,
                            NULL);
     evhttp_send_reply(req, 200, "OK", NULL);

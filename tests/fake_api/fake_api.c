@@ -135,8 +135,7 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_MAX_REC:
             if (text_parse_i64(optarg, 1, MAX_MAX_RECORDS, &n) != 0) {
-                fprintf(stderr, "fake-promptlayer: --max-records must be 1..%d\n",
-                        MAX_MAX_RECORDS);
+                fprintf(stderr, "fake-promptlayer: --max-records must be 1..%d\n", MAX_MAX_RECORDS);
                 return -1;
             }
             o->max_records = (size_t)n;

@@ -39,7 +39,10 @@ static void fault_clear_one(fault *f)
     memset(f, 0, sizeof(*f));
 }
 
-fault_queue *fault_new(void) { return calloc(1, sizeof(fault_queue)); }
+fault_queue *fault_new(void)
+{
+    return calloc(1, sizeof(fault_queue));
+}
 
 void fault_clear(fault_queue *q)
 {
@@ -48,7 +51,10 @@ void fault_clear(fault_queue *q)
     q->len = 0;
 }
 
-size_t fault_count(const fault_queue *q) { return q->len; }
+size_t fault_count(const fault_queue *q)
+{
+    return q->len;
+}
 
 void fault_free(fault_queue *q)
 {
@@ -99,8 +105,8 @@ static int opt_int(const json_t *o, const char *key, long min, long max, long *o
 /* Parses one fault object into *f (cleared by the caller on error). */
 static int parse_one(const json_t *o, fault *f, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"method", "path_prefix", "count",   "status",
-                                       "body",   "retry_after", "delay_ms", "drop", NULL};
+    static const char *const keys[] = {"method",      "path_prefix", "count", "status", "body",
+                                       "retry_after", "delay_ms",    "drop",  NULL};
     memset(f, 0, sizeof(*f));
     if (!json_is_object(o)) {
         snprintf(err, errlen, "a fault must be an object");
@@ -304,7 +310,10 @@ oom:
     return -1;
 }
 
-static json_t *str_or_null(const char *s) { return (s == NULL) ? json_null() : json_string(s); }
+static json_t *str_or_null(const char *s)
+{
+    return (s == NULL) ? json_null() : json_string(s);
+}
 
 json_t *fault_list(const fault_queue *q)
 {
@@ -313,14 +322,12 @@ json_t *fault_list(const fault_queue *q)
         return NULL;
     for (size_t i = 0; i < q->len; i++) {
         const fault *f = &q->items[i];
-        json_t *o = json_pack("{s:o,s:o,s:I,s:o,s:o,s:o,s:o,s:b}", "method",
-                              str_or_null(f->method), "path_prefix", str_or_null(f->path_prefix),
-                              "count", (json_int_t)f->count, "status",
-                              (f->status != 0) ? json_integer(f->status) : json_null(), "body",
-                              str_or_null(f->body), "retry_after", str_or_null(f->retry_after),
-                              "delay_ms",
-                              f->has_delay ? json_integer((json_int_t)f->delay_ms) : json_null(),
-                              "drop", f->drop);
+        json_t *o = json_pack(
+            "{s:o,s:o,s:I,s:o,s:o,s:o,s:o,s:b}", "method", str_or_null(f->method), "path_prefix",
+            str_or_null(f->path_prefix), "count", (json_int_t)f->count, "status",
+            (f->status != 0) ? json_integer(f->status) : json_null(), "body", str_or_null(f->body),
+            "retry_after", str_or_null(f->retry_after), "delay_ms",
+            f->has_delay ? json_integer((json_int_t)f->delay_ms) : json_null(), "drop", f->drop);
         if (o == NULL || json_array_append_new(arr, o) != 0) {
             json_decref(arr);
             return NULL;

@@ -22,11 +22,11 @@ typedef struct fault_queue fault_queue;
 
 /* What a request that matched a fault must get. Owns its strings. */
 typedef struct fault_action {
-    int drop;         /* close the connection without an answer */
-    int status;       /* answer this status instead of the normal answer; 0: normal */
-    int has_delay;    /* delay_ms was given */
-    long delay_ms;    /* hold the answer (or the drop) this long */
-    char *body;       /* owned; the answer body when status != 0 */
+    int drop;          /* close the connection without an answer */
+    int status;        /* answer this status instead of the normal answer; 0: normal */
+    int has_delay;     /* delay_ms was given */
+    long delay_ms;     /* hold the answer (or the drop) this long */
+    char *body;        /* owned; the answer body when status != 0 */
     char *retry_after; /* owned; NULL: no Retry-After header */
 } fault_action;
 

@@ -243,9 +243,8 @@ json_t *record_list(const record_log *log, const char *path_prefix, const char *
             "{s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o}", "seq",
             (json_int_t)(log->first_seq + i), "method", str_or_null(e->method), "path",
             str_or_null(e->path), "query", str_or_null(e->query), "api_key",
-            str_or_null(e->api_key), "cache_control", str_or_null(e->cache_control),
-            "content_type", str_or_null(e->content_type), "body",
-            text_json_string(e->body, e->body_len), "status",
+            str_or_null(e->api_key), "cache_control", str_or_null(e->cache_control), "content_type",
+            str_or_null(e->content_type), "body", text_json_string(e->body, e->body_len), "status",
             (e->status == RECORD_PENDING) ? json_null() : json_integer(e->status), "at_ms",
             (json_int_t)e->at_ms, "answer_id",
             (e->answer_id > 0) ? json_integer((json_int_t)e->answer_id) : json_null());

@@ -165,12 +165,11 @@ static void log_request(struct evhttp_request *req, int status, int64_t started_
     snprintf(st, sizeof(st), "%d", status);
     snprintf(ms, sizeof(ms), "%lld", (long long)(text_now_ms() - started_ms));
     if (fault != NULL)
-        text_log("info", "request", "method", method_name(evhttp_request_get_command(req)),
-                 "path", request_path(req), "status", st, "ms", ms, "fault", fault,
-                 (const char *)NULL);
+        text_log("info", "request", "method", method_name(evhttp_request_get_command(req)), "path",
+                 request_path(req), "status", st, "ms", ms, "fault", fault, (const char *)NULL);
     else
-        text_log("info", "request", "method", method_name(evhttp_request_get_command(req)),
-                 "path", request_path(req), "status", st, "ms", ms, (const char *)NULL);
+        text_log("info", "request", "method", method_name(evhttp_request_get_command(req)), "path",
+                 request_path(req), "status", st, "ms", ms, (const char *)NULL);
 }
 
 /* Answers a control request with `json` (stolen) and logs it. */
@@ -355,8 +354,8 @@ static void control_stats(server *srv, struct evhttp_request *req, int64_t start
 static json_t *config_json(const server *srv)
 {
     return json_pack("{s:o,s:I}", "api_key",
-                     (srv->api_key != NULL) ? json_string(srv->api_key) : json_null(),
-                     "delay_ms", (json_int_t)srv->delay_ms);
+                     (srv->api_key != NULL) ? json_string(srv->api_key) : json_null(), "delay_ms",
+                     (json_int_t)srv->delay_ms);
 }
 
 static void control_config(server *srv, struct evhttp_request *req, int64_t started)
@@ -478,8 +477,8 @@ static void control_templates(server *srv, struct evhttp_request *req, const cha
             goto done;
         }
         if (cmd == EVHTTP_REQ_DELETE) {
-            control_store_rc(req, store_delete_template(srv->store, name, err, sizeof(err)),
-                             err, started);
+            control_store_rc(req, store_delete_template(srv->store, name, err, sizeof(err)), err,
+                             started);
             goto done;
         }
         body = control_body(req, err, sizeof(err));
@@ -505,9 +504,9 @@ static void control_templates(server *srv, struct evhttp_request *req, const cha
             control_message(req, 400, "new_name must be a string", started);
             goto done;
         }
-        control_store_rc(
-            req, store_rename(srv->store, name, json_string_value(nn), err, sizeof(err)), err,
-            started);
+        control_store_rc(req,
+                         store_rename(srv->store, name, json_string_value(nn), err, sizeof(err)),
+                         err, started);
         goto done;
     }
 
@@ -526,9 +525,8 @@ static void control_templates(server *srv, struct evhttp_request *req, const cha
             goto done;
         }
         int64_t used = 0;
-        store_rc rc = store_put_version(srv->store, name, version,
-                                        json_object_get(body, "content"), &used, err,
-                                        sizeof(err));
+        store_rc rc = store_put_version(srv->store, name, version, json_object_get(body, "content"),
+                                        &used, err, sizeof(err));
         if (rc != STORE_OK)
             control_message(req, store_status(rc), err, started);
         else
@@ -541,8 +539,7 @@ static void control_templates(server *srv, struct evhttp_request *req, const cha
         if (!control_method_ok(req, EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE, "PUT, DELETE", started))
             goto done;
         if (cmd == EVHTTP_REQ_DELETE) {
-            control_store_rc(req,
-                             store_delete_label(srv->store, name, seg[2], err, sizeof(err)),
+            control_store_rc(req, store_delete_label(srv->store, name, seg[2], err, sizeof(err)),
                              err, started);
             goto done;
         }
@@ -557,9 +554,8 @@ static void control_templates(server *srv, struct evhttp_request *req, const cha
             control_message(req, 400, "version must be a positive integer", started);
             goto done;
         }
-        control_store_rc(
-            req, store_put_label(srv->store, name, seg[2], version, err, sizeof(err)), err,
-            started);
+        control_store_rc(req, store_put_label(srv->store, name, seg[2], version, err, sizeof(err)),
+                         err, started);
         goto done;
     }
 
@@ -694,13 +690,12 @@ static void api_track(server *srv, struct evhttp_request *req, answer *a, int64_
 }
 
 /* The normal answer of an API request (no fault). */
-static void api_answer(server *srv, struct evhttp_request *req, const char *path,
-                       const char *query, answer *a, int64_t *answer_id)
+static void api_answer(server *srv, struct evhttp_request *req, const char *path, const char *query,
+                       answer *a, int64_t *answer_id)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     if (srv->api_key != NULL) {
-        const char *key =
-            evhttp_find_header(evhttp_request_get_input_headers(req), "X-API-KEY");
+        const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "X-API-KEY");
         if (key == NULL || strcmp(key, srv->api_key) != 0) {
             answer_message(a, 401, "Invalid API key");
             return;
@@ -804,8 +799,8 @@ static int pending_start(server *srv, struct evhttp_request *req, answer *a, lon
     return 0;
 }
 
-static void handle_api(server *srv, struct evhttp_request *req, const char *path,
-                       const char *query, int64_t started)
+static void handle_api(server *srv, struct evhttp_request *req, const char *path, const char *query,
+                       int64_t started)
 {
     const char *method = method_name(evhttp_request_get_command(req));
     answer a;
@@ -922,8 +917,7 @@ server *server_new(struct event_base *base, store *st, const server_config *cfg,
     return srv;
 }
 
-int server_bind(server *srv, const char *host, int port, int *bound_port, char *err,
-                size_t errlen)
+int server_bind(server *srv, const char *host, int port, int *bound_port, char *err, size_t errlen)
 {
     struct evhttp_bound_socket *bs =
         evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);

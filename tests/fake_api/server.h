@@ -39,8 +39,7 @@ server *server_new(struct event_base *base, store *st, const server_config *cfg,
 /* Listens on host:port (port 0: any free one); *bound_port gets the port.
  * Resolves `host` with getaddrinfo, so give an address. Returns 0, or -1 with
  * the reason in err. */
-int server_bind(server *srv, const char *host, int port, int *bound_port, char *err,
-                size_t errlen);
+int server_bind(server *srv, const char *host, int port, int *bound_port, char *err, size_t errlen);
 
 /* Closes every connection (answers held back by a delay are dropped) and
  * frees the server and everything it owns. */

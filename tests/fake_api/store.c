@@ -42,7 +42,10 @@ static void tmpl_clear(tmpl *t)
     t->labels = NULL;
 }
 
-store *store_new(void) { return calloc(1, sizeof(store)); }
+store *store_new(void)
+{
+    return calloc(1, sizeof(store));
+}
 
 void store_free(store *s)
 {
@@ -65,8 +68,7 @@ static char *dup_str(const char *src)
 
 /* Checks a template name or label: non-empty, bounded, valid UTF-8, no NUL
  * (`len` is the full length, which differs from strlen when a NUL hides). */
-static store_rc check_name(const char *what, const char *s, size_t len, char *err,
-                           size_t errlen)
+static store_rc check_name(const char *what, const char *s, size_t len, char *err, size_t errlen)
 {
     if (len == 0 || len > STORE_MAX_NAME || strlen(s) != len || !text_utf8_valid(s, len)) {
         snprintf(err, errlen, "%s must be 1 to %d bytes of UTF-8 without NUL", what,
@@ -368,8 +370,7 @@ done:
 static json_t *dump_one(const tmpl *t)
 {
     return json_pack("{s:I,s:s,s:o,s:o}", "id", (json_int_t)t->id, "prompt_name", t->name,
-                     "versions", json_deep_copy(t->versions), "labels",
-                     json_deep_copy(t->labels));
+                     "versions", json_deep_copy(t->versions), "labels", json_deep_copy(t->labels));
 }
 
 json_t *store_dump(const store *s)
@@ -491,8 +492,7 @@ store_rc store_delete_template(store *s, const char *name, char *err, size_t err
     return STORE_OK;
 }
 
-store_rc store_rename(store *s, const char *name, const char *new_name, char *err,
-                      size_t errlen)
+store_rc store_rename(store *s, const char *name, const char *new_name, char *err, size_t errlen)
 {
     long i = find_by_name(s, name);
     if (i < 0)
@@ -539,8 +539,8 @@ store_rc store_put_version(store *s, const char *name, int64_t version, const js
     return STORE_OK;
 }
 
-store_rc store_put_label(store *s, const char *name, const char *label, int64_t version,
-                         char *err, size_t errlen)
+store_rc store_put_label(store *s, const char *name, const char *label, int64_t version, char *err,
+                         size_t errlen)
 {
     long i = find_by_name(s, name);
     if (i < 0)
@@ -561,8 +561,7 @@ store_rc store_put_label(store *s, const char *name, const char *label, int64_t 
     return STORE_OK;
 }
 
-store_rc store_delete_label(store *s, const char *name, const char *label, char *err,
-                            size_t errlen)
+store_rc store_delete_label(store *s, const char *name, const char *label, char *err, size_t errlen)
 {
     long i = find_by_name(s, name);
     if (i < 0)
@@ -629,8 +628,7 @@ store_rc store_get(const store *s, const char *ident, int64_t version, const cha
     }
     const json_t *content = json_object_get(t->versions, key);
     if (content == NULL) {
-        snprintf(err, errlen, "Version %s not found for prompt template \"%.200s\"", key,
-                 t->name);
+        snprintf(err, errlen, "Version %s not found for prompt template \"%.200s\"", key, t->name);
         return STORE_NOT_FOUND;
     }
     *out = build_answer(t, version, content);
@@ -679,9 +677,8 @@ json_t *store_list(const store *s, int64_t page, int64_t per_page)
     int has_next = page < pages;
     int has_prev = page > 1;
     return json_pack("{s:o,s:I,s:I,s:I,s:I,s:b,s:b,s:o,s:o}", "items", items, "page",
-                     (json_int_t)page, "per_page", (json_int_t)per_page, "pages",
-                     (json_int_t)pages, "total", (json_int_t)total, "has_next", has_next,
-                     "has_prev", has_prev, "next_num",
-                     has_next ? json_integer((json_int_t)(page + 1)) : json_null(), "prev_num",
-                     has_prev ? json_integer((json_int_t)(page - 1)) : json_null());
+                     (json_int_t)page, "per_page", (json_int_t)per_page, "pages", (json_int_t)pages,
+                     "total", (json_int_t)total, "has_next", has_next, "has_prev", has_prev,
+                     "next_num", has_next ? json_integer((json_int_t)(page + 1)) : json_null(),
+                     "prev_num", has_prev ? json_integer((json_int_t)(page - 1)) : json_null());
 }

@@ -59,15 +59,14 @@ store_rc store_dump_template(const store *s, const char *name, json_t **out, cha
 store_rc store_put_template(store *s, const char *name, const json_t *body, char *err,
                             size_t errlen);
 store_rc store_delete_template(store *s, const char *name, char *err, size_t errlen);
-store_rc store_rename(store *s, const char *name, const char *new_name, char *err,
-                      size_t errlen);
+store_rc store_rename(store *s, const char *name, const char *new_name, char *err, size_t errlen);
 
 /* Adds or replaces version `version` (0: the latest + 1) with a copy of the
  * object `content`; *out_version gets the number used. */
 store_rc store_put_version(store *s, const char *name, int64_t version, const json_t *content,
                            int64_t *out_version, char *err, size_t errlen);
-store_rc store_put_label(store *s, const char *name, const char *label, int64_t version,
-                         char *err, size_t errlen);
+store_rc store_put_label(store *s, const char *name, const char *label, int64_t version, char *err,
+                         size_t errlen);
 store_rc store_delete_label(store *s, const char *name, const char *label, char *err,
                             size_t errlen);
 

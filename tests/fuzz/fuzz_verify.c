@@ -52,8 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     verify_result r;
-    verify_delivery(&keys, (data[0] & 4) ? 300 : 0, 1701468357924LL, sig[0] ? sig : NULL, body,
-                    len, &r);
+    verify_delivery(&keys, (data[0] & 4) ? 300 : 0, 1701468357924LL, sig[0] ? sig : NULL, body, len,
+                    &r);
     if (r.outcome == VERIFY_RECORD && (r.event_type == NULL || strlen(r.seen_hex) != 64))
         abort();
     if (r.outcome != VERIFY_RECORD && r.event_type != NULL)

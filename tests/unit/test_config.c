@@ -25,7 +25,8 @@ static int check_no_x(const char *v, char *err, size_t errlen)
 }
 
 static const cfg_opt opts[] = {
-    {"PLCACHE_T_NAME", CFG_STRING, "dflt", 0, 0, 0, check_no_x, offsetof(st, name), 0, "N", "a name"},
+    {"PLCACHE_T_NAME", CFG_STRING, "dflt", 0, 0, 0, check_no_x, offsetof(st, name), 0, "N",
+     "a name"},
     {"PLCACHE_T_SECRET", CFG_SECRET, NULL, 1, 0, 0, NULL, offsetof(st, secret),
      offsetof(st, secret_file), "S", "a secret"},
     {"PLCACHE_T_COUNT", CFG_INT, "7", 0, 1, 100, NULL, offsetof(st, n), 0, "N", "a count"},

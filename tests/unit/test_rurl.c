@@ -24,7 +24,8 @@ static void test_user_password_and_db_are_decoded(void **state)
     (void)state;
     rurl u;
     char err[128];
-    assert_int_equal(rurl_parse("redis://app:p%40ss%3Aw@redis.local:7000/12", &u, err, sizeof(err)), 0);
+    assert_int_equal(rurl_parse("redis://app:p%40ss%3Aw@redis.local:7000/12", &u, err, sizeof(err)),
+                     0);
     assert_string_equal(u.user, "app");
     assert_string_equal(u.password, "p@ss:w");
     assert_string_equal(u.host, "redis.local");
@@ -76,9 +77,18 @@ static void test_bad_urls_are_refused_without_echoing_the_password(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "http://host",       "redis://",          "redis://host:0",   "redis://host:99999",
-        "redis://host:x",    "redis://host/db",   "redis://[::1",     "unix://relative",
-        "unix:///s?db=x",    "redis://host/1?x=y", "redis://:%zz@host", "redis://host/1junk",
+        "http://host",
+        "redis://",
+        "redis://host:0",
+        "redis://host:99999",
+        "redis://host:x",
+        "redis://host/db",
+        "redis://[::1",
+        "unix://relative",
+        "unix:///s?db=x",
+        "redis://host/1?x=y",
+        "redis://:%zz@host",
+        "redis://host/1junk",
         "redis-sentinel://h:26379/m",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -43,7 +43,8 @@ static void test_parse_hex_refuses_wrong_length_or_digits(void **state)
     assert_int_equal(
         sign_parse_hex("zbdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", d), -1);
     assert_int_equal(
-        sign_parse_hex("sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec", d), -1);
+        sign_parse_hex("sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec", d),
+        -1);
 }
 
 static void test_keys_split_on_commas_and_skip_empty(void **state)

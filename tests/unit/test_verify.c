@@ -9,18 +9,18 @@
 
 /* 2023-12-01T22:05:57.924833 */
 #define T0 1701468357924LL
-#define EXAMPLE                                                                              \
-    "{\"event_type\":\"prompt_template_label_moved\",\"details\":{\"prompt_template_id\":12," \
-    "\"prompt_template_name\":\"Hello\",\"prompt_template_version_number\":9,"              \
-    "\"old_prompt_template_version_number\":8,\"prompt_template_label\":\"prod\"},"          \
-    "\"user_id\":1,\"user_name\":\"John Doe\",\"user_email\":\"john.doe@example.com\","      \
+#define EXAMPLE                                                                                    \
+    "{\"event_type\":\"prompt_template_label_moved\",\"details\":{\"prompt_template_id\":12,"      \
+    "\"prompt_template_name\":\"Hello\",\"prompt_template_version_number\":9,"                     \
+    "\"old_prompt_template_version_number\":8,\"prompt_template_label\":\"prod\"},"                \
+    "\"user_id\":1,\"user_name\":\"John Doe\",\"user_email\":\"john.doe@example.com\","            \
     "\"workspace_id\":1,\"timestamp\":\"2023-12-01T22:05:57.924833\"}"
 /* python3 -c 'import json;print(json.dumps(json.loads(EXAMPLE), sort_keys=True))' */
-#define EXAMPLE_CANON                                                                          \
-    "{\"details\": {\"old_prompt_template_version_number\": 8, \"prompt_template_id\": 12, "   \
-    "\"prompt_template_label\": \"prod\", \"prompt_template_name\": \"Hello\", "               \
-    "\"prompt_template_version_number\": 9}, \"event_type\": \"prompt_template_label_moved\", " \
-    "\"timestamp\": \"2023-12-01T22:05:57.924833\", \"user_email\": \"john.doe@example.com\", "  \
+#define EXAMPLE_CANON                                                                              \
+    "{\"details\": {\"old_prompt_template_version_number\": 8, \"prompt_template_id\": 12, "       \
+    "\"prompt_template_label\": \"prod\", \"prompt_template_name\": \"Hello\", "                   \
+    "\"prompt_template_version_number\": 9}, \"event_type\": \"prompt_template_label_moved\", "    \
+    "\"timestamp\": \"2023-12-01T22:05:57.924833\", \"user_email\": \"john.doe@example.com\", "    \
     "\"user_id\": 1, \"user_name\": \"John Doe\", \"workspace_id\": 1}"
 
 static sign_keys keys;

@@ -59,6 +59,8 @@ struct ingest {
     rconn *redis;
     sign_keys keys;
     struct hsrv *srv;
+    ingest_metrics_fn more_metrics;
+    void *more_arg;
     size_t inflight;
     /* metrics */
     unsigned long by_status[600];
@@ -100,6 +102,12 @@ ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys)
 void ingest_set_server(ingest *in, struct hsrv *srv)
 {
     in->srv = srv;
+}
+
+void ingest_set_metrics(ingest *in, ingest_metrics_fn fn, void *arg)
+{
+    in->more_metrics = fn;
+    in->more_arg = arg;
 }
 
 void ingest_set_keys(ingest *in, sign_keys *keys)
@@ -309,6 +317,8 @@ static void handle_metrics(ingest *in, struct evhttp_request *req, int64_t start
     buf_init(&b, 1 << 20);
     in->by_status[200]++;
     render_metrics(in, &b);
+    if (in->more_metrics)
+        in->more_metrics(&b, in->more_arg);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4");
     evbuffer_add(evhttp_request_get_output_buffer(req), b.data ? b.data : "", b.len);

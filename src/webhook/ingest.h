@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "core/buf.h"
 #include "core/rconn.h"
 #include "core/sign.h"
 
@@ -32,6 +33,10 @@ ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys);
 
 /* Lets /metrics report the server's connections (not owned; may be NULL). */
 void ingest_set_server(ingest *in, struct hsrv *srv);
+
+/* Adds a writer of more metrics to /metrics (the applier's, the fetcher's). */
+typedef void (*ingest_metrics_fn)(buf *b, void *arg);
+void ingest_set_metrics(ingest *in, ingest_metrics_fn fn, void *arg);
 
 /* Replaces the secrets (SIGHUP); ownership moves as in ingest_new. */
 void ingest_set_keys(ingest *in, sign_keys *keys);

@@ -13,14 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/hsrv.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/rconn.h"
 #include "core/rurl.h"
 #include "core/sign.h"
 #include "core/timeutil.h"
+#include "core/fetch.h"
+#include "webhook/apply.h"
 #include "webhook/ingest.h"
 
 typedef struct settings {
@@ -39,6 +43,13 @@ typedef struct settings {
     long idle_timeout;
     long request_timeout;
     long redis_timeout;
+    char *api_key;
+    char *api_key_file;
+    char *base_url;
+    long resync;
+    long fetch_concurrency;
+    long fetch_timeout;
+    long claim_idle;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -56,6 +67,16 @@ static int check_level(const char *v, char *err, size_t errlen)
     log_level l;
     if (log_parse_level(v, &l) != 0) {
         snprintf(err, errlen, "expected debug, info, warn or error");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_url(const char *v, char *err, size_t errlen)
+{
+    if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
+        strpbrk(v, "?# \t") != NULL) {
+        snprintf(err, errlen, "expected an http:// or https:// base URL without a query");
         return -1;
     }
     return 0;
@@ -100,6 +121,18 @@ static const cfg_opt opts[] = {
      "a request must be received and answered within this from its first byte"},
     {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(redis_timeout), 0, "SECONDS",
      "a Redis command unanswered this long drops the link (then 503, reconnect)"},
+    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
+     "PromptLayer API key, for the applier's fetches"},
+    {"PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0, check_url,
+     S(base_url), 0, "URL", "PromptLayer API base"},
+    {"PLCACHE_RESYNC_INTERVAL", CFG_INT, "600", 0, 0, 86400L * 7, NULL, S(resync), 0, "SECONDS",
+     "reconcile every cached template with the API at start and this often (0 = off)"},
+    {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "32", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",
+     "API requests in flight at most"},
+    {"PLCACHE_FETCH_TIMEOUT", CFG_INT, "10", 0, 1, 600, NULL, S(fetch_timeout), 0, "SECONDS",
+     "one API request, connect to last byte"},
+    {"PLCACHE_CLAIM_IDLE", CFG_INT, "60", 0, 1, 86400, NULL, S(claim_idle), 0, "SECONDS",
+     "events left pending this long by a receiver are taken over by another"},
 };
 #undef S
 
@@ -116,6 +149,9 @@ typedef struct app {
     struct event_base *base;
     settings set;
     rconn *redis;
+    rconn *block;
+    fetcher *fetch;
+    applier *apply;
     hsrv *srv;
     ingest *in;
     struct event *drain_timer;
@@ -128,12 +164,12 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     app *a = arg;
-    size_t left = ingest_inflight(a->in);
+    size_t left = ingest_inflight(a->in) + applier_busy(a->apply);
     if (left == 0 || time_mono_us() >= a->drain_deadline_us) {
         if (left > 0) {
             char n[32];
             snprintf(n, sizeof(n), "%zu", left);
-            log_warn("shutdown timeout: deliveries still waiting on redis", "count", n);
+            log_warn("shutdown timeout: work still in flight (events stay pending)", "count", n);
         }
         event_base_loopbreak(a->base);
         return;
@@ -151,8 +187,38 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     a->stopping = 1;
     log_info("stopping: no new connections, draining", "signal", sig == SIGINT ? "INT" : "TERM");
     hsrv_stop_accepting(a->srv);
+    applier_stop(a->apply);
     a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
     drain_check(-1, 0, a);
+}
+
+static void render_more(buf *b, void *arg)
+{
+    app *a = arg;
+    fetch_stats_t st;
+    char labels[64];
+    applier_metrics(a->apply, b);
+    fetch_stats(a->fetch, &st);
+    metrics_header(b, "plcache_api_requests_total", "counter",
+                   "PromptLayer API answers, by status (0: no answer).");
+    for (int code = FETCH_STATUS_MIN; code <= FETCH_STATUS_MAX; code++) {
+        unsigned long n = st.by_status[code - FETCH_STATUS_MIN];
+        if (n == 0)
+            continue;
+        snprintf(labels, sizeof(labels), "status=\"%d\"", code);
+        metrics_sample(b, "plcache_api_requests_total", labels, (double)n);
+    }
+    metrics_sample(b, "plcache_api_requests_total", "status=\"0\"", (double)st.net_errors);
+    metrics_header(b, "plcache_api_retries_total", "counter", "API attempts made again.");
+    metrics_sample(b, "plcache_api_retries_total", NULL, (double)st.retries);
+    metrics_header(b, "plcache_api_coalesced_total", "counter",
+                   "API fetches that joined the same fetch already in flight.");
+    metrics_sample(b, "plcache_api_coalesced_total", NULL, (double)st.coalesced);
+    metrics_header(b, "plcache_api_connections_total", "counter",
+                   "New connections to the API (the rest reused one).");
+    metrics_sample(b, "plcache_api_connections_total", NULL, (double)st.connects);
+    metrics_header(b, "plcache_api_inflight", "gauge", "API requests in flight.");
+    metrics_sample(b, "plcache_api_inflight", NULL, (double)fetch_inflight(a->fetch));
 }
 
 static void on_hup(evutil_socket_t sig, short what, void *arg)
@@ -234,6 +300,10 @@ int main(int argc, char **argv)
         goto done;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (fetch_global_init() != 0) {
+        fprintf(stderr, "plcache-webhook: cannot initialise libcurl\n");
+        goto done;
+    }
     /* Large request bodies make large transient allocations (the body, its
      * parse). A fixed mmap threshold gives them back to the kernel when freed,
      * instead of glibc's adaptive threshold keeping them in the heap: resident
@@ -268,6 +338,31 @@ int main(int argc, char **argv)
         goto done;
     }
     ingest_set_server(a.in, a.srv);
+
+    /* The applier: its own connection for the blocking reads, the fetcher. */
+    rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 2000, 0, 0};
+    a.block = rconn_new(a.base, &url, &bo, NULL, NULL);
+    fetch_opts fo = {0};
+    fo.max_inflight = (int)a.set.fetch_concurrency;
+    fo.timeout_ms = a.set.fetch_timeout * 1000;
+    a.fetch = fetch_new(a.base, &fo);
+    char consumer[300], host[256] = "host";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(consumer, sizeof(consumer), "%s-%ld", host, (long)getpid());
+    applier_opts ao = {a.set.prefix,
+                       a.set.base_url,
+                       a.set.api_key,
+                       consumer,
+                       a.set.resync,
+                       a.set.claim_idle * 1000,
+                       32,
+                       256};
+    a.apply = a.block && a.fetch ? applier_new(a.base, &ao, a.redis, a.block, a.fetch) : NULL;
+    if (a.apply == NULL) {
+        log_error("cannot start the applier (out of memory)");
+        goto done;
+    }
+    ingest_set_metrics(a.in, render_more, &a);
     a.drain_timer = evtimer_new(a.base, drain_check, &a);
     sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
     sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
@@ -291,11 +386,18 @@ int main(int argc, char **argv)
     log_info("plcache-webhook stopped");
     status = 0;
 done:
+    /* The applier ends its jobs as the fetcher and the connections give
+     * their pending callbacks a last call. */
+    if (a.apply)
+        applier_close(a.apply);
+    fetch_free(a.fetch);
+    rconn_free(a.block);
     /* Redis first: deliveries still waiting get their 503 while the
      * connections and the receiver exist; then the server, then the rest. */
     rconn_free(a.redis);
     hsrv_free(a.srv);
     ingest_free(a.in);
+    applier_free(a.apply);
     for (int i = 0; i < 3; i++)
         if (sigs[i])
             event_free(sigs[i]);
@@ -306,5 +408,6 @@ done:
     sign_keys_free(&keys);
     rurl_free(&url);
     cfg_free(&program, &a.set);
+    fetch_global_cleanup();
     return status;
 }

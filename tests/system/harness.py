@@ -19,6 +19,7 @@ import tempfile
 import time
 import traceback
 import unittest
+import urllib.parse
 
 _started = []  # Popen objects to stop at exit
 
@@ -292,3 +293,166 @@ class TempDir:
 
     def cleanup(self):
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class FakeApi:
+    """The fake PromptLayer API (tests/fake_api) on a free loopback port."""
+
+    def __init__(self, tmp, api_key="test-key", fixture=None, delay_ms=0):
+        self.tmp = tmp
+        self.api_key = api_key
+        self.binary = os.environ.get("FAKE_API_BIN", "")
+        self.port_file = os.path.join(tmp, "fake-api.port")
+        self.fixture = fixture
+        self.delay_ms = delay_ms
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        args = [self.binary, "--listen", "127.0.0.1:0", "--port-file", self.port_file]
+        if self.api_key:
+            args += ["--api-key", self.api_key]
+        if self.delay_ms:
+            args += ["--delay-ms", str(self.delay_ms)]
+        if self.fixture is not None:
+            path = os.path.join(self.tmp, "fixture.json")
+            with open(path, "w") as f:
+                json.dump(self.fixture, f)
+            args += ["--fixture", path]
+        self.logf = open(os.path.join(self.tmp, "fake-api.log"), "ab")
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=self.logf)
+        _started.append(self.proc)
+
+        def port():
+            with open(self.port_file) as f:
+                return int(f.read().strip())
+        self.port = wait_until(port, 10, what="fake API port file")
+        return self
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def control(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        st, _, out = request(self.port, method, path, data,
+                             {"Content-Type": "application/json"} if data else {}, timeout=10)
+        if st >= 300:
+            raise AssertionError(f"fake API {method} {path}: {st} {out!r}")
+        return json.loads(out) if out else None
+
+    def requests(self, path_prefix=None):
+        q = ""
+        if path_prefix:
+            q = "?path_prefix=" + urllib.parse.quote(path_prefix, safe="")
+        return self.control("GET", "/_fake/requests" + q)
+
+    def stop(self):
+        if self.proc:
+            stop_process(self.proc)
+            self.proc = None
+            self.logf.close()
+
+
+class WebhookEnv:
+    """redis-server + the fake API + plcache-webhook, in one temp folder."""
+
+    def __init__(self, redis_extra=(), unix=False, fixture=None, api_delay_ms=0, secret="whsec_test_secret",
+                 **settings):
+        self.secret = secret
+        self.tmp = TempDir()
+        self.redis = RedisServer(self.tmp.path, redis_extra, unix=unix).start()
+        self.api = FakeApi(self.tmp.path, fixture=fixture, delay_ms=api_delay_ms).start()
+        self.port = free_port()
+        self.env = {
+            "PLCACHE_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "PLCACHE_LISTEN": f"127.0.0.1:{self.port}",
+            "PLCACHE_WEBHOOK_SECRET": secret,
+            "PLCACHE_LOG_LEVEL": "debug",
+            "PROMPTLAYER_API_KEY": self.api.api_key,
+            "PROMPTLAYER_BASE_URL": self.api.url,
+        }
+        self.env.update({k: str(v) for k, v in settings.items()})
+        self.env = {k: v for k, v in self.env.items() if v is not None and v != "None"}
+        self.daemon = Daemon(os.environ.get("PLCACHE_WEBHOOK_BIN", ""), self.env, self.tmp.path,
+                             "webhook")
+        self.daemons = [self.daemon]
+
+    def start(self, ready=True, daemon=None):
+        d = daemon or self.daemon
+        d.start()
+        port = int(d.env["PLCACHE_LISTEN"].rsplit(":", 1)[1])
+        wait_until(lambda: request(port, "GET", "/healthz", timeout=5)[0] == 200, 10,
+                   what="webhook /healthz")
+        if ready:
+            wait_until(lambda: request(port, "GET", "/readyz", timeout=5)[0] == 200, 10,
+                       what="webhook /readyz")
+        return self
+
+    def another(self, **settings):
+        """A second receiver on the same Redis and API."""
+        env = dict(self.env)
+        env["PLCACHE_LISTEN"] = f"127.0.0.1:{free_port()}"
+        env.update({k: str(v) for k, v in settings.items()})
+        d = Daemon(self.daemon.binary, env, self.tmp.path, f"webhook{len(self.daemons)}")
+        self.daemons.append(d)
+        return d
+
+    def get(self, path, port=None):
+        return request(port or self.port, "GET", path, timeout=5)
+
+    def post(self, body, secret=None, sig=None, headers=None, path="/webhooks/promptlayer",
+             port=None):
+        if secret is None and sig is None:
+            secret = self.secret
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        hd = {"Content-Type": "application/json"}
+        if sig is None and secret is not False:
+            sig = sign(body, secret)
+        if sig is not None:
+            hd["X-PromptLayer-Signature"] = sig
+        hd.update(headers or {})
+        st, hdrs, data = request(port or self.port, "POST", path, body, hd, timeout=10)
+        return st, hdrs, json.loads(data) if data.startswith(b"{") else data
+
+    def redis_cmd(self, *args):
+        c = self.redis.client()
+        try:
+            return c(*args)
+        finally:
+            c.close()
+
+    def metric(self, name, port=None):
+        """The sum of a metric's samples (name, or name{labels} exactly)."""
+        text = self.get("/metrics", port)[2].decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, val = line.rpartition(" ")
+            if key == name or key.split("{")[0] == name and "{" not in name:
+                total += float(val)
+        return total
+
+    def close(self):
+        logs = []
+        failures = []
+        for d in self.daemons:
+            running = d.proc is not None
+            rc = d.stop()
+            log = d.log() if os.path.exists(d.log_path) else ""
+            logs.append(log)
+            # Every daemon must end cleanly: exit 0 on SIGTERM, and no
+            # sanitizer report (leaks, overflows, undefined behaviour).
+            if running and rc != 0:
+                failures.append(f"{d.name} exited {rc}:\n{log[-3000:]}")
+            if "Sanitizer" in log or "runtime error:" in log:
+                failures.append(f"sanitizer report in {d.name}'s log:\n{log[-3000:]}")
+        self.api.stop()
+        self.redis.stop()
+        self.tmp.cleanup()
+        if failures:
+            raise AssertionError("\n".join(failures))

@@ -19,67 +19,9 @@ SECRET = "whsec_test_secret"
 PATH = "/webhooks/promptlayer"
 
 
-class Env:
-    """redis-server + plcache-webhook in one temp folder."""
-
-    def __init__(self, redis_extra=(), unix=False, **settings):
-        self.tmp = h.TempDir()
-        self.redis = h.RedisServer(self.tmp.path, redis_extra, unix=unix).start()
-        self.port = h.free_port()
-        self.env = {
-            "PLCACHE_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
-            "PLCACHE_LISTEN": f"127.0.0.1:{self.port}",
-            "PLCACHE_WEBHOOK_SECRET": SECRET,
-            "PLCACHE_LOG_LEVEL": "debug",
-        }
-        self.env.update({k: str(v) for k, v in settings.items()})
-        self.env = {k: v for k, v in self.env.items() if v is not None and v != "None"}
-        self.daemon = h.Daemon(WEBHOOK, self.env, self.tmp.path, "webhook")
-
-    def start(self, ready=True):
-        self.daemon.start()
-        h.wait_until(lambda: self.get("/healthz")[0] == 200, 10, what="webhook /healthz")
-        if ready:
-            h.wait_until(lambda: self.get("/readyz")[0] == 200, 10, what="webhook /readyz")
-        return self
-
-    def get(self, path):
-        return h.request(self.port, "GET", path, timeout=5)
-
-    def post(self, body, secret=SECRET, sig=None, headers=None, path=PATH):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode()
-        hd = {"Content-Type": "application/json"}
-        if sig is None and secret is not None:
-            sig = h.sign(body, secret)
-        if sig is not None:
-            hd["X-PromptLayer-Signature"] = sig
-        hd.update(headers or {})
-        st, hdrs, data = h.request(self.port, "POST", path, body, hd, timeout=10)
-        return st, hdrs, json.loads(data) if data.startswith(b"{") else data
-
-    def redis_cmd(self, *args):
-        c = self.redis.client()
-        try:
-            return c(*args)
-        finally:
-            c.close()
-
-    def close(self):
-        running = self.daemon.proc is not None
-        rc = self.daemon.stop()
-        self.redis.stop()
-        log = self.daemon.log()
-        self.tmp.cleanup()
-        # Every daemon must end cleanly: exit 0 on SIGTERM, and no sanitizer
-        # report (leaks, overflows, undefined behaviour) in its log.
-        if running and rc != 0:
-            raise AssertionError(f"plcache-webhook exited {rc}:\n{log[-3000:]}")
-        for needle in ("Sanitizer", "runtime error:"):
-            if needle in log:
-                raise AssertionError(f"sanitizer report in the daemon's log:\n{log[-3000:]}")
+def Env(redis_extra=(), unix=False, **settings):
+    """redis-server + the fake API + plcache-webhook (see harness.WebhookEnv)."""
+    return h.WebhookEnv(redis_extra=redis_extra, unix=unix, secret=SECRET, **settings)
 
 
 class AnswerTable(unittest.TestCase):
@@ -176,7 +118,7 @@ class AnswerTable(unittest.TestCase):
     def test_no_or_wrong_signature_is_401_with_the_same_body(self):
         body = json.dumps(h.event())
         answers = [
-            self.e.post(body, secret=None),                      # no header
+            self.e.post(body, secret=False),                     # no header
             self.e.post(body, secret="not-the-secret"),          # wrong secret
             self.e.post(body, sig="zz" * 32),                    # not hex
             self.e.post(body, sig="ab"),                         # too short
@@ -524,10 +466,16 @@ class Lifecycle(unittest.TestCase):
              "PLCACHE_WEBHOOK_PATH"),
             ({"PLCACHE_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}, "PLCACHE_WEBHOOK_SECRET"),
         ]
+        cases = [({"PROMPTLAYER_API_KEY": "k", **env}, name) for env, name in cases]
+        cases += [({"PLCACHE_WEBHOOK_SECRET": "s"}, "PROMPTLAYER_API_KEY"),
+                  ({"PLCACHE_WEBHOOK_SECRET": "s", "PROMPTLAYER_API_KEY": "k",
+                    "PROMPTLAYER_BASE_URL": "ftp://x"}, "PROMPTLAYER_BASE_URL"),
+                  ({"PLCACHE_WEBHOOK_SECRET": "s", "PROMPTLAYER_API_KEY": "k",
+                    "PLCACHE_RESYNC_INTERVAL": "soon"}, "PLCACHE_RESYNC_INTERVAL")]
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
-        cases.append(({"PLCACHE_WEBHOOK_SECRET": "s",
+        cases.append(({"PLCACHE_WEBHOOK_SECRET": "s", "PROMPTLAYER_API_KEY": "k",
                        "PLCACHE_LISTEN": "127.0.0.1:%d" % busy.getsockname()[1]}, "PLCACHE_LISTEN"))
         try:
             for env, name in cases:
@@ -553,7 +501,8 @@ class Lifecycle(unittest.TestCase):
             d = h.Daemon(WEBHOOK, {}, tmp.path, "version").start(["--version"])
             self.assertEqual(d.proc.wait(10), 0)
             h._started.remove(d.proc)
-            d = h.Daemon(WEBHOOK, {"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_LISTEN": "bad"},
+            d = h.Daemon(WEBHOOK, {"PLCACHE_WEBHOOK_SECRET": "s", "PLCACHE_LISTEN": "bad",
+                                   "PROMPTLAYER_API_KEY": "k"},
                          tmp.path, "flag").start(["--listen", "also-bad-but-named"])
             self.assertEqual(d.proc.wait(10), 2)
             h._started.remove(d.proc)

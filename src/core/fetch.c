@@ -1,0 +1,1018 @@
+/* fetch.c -- libcurl's multi_socket interface on libevent, with retries.
+ *
+ * One CURLM per fetcher. curl drives the I/O through two callbacks:
+ *   - the socket callback says which sockets to watch and how; each gets an
+ *     fsock (a persistent struct event) hung on the socket with
+ *     curl_multi_assign, re-armed with the right EV_READ/EV_WRITE on every
+ *     call and freed on CURL_POLL_REMOVE;
+ *   - the timer callback sets the one evtimer (replacing it; -1 deletes it;
+ *     0 is a zero timeout, never a call back into curl from inside curl).
+ * The event handlers call curl_multi_socket_action and then drain
+ * curl_multi_info_read: that is the only place transfers end. No multi
+ * function is called from inside a curl callback.
+ *
+ * A request (freq) lives from fetch_get/fetch_post until its callbacks ran.
+ * It moves between three places, each with its own counter:
+ *
+ *   queue --pump--> running (easy handle in the multi) --ends--> finished
+ *     ^                 |
+ *     +--retry timer----+  (408, 429, 5xx, no answer: waits in REQ_RETRY)
+ *
+ * New requests go to the tail of the queue; a request back from a retry wait
+ * goes to the head, since it was accepted before anything queued behind it.
+ * pump() fills free slots (max_inflight) from the queue; it runs from the loop
+ * (the `kick` event, activated by fetch_get/fetch_post), after every drain of
+ * finished transfers, and when a retry timer fires. So a callback never runs
+ * inside fetch_get, and a transfer never starts inside a curl callback.
+ *
+ * Easy handles are kept on a spare list (at most max_inflight) and reset
+ * between uses; connections live in the multi's connection cache, so they are
+ * reused whichever handle runs next. A transfer's handle is removed from the
+ * multi before its callbacks run: its connection is back in the cache by the
+ * time a callback starts the next request.
+ *
+ * GETs with a key are also in a small hash table (key -> request) until they
+ * finish, which is how a second fetch_get with the same key finds the first.
+ */
+#include "core/fetch.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+
+#ifndef PLCACHE_VERSION
+#define PLCACHE_VERSION "dev"
+#endif
+
+#define FETCH_TABLE_MIN 64
+#define FETCH_RA_MAX 64 /* a Retry-After value longer than this is ignored */
+
+static int g_curl_ready;
+
+enum freq_state {
+    REQ_IDLE,    /* in none of the places below: just made, or finishing */
+    REQ_QUEUED,  /* in the queue, waiting for a slot */
+    REQ_RUNNING, /* easy handle in the multi */
+    REQ_RETRY,   /* retry_ev pending */
+};
+
+typedef struct fwaiter {
+    fetch_done_fn cb;
+    void *arg;
+} fwaiter;
+
+typedef struct freq {
+    fetcher *f;
+    struct freq *prev, *next; /* every request not finished: f->all */
+    struct freq *qnext;       /* f->qhead.., while REQ_QUEUED */
+    struct freq *hnext;       /* f->table bucket, while key != NULL */
+    enum freq_state state;
+    int is_post;
+    int is_https;
+    char *url;                  /* owned */
+    struct curl_slist *headers; /* owned */
+    char *body;                 /* owned, POST only */
+    size_t body_len;
+    char *key; /* owned, NULL when not coalesced */
+    uint64_t hash;
+    fwaiter *waiters; /* owned: [0] is the first caller, then joiners */
+    size_t nwaiters, capwaiters;
+    CURL *easy;             /* while REQ_RUNNING */
+    struct event *retry_ev; /* owned, made at the first retry */
+    int attempts;
+    buf resp; /* the current attempt's body, at most max_response */
+    int too_big;
+    int oom;
+    char ra[FETCH_RA_MAX]; /* Retry-After of the current answer, "" when none */
+    char errbuf[CURL_ERROR_SIZE];
+} freq;
+
+typedef struct fsock {
+    struct fsock *prev, *next; /* f->socks */
+    struct event *ev;
+} fsock;
+
+struct fetcher {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer; /* curl's one timer */
+    struct event *kick;  /* runs pump() from the loop */
+    fetch_opts opts;
+    freq *all;
+    freq *qhead, *qtail;
+    size_t nqueued, nretry, running;
+    size_t owed;  /* callbacks owed */
+    freq **table; /* key -> request, chained; tsize is a power of two */
+    size_t tsize, tcount;
+    CURL **spare; /* reset easy handles, at most opts.max_inflight */
+    size_t nspare;
+    fsock *socks;
+    uint64_t rng;
+    int closing;
+    int in_cb;
+    fetch_stats_t stats;
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t rng_next(fetcher *f)
+{
+    /* xorshift64*: plenty for spreading retries apart. */
+    uint64_t x = f->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    f->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static int has_crlf(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
+
+static struct timeval ms_to_tv(long ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    return tv;
+}
+
+/* ---- the key table ---- */
+
+static freq *table_find(const fetcher *f, const char *key, uint64_t hash)
+{
+    for (freq *r = f->table[hash & (f->tsize - 1)]; r != NULL; r = r->hnext) {
+        if (r->hash == hash && strcmp(r->key, key) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void table_grow(fetcher *f)
+{
+    size_t nsize = f->tsize * 2;
+    freq **nt = calloc(nsize, sizeof(*nt));
+    if (nt == NULL)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < f->tsize; i++) {
+        freq *r = f->table[i];
+        while (r != NULL) {
+            freq *next = r->hnext;
+            size_t b = r->hash & (nsize - 1);
+            r->hnext = nt[b];
+            nt[b] = r;
+            r = next;
+        }
+    }
+    free(f->table);
+    f->table = nt;
+    f->tsize = nsize;
+}
+
+static void table_add(fetcher *f, freq *r)
+{
+    if (f->tcount >= f->tsize)
+        table_grow(f);
+    size_t b = r->hash & (f->tsize - 1);
+    r->hnext = f->table[b];
+    f->table[b] = r;
+    f->tcount++;
+}
+
+static void table_remove(fetcher *f, freq *r)
+{
+    freq **pp = &f->table[r->hash & (f->tsize - 1)];
+    while (*pp != NULL && *pp != r)
+        pp = &(*pp)->hnext;
+    if (*pp == r) {
+        *pp = r->hnext;
+        r->hnext = NULL;
+        f->tcount--;
+    }
+}
+
+/* ---- the queue ---- */
+
+static void queue_push(fetcher *f, freq *r, int at_head)
+{
+    r->state = REQ_QUEUED;
+    r->qnext = NULL;
+    if (f->qhead == NULL) {
+        f->qhead = f->qtail = r;
+    } else if (at_head) {
+        r->qnext = f->qhead;
+        f->qhead = r;
+    } else {
+        f->qtail->qnext = r;
+        f->qtail = r;
+    }
+    f->nqueued++;
+}
+
+static freq *queue_pop(fetcher *f)
+{
+    freq *r = f->qhead;
+    if (r == NULL)
+        return NULL;
+    f->qhead = r->qnext;
+    if (f->qhead == NULL)
+        f->qtail = NULL;
+    r->qnext = NULL;
+    r->state = REQ_IDLE;
+    f->nqueued--;
+    return r;
+}
+
+/* ---- requests ---- */
+
+static void req_free(freq *r)
+{
+    if (r == NULL)
+        return;
+    if (r->retry_ev)
+        event_free(r->retry_ev);
+    free(r->url);
+    curl_slist_free_all(r->headers);
+    free(r->body);
+    free(r->key);
+    free(r->waiters);
+    buf_free(&r->resp);
+    free(r);
+}
+
+static int req_add_waiter(freq *r, fetch_done_fn cb, void *arg)
+{
+    if (r->nwaiters == r->capwaiters) {
+        size_t ncap = r->capwaiters ? r->capwaiters * 2 : 1;
+        fwaiter *w = realloc(r->waiters, ncap * sizeof(*w));
+        if (w == NULL)
+            return -1;
+        r->waiters = w;
+        r->capwaiters = ncap;
+    }
+    r->waiters[r->nwaiters].cb = cb;
+    r->waiters[r->nwaiters].arg = arg;
+    r->nwaiters++;
+    return 0;
+}
+
+/* Reads the current answer's Retry-After: delta-seconds or an HTTP-date.
+ * Returns milliseconds from now (0 for a past date), or -1. */
+static long retry_after_ms(const freq *r)
+{
+    const long max_s = LONG_MAX / 1000;
+    if (r->ra[0] == '\0')
+        return -1;
+    if (r->ra[0] >= '0' && r->ra[0] <= '9') {
+        for (const char *p = r->ra; *p; p++) {
+            if (*p < '0' || *p > '9')
+                return -1;
+        }
+        errno = 0;
+        char *end = NULL;
+        long long s = strtoll(r->ra, &end, 10);
+        if (errno == ERANGE || s > max_s)
+            return max_s * 1000;
+        if (errno != 0 || end == r->ra || *end != '\0')
+            return -1;
+        return (long)s * 1000;
+    }
+    time_t when = curl_getdate(r->ra, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    time_t now = time(NULL);
+    if (when <= now)
+        return 0;
+    long long s = (long long)(when - now);
+    return s > max_s ? max_s * 1000 : (long)s * 1000;
+}
+
+/* Calls every waiter with the request's end, then frees it. r must be
+ * REQ_IDLE (in none of the queue, the multi, or a retry wait). */
+static void finish(fetcher *f, freq *r, fetch_outcome outcome, long status, const char *error)
+{
+    fetch_result res;
+    res.outcome = outcome;
+    res.status = status;
+    res.attempts = r->attempts;
+    if (status != 0) {
+        res.body = r->resp.data ? r->resp.data : "";
+        res.len = r->resp.len;
+        res.error[0] = '\0';
+        res.retry_after_ms = retry_after_ms(r);
+    } else {
+        res.body = "";
+        res.len = 0;
+        snprintf(res.error, sizeof(res.error), "%s", error ? error : "failed");
+        res.retry_after_ms = -1;
+    }
+
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        f->all = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    if (r->key)
+        table_remove(f, r);
+    f->owed -= r->nwaiters;
+    f->stats.outcomes[outcome]++;
+
+    f->in_cb++;
+    for (size_t i = 0; i < r->nwaiters; i++)
+        r->waiters[i].cb(&res, r->waiters[i].arg);
+    f->in_cb--;
+    req_free(r);
+}
+
+/* ---- easy handles ---- */
+
+static CURL *easy_take(fetcher *f)
+{
+    if (f->nspare > 0)
+        return f->spare[--f->nspare];
+    return curl_easy_init();
+}
+
+static void easy_release(fetcher *f, CURL *e)
+{
+    curl_easy_reset(e);
+    if (f->nspare < (size_t)f->opts.max_inflight)
+        f->spare[f->nspare++] = e;
+    else
+        curl_easy_cleanup(e);
+}
+
+/* curl's write callback: keeps the body, at most max_response bytes. */
+static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
+{
+    freq *r = arg;
+    if (size != 0 && nmemb > SIZE_MAX / size)
+        return 0;
+    size_t n = size * nmemb;
+    if (n > r->resp.max - r->resp.len) {
+        r->too_big = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    if (buf_append(&r->resp, p, n) != 0) {
+        r->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* curl's header callback: notes Retry-After; a status line starts a new
+ * answer (a 1xx comes before the real one), which forgets the last value. */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
+{
+    static const char name[] = "retry-after:";
+    const size_t nlen = sizeof(name) - 1;
+    freq *r = arg;
+    if (size != 0 && nmemb > SIZE_MAX / size)
+        return 0;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        r->ra[0] = '\0';
+        return n;
+    }
+    if (n <= nlen || strncasecmp(p, name, nlen) != 0)
+        return n;
+    const char *v = p + nlen;
+    const char *end = p + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    size_t vlen = (size_t)(end - v);
+    if (vlen == 0 || vlen >= sizeof(r->ra) || memchr(v, '\0', vlen) != NULL) {
+        r->ra[0] = '\0';
+        return n;
+    }
+    memcpy(r->ra, v, vlen);
+    r->ra[vlen] = '\0';
+    return n;
+}
+
+static int easy_setup(fetcher *f, freq *r, CURL *e)
+{
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, r->url) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK;
+    if (r->is_post) {
+        bad |=
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
+    } else {
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    }
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 60L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 30L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK;
+    /* PIPEWAIT: a transfer waits for a connection being made to the same host
+     * rather than open its own, in case that one turns out to multiplex. Only
+     * TLS can offer HTTP/2 here (2TLS): over plain http curl 7.88 would learn
+     * "HTTP/1.1, no" only from the first answer, holding a burst of requests
+     * behind it. */
+    if (r->is_https)
+        bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, f->opts.timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, f->opts.connect_timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_response) !=
+           CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "plcache/" PLCACHE_VERSION) != CURLE_OK;
+    return bad ? -1 : 0;
+}
+
+/* Starts one attempt of r (REQ_IDLE). Returns 0, or -1 (r unchanged). */
+static int start(fetcher *f, freq *r)
+{
+    CURL *e = easy_take(f);
+    if (e == NULL)
+        return -1;
+    buf_reset(&r->resp);
+    r->too_big = 0;
+    r->oom = 0;
+    r->ra[0] = '\0';
+    r->errbuf[0] = '\0';
+    if (easy_setup(f, r, e) != 0 || curl_multi_add_handle(f->multi, e) != CURLM_OK) {
+        easy_release(f, e);
+        return -1;
+    }
+    r->easy = e;
+    r->state = REQ_RUNNING;
+    r->attempts++;
+    f->running++;
+    f->stats.transfers++;
+    return 0;
+}
+
+/* Fills free slots from the queue. */
+static void pump(fetcher *f)
+{
+    while (!f->closing && f->running < (size_t)f->opts.max_inflight && f->qhead != NULL) {
+        freq *r = queue_pop(f);
+        if (start(f, r) != 0)
+            finish(f, r, FETCH_ERROR, 0, "cannot start the transfer");
+    }
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pump(arg);
+}
+
+static void kick(fetcher *f)
+{
+    event_active(f->kick, EV_TIMEOUT, 0);
+}
+
+/* ---- retries ---- */
+
+static int retryable_status(long status)
+{
+    return status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+/* curl results that say nothing about the request itself: another try may
+ * get through. Everything else (bad URL, protocol refused, certificate, our
+ * own write abort) would fail the same way again. */
+static int retryable_code(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_HTTP3:
+    case CURLE_QUIC_CONNECT_ERROR:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Full jitter: random in [0, min(max, base * 2^(done-1))]. */
+static long backoff_ms(fetcher *f, int done)
+{
+    long cap = f->opts.backoff_base_ms;
+    long max = f->opts.backoff_max_ms;
+    for (int i = 1; i < done && cap < max; i++)
+        cap = cap > max / 2 ? max : cap * 2;
+    if (cap > max)
+        cap = max;
+    if (cap <= 0)
+        return 0;
+    return (long)(rng_next(f) % ((uint64_t)cap + 1));
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    freq *r = arg;
+    fetcher *f = r->f;
+    f->nretry--;
+    queue_push(f, r, 1);
+    pump(f);
+}
+
+/* r (REQ_IDLE) failed in a way that passes: wait and try again, or end it
+ * when the attempts ran out. status is 0 when no answer came. */
+static void retry_or_finish(fetcher *f, freq *r, long status, const char *error)
+{
+    if (r->attempts >= f->opts.max_attempts) {
+        finish(f, r, FETCH_RETRY, status, error);
+        return;
+    }
+    long delay = backoff_ms(f, r->attempts);
+    long ra = status != 0 ? retry_after_ms(r) : -1;
+    if (ra > f->opts.retry_after_max_ms)
+        ra = f->opts.retry_after_max_ms;
+    if (ra > delay)
+        delay = ra;
+    if (r->retry_ev == NULL)
+        r->retry_ev = evtimer_new(f->base, on_retry, r);
+    struct timeval tv = ms_to_tv(delay);
+    if (r->retry_ev == NULL || evtimer_add(r->retry_ev, &tv) != 0) {
+        finish(f, r, FETCH_RETRY, status, error);
+        return;
+    }
+    r->state = REQ_RETRY;
+    f->nretry++;
+    f->stats.retries++;
+    if (log_get_level() <= LOG_DEBUG) {
+        char st[24], at[16], ms[24];
+        snprintf(st, sizeof(st), "%ld", status);
+        snprintf(at, sizeof(at), "%d", r->attempts);
+        snprintf(ms, sizeof(ms), "%ld", delay);
+        log_debug("fetch retry", "status", st, "attempt", at, "delay_ms", ms);
+    }
+}
+
+/* ---- transfers ending ---- */
+
+static void count_answer(fetcher *f, long status)
+{
+    if (status >= FETCH_STATUS_MIN && status <= FETCH_STATUS_MAX) {
+        f->stats.by_status[status - FETCH_STATUS_MIN]++;
+        f->stats.by_class[status / 100]++;
+    } else {
+        f->stats.by_class[0]++;
+    }
+}
+
+static void transfer_done(fetcher *f, CURL *e, CURLcode rc)
+{
+    char *priv = NULL;
+    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv) != CURLE_OK || priv == NULL) {
+        curl_multi_remove_handle(f->multi, e);
+        curl_easy_cleanup(e);
+        return;
+    }
+    freq *r = (freq *)priv;
+    long status = 0;
+    long conns = 0;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
+        f->stats.connects += (unsigned long)conns;
+    curl_multi_remove_handle(f->multi, e);
+    easy_release(f, e);
+    r->easy = NULL;
+    r->state = REQ_IDLE;
+    f->running--;
+
+    if (rc == CURLE_OK) {
+        count_answer(f, status);
+        if (status >= 200 && status <= 299)
+            finish(f, r, FETCH_OK, status, NULL);
+        else if (retryable_status(status))
+            retry_or_finish(f, r, status, NULL);
+        else
+            finish(f, r, FETCH_ERROR, status, NULL);
+        return;
+    }
+    if (r->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+        char why[96];
+        snprintf(why, sizeof(why), "response body over %zu bytes", f->opts.max_response);
+        f->stats.too_big++;
+        finish(f, r, FETCH_ERROR, 0, why);
+        return;
+    }
+    if (r->oom) {
+        finish(f, r, FETCH_ERROR, 0, "out of memory");
+        return;
+    }
+    f->stats.net_errors++;
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        f->stats.timeouts++;
+    /* curl's error text names at most a host and a port, never a path. */
+    const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+    log_debug("fetch attempt failed", "error", curl_easy_strerror(rc));
+    if (retryable_code(rc))
+        retry_or_finish(f, r, 0, why);
+    else
+        finish(f, r, FETCH_ERROR, 0, why);
+}
+
+/* Ends every transfer curl reports done, then fills the freed slots. */
+static void drain(fetcher *f)
+{
+    for (;;) {
+        int left = 0;
+        CURLMsg *m = curl_multi_info_read(f->multi, &left);
+        if (m == NULL)
+            break;
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        transfer_done(f, m->easy_handle, m->data.result);
+    }
+    pump(f);
+}
+
+/* ---- curl's callbacks and the events behind them ---- */
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    fetcher *f = arg;
+    int mask = 0;
+    int running = 0;
+    if (what & EV_READ)
+        mask |= CURL_CSELECT_IN;
+    if (what & EV_WRITE)
+        mask |= CURL_CSELECT_OUT;
+    /* This call may free the fsock behind this very event: touch nothing of
+     * it afterwards. */
+    CURLMcode mc = curl_multi_socket_action(f->multi, fd, mask, &running);
+    if (mc != CURLM_OK)
+        log_debug("fetch socket action failed", "error", curl_multi_strerror(mc));
+    drain(f);
+}
+
+static void on_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fetcher *f = arg;
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (mc != CURLM_OK)
+        log_debug("fetch timer action failed", "error", curl_multi_strerror(mc));
+    drain(f);
+}
+
+static void sock_free(fetcher *f, fsock *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        f->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    event_free(s->ev);
+    free(s);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch s for what curl asks, or stop. Only
+ * curl_multi_assign is called from here, which libcurl allows. */
+static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e;
+    fetcher *f = userp;
+    fsock *fs = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (fs != NULL)
+            sock_free(f, fs);
+        return 0;
+    }
+    short kind = EV_PERSIST;
+    if (what & CURL_POLL_IN)
+        kind |= EV_READ;
+    if (what & CURL_POLL_OUT)
+        kind |= EV_WRITE;
+    if (fs == NULL) {
+        fs = calloc(1, sizeof(*fs));
+        if (fs == NULL)
+            return -1;
+        fs->ev = event_new(f->base, s, kind, on_socket_event, f);
+        if (fs->ev == NULL) {
+            free(fs);
+            return -1;
+        }
+        fs->next = f->socks;
+        if (f->socks)
+            f->socks->prev = fs;
+        f->socks = fs;
+        if (curl_multi_assign(f->multi, s, fs) != CURLM_OK) {
+            sock_free(f, fs);
+            return -1;
+        }
+    } else {
+        event_del(fs->ev);
+        if (event_assign(fs->ev, f->base, s, kind, on_socket_event, f) != 0)
+            return -1;
+    }
+    return event_add(fs->ev, NULL) == 0 ? 0 : -1;
+}
+
+/* CURLMOPT_TIMERFUNCTION: replace the one timer; -1 deletes it, 0 fires on
+ * the loop's next turn. */
+static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    fetcher *f = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(f->timer);
+        return 0;
+    }
+    struct timeval tv = ms_to_tv(timeout_ms);
+    return evtimer_add(f->timer, &tv) == 0 ? 0 : -1;
+}
+
+/* ---- the API ---- */
+
+int fetch_global_init(void)
+{
+    if (g_curl_ready)
+        return 0;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
+    g_curl_ready = 1;
+    return 0;
+}
+
+void fetch_global_cleanup(void)
+{
+    if (!g_curl_ready)
+        return;
+    curl_global_cleanup();
+    g_curl_ready = 0;
+}
+
+fetcher *fetch_new(struct event_base *base, const fetch_opts *opts)
+{
+    fetch_opts o = {0};
+    if (opts != NULL)
+        o = *opts;
+    if (o.max_inflight < 0 || o.timeout_ms < 0 || o.connect_timeout_ms < 0 || o.max_attempts < 0 ||
+        o.backoff_base_ms < 0 || o.backoff_max_ms < 0 || o.retry_after_max_ms < 0)
+        return NULL;
+    if (o.max_inflight == 0)
+        o.max_inflight = 32;
+    if (o.max_pending == 0)
+        o.max_pending = 10000;
+    if (o.timeout_ms == 0)
+        o.timeout_ms = 10000;
+    if (o.connect_timeout_ms == 0)
+        o.connect_timeout_ms = 3000;
+    if (o.max_attempts == 0)
+        o.max_attempts = 5;
+    if (o.backoff_base_ms == 0)
+        o.backoff_base_ms = 200;
+    if (o.backoff_max_ms == 0)
+        o.backoff_max_ms = 30000;
+    if (o.retry_after_max_ms == 0)
+        o.retry_after_max_ms = 300000;
+    if (o.max_response == 0)
+        o.max_response = (size_t)8 << 20;
+    if (fetch_global_init() != 0)
+        return NULL;
+
+    int bad = 0;
+    fetcher *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->base = base;
+    f->opts = o;
+    f->rng = ((uint64_t)time_mono_us() << 1) ^ (uint64_t)(uintptr_t)f ^ (uint64_t)getpid();
+    if (f->rng == 0)
+        f->rng = 0x9E3779B97F4A7C15ULL;
+    f->tsize = FETCH_TABLE_MIN;
+    f->table = calloc(f->tsize, sizeof(*f->table));
+    f->spare = calloc((size_t)o.max_inflight, sizeof(*f->spare));
+    f->timer = evtimer_new(base, on_timer_event, f);
+    f->kick = event_new(base, -1, 0, on_kick, f);
+    f->multi = curl_multi_init();
+    if (f->table == NULL || f->spare == NULL || f->timer == NULL || f->kick == NULL ||
+        f->multi == NULL)
+        goto err;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, (void *)f) != CURLM_OK;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, (void *)f) != CURLM_OK;
+    /* Never more connections to one host than transfers at once, and enough
+     * cached to keep every slot's connection warm. */
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o.max_inflight) !=
+           CURLM_OK;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)o.max_inflight) != CURLM_OK;
+    if (bad)
+        goto err;
+    const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+    if (vi == NULL || !(vi->features & CURL_VERSION_ASYNCHDNS))
+        log_debug("fetch: libcurl resolves names synchronously; give API hosts as addresses");
+    return f;
+err:
+    if (f->multi)
+        curl_multi_cleanup(f->multi);
+    if (f->timer)
+        event_free(f->timer);
+    if (f->kick)
+        event_free(f->kick);
+    free(f->spare);
+    free(f->table);
+    free(f);
+    return NULL;
+}
+
+/* Accepts one request or one join. Returns 0 or -1 (nothing owed). */
+static int submit(fetcher *f, int is_post, const char *url, const char *const *headers,
+                  const char *key, const char *body, size_t len, fetch_done_fn cb, void *arg)
+{
+    if (f == NULL || f->closing || url == NULL || cb == NULL || (is_post && body == NULL && len))
+        return -1;
+    if (f->owed >= f->opts.max_pending)
+        return -1;
+    uint64_t hash = 0;
+    if (key != NULL) {
+        hash = hash_key(key);
+        freq *same = table_find(f, key, hash);
+        if (same != NULL) {
+            if (req_add_waiter(same, cb, arg) != 0)
+                return -1;
+            f->owed++;
+            f->stats.coalesced++;
+            return 0;
+        }
+    }
+    if (has_crlf(url))
+        return -1;
+    freq *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return -1;
+    r->f = f;
+    r->is_post = is_post;
+    r->hash = hash;
+    buf_init(&r->resp, f->opts.max_response);
+    r->url = strdup(url);
+    if (r->url == NULL)
+        goto err;
+    r->is_https = strncasecmp(url, "https://", 8) == 0;
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+        if (has_crlf(headers[i]))
+            goto err;
+        struct curl_slist *l = curl_slist_append(r->headers, headers[i]);
+        if (l == NULL)
+            goto err;
+        r->headers = l;
+    }
+    if (is_post) {
+        /* No "Expect: 100-continue" round trip before a big body. */
+        struct curl_slist *l = curl_slist_append(r->headers, "Expect:");
+        if (l == NULL)
+            goto err;
+        r->headers = l;
+        r->body = malloc(len + 1);
+        if (r->body == NULL)
+            goto err;
+        if (len > 0)
+            memcpy(r->body, body, len);
+        r->body[len] = '\0';
+        r->body_len = len;
+    }
+    if (key != NULL) {
+        r->key = strdup(key);
+        if (r->key == NULL)
+            goto err;
+    }
+    if (req_add_waiter(r, cb, arg) != 0)
+        goto err;
+
+    r->next = f->all;
+    if (f->all)
+        f->all->prev = r;
+    f->all = r;
+    if (r->key)
+        table_add(f, r);
+    queue_push(f, r, 0);
+    f->owed++;
+    f->stats.requests++;
+    kick(f);
+    return 0;
+err:
+    req_free(r);
+    return -1;
+}
+
+int fetch_get(fetcher *f, const char *url, const char *const *headers, const char *key,
+              fetch_done_fn cb, void *arg)
+{
+    return submit(f, 0, url, headers, key, NULL, 0, cb, arg);
+}
+
+int fetch_post(fetcher *f, const char *url, const char *const *headers, const char *body,
+               size_t len, fetch_done_fn cb, void *arg)
+{
+    return submit(f, 1, url, headers, NULL, body, len, cb, arg);
+}
+
+size_t fetch_inflight(const fetcher *f)
+{
+    return f->running;
+}
+
+size_t fetch_waiting(const fetcher *f)
+{
+    return f->nqueued + f->nretry;
+}
+
+void fetch_stats(const fetcher *f, fetch_stats_t *out)
+{
+    *out = f->stats;
+}
+
+void fetch_free(fetcher *f)
+{
+    if (f == NULL)
+        return;
+    if (f->in_cb) {
+        log_error("fetch_free called from inside a fetch callback");
+        abort();
+    }
+    f->closing = 1;
+
+    /* Take every request out of the queue, the multi and its retry wait. */
+    while (f->qhead != NULL)
+        queue_pop(f);
+    for (freq *r = f->all; r != NULL; r = r->next) {
+        if (r->state == REQ_RUNNING) {
+            curl_multi_remove_handle(f->multi, r->easy);
+            curl_easy_cleanup(r->easy);
+            r->easy = NULL;
+            f->running--;
+        } else if (r->state == REQ_RETRY) {
+            evtimer_del(r->retry_ev);
+            f->nretry--;
+        }
+        r->state = REQ_IDLE;
+    }
+    /* Then tell their callers; nothing new is accepted meanwhile. */
+    while (f->all != NULL)
+        finish(f, f->all, FETCH_RETRY, 0, "shutting down");
+
+    /* curl may still call the socket and timer callbacks while it closes its
+     * cached connections: free our side after it. */
+    curl_multi_cleanup(f->multi);
+    while (f->socks != NULL)
+        sock_free(f, f->socks);
+    for (size_t i = 0; i < f->nspare; i++)
+        curl_easy_cleanup(f->spare[i]);
+    free(f->spare);
+    event_free(f->timer);
+    event_free(f->kick);
+    free(f->table);
+    free(f);
+}

@@ -1,0 +1,1063 @@
+/* apply.c -- pl:events to cache writes: consumer group, fetches, Lua writes.
+ *
+ * A job is one event (or one template being reconciled). Its life:
+ *
+ *   [list fields]   rename and reconcile: HKEYS of the hash to rebuild
+ *   [pre-write]     what needs no fetch, done at once: a label moving to a
+ *                   cached version is repointed, a deleted label removed,
+ *                   a deleted template dropped
+ *   fetches         one GET per target (version, label, latest), concurrent
+ *   write           one Lua call applies every answer atomically: the
+ *                   template's hash never shows half a change, latest only
+ *                   moves forward, gen is bumped and the name published on
+ *                   pl:invalidate when anything changed
+ *   XACK            only now; a job that failed is not acknowledged, so its
+ *                   entry stays pending and is claimed again after the idle
+ *                   time (by this receiver or another)
+ *
+ * Jobs of one template name run one after the other (a chain behind the
+ * running one), so two events of a template never race in one receiver.
+ * Content always comes from the API (Cache-Control: no-cache), so events
+ * applied late, twice or out of order still converge on PromptLayer's state.
+ */
+#include "webhook/apply.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/keys.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+#include "webhook/plan.h"
+
+#define GROUP "plcache-applier"
+#define BLOCK_MS 2000
+#define TICK_MS 200
+#define PENDING_EVERY_MS 10000
+
+/* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
+ * hash. ARGV[1] channel, ARGV[2] name, ARGV[3] id or "", ARGV[4] old name or
+ * "", then operations as triples (op, a, b):
+ *   set F V       field F = V
+ *   latest N V    latest = V unless the cached latest has a higher version
+ *   del F -       remove field F
+ *   copy D S      field D = field S when S exists
+ *   holding N V   version:N = V, and so every label or latest holding N
+ *   drop - -      remove the template (and its id)
+ * Returns how many fields changed. */
+static const char write_script[] =
+    "local function ver(v)\n"
+    "  if not v then return nil end\n"
+    "  local ok, o = pcall(cjson.decode, v)\n"
+    "  if ok and type(o) == 'table' then return tonumber(o['version']) end\n"
+    "  return nil\n"
+    "end\n"
+    "local h, changed, dropped = KEYS[1], 0, false\n"
+    "local function put(f, v)\n"
+    "  if redis.call('HGET', h, f) ~= v then redis.call('HSET', h, f, v); changed = changed + 1 "
+    "end\n"
+    "end\n"
+    "for i = 5, #ARGV, 3 do\n"
+    "  local op, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
+    "  if op == 'set' then put(a, b)\n"
+    "  elseif op == 'latest' then\n"
+    "    local cv = ver(redis.call('HGET', h, 'latest'))\n"
+    "    if cv == nil or tonumber(a) >= cv then put('latest', b) end\n"
+    "  elseif op == 'del' then changed = changed + redis.call('HDEL', h, a)\n"
+    "  elseif op == 'copy' then\n"
+    "    local v = redis.call('HGET', h, b)\n"
+    "    if v then put(a, v) end\n"
+    "  elseif op == 'holding' then\n"
+    "    local n, all = tonumber(a), redis.call('HGETALL', h)\n"
+    "    for j = 1, #all, 2 do\n"
+    "      local f = all[j]\n"
+    "      if (f == 'latest' or string.sub(f, 1, 6) == 'label:') and ver(all[j + 1]) == n then\n"
+    "        put(f, b)\n"
+    "      end\n"
+    "    end\n"
+    "    put('version:' .. a, b)\n"
+    "  elseif op == 'drop' then\n"
+    "    changed = changed + redis.call('DEL', h)\n"
+    "    dropped = true\n"
+    "    if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then\n"
+    "      redis.call('HDEL', KEYS[2], ARGV[3])\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if KEYS[3] and redis.call('DEL', KEYS[3]) == 1 then\n"
+    "  changed = changed + 1\n"
+    "  redis.call('PUBLISH', ARGV[1], ARGV[4])\n"
+    "end\n"
+    "if not dropped and redis.call('EXISTS', h) == 1 then\n"
+    "  if changed > 0 then redis.call('HINCRBY', h, 'gen', 1) end\n"
+    "  if ARGV[3] ~= '' then\n"
+    "    redis.call('HSET', h, 'id', ARGV[3])\n"
+    "    redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])\n"
+    "  end\n"
+    "end\n"
+    "if changed > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end\n"
+    "return changed\n";
+
+/* Event types counted by name; others are "other". */
+static const char *const apply_types[] = {
+    "prompt_template_created",         "prompt_template_version_created",
+    "prompt_template_name_changed",    "prompt_template_deleted",
+    "prompt_template_label_created",   "prompt_template_label_deleted",
+    "prompt_template_label_moved",     "prompt_template_label_change_approved",
+    "prompt_template_updated",         "other",
+};
+#define NAPPLY (sizeof(apply_types) / sizeof(apply_types[0]))
+
+typedef struct target {
+    plan_selector sel;
+    long long version;
+    char *label;       /* owned */
+    char *field;       /* owned: the cache field this target fills */
+    long status;       /* answer, 0 until done */
+    char *body;        /* owned: the answer when 200 */
+    long long got_version;
+} target;
+
+typedef struct job job;
+struct job {
+    struct applier *a;
+    job *prev, *next;      /* the active list */
+    job *chain;            /* next job of the same template, waiting */
+    int running;           /* at the head of its chain */
+    char sid[48];          /* stream entry id; "" for a reconcile job */
+    size_t type_idx;
+    plan p;
+    int reconcile;
+    int64_t received_ms;
+    target *targets;
+    size_t ntargets, fetches_left;
+    rconn_args pre;        /* pre-write operations */
+    int failed;
+    const char *why;       /* failure reason, static */
+};
+
+struct applier {
+    struct event_base *base;
+    rconn *redis, *block;
+    fetcher *fetch;
+    char *prefix, *base_url, *consumer;
+    char *api_key_header;
+    char events_key[256], ids_key[256], channel[256];
+    long resync_s, claim_idle_ms;
+    int batch, max_jobs;
+    struct event *tick, *resync_timer;
+    job *jobs;             /* active list: running and chained */
+    size_t njobs;
+    int group_ready, group_asked, reading, stopping, closing;
+    int64_t last_claim_ms, last_touch_ms, last_pending_ms;
+    /* reconciliation */
+    int resync_running, resync_due, scan_busy;
+    char scan_cursor[32];
+    int64_t resync_started_us;
+    unsigned long resync_templates, resync_changes;
+    /* metrics */
+    unsigned long applied[NAPPLY], failed[NAPPLY], invalid, writes, changes;
+    unsigned long resync_runs, resync_found, claimed;
+    long long pending;
+    mhist latency;
+};
+
+static void job_start(job *j);
+static void job_fetch(job *j);
+static void job_write(job *j);
+static void read_more(applier *a);
+static void resync_step(applier *a);
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+static void job_free(job *j)
+{
+    for (size_t i = 0; i < j->ntargets; i++) {
+        free(j->targets[i].label);
+        free(j->targets[i].field);
+        free(j->targets[i].body);
+    }
+    free(j->targets);
+    rconn_args_free(&j->pre);
+    plan_free(&j->p);
+    free(j);
+}
+
+static job *job_new(applier *a)
+{
+    job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->a = a;
+    j->p.kind = PLAN_INVALID;
+    j->type_idx = NAPPLY - 1;
+    rconn_args_init(&j->pre);
+    return j;
+}
+
+static int add_target(job *j, plan_selector sel, long long version, const char *label)
+{
+    target *t = realloc(j->targets, (j->ntargets + 1) * sizeof(*t));
+    if (t == NULL)
+        return -1;
+    j->targets = t;
+    t = &j->targets[j->ntargets];
+    memset(t, 0, sizeof(*t));
+    t->sel = sel;
+    t->version = version;
+    char field[64];
+    if (sel == SEL_LABEL) {
+        t->label = strdup(label);
+        size_t n = strlen(label) + 7;
+        t->field = malloc(n);
+        if (t->field)
+            snprintf(t->field, n, "label:%s", label);
+    } else {
+        if (sel == SEL_VERSION)
+            snprintf(field, sizeof(field), "version:%lld", version);
+        else
+            snprintf(field, sizeof(field), "latest");
+        t->field = strdup(field);
+    }
+    j->ntargets++;
+    if (t->field == NULL || (sel == SEL_LABEL && t->label == NULL))
+        return -1;
+    return 0;
+}
+
+static void add_op(rconn_args *ops, const char *op, const char *x, size_t xlen, const char *y,
+                   size_t ylen)
+{
+    rconn_args_adds(ops, op);
+    rconn_args_add(ops, x, xlen);
+    rconn_args_add(ops, y, ylen);
+}
+
+/* The start of a write command for the job's template. */
+static void write_prologue(job *j, rconn_args *c, int with_old)
+{
+    applier *a = j->a;
+    char key[1024];
+    rconn_args_adds(c, "EVAL");
+    rconn_args_add(c, write_script, sizeof(write_script) - 1);
+    rconn_args_adds(c, with_old ? "3" : "2");
+    if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.name) < 0)
+        c->failed = 1;
+    rconn_args_adds(c, key);
+    rconn_args_adds(c, a->ids_key);
+    if (with_old) {
+        if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.old_name) < 0)
+            c->failed = 1;
+        rconn_args_adds(c, key);
+    }
+    rconn_args_adds(c, a->channel);
+    rconn_args_adds(c, j->p.name);
+    if (j->p.id >= 0)
+        rconn_args_addll(c, j->p.id);
+    else
+        rconn_args_adds(c, "");
+    rconn_args_adds(c, with_old ? j->p.old_name : "");
+}
+
+static job *find_running(applier *a, const char *name)
+{
+    for (job *j = a->jobs; j; j = j->next)
+        if (j->running && j->p.name && strcmp(j->p.name, name) == 0)
+            return j;
+    return NULL;
+}
+
+static void job_finish(job *j)
+{
+    applier *a = j->a;
+    if (j->sid[0]) {
+        if (j->failed) {
+            a->failed[j->type_idx]++;
+            log_warn("event not applied, left pending for a retry", "id", j->sid, "type",
+                     apply_types[j->type_idx], "why", j->why ? j->why : "failed");
+        } else {
+            a->applied[j->type_idx]++;
+        }
+    } else if (j->reconcile) {
+        a->resync_templates++;
+    }
+    /* Unlink, then start the next job of the same template. */
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        a->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    a->njobs--;
+    job *next = j->chain;
+    job_free(j);
+    if (a->closing)
+        return;
+    if (next) {
+        next->running = 1;
+        job_start(next);
+    }
+    if (a->resync_running && !a->scan_busy)
+        resync_step(a);
+    read_more(a);
+}
+
+static void job_fail(job *j, const char *why)
+{
+    j->failed = 1;
+    j->why = why;
+    job_finish(j);
+}
+
+static void acked(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        job_fail(j, "XACK failed");
+        return;
+    }
+    job_finish(j);
+}
+
+static void ack(job *j)
+{
+    applier *a = j->a;
+    if (j->sid[0] == '\0') {
+        job_finish(j);
+        return;
+    }
+    const char *argv[] = {"XACK", a->events_key, GROUP, j->sid};
+    size_t lens[] = {4, strlen(a->events_key), strlen(GROUP), strlen(j->sid)};
+    if (a->closing || rconn_argv(a->redis, acked, j, 4, argv, lens) != 0)
+        job_fail(j, "redis unavailable");
+}
+
+static void written(redisReply *r, void *priv)
+{
+    job *j = priv;
+    applier *a = j->a;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r && r->type == REDIS_REPLY_ERROR)
+            log_error("cache write refused", "error", r->str);
+        job_fail(j, "cache write failed");
+        return;
+    }
+    a->writes++;
+    a->changes += (unsigned long)r->integer;
+    if (j->reconcile)
+        a->resync_changes += (unsigned long)r->integer;
+    if (j->sid[0] && j->received_ms > 0) {
+        int64_t ms = time_now_ms() - j->received_ms;
+        mhist_observe(&a->latency, ms > 0 ? (double)ms / 1000.0 : 0.0);
+    }
+    ack(j);
+}
+
+static void pre_written(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        job_fail(j, "cache write failed");
+        return;
+    }
+    j->a->changes += (unsigned long)r->integer;
+    if (j->ntargets > 0)
+        job_fetch(j);
+    else
+        ack(j);
+}
+
+/* Reads the version of an API answer; -1 when it is not a template object. */
+static long long answer_version(const char *body, size_t len)
+{
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    long long v = -1;
+    if (json_is_object(o)) {
+        json_t *n = json_object_get(o, "version");
+        if (json_is_integer(n) && json_integer_value(n) >= 0)
+            v = json_integer_value(n);
+    }
+    json_decref(o);
+    return v;
+}
+
+typedef struct fetch_ctx {
+    job *j;
+    size_t idx;
+} fetch_ctx;
+
+static void fetched(const fetch_result *res, void *arg)
+{
+    fetch_ctx *fc = arg;
+    job *j = fc->j;
+    target *t = &j->targets[fc->idx];
+    free(fc);
+    t->status = res->status;
+    if (res->status == 200) {
+        t->got_version = answer_version(res->body, res->len);
+        if (t->got_version < 0) {
+            t->status = -1; /* not a template: counts as a failure */
+        } else {
+            t->body = malloc(res->len + 1);
+            if (t->body == NULL)
+                t->status = -1;
+            else
+                memcpy(t->body, res->body, res->len + 1);
+        }
+    }
+    if (--j->fetches_left == 0) {
+        if (j->a->closing)
+            job_fail(j, "shutting down");
+        else
+            job_write(j);
+    }
+}
+
+static void job_fetch(job *j)
+{
+    applier *a = j->a;
+    const char *headers[] = {a->api_key_header, "Cache-Control: no-cache",
+                             "Accept: application/json", NULL};
+    j->fetches_left = j->ntargets;
+    size_t started = 0;
+    for (size_t i = 0; i < j->ntargets; i++) {
+        target *t = &j->targets[i];
+        buf url;
+        buf_init(&url, 8192);
+        fetch_ctx *fc = malloc(sizeof(*fc));
+        int ok = fc != NULL &&
+                 plan_url(&url, a->base_url, j->p.name, t->sel, t->version, t->label) == 0 &&
+                 url.data != NULL;
+        if (ok) {
+            fc->j = j;
+            fc->idx = i;
+            ok = fetch_get(a->fetch, url.data, headers, url.data, fetched, fc) == 0;
+        }
+        buf_free(&url);
+        if (!ok) {
+            free(fc);
+            t->status = -1;
+            j->fetches_left--;
+        } else {
+            started++;
+        }
+    }
+    if (started == 0)
+        job_write(j);
+}
+
+/* Every answer is in: one atomic write, then XACK. */
+static void job_write(job *j)
+{
+    applier *a = j->a;
+    rconn_args c;
+    rconn_args_init(&c);
+    int rename = j->p.kind == PLAN_RENAME;
+    write_prologue(j, &c, rename);
+    int ops = 0;
+    for (size_t i = 0; i < j->ntargets; i++) {
+        target *t = &j->targets[i];
+        char num[32];
+        if (t->status == 404) {
+            if (t->sel == SEL_LATEST)
+                add_op(&c, "drop", "", 0, "", 0);
+            else
+                add_op(&c, "del", t->field, strlen(t->field), "", 0);
+            ops++;
+            continue;
+        }
+        if (t->status != 200) {
+            j->failed = 1;
+            j->why = t->status == 0 ? "API unreachable" : "API answer not usable";
+            continue;
+        }
+        size_t blen = strlen(t->body);
+        snprintf(num, sizeof(num), "%lld", t->got_version);
+        if (j->p.kind == PLAN_REFRESH_VERSION) {
+            add_op(&c, "holding", num, strlen(num), t->body, blen);
+        } else if (t->sel == SEL_LATEST) {
+            add_op(&c, "latest", num, strlen(num), t->body, blen);
+        } else {
+            add_op(&c, "set", t->field, strlen(t->field), t->body, blen);
+            if (t->sel == SEL_VERSION && j->p.kind == PLAN_VERSION)
+                add_op(&c, "latest", num, strlen(num), t->body, blen);
+        }
+        ops++;
+    }
+    /* A failed fetch fails the whole job: nothing is written, the entry stays
+     * pending and the job runs again once claimed. */
+    if (j->failed) {
+        rconn_args_free(&c);
+        job_fail(j, j->why);
+        return;
+    }
+    if (ops == 0 && !rename) {
+        rconn_args_free(&c);
+        ack(j);
+        return;
+    }
+    int rc = a->closing ? -1 : rconn_send(a->redis, written, j, &c);
+    rconn_args_free(&c);
+    if (rc != 0)
+        job_fail(j, "redis unavailable");
+}
+
+static void fields_listed(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        job_fail(j, "cannot list the cached fields");
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *f = r->element[i];
+        plan_selector sel;
+        long long v = -1;
+        const char *label = NULL;
+        if (f->type != REDIS_REPLY_STRING || plan_field(f->str, &sel, &v, &label) != 0)
+            continue;
+        if (add_target(j, sel, v, label) != 0) {
+            job_fail(j, "out of memory");
+            return;
+        }
+    }
+    if (j->ntargets == 0) {
+        if (j->p.kind == PLAN_RENAME)
+            job_write(j); /* nothing cached: drop the old hash, set the id */
+        else
+            ack(j);
+        return;
+    }
+    job_fetch(j);
+}
+
+static void job_start(job *j)
+{
+    applier *a = j->a;
+    char key[1024];
+    if (j->p.kind == PLAN_RENAME || j->reconcile) {
+        const char *src = j->p.kind == PLAN_RENAME ? j->p.old_name : j->p.name;
+        if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, src) < 0) {
+            job_fail(j, "name too long");
+            return;
+        }
+        const char *argv[] = {"HKEYS", key};
+        size_t lens[] = {5, strlen(key)};
+        if (rconn_argv(a->redis, fields_listed, j, 2, argv, lens) != 0)
+            job_fail(j, "redis unavailable");
+        return;
+    }
+    if (j->pre.argc > 0) {
+        rconn_args c;
+        rconn_args_init(&c);
+        write_prologue(j, &c, 0);
+        for (int i = 0; i < j->pre.argc; i++)
+            rconn_args_add(&c, j->pre.argv[i], j->pre.lens[i]);
+        int rc = rconn_send(a->redis, pre_written, j, &c);
+        rconn_args_free(&c);
+        if (rc != 0)
+            job_fail(j, "redis unavailable");
+        return;
+    }
+    if (j->ntargets > 0)
+        job_fetch(j);
+    else
+        ack(j);
+}
+
+/* Puts a job on the active list and runs it, or chains it behind the running
+ * job of the same template. Takes ownership. */
+static void job_submit(applier *a, job *j)
+{
+    j->next = a->jobs;
+    if (a->jobs)
+        a->jobs->prev = j;
+    a->jobs = j;
+    a->njobs++;
+    job *head = j->p.name ? find_running(a, j->p.name) : NULL;
+    if (head) {
+        while (head->chain)
+            head = head->chain;
+        head->chain = j;
+        return;
+    }
+    j->running = 1;
+    job_start(j);
+}
+
+/* Builds the job of one stream entry: [id, [field, value, ...]]. */
+static job *job_from_entry(applier *a, redisReply *e)
+{
+    if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= 48)
+        return NULL;
+    job *j = job_new(a);
+    if (j == NULL)
+        return NULL;
+    memcpy(j->sid, e->element[0]->str, e->element[0]->len + 1);
+    redisReply *kv = e->element[1];
+    const char *type = "", *payload = "";
+    size_t plen = 0;
+    if (kv->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < kv->elements; i += 2) {
+            redisReply *k = kv->element[i], *v = kv->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(k->str, "type") == 0)
+                type = v->str;
+            else if (strcmp(k->str, "payload") == 0) {
+                payload = v->str;
+                plen = v->len;
+            } else if (strcmp(k->str, "received_at") == 0) {
+                int64_t ms;
+                if (time_parse_iso8601(v->str, v->len, &ms) == 0)
+                    j->received_ms = ms;
+            }
+        }
+    }
+    for (size_t i = 0; i + 1 < NAPPLY; i++)
+        if (strcmp(type, apply_types[i]) == 0)
+            j->type_idx = i;
+    char err[128];
+    if (plan_from_event(type, payload, plen, &j->p, err, sizeof(err)) != 0 ||
+        j->p.kind == PLAN_INVALID) {
+        a->invalid++;
+        log_warn("event cannot be applied, acknowledged", "id", j->sid, "type", type, "why", err);
+        j->p.kind = PLAN_INVALID;
+        return j;
+    }
+    int rc = 0;
+    switch (j->p.kind) {
+    case PLAN_VERSION:
+    case PLAN_REFRESH_VERSION:
+        rc = add_target(j, SEL_VERSION, j->p.version, NULL);
+        break;
+    case PLAN_LABEL:
+        rc = add_target(j, SEL_LABEL, -1, j->p.label);
+        if (rc == 0 && j->p.version >= 0) {
+            char src[48];
+            snprintf(src, sizeof(src), "version:%lld", j->p.version);
+            add_op(&j->pre, "copy", j->targets[0].field, strlen(j->targets[0].field), src,
+                   strlen(src));
+        }
+        break;
+    case PLAN_LABEL_DELETE: {
+        size_t n = strlen(j->p.label) + 7;
+        char *f = malloc(n);
+        if (f == NULL) {
+            rc = -1;
+            break;
+        }
+        snprintf(f, n, "label:%s", j->p.label);
+        add_op(&j->pre, "del", f, strlen(f), "", 0);
+        free(f);
+        break;
+    }
+    case PLAN_DELETE:
+        add_op(&j->pre, "drop", "", 0, "", 0);
+        break;
+    default:
+        break;
+    }
+    if (rc != 0 || j->pre.failed) {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Runs the jobs of an array of entries (XREADGROUP or XAUTOCLAIM). */
+static void take_entries(applier *a, redisReply *entries)
+{
+    for (size_t i = 0; entries && i < entries->elements; i++) {
+        redisReply *e = entries->element[i];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[0]->type == REDIS_REPLY_STRING) {
+            int dup = 0;
+            for (job *j = a->jobs; j && !dup; j = j->next)
+                dup = strcmp(j->sid, e->element[0]->str) == 0;
+            if (dup)
+                continue;
+        }
+        job *j = job_from_entry(a, e);
+        if (j == NULL)
+            continue; /* left pending; claimed and tried again later */
+        job_submit(a, j);
+    }
+}
+
+/* ---- reading the stream ------------------------------------------------------ */
+
+static void read_done(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    a->reading = 0;
+    if (a->closing)
+        return;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) == 0)
+        a->group_ready = a->group_asked = 0; /* the stream was deleted: make it again */
+    else if (r && r->type == REDIS_REPLY_ARRAY) {
+        /* [[key, [entries]]] */
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *s = r->element[i];
+            if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
+                take_entries(a, s->element[1]);
+        }
+    }
+    read_more(a);
+}
+
+static void read_more(applier *a)
+{
+    if (a->reading || a->stopping || a->closing || !a->group_ready || !rconn_ready(a->block) ||
+        a->njobs >= (size_t)a->max_jobs)
+        return;
+    char count[16], block[16];
+    snprintf(count, sizeof(count), "%d", a->batch);
+    snprintf(block, sizeof(block), "%d", BLOCK_MS);
+    const char *argv[] = {"XREADGROUP", "GROUP", GROUP, a->consumer, "COUNT", count, "BLOCK",
+                          block, "STREAMS", a->events_key, ">"};
+    size_t lens[11];
+    for (int i = 0; i < 11; i++)
+        lens[i] = strlen(argv[i]);
+    if (rconn_argv(a->block, read_done, a, 11, argv, lens) == 0)
+        a->reading = 1;
+}
+
+static void group_created(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    if (r && (r->type == REDIS_REPLY_STATUS ||
+              (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) == 0))) {
+        a->group_ready = 1;
+        read_more(a);
+    } else {
+        if (r && r->type == REDIS_REPLY_ERROR)
+            log_error("cannot create the consumer group", "error", r->str);
+        a->group_asked = 0; /* asked again at the next tick */
+    }
+}
+
+static void claimed(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    if (a->closing || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+        return;
+    size_t before = a->njobs;
+    take_entries(a, r->element[1]);
+    if (a->njobs > before) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", a->njobs - before);
+        a->claimed += a->njobs - before;
+        log_info("claimed events left pending by a stopped receiver", "count", n);
+    }
+}
+
+static void pending_counted(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER)
+        a->pending = r->element[0]->integer;
+}
+
+static void ignore_reply(redisReply *r, void *priv)
+{
+    (void)r;
+    (void)priv;
+}
+
+/* Keeps the entries this receiver works on from looking idle to others. */
+static void touch_jobs(applier *a)
+{
+    rconn_args c;
+    rconn_args_init(&c);
+    rconn_args_adds(&c, "XCLAIM");
+    rconn_args_adds(&c, a->events_key);
+    rconn_args_adds(&c, GROUP);
+    rconn_args_adds(&c, a->consumer);
+    rconn_args_adds(&c, "0");
+    int n = 0;
+    for (job *j = a->jobs; j; j = j->next)
+        if (j->sid[0]) {
+            rconn_args_adds(&c, j->sid);
+            n++;
+        }
+    rconn_args_adds(&c, "JUSTID");
+    if (n > 0)
+        rconn_send(a->redis, ignore_reply, a, &c);
+    rconn_args_free(&c);
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    applier *a = arg;
+    int64_t now = time_now_ms();
+    if (!a->closing && rconn_ready(a->redis)) {
+        if (!a->group_ready && !a->group_asked) {
+            const char *argv[] = {"XGROUP", "CREATE", a->events_key, GROUP, "0", "MKSTREAM"};
+            size_t lens[6];
+            for (int i = 0; i < 6; i++)
+                lens[i] = strlen(argv[i]);
+            if (rconn_argv(a->redis, group_created, a, 6, argv, lens) == 0)
+                a->group_asked = 1;
+        }
+        if (a->group_ready && !a->stopping) {
+            if (now - a->last_claim_ms >= a->claim_idle_ms / 2 &&
+                a->njobs < (size_t)a->max_jobs) {
+                char idle[32], count[16];
+                snprintf(idle, sizeof(idle), "%ld", a->claim_idle_ms);
+                snprintf(count, sizeof(count), "%d", a->batch);
+                const char *argv[] = {"XAUTOCLAIM", a->events_key, GROUP, a->consumer,
+                                      idle,         "0-0",         "COUNT", count};
+                size_t lens[8];
+                for (int i = 0; i < 8; i++)
+                    lens[i] = strlen(argv[i]);
+                rconn_argv(a->redis, claimed, a, 8, argv, lens);
+                a->last_claim_ms = now;
+            }
+            if (now - a->last_touch_ms >= a->claim_idle_ms / 3) {
+                touch_jobs(a);
+                a->last_touch_ms = now;
+            }
+            if (now - a->last_pending_ms >= PENDING_EVERY_MS) {
+                const char *argv[] = {"XPENDING", a->events_key, GROUP};
+                size_t lens[] = {8, strlen(a->events_key), strlen(GROUP)};
+                rconn_argv(a->redis, pending_counted, a, 3, argv, lens);
+                a->last_pending_ms = now;
+            }
+            if (a->resync_due && !a->resync_running) {
+                a->resync_due = 0;
+                a->resync_running = 1;
+                a->resync_started_us = time_mono_us();
+                a->resync_templates = a->resync_changes = 0;
+                snprintf(a->scan_cursor, sizeof(a->scan_cursor), "0");
+                a->scan_busy = 0;
+                resync_step(a);
+            }
+        }
+        read_more(a);
+    }
+    struct timeval tv = {0, TICK_MS * 1000};
+    evtimer_add(a->tick, &tv);
+}
+
+/* ---- reconciliation -------------------------------------------------------- */
+
+static void resync_timer_fired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    applier *a = arg;
+    a->resync_due = 1;
+    if (a->resync_s > 0) {
+        struct timeval tv = {a->resync_s, 0};
+        evtimer_add(a->resync_timer, &tv);
+    }
+}
+
+static void scanned(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    a->scan_busy = 0;
+    if (a->closing)
+        return;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        log_warn("reconciliation interrupted, it runs again at the next interval");
+        a->resync_running = 0;
+        return;
+    }
+    snprintf(a->scan_cursor, sizeof(a->scan_cursor), "%s", r->element[0]->str);
+    redisReply *keys = r->element[1];
+    size_t plen = strlen(a->prefix) + strlen(KEYS_PROMPT);
+    for (size_t i = 0; i < keys->elements; i++) {
+        redisReply *k = keys->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen || strlen(k->str) != k->len)
+            continue;
+        job *j = job_new(a);
+        if (j == NULL)
+            break;
+        j->reconcile = 1;
+        j->p.kind = PLAN_NONE;
+        j->p.name = strdup(k->str + plen);
+        if (j->p.name == NULL) {
+            job_free(j);
+            break;
+        }
+        job_submit(a, j);
+    }
+    if (strcmp(a->scan_cursor, "0") == 0)
+        a->scan_cursor[0] = '\0'; /* the scan is complete */
+    resync_step(a);
+}
+
+/* Asks for more keys while there is room, and ends the run when all is done. */
+static void resync_step(applier *a)
+{
+    if (!a->resync_running || a->scan_busy || a->closing)
+        return;
+    if (a->scan_cursor[0] == '\0') {
+        int busy = 0;
+        for (job *j = a->jobs; j && !busy; j = j->next)
+            busy = j->reconcile;
+        if (busy)
+            return;
+        a->resync_running = 0;
+        a->resync_runs++;
+        a->resync_found += a->resync_changes;
+        char n[24], c[24], ms[24];
+        snprintf(n, sizeof(n), "%lu", a->resync_templates);
+        snprintf(c, sizeof(c), "%lu", a->resync_changes);
+        snprintf(ms, sizeof(ms), "%lld",
+                 (long long)((time_mono_us() - a->resync_started_us) / 1000));
+        log_info("reconciliation done", "templates", n, "changes", c, "ms", ms);
+        return;
+    }
+    if (a->njobs >= (size_t)a->max_jobs || !rconn_ready(a->redis))
+        return;
+    /* MATCH with the prefix's glob characters escaped. */
+    char match[600];
+    size_t m = 0;
+    char pre[300];
+    snprintf(pre, sizeof(pre), "%s%s", a->prefix, KEYS_PROMPT);
+    for (const char *p = pre; *p && m + 3 < sizeof(match); p++) {
+        if (strchr("*?[]\\", *p))
+            match[m++] = '\\';
+        match[m++] = *p;
+    }
+    match[m++] = '*';
+    match[m] = '\0';
+    const char *argv[] = {"SCAN", a->scan_cursor, "MATCH", match, "COUNT", "100", "TYPE", "hash"};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    if (rconn_argv(a->redis, scanned, a, 8, argv, lens) == 0)
+        a->scan_busy = 1;
+}
+
+/* ---- the applier ----------------------------------------------------------- */
+
+applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redis, rconn *block,
+                     fetcher *fetch)
+{
+    applier *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    a->base = base;
+    a->redis = redis;
+    a->block = block;
+    a->fetch = fetch;
+    a->prefix = strdup(o->prefix);
+    a->base_url = strdup(o->base_url);
+    a->consumer = strdup(o->consumer);
+    size_t hl = strlen(o->api_key) + 16;
+    a->api_key_header = malloc(hl);
+    if (a->api_key_header)
+        snprintf(a->api_key_header, hl, "X-API-KEY: %s", o->api_key);
+    a->resync_s = o->resync_s;
+    a->claim_idle_ms = o->claim_idle_ms > 0 ? o->claim_idle_ms : 60000;
+    a->batch = o->batch > 0 ? o->batch : 32;
+    a->max_jobs = o->max_jobs > 0 ? o->max_jobs : 256;
+    mhist_init(&a->latency, metrics_latency_bounds, metrics_latency_nbounds);
+    a->tick = evtimer_new(base, tick, a);
+    a->resync_timer = evtimer_new(base, resync_timer_fired, a);
+    if (a->prefix == NULL || a->base_url == NULL || a->consumer == NULL ||
+        a->api_key_header == NULL || a->tick == NULL || a->resync_timer == NULL ||
+        keys_make(a->events_key, sizeof(a->events_key), o->prefix, KEYS_EVENTS, NULL) < 0 ||
+        keys_make(a->ids_key, sizeof(a->ids_key), o->prefix, KEYS_PROMPT_IDS, NULL) < 0 ||
+        keys_make(a->channel, sizeof(a->channel), o->prefix, KEYS_INVALIDATE, NULL) < 0) {
+        applier_free(a);
+        return NULL;
+    }
+    a->last_claim_ms = time_now_ms(); /* first claim after half an idle time */
+    a->resync_due = a->resync_s > 0;
+    if (a->resync_s > 0) {
+        struct timeval tv = {a->resync_s, 0};
+        evtimer_add(a->resync_timer, &tv);
+    }
+    struct timeval now = {0, 0};
+    evtimer_add(a->tick, &now);
+    return a;
+}
+
+void applier_stop(applier *a)
+{
+    a->stopping = 1;
+    a->resync_running = 0;
+}
+
+size_t applier_busy(const applier *a) { return a->njobs + (size_t)a->reading; }
+
+void applier_close(applier *a) { a->closing = 1; }
+
+void applier_free(applier *a)
+{
+    if (a == NULL)
+        return;
+    a->closing = 1;
+    while (a->jobs) {
+        job *j = a->jobs;
+        a->jobs = j->next;
+        job_free(j);
+    }
+    if (a->tick)
+        event_free(a->tick);
+    if (a->resync_timer)
+        event_free(a->resync_timer);
+    free(a->prefix);
+    free(a->base_url);
+    free(a->consumer);
+    if (a->api_key_header) {
+        memset(a->api_key_header, 0, strlen(a->api_key_header));
+        free(a->api_key_header);
+    }
+    free(a);
+}
+
+void applier_metrics(applier *a, buf *b)
+{
+    char labels[128];
+    metrics_header(b, "plcache_apply_events_total", "counter",
+                   "Events applied to the cache (acknowledged), by type.");
+    for (size_t i = 0; i < NAPPLY; i++) {
+        snprintf(labels, sizeof(labels), "type=\"%s\"", apply_types[i]);
+        metrics_sample(b, "plcache_apply_events_total", labels, (double)a->applied[i]);
+    }
+    metrics_header(b, "plcache_apply_failures_total", "counter",
+                   "Event applications that failed and were left pending for a retry, by type.");
+    for (size_t i = 0; i < NAPPLY; i++) {
+        snprintf(labels, sizeof(labels), "type=\"%s\"", apply_types[i]);
+        metrics_sample(b, "plcache_apply_failures_total", labels, (double)a->failed[i]);
+    }
+    metrics_header(b, "plcache_apply_invalid_total", "counter",
+                   "Template events whose payload lacked what they need (acknowledged).");
+    metrics_sample(b, "plcache_apply_invalid_total", NULL, (double)a->invalid);
+    metrics_histogram(b, "plcache_apply_latency_seconds",
+                      "From an event's received_at to its cache write.", &a->latency);
+    metrics_header(b, "plcache_cache_writes_total", "counter", "Atomic template writes.");
+    metrics_sample(b, "plcache_cache_writes_total", NULL, (double)a->writes);
+    metrics_header(b, "plcache_cache_changes_total", "counter",
+                   "Cache fields changed by writes (identical content changes nothing).");
+    metrics_sample(b, "plcache_cache_changes_total", NULL, (double)a->changes);
+    metrics_header(b, "plcache_reconcile_runs_total", "counter", "Completed reconciliations.");
+    metrics_sample(b, "plcache_reconcile_runs_total", NULL, (double)a->resync_runs);
+    metrics_header(b, "plcache_reconcile_changes_total", "counter",
+                   "Cache fields that reconciliation found out of date.");
+    metrics_sample(b, "plcache_reconcile_changes_total", NULL, (double)a->resync_found);
+    metrics_header(b, "plcache_apply_claimed_total", "counter",
+                   "Events claimed from receivers that left them pending.");
+    metrics_sample(b, "plcache_apply_claimed_total", NULL, (double)a->claimed);
+    metrics_header(b, "plcache_apply_pending", "gauge",
+                   "Entries delivered to the group and not acknowledged (XPENDING).");
+    metrics_sample(b, "plcache_apply_pending", NULL, (double)a->pending);
+    metrics_header(b, "plcache_apply_jobs", "gauge", "Events and templates being worked on.");
+    metrics_sample(b, "plcache_apply_jobs", NULL, (double)a->njobs);
+}

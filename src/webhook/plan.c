@@ -1,0 +1,182 @@
+/* plan.c -- event payloads to cache plans; API URLs. */
+#include "webhook/plan.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *plan_kind_name(plan_kind k)
+{
+    static const char *const names[] = {"none",    "version", "label",  "label_delete",
+                                        "refresh", "rename",  "delete", "invalid"};
+    return (size_t)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
+}
+
+static char *dup_str(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return NULL;
+    /* Names with NUL bytes cannot be Redis key parts we print or URL-encode. */
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return NULL;
+    return strdup(json_string_value(v));
+}
+
+static long long get_int(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v) && json_integer_value(v) >= 0)
+        return json_integer_value(v);
+    /* Tolerate numbers sent as text. */
+    if (json_is_string(v)) {
+        char *end = NULL;
+        errno = 0;
+        long long n = strtoll(json_string_value(v), &end, 10);
+        if (errno == 0 && end != json_string_value(v) && *end == '\0' && n >= 0)
+            return n;
+    }
+    return -1;
+}
+
+void plan_free(plan *p)
+{
+    free(p->name);
+    free(p->old_name);
+    free(p->label);
+    memset(p, 0, sizeof(*p));
+    p->kind = PLAN_INVALID;
+}
+
+int plan_from_event(const char *type, const char *payload, size_t len, plan *out, char *err,
+                    size_t errlen)
+{
+    json_error_t je;
+    err[0] = '\0';
+    memset(out, 0, sizeof(*out));
+    out->kind = PLAN_INVALID;
+    out->id = -1;
+    out->version = -1;
+    json_t *root = json_loadb(payload, len, JSON_ALLOW_NUL, &je);
+    if (root == NULL || !json_is_object(root)) {
+        snprintf(err, errlen, "payload is not a JSON object jansson can read");
+        json_decref(root);
+        return -1;
+    }
+    json_t *d = json_object_get(root, "details");
+    if (!json_is_object(d))
+        d = NULL;
+
+    if (strncmp(type, "prompt_template_", 16) != 0 ||
+        strcmp(type, "prompt_template_label_change_requested") == 0 ||
+        strcmp(type, "prompt_template_label_change_denied") == 0) {
+        out->kind = PLAN_NONE;
+        json_decref(root);
+        return 0;
+    }
+    if (d == NULL) {
+        snprintf(err, errlen, "no details object");
+        json_decref(root);
+        return 0;
+    }
+    out->name = dup_str(d, "prompt_template_name");
+    out->id = get_int(d, "prompt_template_id");
+    out->version = get_int(d, "prompt_template_version_number");
+    out->label = dup_str(d, "prompt_template_label");
+
+    plan_kind k = PLAN_INVALID;
+    if (strcmp(type, "prompt_template_created") == 0 ||
+        strcmp(type, "prompt_template_version_created") == 0) {
+        k = out->version >= 0 ? PLAN_VERSION : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_label_created") == 0 ||
+               strcmp(type, "prompt_template_label_moved") == 0) {
+        k = out->label ? PLAN_LABEL : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_label_change_approved") == 0) {
+        json_t *ct = json_object_get(d, "change_type");
+        int deletion = json_is_string(ct) && strcmp(json_string_value(ct), "deletion") == 0;
+        k = out->label ? (deletion ? PLAN_LABEL_DELETE : PLAN_LABEL) : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_label_deleted") == 0) {
+        k = out->label ? PLAN_LABEL_DELETE : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_updated") == 0) {
+        k = out->version >= 0 ? PLAN_REFRESH_VERSION : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_name_changed") == 0) {
+        out->old_name = dup_str(d, "old_prompt_template_name");
+        k = out->old_name ? PLAN_RENAME : PLAN_INVALID;
+        if (out->old_name && out->name && strcmp(out->old_name, out->name) == 0)
+            k = PLAN_NONE;
+    } else if (strcmp(type, "prompt_template_deleted") == 0) {
+        k = PLAN_DELETE;
+    } else {
+        k = PLAN_NONE; /* a prompt_template_* type this version does not know */
+    }
+    if (k != PLAN_NONE && out->name == NULL) {
+        snprintf(err, errlen, "no prompt_template_name");
+        k = PLAN_INVALID;
+    }
+    out->kind = k;
+    if (k == PLAN_INVALID && err[0] == '\0')
+        snprintf(err, errlen, "details lack what %s needs", type);
+    json_decref(root);
+    return 0;
+}
+
+static int put_encoded(buf *b, const char *s)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
+                         *p == '~';
+        if (unreserved) {
+            if (buf_putc(b, (char)*p) != 0)
+                return -1;
+        } else {
+            char e[3] = {'%', hexd[*p >> 4], hexd[*p & 15]};
+            if (buf_append(b, e, 3) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int plan_url(buf *b, const char *base, const char *name, plan_selector sel, long long version,
+             const char *label)
+{
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    if (buf_append(b, base, blen) != 0 || buf_puts(b, "/prompt-templates/") != 0 ||
+        put_encoded(b, name) != 0)
+        return -1;
+    if (sel == SEL_VERSION)
+        return buf_printf(b, "?version=%lld", version);
+    if (sel == SEL_LABEL)
+        return buf_puts(b, "?label=") != 0 ? -1 : put_encoded(b, label);
+    return 0;
+}
+
+int plan_field(const char *field, plan_selector *sel, long long *version, const char **label)
+{
+    if (strcmp(field, "latest") == 0) {
+        *sel = SEL_LATEST;
+        return 0;
+    }
+    if (strncmp(field, "version:", 8) == 0) {
+        char *end = NULL;
+        errno = 0;
+        long long n = strtoll(field + 8, &end, 10);
+        if (errno != 0 || end == field + 8 || *end != '\0' || n < 0)
+            return -1;
+        *sel = SEL_VERSION;
+        *version = n;
+        return 0;
+    }
+    if (strncmp(field, "label:", 6) == 0 && field[6] != '\0') {
+        *sel = SEL_LABEL;
+        *label = field + 6;
+        return 0;
+    }
+    return -1;
+}

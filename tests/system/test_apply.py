@@ -1,0 +1,399 @@
+"""test_apply.py -- the applier: webhook in -> Redis content equal to the API's.
+
+Real redis-server, real plcache-webhook, the fake PromptLayer API. Each test
+changes the fake's state as PromptLayer would, posts the webhook PromptLayer
+would send, and waits (bounded) until the cache holds what the API serves.
+"""
+import json
+import signal
+import socket
+import threading
+import time
+import unittest
+import urllib.parse
+
+import harness as h
+
+FIXTURE = {"templates": [
+    {"id": 1, "prompt_name": "Hello",
+     "versions": {"1": {"prompt_template": {"type": "chat", "messages": []}, "commit_message": "one"},
+                  "2": {"prompt_template": {"type": "chat", "messages": []}, "commit_message": "two"}},
+     "labels": {"prod": 1, "staging": 2}},
+    {"id": 2, "prompt_name": "Other thing/ü",
+     "versions": {"1": {"prompt_template": {"type": "completion", "content": []}}},
+     "labels": {"prod": 1}},
+]}
+
+
+class Case(unittest.TestCase):
+    settings = {}
+
+    def setUp(self):
+        self.e = h.WebhookEnv(fixture=FIXTURE, **{"PLCACHE_RESYNC_INTERVAL": 0,
+                                                  "PLCACHE_CLAIM_IDLE": 2, **self.settings})
+        self.e.start()
+
+    def tearDown(self):
+        self.e.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def send(self, event_type, **details):
+        st, _, data = self.e.post(h.event(event_type, **details))
+        self.assertEqual(st, 200, data)
+
+    def api(self, name, **sel):
+        """What the fake API serves now (parsed), or None for 404."""
+        q = ("?" + urllib.parse.urlencode(sel)) if sel else ""
+        st, _, body = h.request(self.e.api.port, "GET",
+                                "/prompt-templates/" + urllib.parse.quote(name, safe="") + q,
+                                headers={"X-API-KEY": self.e.api.api_key})
+        return json.loads(body) if st == 200 else None
+
+    def cached(self, name, field):
+        v = self.e.redis_cmd("HGET", "pl:prompt:" + name, field)
+        return json.loads(v) if v is not None else None
+
+    def wait_cached(self, name, field, want, timeout=15):
+        h.wait_until(lambda: self.cached(name, field) == want, timeout,
+                     what=f"{name} {field} == {str(want)[:80]}")
+
+    def wait_applied(self, n, timeout=15):
+        h.wait_until(lambda: self.e.metric("plcache_apply_events_total") >= n, timeout,
+                     what=f"{n} events applied")
+
+    def version_created(self, name="Hello", version=3, tid=1, content=None):
+        if content is not None:
+            self.e.api.control("POST", f"/_fake/templates/{urllib.parse.quote(name, safe='')}/versions",
+                               {"version": version, "content": content})
+        self.send("prompt_template_version_created", prompt_template_name=name,
+                  prompt_template_id=tid, prompt_template_version_number=version)
+
+    def label_moved(self, label, version, name="Hello", tid=1, move_fake=True):
+        if move_fake:
+            self.e.api.control("PUT", f"/_fake/templates/{name}/labels/{label}", {"version": version})
+        self.send("prompt_template_label_moved", prompt_template_name=name, prompt_template_id=tid,
+                  prompt_template_version_number=version, prompt_template_label=label)
+
+
+class Events(Case):
+    def test_version_created_sets_version_latest_id_and_publishes(self):
+        sub = h.RedisClient(self.e.redis.port, timeout=10)
+        sub("SUBSCRIBE", "pl:invalidate")
+        self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                           {"version": 3, "content": {"prompt_template": {"v": 3}}})
+        want, latest = self.api("Hello", version=3), self.api("Hello")
+        self.e.api.control("DELETE", "/_fake/requests")
+        self.version_created(version=3)
+        self.wait_cached("Hello", "version:3", want)
+        self.assertEqual(self.cached("Hello", "latest"), latest)
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt:Hello", "id"), b"1")
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "1"), b"Hello")
+        self.assertGreaterEqual(int(self.e.redis_cmd("HGET", "pl:prompt:Hello", "gen")), 1)
+        msg = sub._read()
+        self.assertEqual(msg, [b"message", b"pl:invalidate", b"Hello"])
+        sub.close()
+        # What plcache asked the API: by name and version, with the key and no-cache.
+        reqs = self.e.api.requests("/prompt-templates/Hello")
+        self.assertEqual([r["query"] for r in reqs], ["version=3"])
+        self.assertEqual(reqs[0]["api_key"], "test-key")
+        self.assertEqual(reqs[0]["cache_control"], "no-cache")
+
+    def test_created_event_for_a_new_template(self):
+        self.e.api.control("PUT", "/_fake/templates/Brand%20new",
+                           {"id": 7, "versions": {"1": {"prompt_template": {"x": 1}}}})
+        self.send("prompt_template_created", prompt_template_name="Brand new", prompt_template_id=7,
+                  prompt_template_version_number=1)
+        self.wait_cached("Brand new", "latest", self.api("Brand new"))
+        self.assertEqual(self.cached("Brand new", "version:1"), self.api("Brand new", version=1))
+
+    def test_older_version_never_moves_latest_backwards(self):
+        self.version_created(version=3, content={"commit_message": "3"})
+        self.wait_cached("Hello", "latest", self.api("Hello", version=3))
+        self.version_created(version=1)
+        self.wait_cached("Hello", "version:1", self.api("Hello", version=1))
+        self.assertEqual(self.cached("Hello", "latest")["version"], 3)
+
+    def test_label_move_to_a_cached_version_is_repointed_before_any_fetch(self):
+        self.version_created(version=2)
+        v2 = self.api("Hello", version=2)
+        self.wait_cached("Hello", "version:2", v2)
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 2})
+        want = self.api("Hello", label="prod")
+        # Every API answer about Hello now takes 3 s: the repoint must not wait.
+        self.e.api.control("POST", "/_fake/faults",
+                           {"path_prefix": "/prompt-templates/Hello", "count": 5, "delay_ms": 3000})
+        t0 = time.monotonic()
+        self.label_moved("prod", 2, move_fake=False)
+        self.wait_cached("Hello", "label:prod", v2, timeout=2.5)
+        self.assertLess(time.monotonic() - t0, 2.5)
+        self.wait_cached("Hello", "label:prod", want)
+
+    def test_label_move_to_an_uncached_version_fetches_it(self):
+        self.label_moved("staging", 1)
+        self.wait_cached("Hello", "label:staging", self.api("Hello", label="staging"))
+        self.assertEqual(self.cached("Hello", "label:staging")["version"], 1)
+
+    def test_label_created_then_deleted(self):
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/beta", {"version": 2})
+        self.send("prompt_template_label_created", prompt_template_name="Hello", prompt_template_id=1,
+                  prompt_template_version_number=2, prompt_template_label="beta")
+        self.wait_cached("Hello", "label:beta", self.api("Hello", label="beta"))
+        self.e.api.control("DELETE", "/_fake/templates/Hello/labels/beta")
+        self.send("prompt_template_label_deleted", prompt_template_name="Hello", prompt_template_id=1,
+                  prompt_template_version_number=2, prompt_template_label="beta")
+        self.wait_cached("Hello", "label:beta", None)
+
+    def test_label_change_approved_move_and_deletion(self):
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 2})
+        self.send("prompt_template_label_change_approved", prompt_template_name="Hello",
+                  prompt_template_id=1, prompt_template_label="prod", change_type="move")
+        self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        self.send("prompt_template_label_change_approved", prompt_template_name="Hello",
+                  prompt_template_id=1, prompt_template_label="prod", change_type="deletion")
+        self.wait_cached("Hello", "label:prod", None)
+
+    def test_rename_moves_the_template_under_its_new_name(self):
+        self.version_created(version=2)
+        self.label_moved("prod", 1, move_fake=False)
+        self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        self.e.api.control("POST", "/_fake/templates/Hello/rename", {"new_name": "Hola"})
+        self.send("prompt_template_name_changed", prompt_template_id=1, prompt_template_name="Hola",
+                  old_prompt_template_name="Hello")
+        self.wait_cached("Hola", "label:prod", self.api("Hola", label="prod"))
+        self.assertEqual(self.cached("Hola", "label:prod")["prompt_name"], "Hola")
+        self.assertEqual(self.cached("Hola", "version:2"), self.api("Hola", version=2))
+        self.assertEqual(self.cached("Hola", "latest"), self.api("Hola"))
+        self.assertEqual(self.e.redis_cmd("EXISTS", "pl:prompt:Hello"), 0)
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "1"), b"Hola")
+
+    def test_delete_drops_the_template_and_its_id(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.api("Hello", version=2))
+        self.e.api.control("DELETE", "/_fake/templates/Hello")
+        self.send("prompt_template_deleted", prompt_template_id=1, prompt_template_name="Hello")
+        h.wait_until(lambda: self.e.redis_cmd("EXISTS", "pl:prompt:Hello") == 0, 15, what="drop")
+        self.assertIsNone(self.e.redis_cmd("HGET", "pl:prompt-ids", "1"))
+
+    def test_snippet_update_refreshes_the_version_and_every_field_holding_it(self):
+        self.version_created(version=2)
+        self.label_moved("staging", 2)
+        self.wait_cached("Hello", "label:staging", self.api("Hello", label="staging"))
+        self.wait_cached("Hello", "latest", self.api("Hello"))
+        # The snippet a version imports changed: same version, new content.
+        self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                           {"version": 2, "content": {"prompt_template": {"snippet": "new"}}})
+        self.send("prompt_template_updated", prompt_template_id=1, prompt_template_name="Hello",
+                  prompt_template_version_number=2)
+        want = self.api("Hello", version=2)
+        self.assertEqual(want["prompt_template"], {"snippet": "new"})
+        self.wait_cached("Hello", "version:2", want)
+        self.assertEqual(self.cached("Hello", "label:staging"), want)
+        self.assertEqual(self.cached("Hello", "latest"), want)
+
+    def test_names_are_url_encoded(self):
+        self.send("prompt_template_version_created", prompt_template_name="Other thing/ü",
+                  prompt_template_id=2, prompt_template_version_number=1)
+        self.wait_cached("Other thing/ü", "version:1", self.api("Other thing/ü", version=1))
+
+    def test_events_twice_and_out_of_order_converge_on_the_api(self):
+        self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                           {"version": 3, "content": {"commit_message": "3"}})
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 3})
+        # Delivered late and twice: the old move to 1 after the move to 3.
+        self.label_moved("prod", 3, move_fake=False)
+        self.label_moved("prod", 3, move_fake=False)
+        self.label_moved("prod", 1, move_fake=False)
+        self.version_created(version=3)
+        self.version_created(version=1)
+        self.wait_applied(5)
+        self.assertEqual(self.cached("Hello", "label:prod"), self.api("Hello", label="prod"))
+        self.assertEqual(self.cached("Hello", "label:prod")["version"], 3)
+        self.assertEqual(self.cached("Hello", "latest"), self.api("Hello"))
+
+    def test_other_events_are_only_recorded(self):
+        for t in ("agent_run_finished", "report_finished", "prompt_template_label_change_requested"):
+            self.send(t, prompt_template_name="Hello")
+        self.wait_applied(3)
+        self.assertEqual(self.e.redis_cmd("EXISTS", "pl:prompt:Hello"), 0)
+        self.assertEqual(self.e.api.requests("/prompt-templates"), [])
+
+    def test_a_404_removes_the_field(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.api("Hello", version=2))
+        self.e.api.control("PUT", "/_fake/templates/Hello",
+                           {"versions": {"1": {}, "3": {}}, "labels": {"prod": 1}})
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", None)
+
+
+class ApiFailures(Case):
+    settings = {"PLCACHE_FETCH_TIMEOUT": 1}
+
+    def setUp(self):
+        super().setUp()
+        # What the API serves, read before any fault is queued (the test's
+        # own reads would meet the faults too).
+        self.want = self.api("Hello", version=2)
+
+    def fault(self, **f):
+        f.setdefault("path_prefix", "/prompt-templates/Hello")
+        self.e.api.control("POST", "/_fake/faults", f)
+
+    def test_500_then_success_is_retried_and_applied(self):
+        self.fault(count=2, status=500)
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.want)
+        self.assertGreaterEqual(self.e.metric("plcache_api_retries_total"), 2)
+        self.assertEqual(self.e.metric('plcache_api_requests_total{status="500"}'), 2)
+
+    def test_429_with_retry_after_is_honoured(self):
+        self.fault(count=1, status=429, retry_after="2")
+        t0 = time.monotonic()
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.want)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.8)
+
+    def test_timeout_is_retried(self):
+        self.fault(count=1, delay_ms=3000)
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.want)
+        self.assertGreaterEqual(self.e.metric("plcache_api_retries_total"), 1)
+
+    def test_dropped_connection_is_retried(self):
+        self.fault(count=2, drop=True)
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.want)
+        self.assertGreaterEqual(self.e.metric("plcache_api_retries_total"), 2)
+
+    def test_api_down_longer_than_the_retries_leaves_the_event_pending_then_applies_it(self):
+        # Five failing attempts exhaust the fetcher; the entry stays pending
+        # and is claimed again after PLCACHE_CLAIM_IDLE (2 s here).
+        self.fault(count=5, status=503)
+        self.version_created(version=2)
+        h.wait_until(lambda: self.e.metric("plcache_apply_failures_total") >= 1, 60,
+                     what="a failed application")
+        self.assertIsNone(self.cached("Hello", "version:2"))
+        self.wait_cached("Hello", "version:2", self.want, timeout=30)
+        self.assertGreaterEqual(self.e.metric("plcache_apply_claimed_total"), 1)
+
+
+class Receivers(Case):
+    def test_a_killed_receiver_leaves_its_events_to_another(self):
+        # The API holds every answer 4 s: the first receiver dies mid-fetch.
+        self.e.api.control("POST", "/_fake/faults",
+                           {"path_prefix": "/prompt-templates/Hello", "count": 1, "delay_ms": 4000})
+        self.version_created(version=2)
+        h.wait_until(lambda: len(self.e.api.requests("/prompt-templates/Hello")) >= 1, 10,
+                     what="the first fetch")
+        self.e.daemon.stop(signal.SIGKILL)
+        self.e.daemons.remove(self.e.daemon)
+        pending = self.e.redis_cmd("XPENDING", "pl:events", "plcache-applier")
+        self.assertEqual(pending[0], 1)
+        other = self.e.another(PLCACHE_CLAIM_IDLE=1)
+        self.e.start(daemon=other)
+        port = int(other.env["PLCACHE_LISTEN"].rsplit(":", 1)[1])
+        self.wait_cached("Hello", "version:2", self.api("Hello", version=2), timeout=20)
+        h.wait_until(lambda: self.e.metric("plcache_apply_claimed_total", port) >= 1, 10,
+                     what="claimed metric")
+        h.wait_until(lambda: self.e.redis_cmd("XPENDING", "pl:events", "plcache-applier")[0] == 0,
+                     10, what="nothing pending")
+
+    def test_two_receivers_share_the_work(self):
+        other = self.e.another()
+        self.e.start(daemon=other)
+        port2 = int(other.env["PLCACHE_LISTEN"].rsplit(":", 1)[1])
+        for v in range(3, 13):
+            self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                               {"version": v, "content": {"n": v}})
+        for v in range(3, 13):
+            body = h.event("prompt_template_version_created", prompt_template_name="Hello",
+                           prompt_template_id=1, prompt_template_version_number=v)
+            st, _, _ = self.e.post(body, port=self.e.port if v % 2 else port2)
+            self.assertEqual(st, 200)
+        for v in range(3, 13):
+            self.wait_cached("Hello", f"version:{v}", self.api("Hello", version=v))
+        self.assertEqual(self.cached("Hello", "latest")["version"], 12)
+        total = self.e.metric("plcache_apply_events_total") + self.e.metric(
+            "plcache_apply_events_total", port2)
+        self.assertEqual(total, 10)
+
+
+class Reconcile(Case):
+    settings = {"PLCACHE_RESYNC_INTERVAL": 2}
+
+    def test_a_change_no_webhook_announced_is_repaired(self):
+        self.version_created(version=2)
+        self.label_moved("prod", 1, move_fake=False)
+        self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        # PromptLayer moves prod and drops staging, and no webhook arrives.
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 2})
+        self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                           {"version": 2, "content": {"commit_message": "edited"}})
+        self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"), timeout=20)
+        self.wait_cached("Hello", "version:2", self.api("Hello", version=2), timeout=20)
+        self.assertGreaterEqual(self.e.metric("plcache_reconcile_changes_total"), 1)
+        # A template deleted without a webhook disappears too.
+        self.e.api.control("DELETE", "/_fake/templates/Hello")
+        h.wait_until(lambda: self.e.redis_cmd("EXISTS", "pl:prompt:Hello") == 0, 20, what="drop")
+
+    def test_a_cold_start_stays_empty(self):
+        h.wait_until(lambda: self.e.metric("plcache_reconcile_runs_total") >= 1, 10,
+                     what="a reconcile run")
+        self.assertEqual(self.e.redis_cmd("KEYS", "pl:prompt:*"), [])
+
+
+class Readers(Case):
+    def test_readers_never_see_a_torn_or_backwards_latest(self):
+        stop = threading.Event()
+        seen = []
+        errors = []
+
+        def reader():
+            c = h.RedisClient(self.e.redis.port)
+            try:
+                while not stop.is_set():
+                    v = c("HGET", "pl:prompt:Hello", "latest")
+                    if v is None:
+                        continue
+                    try:
+                        seen.append(json.loads(v)["version"])
+                    except (ValueError, KeyError) as ex:
+                        errors.append(repr(ex))
+            finally:
+                c.close()
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            for v in range(3, 23):
+                self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                                   {"version": v, "content": {"n": v}})
+                self.version_created(version=v)
+            self.wait_cached("Hello", "latest", self.api("Hello", version=22))
+        finally:
+            stop.set()
+            t.join(10)
+        self.assertEqual(errors, [])
+        self.assertGreater(len(seen), 0)
+        self.assertEqual(seen, sorted(seen), "latest went backwards")
+
+
+class Operations(Case):
+    def test_metrics_of_the_applier(self):
+        self.version_created(version=2)
+        self.wait_applied(1)
+        text = self.e.get("/metrics")[2].decode()
+        for needle in ('plcache_apply_events_total{type="prompt_template_version_created"} 1',
+                       "plcache_apply_latency_seconds_bucket", 'plcache_api_requests_total{status="200"}',
+                       "plcache_api_retries_total", "plcache_reconcile_runs_total",
+                       "plcache_reconcile_changes_total", "plcache_apply_pending"):
+            self.assertIn(needle, text)
+
+    def test_api_key_never_logged(self):
+        self.version_created(version=2)
+        self.wait_applied(1)
+        self.assertNotIn("test-key", self.e.daemon.log())
+
+
+if __name__ == "__main__":
+    h.main()

@@ -104,40 +104,40 @@ static const char write_script[] =
 
 /* Event types counted by name; others are "other". */
 static const char *const apply_types[] = {
-    "prompt_template_created",         "prompt_template_version_created",
-    "prompt_template_name_changed",    "prompt_template_deleted",
-    "prompt_template_label_created",   "prompt_template_label_deleted",
-    "prompt_template_label_moved",     "prompt_template_label_change_approved",
-    "prompt_template_updated",         "other",
+    "prompt_template_created",       "prompt_template_version_created",
+    "prompt_template_name_changed",  "prompt_template_deleted",
+    "prompt_template_label_created", "prompt_template_label_deleted",
+    "prompt_template_label_moved",   "prompt_template_label_change_approved",
+    "prompt_template_updated",       "other",
 };
 #define NAPPLY (sizeof(apply_types) / sizeof(apply_types[0]))
 
 typedef struct target {
     plan_selector sel;
     long long version;
-    char *label;       /* owned */
-    char *field;       /* owned: the cache field this target fills */
-    long status;       /* answer, 0 until done */
-    char *body;        /* owned: the answer when 200 */
+    char *label; /* owned */
+    char *field; /* owned: the cache field this target fills */
+    long status; /* answer, 0 until done */
+    char *body;  /* owned: the answer when 200 */
     long long got_version;
 } target;
 
 typedef struct job job;
 struct job {
     struct applier *a;
-    job *prev, *next;      /* the active list */
-    job *chain;            /* next job of the same template, waiting */
-    int running;           /* at the head of its chain */
-    char sid[48];          /* stream entry id; "" for a reconcile job */
+    job *prev, *next; /* the active list */
+    job *chain;       /* next job of the same template, waiting */
+    int running;      /* at the head of its chain */
+    char sid[48];     /* stream entry id; "" for a reconcile job */
     size_t type_idx;
     plan p;
     int reconcile;
     int64_t received_ms;
     target *targets;
     size_t ntargets, fetches_left;
-    rconn_args pre;        /* pre-write operations */
+    rconn_args pre; /* pre-write operations */
     int failed;
-    const char *why;       /* failure reason, static */
+    const char *why; /* failure reason, static */
 };
 
 struct applier {
@@ -150,7 +150,7 @@ struct applier {
     long resync_s, claim_idle_ms;
     int batch, max_jobs;
     struct event *tick, *resync_timer;
-    job *jobs;             /* active list: running and chained */
+    job *jobs; /* active list: running and chained */
     size_t njobs;
     int group_ready, group_asked, reading, stopping, closing;
     int64_t last_claim_ms, last_touch_ms, last_pending_ms;
@@ -281,6 +281,11 @@ static void job_finish(job *j)
                      apply_types[j->type_idx], "why", j->why ? j->why : "failed");
         } else {
             a->applied[j->type_idx]++;
+            char ms[24];
+            snprintf(ms, sizeof(ms), "%lld",
+                     (long long)(j->received_ms > 0 ? time_now_ms() - j->received_ms : 0));
+            log_info("event applied", "id", j->sid, "type", apply_types[j->type_idx], "template",
+                     j->p.name ? j->p.name : "", "ms", ms);
         }
     } else if (j->reconcile) {
         a->resync_templates++;
@@ -720,8 +725,8 @@ static void read_more(applier *a)
     char count[16], block[16];
     snprintf(count, sizeof(count), "%d", a->batch);
     snprintf(block, sizeof(block), "%d", BLOCK_MS);
-    const char *argv[] = {"XREADGROUP", "GROUP", GROUP, a->consumer, "COUNT", count, "BLOCK",
-                          block, "STREAMS", a->events_key, ">"};
+    const char *argv[] = {"XREADGROUP", "GROUP", GROUP,     a->consumer,   "COUNT", count,
+                          "BLOCK",      block,   "STREAMS", a->events_key, ">"};
     size_t lens[11];
     for (int i = 0; i < 11; i++)
         lens[i] = strlen(argv[i]);
@@ -810,12 +815,11 @@ static void tick(evutil_socket_t fd, short what, void *arg)
                 a->group_asked = 1;
         }
         if (a->group_ready && !a->stopping) {
-            if (now - a->last_claim_ms >= a->claim_idle_ms / 2 &&
-                a->njobs < (size_t)a->max_jobs) {
+            if (now - a->last_claim_ms >= a->claim_idle_ms / 2 && a->njobs < (size_t)a->max_jobs) {
                 char idle[32], count[16];
                 snprintf(idle, sizeof(idle), "%ld", a->claim_idle_ms);
                 snprintf(count, sizeof(count), "%d", a->batch);
-                const char *argv[] = {"XAUTOCLAIM", a->events_key, GROUP, a->consumer,
+                const char *argv[] = {"XAUTOCLAIM", a->events_key, GROUP,   a->consumer,
                                       idle,         "0-0",         "COUNT", count};
                 size_t lens[8];
                 for (int i = 0; i < 8; i++)
@@ -994,9 +998,15 @@ void applier_stop(applier *a)
     a->resync_running = 0;
 }
 
-size_t applier_busy(const applier *a) { return a->njobs + (size_t)a->reading; }
+size_t applier_busy(const applier *a)
+{
+    return a->njobs + (size_t)a->reading;
+}
 
-void applier_close(applier *a) { a->closing = 1; }
+void applier_close(applier *a)
+{
+    a->closing = 1;
+}
 
 void applier_free(applier *a)
 {

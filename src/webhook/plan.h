@@ -24,10 +24,10 @@ typedef enum plan_kind {
 
 typedef struct plan {
     plan_kind kind;
-    char *name;       /* owned; the template (the new name for a rename) */
-    char *old_name;   /* owned; rename only */
-    char *label;      /* owned; label events */
-    long long id;     /* prompt_template_id, -1 when absent */
+    char *name;        /* owned; the template (the new name for a rename) */
+    char *old_name;    /* owned; rename only */
+    char *label;       /* owned; label events */
+    long long id;      /* prompt_template_id, -1 when absent */
     long long version; /* version number, -1 when absent */
 } plan;
 

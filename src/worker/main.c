@@ -1,0 +1,338 @@
+/* main.c -- plcache-worker: settings and wiring only.
+ *
+ * One event_base: the worker engine (worker.c), two Redis connections (commands,
+ * and the blocking moves), the fetcher for PromptLayer, and an HTTP listener
+ * for /healthz, /readyz and /metrics. SIGTERM/SIGINT: stop taking, wait for
+ * jobs in flight (PLCACHE_SHUTDOWN_TIMEOUT), return the rest to pl:track, exit 0.
+ */
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fetch.h"
+#include "core/hsrv.h"
+#include "core/log.h"
+#include "core/rconn.h"
+#include "core/rurl.h"
+#include "core/timeutil.h"
+#include "worker/worker.h"
+
+typedef struct settings {
+    char *redis_url;
+    char *prefix;
+    char *api_key;
+    char *api_key_file;
+    char *base_url;
+    long concurrency;
+    long max_attempts;
+    char *worker_id;
+    long heartbeat_timeout;
+    long auth_pause;
+    long shutdown_timeout;
+    char *metrics_listen;
+    char *log_level;
+    long retry_base_ms;
+    long retry_max_ms;
+    long forward_timeout;
+    long redis_timeout;
+} settings;
+
+static int check_level(const char *v, char *err, size_t errlen)
+{
+    log_level l;
+    if (log_parse_level(v, &l) != 0) {
+        snprintf(err, errlen, "expected debug, info, warn or error");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_url(const char *v, char *err, size_t errlen)
+{
+    if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
+        strpbrk(v, "?# \t") != NULL) {
+        snprintf(err, errlen, "expected an http:// or https:// base URL without a query");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_id(const char *v, char *err, size_t errlen)
+{
+    size_t n = strlen(v);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= ' ' || *p == 0x7f) {
+            snprintf(err, errlen, "no spaces or control characters");
+            return -1;
+        }
+    if (n > 200) {
+        snprintf(err, errlen, "at most 200 characters");
+        return -1;
+    }
+    return 0;
+}
+
+#define S(f) offsetof(settings, f)
+static const cfg_opt opts[] = {
+    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, S(redis_url),
+     0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"},
+    {"PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, S(prefix), 0, "TEXT",
+     "prefix of every Redis key"},
+    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
+     "PromptLayer API key (never logged)"},
+    {"PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0, check_url,
+     S(base_url), 0, "URL", "PromptLayer API base"},
+    {"PLCACHE_CONCURRENCY", CFG_INT, "64", 0, 1, 4096, NULL, S(concurrency), 0, "N",
+     "requests in flight at most"},
+    {"PLCACHE_MAX_ATTEMPTS", CFG_INT, "8", 0, 1, 1000, NULL, S(max_attempts), 0, "N",
+     "attempts of a job before it is dead (408, 429, 5xx, no answer)"},
+    {"PLCACHE_WORKER_ID", CFG_STRING, "", 0, 0, 0, check_id, S(worker_id), 0, "ID",
+     "this worker's name in pl:track:workers (default host-pid)"},
+    {"PLCACHE_HEARTBEAT_TIMEOUT", CFG_INT, "10", 0, 2, 86400, NULL, S(heartbeat_timeout), 0,
+     "SECONDS", "a worker silent this long is presumed dead; its jobs go back to pl:track"},
+    {"PLCACHE_AUTH_PAUSE", CFG_INT, "15", 0, 1, 86400, NULL, S(auth_pause), 0, "SECONDS",
+     "after a 401/403, how long to wait before trying the key again"},
+    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, S(shutdown_timeout), 0,
+     "SECONDS", "on SIGTERM, how long jobs in flight may take"},
+    {"PLCACHE_METRICS_LISTEN", CFG_STRING, "127.0.0.1:9464", 0, 0, 0, cfg_check_listen,
+     S(metrics_listen), 0, "ADDR", "/healthz, /readyz and /metrics, host:port"},
+    {"PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, check_level, S(log_level), 0, "LEVEL",
+     "debug, info, warn or error"},
+    {"PLCACHE_RETRY_BASE_MS", CFG_INT, "1000", 0, 1, 3600000, NULL, S(retry_base_ms), 0, "MS",
+     "backoff of the first retry (full jitter, doubling per attempt)"},
+    {"PLCACHE_RETRY_MAX_MS", CFG_INT, "300000", 0, 1, 86400000, NULL, S(retry_max_ms), 0, "MS",
+     "the longest wait before a retry (also caps Retry-After)"},
+    {"PLCACHE_FORWARD_TIMEOUT", CFG_INT, "30", 0, 1, 3600, NULL, S(forward_timeout), 0,
+     "SECONDS", "one request to PromptLayer, connect to last byte"},
+    {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(redis_timeout), 0, "SECONDS",
+     "a Redis command unanswered this long drops the link (then reconnect)"},
+};
+#undef S
+
+static const cfg_program program = {
+    "plcache-worker",
+    "forwards log jobs from Redis (pl:track) to PromptLayer",
+    "Endpoints on PLCACHE_METRICS_LISTEN: GET /healthz, /readyz, /metrics.\n"
+    "Signals: SIGTERM/SIGINT stop taking, finish jobs in flight, return the rest, exit 0.\n",
+    opts,
+    sizeof(opts) / sizeof(opts[0]),
+};
+
+typedef struct app {
+    struct event_base *base;
+    settings set;
+    rconn *redis, *block;
+    fetcher *fetch;
+    worker *w;
+    hsrv *srv;
+    struct event *drain_timer;
+    int64_t drain_deadline_us;
+    int stopping, releasing;
+} app;
+
+static void on_http(struct evhttp_request *req, void *arg)
+{
+    app *a = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (path == NULL)
+        path = "";
+    int known = !strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/metrics");
+    if (!known) {
+        hsrv_reply(req, 404, "{\"ok\":false,\"error\":\"not found\"}");
+        return;
+    }
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        hsrv_reply(req, 405, "{\"ok\":false,\"error\":\"method not allowed\"}");
+        return;
+    }
+    if (!strcmp(path, "/healthz")) {
+        hsrv_reply(req, 200, "{\"ok\":true}");
+    } else if (!strcmp(path, "/readyz")) {
+        if (worker_ready(a->w))
+            hsrv_reply(req, 200, "{\"ok\":true,\"redis\":\"up\"}");
+        else
+            hsrv_reply(req, 503, "{\"ok\":false,\"redis\":\"down\"}");
+    } else {
+        buf b;
+        buf_init(&b, 1 << 20);
+        worker_metrics(a->w, &b);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4");
+        evbuffer_add(evhttp_request_get_output_buffer(req), b.data ? b.data : "", b.len);
+        buf_free(&b);
+        evhttp_send_reply(req, 200, NULL, NULL);
+    }
+}
+
+static void released(int rc, void *arg)
+{
+    app *a = arg;
+    if (rc != 0)
+        log_warn("could not return unfinished jobs (Redis unavailable): another worker returns "
+                 "them after the heartbeat timeout");
+    event_base_loopbreak(a->base);
+}
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    app *a = arg;
+    size_t left = worker_busy(a->w);
+    if (!a->releasing && (left == 0 || time_mono_us() >= a->drain_deadline_us)) {
+        if (left > 0) {
+            char n[24];
+            snprintf(n, sizeof(n), "%zu", left);
+            log_warn("shutdown timeout: jobs still in flight go back to pl:track", "count", n);
+        }
+        a->releasing = 1;
+        worker_release(a->w, released, a);
+        /* If Redis never answers, leave after one more timeout. */
+        a->drain_deadline_us = time_mono_us() + (int64_t)a->set.redis_timeout * 1000000;
+    } else if (a->releasing && time_mono_us() >= a->drain_deadline_us) {
+        event_base_loopbreak(a->base);
+        return;
+    }
+    struct timeval tv = {0, 20 * 1000};
+    evtimer_add(a->drain_timer, &tv);
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    app *a = arg;
+    if (a->stopping)
+        return;
+    a->stopping = 1;
+    log_info("stopping: no new jobs, finishing those in flight", "signal",
+             sig == SIGINT ? "INT" : "TERM");
+    worker_stop(a->w);
+    a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
+    drain_check(-1, 0, a);
+}
+
+int main(int argc, char **argv)
+{
+    app a;
+    char err[512];
+    int status = 2;
+    rurl url = {0};
+    struct event *sigs[2] = {NULL, NULL};
+    memset(&a, 0, sizeof(a));
+
+    int rc = cfg_load(&program, argc, argv, &a.set, err, sizeof(err));
+    if (rc == CFG_EXIT) {
+        status = 0;
+        goto done;
+    }
+    if (rc != CFG_OK) {
+        fprintf(stderr, "plcache-worker: %s\n", err);
+        goto done;
+    }
+    log_level level = LOG_INFO;
+    log_parse_level(a.set.log_level, &level);
+    log_set_level(level);
+    if (rurl_parse(a.set.redis_url, &url, err, sizeof(err)) != 0 ||
+        rurl_resolve(&url, err, sizeof(err)) != 0) {
+        fprintf(stderr, "plcache-worker: PLCACHE_REDIS_URL (--redis-url): %s\n", err);
+        goto done;
+    }
+    char id[300];
+    if (a.set.worker_id[0]) {
+        snprintf(id, sizeof(id), "%s", a.set.worker_id);
+    } else {
+        char host[256] = "host";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
+    }
+    signal(SIGPIPE, SIG_IGN);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    srandom((unsigned)(time_mono_us() ^ getpid()));
+    status = 1;
+    if (fetch_global_init() != 0) {
+        fprintf(stderr, "plcache-worker: cannot initialise libcurl\n");
+        goto done;
+    }
+    a.base = event_base_new();
+    if (a.base == NULL)
+        goto done;
+    rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
+    rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 1000, 0, 0};
+    a.redis = rconn_new(a.base, &url, &ro, NULL, NULL);
+    a.block = rconn_new(a.base, &url, &bo, NULL, NULL);
+    fetch_opts fo = {0};
+    fo.max_inflight = (int)a.set.concurrency;
+    fo.max_attempts = 1;
+    fo.timeout_ms = a.set.forward_timeout * 1000;
+    fo.max_pending = (size_t)a.set.concurrency * 2 + 16;
+    a.fetch = fetch_new(a.base, &fo);
+    worker_opts wo = {a.set.prefix,
+                      a.set.base_url,
+                      a.set.api_key,
+                      id,
+                      (int)a.set.concurrency,
+                      (int)a.set.max_attempts,
+                      a.set.heartbeat_timeout * 1000,
+                      a.set.auth_pause * 1000,
+                      a.set.retry_base_ms,
+                      a.set.retry_max_ms};
+    a.w = a.redis && a.block && a.fetch ? worker_new(a.base, &wo, a.redis, a.block, a.fetch) : NULL;
+    if (a.w == NULL) {
+        log_error("cannot start (out of memory)");
+        goto done;
+    }
+    hsrv_opts ho = {a.set.metrics_listen, 1024, 8192, 30, 10, 64};
+    a.srv = hsrv_new(a.base, &ho, on_http, &a, err, sizeof(err));
+    if (a.srv == NULL) {
+        fprintf(stderr, "plcache-worker: PLCACHE_METRICS_LISTEN (--metrics-listen): %s\n", err);
+        status = 2;
+        goto done;
+    }
+    a.drain_timer = evtimer_new(a.base, drain_check, &a);
+    sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
+    sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
+    if (a.drain_timer == NULL || sigs[0] == NULL || sigs[1] == NULL ||
+        evsignal_add(sigs[0], NULL) != 0 || evsignal_add(sigs[1], NULL) != 0) {
+        log_error("cannot install signal handlers");
+        goto done;
+    }
+    char where[300], conc[16];
+    rurl_describe(&url, where, sizeof(where));
+    snprintf(conc, sizeof(conc), "%ld", a.set.concurrency);
+    log_info("plcache-worker started", "version", PLCACHE_VERSION, "id", id, "redis", where,
+             "concurrency", conc, "metrics", a.set.metrics_listen);
+    event_base_dispatch(a.base);
+    log_info("plcache-worker stopped");
+    status = 0;
+done:
+    if (a.w)
+        worker_close(a.w);
+    fetch_free(a.fetch);
+    rconn_free(a.block);
+    rconn_free(a.redis);
+    hsrv_free(a.srv);
+    worker_free(a.w);
+    for (int i = 0; i < 2; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    if (a.drain_timer)
+        event_free(a.drain_timer);
+    if (a.base)
+        event_base_free(a.base);
+    rurl_free(&url);
+    cfg_free(&program, &a.set);
+    fetch_global_cleanup();
+    return status;
+}

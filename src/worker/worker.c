@@ -1,0 +1,776 @@
+/* worker.c -- the log-job engine.
+ *
+ * Taking: while fewer than `window` jobs are in flight and nothing asks us to
+ * wait, one Lua call moves up to the free slots from pl:track (right end, the
+ * oldest) to the head of our processing list. When it finds the queue empty,
+ * a BLMOVE on the blocking connection waits up to 1 s for the next job.
+ *
+ * Forwarding: each job's steps are POSTed one after the other through the
+ * fetcher (one attempt: retries go through Redis so a crash loses nothing).
+ * The answer decides (DESIGN.md section 6):
+ *   2xx                 next step (request_id from this answer), or done
+ *   408, 429, 5xx, none retry: wrapped with its attempts and remaining steps
+ *                       into pl:track:retry, due after full-jitter backoff or
+ *                       Retry-After; dead after max_attempts
+ *   401, 403            the whole worker pauses auth_pause; the job waits in
+ *                       pl:track:retry for the same time, its attempts kept
+ *   other               dead at once, with status and answer
+ * A 429 also pauses every new request until PromptLayer's wait is over, and
+ * the window of jobs in flight then grows back from 1, one per success.
+ *
+ * Finishing: one Lua call removes the job from the processing list and, only
+ * if it was still there, adds it to its next place. So a write replayed after
+ * a lost reply does nothing twice, and a job a reaper already returned to
+ * pl:track is not also retried or dead-lettered. While Redis is away, finished
+ * jobs wait in memory (at most the concurrency) and are written when it is back.
+ */
+#include "worker/worker.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/keys.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+#include "worker/job.h"
+
+#define TICK_MS 100
+#define PROMOTE_EVERY_MS 200
+#define HEARTBEAT_EVERY_MS 1000
+#define DEPTH_EVERY_MS 1000
+#define BLOCK_S "1"
+
+static const char take_script[] =
+    "local out = {}\n"
+    "for i = 1, tonumber(ARGV[1]) do\n"
+    "  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')\n"
+    "  if not v then break end\n"
+    "  out[#out + 1] = v\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS[1] processing, KEYS[2] where the job goes; ARGV: raw, mode, score, value. */
+static const char finish_script[] =
+    "local n = redis.call('LREM', KEYS[1], -1, ARGV[1])\n"
+    "if n == 0 then return 0 end\n"
+    "if ARGV[2] == 'retry' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])\n"
+    "elseif ARGV[2] == 'dead' then redis.call('LPUSH', KEYS[2], ARGV[4])\n"
+    "elseif ARGV[2] == 'back' then redis.call('RPUSH', KEYS[2], ARGV[4]) end\n"
+    "return n\n";
+
+/* KEYS[1] retry set, KEYS[2] pl:track; ARGV[1] now. Due jobs go to the end
+ * taken next. */
+static const char promote_script[] =
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)\n"
+    "for _, v in ipairs(due) do\n"
+    "  redis.call('ZREM', KEYS[1], v)\n"
+    "  redis.call('RPUSH', KEYS[2], v)\n"
+    "end\n"
+    "return #due\n";
+
+/* KEYS[1] workers, KEYS[2] pl:track; ARGV[1] cutoff (ms), ARGV[2] processing
+ * key prefix, ARGV[3] our id, ARGV[4] "self" to return our own list. Returns
+ * the jobs moved back. (The processing keys are built here: plcache needs a
+ * single Redis, not a cluster.) */
+static const char reap_script[] =
+    "local ids\n"
+    "if ARGV[4] == 'self' then ids = {ARGV[3]} else\n"
+    "  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 16)\n"
+    "end\n"
+    "local moved = 0\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if ARGV[4] == 'self' or id ~= ARGV[3] then\n"
+    "    local pk = ARGV[2] .. id\n"
+    "    while redis.call('LMOVE', pk, KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end\n"
+    "    redis.call('ZREM', KEYS[1], id)\n"
+    "  end\n"
+    "end\n"
+    "return moved\n";
+
+enum { FIN_DONE, FIN_RETRY, FIN_DEAD, FIN_BACK };
+enum { DEAD_INVALID, DEAD_REJECTED, DEAD_ATTEMPTS, NDEAD };
+static const char *const dead_names[NDEAD] = {"invalid_job", "rejected", "attempts"};
+
+typedef struct inflight inflight;
+struct inflight {
+    struct worker *w;
+    inflight *prev, *next;
+    wjob job;
+    int64_t sent_us;
+};
+
+typedef struct owed {
+    struct worker *w;
+    struct owed *next;
+    rconn_args cmd;
+} owed;
+
+struct worker {
+    struct event_base *base;
+    rconn *redis, *block;
+    fetcher *fetch;
+    char *base_url, *id, *key_header;
+    char track[256], processing[512], processing_prefix[256], retry[256], dead[256],
+        workers[256];
+    worker_opts o;
+    struct event *tick;
+    inflight *jobs;
+    size_t njobs;
+    owed *owed_head, *owed_tail;
+    size_t nowed, owed_sending;
+    int taking, blocking, stopping, closing, started, released, window;
+    int64_t auth_until_ms, rate_until_ms;
+    int64_t last_promote, last_heartbeat, last_reap, last_depth;
+    unsigned long nonce;
+    /* metrics */
+    unsigned long done, retried, deadn[NDEAD], auth_pauses, rate_pauses, reaped;
+    long long depth_track, depth_retry, depth_dead;
+    mhist forward;
+};
+
+static void take_more(worker *w);
+static void send_step(inflight *f);
+
+/* ---- Redis writes that must happen ------------------------------------- */
+
+static void flush_owed(worker *w);
+
+static void owed_done(redisReply *r, void *priv)
+{
+    owed *o = priv;
+    worker *w = o->w;
+    w->owed_sending--;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        if (r)
+            log_error("redis refused a job update", "error", r->str);
+        /* Try it again when Redis is back: the script does nothing twice. */
+        o->next = NULL;
+        if (w->owed_tail)
+            w->owed_tail->next = o;
+        else
+            w->owed_head = o;
+        w->owed_tail = o;
+        return;
+    }
+    rconn_args_free(&o->cmd);
+    free(o);
+    w->nowed--;
+    take_more(w);
+}
+
+static void flush_owed(worker *w)
+{
+    while (w->owed_head && rconn_ready(w->redis) && !w->closing) {
+        owed *o = w->owed_head;
+        if (rconn_send(w->redis, owed_done, o, &o->cmd) != 0)
+            return;
+        w->owed_head = o->next;
+        if (w->owed_head == NULL)
+            w->owed_tail = NULL;
+        w->owed_sending++;
+    }
+}
+
+static void unlink_job(inflight *f)
+{
+    worker *w = f->w;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        w->jobs = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    w->njobs--;
+    job_free(&f->job);
+    free(f);
+}
+
+/* Out of memory: the job is dropped from memory but stays in the processing
+ * list, so it goes back to pl:track when this worker stops or is reaped. */
+static void abandon(inflight *f, const char *what)
+{
+    log_error("out of memory; the job stays in the processing list", "while", what);
+    worker *w = f->w;
+    unlink_job(f);
+    take_more(w);
+}
+
+/* Queues the finishing write of a job and frees the job. */
+static void finish(inflight *f, int mode, const char *target, double score, const char *value)
+{
+    worker *w = f->w;
+    owed *o = calloc(1, sizeof(*o));
+    if (o != NULL) {
+        char sc[32];
+        o->w = w;
+        rconn_args_init(&o->cmd);
+        rconn_args_adds(&o->cmd, "EVAL");
+        rconn_args_add(&o->cmd, finish_script, sizeof(finish_script) - 1);
+        rconn_args_adds(&o->cmd, "2");
+        rconn_args_adds(&o->cmd, w->processing);
+        rconn_args_adds(&o->cmd, target ? target : w->track);
+        rconn_args_add(&o->cmd, f->job.raw, f->job.raw_len);
+        static const char *const modes[] = {"done", "retry", "dead", "back"};
+        rconn_args_adds(&o->cmd, modes[mode]);
+        snprintf(sc, sizeof(sc), "%.0f", score);
+        rconn_args_adds(&o->cmd, sc);
+        rconn_args_adds(&o->cmd, value ? value : "");
+        if (o->cmd.failed) {
+            rconn_args_free(&o->cmd);
+            free(o);
+            o = NULL;
+        }
+    }
+    if (o == NULL) {
+        /* Out of memory: the job stays in the processing list, and goes back
+         * to pl:track when this worker stops or dies. */
+        log_error("out of memory finishing a job; it stays in the processing list");
+    } else {
+        if (w->owed_tail)
+            w->owed_tail->next = o;
+        else
+            w->owed_head = o;
+        w->owed_tail = o;
+        w->nowed++;
+    }
+    unlink_job(f);
+    flush_owed(w);
+    take_more(w);
+}
+
+static void dead(inflight *f, int reason, const char *error, long status, int attempts)
+{
+    worker *w = f->w;
+    char now[40];
+    time_format_now(now, sizeof(now));
+    char *text = job_dead_text(&f->job, error, status, attempts, now);
+    if (text == NULL) {
+        abandon(f, "writing a dead entry");
+        return;
+    }
+    w->deadn[reason]++;
+    char st[16];
+    snprintf(st, sizeof(st), "%ld", status);
+    log_warn("job dead", "reason", dead_names[reason], "status", status > 0 ? st : "none");
+    finish(f, FIN_DEAD, w->dead, 0, text);
+    free(text);
+}
+
+static void retry_later(inflight *f, int attempts, int64_t delay_ms)
+{
+    worker *w = f->w;
+    char nonce[320];
+    snprintf(nonce, sizeof(nonce), "%s-%lu", w->id, ++w->nonce);
+    char *text = job_retry_text(&f->job, attempts, nonce);
+    if (text == NULL) {
+        abandon(f, "writing a retry");
+        return;
+    }
+    w->retried++;
+    finish(f, FIN_RETRY, w->retry, (double)(time_now_ms() + delay_ms), text);
+    free(text);
+}
+
+static int64_t backoff_ms(worker *w, int attempts)
+{
+    int64_t cap = w->o.retry_base_ms;
+    for (int i = 1; i < attempts && cap < w->o.retry_max_ms; i++)
+        cap *= 2;
+    if (cap > w->o.retry_max_ms)
+        cap = w->o.retry_max_ms;
+    return cap > 0 ? (int64_t)(random() % (cap + 1)) : 0;
+}
+
+/* ---- forwarding --------------------------------------------------------- */
+
+static void answered(const fetch_result *r, void *arg)
+{
+    inflight *f = arg;
+    worker *w = f->w;
+    mhist_observe(&w->forward, (double)(time_mono_us() - f->sent_us) / 1e6);
+    if (w->closing) {
+        /* The loop is ending: the job stays in the processing list and goes
+         * back to pl:track with the rest. */
+        return;
+    }
+    long st = r->status;
+    if (st >= 200 && st < 300) {
+        if (w->window < w->o.concurrency)
+            w->window++;
+        if (f->job.next + 1 < f->job.nsteps) {
+            if (job_set_request_id(&f->job, r->body, r->len) != 0) {
+                retry_later(f, f->job.attempts, 1000);
+                return;
+            }
+            f->job.next++;
+            send_step(f);
+            return;
+        }
+        w->done++;
+        finish(f, FIN_DONE, NULL, 0, NULL);
+        return;
+    }
+    if (st == 401 || st == 403) {
+        int64_t now = time_now_ms();
+        if (w->auth_until_ms <= now) {
+            char s[16], p[24];
+            snprintf(s, sizeof(s), "%ld", st);
+            snprintf(p, sizeof(p), "%ld", w->o.auth_pause_ms / 1000);
+            log_error("PromptLayer refused the API key: not taking jobs, they stay queued; "
+                      "trying again after the pause",
+                      "status", s, "pause_s", p);
+            w->auth_pauses++;
+        }
+        w->auth_until_ms = now + w->o.auth_pause_ms;
+        w->window = 1;
+        retry_later(f, f->job.attempts, w->o.auth_pause_ms);
+        return;
+    }
+    int retryable = st == 0 || st == 408 || st == 429 || st >= 500;
+    if (!retryable) {
+        char err[2100];
+        snprintf(err, sizeof(err), "%.*s", (int)(r->len < 2048 ? r->len : 2048), r->body);
+        dead(f, DEAD_REJECTED, err, st, f->job.attempts + 1);
+        return;
+    }
+    int attempts = f->job.attempts + 1;
+    if (attempts >= w->o.max_attempts) {
+        char err[300];
+        if (st == 0)
+            snprintf(err, sizeof(err), "no answer: %s", r->error);
+        else
+            snprintf(err, sizeof(err), "HTTP %ld after %d attempts: %.200s", st, attempts,
+                     r->body);
+        dead(f, DEAD_ATTEMPTS, err, st, attempts);
+        return;
+    }
+    int64_t delay = backoff_ms(w, attempts);
+    if (r->retry_after_ms >= 0 && r->retry_after_ms > delay)
+        delay = r->retry_after_ms > w->o.retry_max_ms ? w->o.retry_max_ms : r->retry_after_ms;
+    if (st == 429) {
+        int64_t until = time_now_ms() + delay;
+        if (until > w->rate_until_ms) {
+            if (w->rate_until_ms <= time_now_ms()) {
+                char ms[24];
+                snprintf(ms, sizeof(ms), "%lld", (long long)delay);
+                log_warn("PromptLayer asks to slow down: no new request for a while", "ms", ms);
+                w->rate_pauses++;
+            }
+            w->rate_until_ms = until;
+        }
+        w->window = 1;
+    }
+    retry_later(f, attempts, delay);
+}
+
+static void send_step(inflight *f)
+{
+    worker *w = f->w;
+    job_step *s = &f->job.steps[f->job.next];
+    buf url;
+    buf_init(&url, 8192);
+    size_t bl = strlen(w->base_url);
+    while (bl > 0 && w->base_url[bl - 1] == '/')
+        bl--;
+    const char *headers[] = {w->key_header, "Content-Type: application/json", NULL};
+    f->sent_us = time_mono_us();
+    if (buf_append(&url, w->base_url, bl) != 0 || buf_puts(&url, s->endpoint) != 0 ||
+        fetch_post(w->fetch, url.data, headers, s->body, s->body_len, answered, f) != 0) {
+        buf_free(&url);
+        /* The fetcher is full or out of memory: try again shortly. */
+        retry_later(f, f->job.attempts, 1000);
+        return;
+    }
+    buf_free(&url);
+}
+
+static void start_job(worker *w, const char *text, size_t len)
+{
+    inflight *f = calloc(1, sizeof(*f));
+    if (f == NULL || job_parse(text, len, &f->job) != 0) {
+        /* It stays in the processing list and goes back when we stop. */
+        log_error("out of memory taking a job; it stays in the processing list");
+        if (f)
+            job_free(&f->job);
+        free(f);
+        return;
+    }
+    f->w = w;
+    f->next = w->jobs;
+    if (w->jobs)
+        w->jobs->prev = f;
+    w->jobs = f;
+    w->njobs++;
+    if (f->job.invalid) {
+        dead(f, DEAD_INVALID, f->job.invalid, 0, f->job.attempts);
+        return;
+    }
+    send_step(f);
+}
+
+/* ---- taking ------------------------------------------------------------- */
+
+static int free_slots(worker *w)
+{
+    int64_t now = time_now_ms();
+    if (w->stopping || w->closing || !w->started || now < w->auth_until_ms ||
+        now < w->rate_until_ms || w->owed_head != NULL)
+        return 0;
+    int cap = w->window < w->o.concurrency ? w->window : w->o.concurrency;
+    return cap - (int)w->njobs;
+}
+
+static void blocked_taken(redisReply *r, void *priv)
+{
+    worker *w = priv;
+    w->blocking = 0;
+    if (w->closing)
+        return;
+    if (r && r->type == REDIS_REPLY_STRING)
+        start_job(w, r->str, r->len);
+    take_more(w);
+}
+
+static void batch_taken(redisReply *r, void *priv)
+{
+    worker *w = priv;
+    w->taking = 0;
+    if (w->closing)
+        return;
+    size_t got = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING) {
+                start_job(w, r->element[i]->str, r->element[i]->len);
+                got++;
+            }
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return; /* Redis trouble: the tick tries again */
+    if (got == 0) {
+        /* Empty queue: wait for the next job without spinning. */
+        if (!w->blocking && free_slots(w) > 0 && rconn_ready(w->block)) {
+            const char *argv[] = {"BLMOVE", w->track, w->processing, "RIGHT", "LEFT", BLOCK_S};
+            size_t lens[6];
+            for (int i = 0; i < 6; i++)
+                lens[i] = strlen(argv[i]);
+            if (rconn_argv(w->block, blocked_taken, w, 6, argv, lens) == 0)
+                w->blocking = 1;
+        }
+        return;
+    }
+    take_more(w);
+}
+
+static void take_more(worker *w)
+{
+    if (w->taking || w->blocking || !rconn_ready(w->redis))
+        return;
+    int want = free_slots(w);
+    if (want <= 0)
+        return;
+    char n[16];
+    snprintf(n, sizeof(n), "%d", want);
+    const char *argv[] = {"EVAL", take_script, "2", w->track, w->processing, n};
+    size_t lens[] = {4, sizeof(take_script) - 1, 1, strlen(w->track), strlen(w->processing),
+                     strlen(n)};
+    if (rconn_argv(w->redis, batch_taken, w, 6, argv, lens) == 0)
+        w->taking = 1;
+}
+
+/* ---- housekeeping ------------------------------------------------------- */
+
+static void ignore(redisReply *r, void *priv)
+{
+    (void)r;
+    (void)priv;
+}
+
+static void reaped(redisReply *r, void *priv)
+{
+    worker *w = priv;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", r->integer);
+        w->reaped += (unsigned long)r->integer;
+        log_warn("returned the jobs of a worker that stopped answering to pl:track", "count", n);
+    }
+}
+
+static void depth_read(redisReply *r, void *priv)
+{
+    long long *slot = priv;
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        *slot = r->integer;
+}
+
+/* Warns loudly when Redis may lose queued jobs (one CONFIG GET for three
+ * parameters; a Redis that forbids CONFIG is not checked). */
+static void config_read(redisReply *r, void *priv)
+{
+    (void)priv;
+    const char *policy = NULL, *aof = NULL, *save = NULL;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        log_info("cannot read Redis's configuration: eviction and persistence not checked");
+        return;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (k == NULL || v == NULL)
+            continue;
+        if (strcmp(k, "maxmemory-policy") == 0)
+            policy = v;
+        else if (strcmp(k, "appendonly") == 0)
+            aof = v;
+        else if (strcmp(k, "save") == 0)
+            save = v;
+    }
+    if (policy && strcmp(policy, "noeviction") != 0)
+        log_warn("REDIS CAN EVICT KEYS: queued jobs would be lost under memory pressure; set "
+                 "maxmemory-policy noeviction",
+                 "maxmemory-policy", policy);
+    if (aof && strcmp(aof, "no") == 0 && save && save[0] == '\0')
+        log_warn("REDIS KEEPS NOTHING ON DISK: persistence is off (no appendonly, no save), "
+                 "queued jobs are lost if Redis restarts; set appendonly yes",
+                 "appendonly", aof);
+    else if (aof && strcmp(aof, "no") == 0)
+        log_warn("Redis persistence is snapshots only (appendonly no): jobs queued since the "
+                 "last snapshot are lost if Redis stops; appendonly yes is safer",
+                 "appendonly", aof);
+}
+
+static void first_contact(worker *w)
+{
+    const char *cfg[] = {"CONFIG", "GET", "maxmemory-policy", "appendonly", "save"};
+    size_t cl[] = {6, 3, 16, 10, 4};
+    rconn_argv(w->redis, config_read, w, 5, cfg, cl);
+    /* Jobs a previous run with the same id left in our list go back first. */
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)time_now_ms());
+    const char *argv[] = {"EVAL",    reap_script,            "2",  w->workers, w->track, now,
+                          w->processing_prefix, w->id, "self"};
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
+        lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
+    rconn_argv(w->redis, reaped, w, 9, argv, lens);
+    w->started = 1;
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    int64_t now = time_now_ms();
+    char ms[32];
+    if (!w->closing && rconn_ready(w->redis)) {
+        if (!w->started)
+            first_contact(w);
+        flush_owed(w);
+        if (now - w->last_heartbeat >= HEARTBEAT_EVERY_MS && !w->released) {
+            snprintf(ms, sizeof(ms), "%lld", (long long)now);
+            const char *argv[] = {"ZADD", w->workers, ms, w->id};
+            size_t lens[] = {4, strlen(w->workers), strlen(ms), strlen(w->id)};
+            rconn_argv(w->redis, ignore, w, 4, argv, lens);
+            w->last_heartbeat = now;
+        }
+        if (now - w->last_promote >= PROMOTE_EVERY_MS) {
+            snprintf(ms, sizeof(ms), "%lld", (long long)now);
+            const char *argv[] = {"EVAL", promote_script, "2", w->retry, w->track, ms};
+            size_t lens[] = {4, sizeof(promote_script) - 1, 1, strlen(w->retry), strlen(w->track),
+                             strlen(ms)};
+            rconn_argv(w->redis, ignore, w, 6, argv, lens);
+            w->last_promote = now;
+        }
+        if (now - w->last_reap >= w->o.heartbeat_timeout_ms / 2 && !w->stopping) {
+            snprintf(ms, sizeof(ms), "%lld", (long long)(now - w->o.heartbeat_timeout_ms));
+            const char *argv[] = {"EVAL", reap_script,          "2",   w->workers, w->track,
+                                  ms,     w->processing_prefix, w->id, "others"};
+            size_t lens[9];
+            for (int i = 0; i < 9; i++)
+                lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
+            rconn_argv(w->redis, reaped, w, 9, argv, lens);
+            w->last_reap = now;
+        }
+        if (now - w->last_depth >= DEPTH_EVERY_MS) {
+            const char *a1[] = {"LLEN", w->track};
+            size_t l1[] = {4, strlen(w->track)};
+            rconn_argv(w->redis, depth_read, &w->depth_track, 2, a1, l1);
+            const char *a2[] = {"ZCARD", w->retry};
+            size_t l2[] = {5, strlen(w->retry)};
+            rconn_argv(w->redis, depth_read, &w->depth_retry, 2, a2, l2);
+            const char *a3[] = {"LLEN", w->dead};
+            size_t l3[] = {4, strlen(w->dead)};
+            rconn_argv(w->redis, depth_read, &w->depth_dead, 2, a3, l3);
+            w->last_depth = now;
+        }
+        take_more(w);
+    }
+    struct timeval tv = {0, TICK_MS * 1000};
+    evtimer_add(w->tick, &tv);
+}
+
+/* ---- the worker --------------------------------------------------------- */
+
+worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, rconn *block,
+                   fetcher *fetch)
+{
+    worker *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->base = base;
+    w->redis = redis;
+    w->block = block;
+    w->fetch = fetch;
+    w->o = *o;
+    w->base_url = strdup(o->base_url);
+    w->id = strdup(o->id);
+    size_t hl = strlen(o->api_key) + 16;
+    w->key_header = malloc(hl);
+    if (w->key_header)
+        snprintf(w->key_header, hl, "X-API-KEY: %s", o->api_key);
+    w->o.prefix = w->o.base_url = w->o.api_key = w->o.id = NULL;
+    w->window = o->concurrency;
+    mhist_init(&w->forward, metrics_latency_bounds, metrics_latency_nbounds);
+    w->tick = evtimer_new(base, tick, w);
+    if (w->base_url == NULL || w->id == NULL || w->key_header == NULL || w->tick == NULL ||
+        keys_make(w->track, sizeof(w->track), o->prefix, KEYS_TRACK, NULL) < 0 ||
+        keys_make(w->retry, sizeof(w->retry), o->prefix, KEYS_TRACK, ":retry") < 0 ||
+        keys_make(w->dead, sizeof(w->dead), o->prefix, KEYS_TRACK, ":dead") < 0 ||
+        keys_make(w->workers, sizeof(w->workers), o->prefix, KEYS_TRACK, ":workers") < 0 ||
+        keys_make(w->processing_prefix, sizeof(w->processing_prefix), o->prefix, KEYS_TRACK,
+                  ":processing:") < 0 ||
+        snprintf(w->processing, sizeof(w->processing), "%s%s", w->processing_prefix, o->id) >=
+            (int)sizeof(w->processing)) {
+        worker_free(w);
+        return NULL;
+    }
+    struct timeval now = {0, 0};
+    evtimer_add(w->tick, &now);
+    return w;
+}
+
+void worker_stop(worker *w) { w->stopping = 1; }
+
+size_t worker_busy(const worker *w)
+{
+    return w->njobs + w->nowed + (size_t)w->taking + (size_t)w->blocking;
+}
+
+int worker_ready(const worker *w) { return rconn_ready(w->redis); }
+
+typedef struct release_ctx {
+    void (*done)(int rc, void *arg);
+    void *arg;
+} release_ctx;
+
+static void released(redisReply *r, void *priv)
+{
+    release_ctx *rc = priv;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", r->integer);
+        log_info("returned unfinished jobs to pl:track", "count", n);
+    }
+    rc->done(r && r->type == REDIS_REPLY_INTEGER ? 0 : -1, rc->arg);
+    free(rc);
+}
+
+void worker_release(worker *w, void (*done)(int rc, void *arg), void *arg)
+{
+    release_ctx *rc = malloc(sizeof(*rc));
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)time_now_ms());
+    const char *argv[] = {"EVAL", reap_script, "2", w->workers, w->track, now,
+                          w->processing_prefix, w->id, "self"};
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
+        lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
+    if (rc == NULL) {
+        done(-1, arg);
+        return;
+    }
+    rc->done = done;
+    rc->arg = arg;
+    w->released = 1;
+    if (rconn_argv(w->redis, released, rc, 9, argv, lens) != 0) {
+        free(rc);
+        done(-1, arg);
+    }
+}
+
+void worker_close(worker *w) { w->closing = 1; }
+
+void worker_free(worker *w)
+{
+    if (w == NULL)
+        return;
+    w->closing = 1;
+    while (w->jobs) {
+        inflight *f = w->jobs;
+        w->jobs = f->next;
+        job_free(&f->job);
+        free(f);
+    }
+    while (w->owed_head) {
+        owed *o = w->owed_head;
+        w->owed_head = o->next;
+        rconn_args_free(&o->cmd);
+        free(o);
+    }
+    if (w->tick)
+        event_free(w->tick);
+    free(w->base_url);
+    free(w->id);
+    if (w->key_header) {
+        memset(w->key_header, 0, strlen(w->key_header));
+        free(w->key_header);
+    }
+    free(w);
+}
+
+void worker_metrics(worker *w, buf *b)
+{
+    char labels[64];
+    int64_t now = time_now_ms();
+    metrics_header(b, "plcache_worker_jobs_total", "counter", "Jobs finished, by result.");
+    metrics_sample(b, "plcache_worker_jobs_total", "result=\"done\"", (double)w->done);
+    metrics_sample(b, "plcache_worker_jobs_total", "result=\"retried\"", (double)w->retried);
+    unsigned long deadsum = 0;
+    for (int i = 0; i < NDEAD; i++)
+        deadsum += w->deadn[i];
+    metrics_sample(b, "plcache_worker_jobs_total", "result=\"dead\"", (double)deadsum);
+    metrics_header(b, "plcache_worker_dead_total", "counter", "Jobs dead-lettered, by reason.");
+    for (int i = 0; i < NDEAD; i++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", dead_names[i]);
+        metrics_sample(b, "plcache_worker_dead_total", labels, (double)w->deadn[i]);
+    }
+    metrics_header(b, "plcache_worker_inflight", "gauge", "Jobs being forwarded.");
+    metrics_sample(b, "plcache_worker_inflight", NULL, (double)w->njobs);
+    metrics_header(b, "plcache_worker_queue_depth", "gauge", "LLEN pl:track.");
+    metrics_sample(b, "plcache_worker_queue_depth", NULL, (double)w->depth_track);
+    metrics_header(b, "plcache_worker_retry_depth", "gauge", "ZCARD pl:track:retry.");
+    metrics_sample(b, "plcache_worker_retry_depth", NULL, (double)w->depth_retry);
+    metrics_header(b, "plcache_worker_dead_depth", "gauge", "LLEN pl:track:dead.");
+    metrics_sample(b, "plcache_worker_dead_depth", NULL, (double)w->depth_dead);
+    metrics_histogram(b, "plcache_worker_forward_seconds",
+                      "From a request's start to PromptLayer's answer.", &w->forward);
+    metrics_header(b, "plcache_worker_paused", "gauge",
+                   "1 while the worker starts no request: a refused key, or a 429.");
+    metrics_sample(b, "plcache_worker_paused", "reason=\"auth\"", now < w->auth_until_ms ? 1 : 0);
+    metrics_sample(b, "plcache_worker_paused", "reason=\"rate\"", now < w->rate_until_ms ? 1 : 0);
+    metrics_header(b, "plcache_worker_pauses_total", "counter", "Pauses started, by reason.");
+    metrics_sample(b, "plcache_worker_pauses_total", "reason=\"auth\"", (double)w->auth_pauses);
+    metrics_sample(b, "plcache_worker_pauses_total", "reason=\"rate\"", (double)w->rate_pauses);
+    metrics_header(b, "plcache_worker_reaped_total", "counter",
+                   "Jobs returned to pl:track from workers that stopped answering.");
+    metrics_sample(b, "plcache_worker_reaped_total", NULL, (double)w->reaped);
+    metrics_header(b, "plcache_worker_window", "gauge",
+                   "Jobs allowed in flight now (grows back after a 429).");
+    metrics_sample(b, "plcache_worker_window", NULL, (double)w->window);
+    metrics_header(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.");
+    metrics_sample(b, "plcache_redis_up", NULL, rconn_ready(w->redis) ? 1 : 0);
+}

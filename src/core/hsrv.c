@@ -313,3 +313,11 @@ void hsrv_reply(struct evhttp_request *req, int code, const char *json)
         evbuffer_add(out, json, strlen(json));
     evhttp_send_reply(req, code, NULL, NULL);
 }
+
+void hsrv_reply_metrics(struct evhttp_request *req, const char *text, size_t n)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4");
+    evbuffer_add(evhttp_request_get_output_buffer(req), text, n);
+    evhttp_send_reply(req, 200, NULL, NULL);
+}

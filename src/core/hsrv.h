@@ -55,4 +55,7 @@ void hsrv_free(hsrv *s);
  * Exactly once per request; safe when the client has already gone. */
 void hsrv_reply(struct evhttp_request *req, int code, const char *json);
 
+/* Answers req 200 with Prometheus text (n bytes at text). */
+void hsrv_reply_metrics(struct evhttp_request *req, const char *text, size_t n);
+
 #endif

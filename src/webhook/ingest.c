@@ -319,12 +319,9 @@ static void handle_metrics(ingest *in, struct evhttp_request *req, int64_t start
     render_metrics(in, &b);
     if (in->more_metrics)
         in->more_metrics(&b, in->more_arg);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4");
-    evbuffer_add(evhttp_request_get_output_buffer(req), b.data ? b.data : "", b.len);
-    buf_free(&b);
     mhist_observe(&in->latency, (double)(time_mono_us() - start_us) / 1e6);
-    evhttp_send_reply(req, 200, NULL, NULL);
+    hsrv_reply_metrics(req, b.data ? b.data : "", b.len);
+    buf_free(&b);
 }
 
 void ingest_handle(struct evhttp_request *req, void *arg)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/options.h"
 #include "core/hsrv.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -62,26 +63,6 @@ static int check_path(const char *v, char *err, size_t errlen)
     return 0;
 }
 
-static int check_level(const char *v, char *err, size_t errlen)
-{
-    log_level l;
-    if (log_parse_level(v, &l) != 0) {
-        snprintf(err, errlen, "expected debug, info, warn or error");
-        return -1;
-    }
-    return 0;
-}
-
-static int check_url(const char *v, char *err, size_t errlen)
-{
-    if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
-        strpbrk(v, "?# \t") != NULL) {
-        snprintf(err, errlen, "expected an http:// or https:// base URL without a query");
-        return -1;
-    }
-    return 0;
-}
-
 static int check_secret(const char *v, char *err, size_t errlen)
 {
     sign_keys k;
@@ -93,10 +74,8 @@ static int check_secret(const char *v, char *err, size_t errlen)
 
 #define S(f) offsetof(settings, f)
 static const cfg_opt opts[] = {
-    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, S(redis_url),
-     0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"},
-    {"PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, S(prefix), 0, "TEXT",
-     "prefix of every Redis key"},
+    OPT_REDIS_URL(S(redis_url)),
+    OPT_PREFIX(S(prefix)),
     {"PLCACHE_LISTEN", CFG_STRING, "127.0.0.1:8080", 0, 0, 0, cfg_check_listen, S(listen), 0,
      "ADDR", "HTTP listener, host:port"},
     {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path), 0,
@@ -107,10 +86,8 @@ static const cfg_opt opts[] = {
      "largest request body accepted (413 above)"},
     {"PLCACHE_TIMESTAMP_TOLERANCE", CFG_INT, "300", 0, 0, 366L * 86400, NULL, S(tolerance), 0,
      "SECONDS", "how far an event's timestamp may be from now (0 = no check)"},
-    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, S(shutdown_timeout), 0, "SECONDS",
-     "on SIGTERM, how long in-flight deliveries may take"},
-    {"PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, check_level, S(log_level), 0, "LEVEL",
-     "debug, info, warn or error"},
+    OPT_SHUTDOWN_TIMEOUT(S(shutdown_timeout)),
+    OPT_LOG_LEVEL(S(log_level)),
     {"PLCACHE_MAX_CONNECTIONS", CFG_INT, "1024", 0, 1, 1000000, NULL, S(max_conns), 0, "N",
      "open HTTP connections at most; more wait in the kernel's backlog"},
     {"PLCACHE_MAX_HEADER_SIZE", CFG_INT, "16384", 0, 1024, 1L << 20, NULL, S(max_headers), 0,
@@ -119,12 +96,9 @@ static const cfg_opt opts[] = {
      "an idle keep-alive connection is closed after this"},
     {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0, "SECONDS",
      "a request must be received and answered within this from its first byte"},
-    {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(redis_timeout), 0, "SECONDS",
-     "a Redis command unanswered this long drops the link (then 503, reconnect)"},
-    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
-     "PromptLayer API key, for the applier's fetches"},
-    {"PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0, check_url,
-     S(base_url), 0, "URL", "PromptLayer API base"},
+    OPT_REDIS_TIMEOUT(S(redis_timeout)),
+    OPT_API_KEY(S(api_key), S(api_key_file)),
+    OPT_BASE_URL(S(base_url)),
     {"PLCACHE_RESYNC_INTERVAL", CFG_INT, "600", 0, 0, 86400L * 7, NULL, S(resync), 0, "SECONDS",
      "reconcile every cached template with the API at start and this often (0 = off)"},
     {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "32", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",

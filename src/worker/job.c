@@ -112,7 +112,8 @@ int job_parse(const char *text, size_t len, wjob *j)
          * still a job (it is sent as written), so look at its shape again
          * with numbers read as reals. */
         o = json_loadb(text, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
-        if (json_is_object(o) && (json_object_get(o, "endpoint") || json_object_get(o, RETRY_KEY))) {
+        if (json_is_object(o) &&
+            (json_object_get(o, "endpoint") || json_object_get(o, RETRY_KEY))) {
             j->orig = o;
             j->invalid = "an envelope with an integer beyond 64 bits";
             return 0;
@@ -207,8 +208,8 @@ char *job_retry_text(const wjob *j, int attempts, const char *nonce)
         return NULL;
     for (size_t i = j->next; i < j->nsteps; i++) {
         json_t *body = json_loadb(j->steps[i].body, j->steps[i].body_len, JSON_ALLOW_NUL, &je);
-        json_t *s = body ? json_pack("{s:s, s:o}", "endpoint", j->steps[i].endpoint, "body", body)
-                         : NULL;
+        json_t *s =
+            body ? json_pack("{s:s, s:o}", "endpoint", j->steps[i].endpoint, "body", body) : NULL;
         if (s == NULL || json_array_append_new(steps, s) != 0) {
             json_decref(steps);
             return NULL;

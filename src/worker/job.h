@@ -25,10 +25,10 @@ typedef struct job_step {
 } job_step;
 
 typedef struct wjob {
-    char *raw;          /* owned; the text as it sits in the processing list */
+    char *raw; /* owned; the text as it sits in the processing list */
     size_t raw_len;
-    json_t *orig;       /* owned reference; the original job (a JSON string for invalid text) */
-    int attempts;       /* attempts already made (0 for a new job) */
+    json_t *orig; /* owned reference; the original job (a JSON string for invalid text) */
+    int attempts; /* attempts already made (0 for a new job) */
     job_step steps[JOB_MAX_STEPS];
     size_t nsteps, next; /* steps[next] is the one to send */
     const char *invalid; /* why the job is invalid (static text), or NULL */

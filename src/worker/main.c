@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/options.h"
 #include "core/fetch.h"
 #include "core/hsrv.h"
 #include "core/log.h"
@@ -46,26 +47,6 @@ typedef struct settings {
     long redis_timeout;
 } settings;
 
-static int check_level(const char *v, char *err, size_t errlen)
-{
-    log_level l;
-    if (log_parse_level(v, &l) != 0) {
-        snprintf(err, errlen, "expected debug, info, warn or error");
-        return -1;
-    }
-    return 0;
-}
-
-static int check_url(const char *v, char *err, size_t errlen)
-{
-    if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
-        strpbrk(v, "?# \t") != NULL) {
-        snprintf(err, errlen, "expected an http:// or https:// base URL without a query");
-        return -1;
-    }
-    return 0;
-}
-
 static int check_id(const char *v, char *err, size_t errlen)
 {
     size_t n = strlen(v);
@@ -83,14 +64,10 @@ static int check_id(const char *v, char *err, size_t errlen)
 
 #define S(f) offsetof(settings, f)
 static const cfg_opt opts[] = {
-    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, S(redis_url),
-     0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"},
-    {"PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, S(prefix), 0, "TEXT",
-     "prefix of every Redis key"},
-    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
-     "PromptLayer API key (never logged)"},
-    {"PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0, check_url,
-     S(base_url), 0, "URL", "PromptLayer API base"},
+    OPT_REDIS_URL(S(redis_url)),
+    OPT_PREFIX(S(prefix)),
+    OPT_API_KEY(S(api_key), S(api_key_file)),
+    OPT_BASE_URL(S(base_url)),
     {"PLCACHE_CONCURRENCY", CFG_INT, "64", 0, 1, 4096, NULL, S(concurrency), 0, "N",
      "requests in flight at most"},
     {"PLCACHE_MAX_ATTEMPTS", CFG_INT, "8", 0, 1, 1000, NULL, S(max_attempts), 0, "N",
@@ -101,20 +78,17 @@ static const cfg_opt opts[] = {
      "SECONDS", "a worker silent this long is presumed dead; its jobs go back to pl:track"},
     {"PLCACHE_AUTH_PAUSE", CFG_INT, "15", 0, 1, 86400, NULL, S(auth_pause), 0, "SECONDS",
      "after a 401/403, how long to wait before trying the key again"},
-    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, S(shutdown_timeout), 0,
-     "SECONDS", "on SIGTERM, how long jobs in flight may take"},
+    OPT_SHUTDOWN_TIMEOUT(S(shutdown_timeout)),
     {"PLCACHE_METRICS_LISTEN", CFG_STRING, "127.0.0.1:9464", 0, 0, 0, cfg_check_listen,
      S(metrics_listen), 0, "ADDR", "/healthz, /readyz and /metrics, host:port"},
-    {"PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, check_level, S(log_level), 0, "LEVEL",
-     "debug, info, warn or error"},
+    OPT_LOG_LEVEL(S(log_level)),
     {"PLCACHE_RETRY_BASE_MS", CFG_INT, "1000", 0, 1, 3600000, NULL, S(retry_base_ms), 0, "MS",
      "backoff of the first retry (full jitter, doubling per attempt)"},
     {"PLCACHE_RETRY_MAX_MS", CFG_INT, "300000", 0, 1, 86400000, NULL, S(retry_max_ms), 0, "MS",
      "the longest wait before a retry (also caps Retry-After)"},
-    {"PLCACHE_FORWARD_TIMEOUT", CFG_INT, "30", 0, 1, 3600, NULL, S(forward_timeout), 0,
-     "SECONDS", "one request to PromptLayer, connect to last byte"},
-    {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(redis_timeout), 0, "SECONDS",
-     "a Redis command unanswered this long drops the link (then reconnect)"},
+    {"PLCACHE_FORWARD_TIMEOUT", CFG_INT, "30", 0, 1, 3600, NULL, S(forward_timeout), 0, "SECONDS",
+     "one request to PromptLayer, connect to last byte"},
+    OPT_REDIS_TIMEOUT(S(redis_timeout)),
 };
 #undef S
 
@@ -168,11 +142,8 @@ static void on_http(struct evhttp_request *req, void *arg)
         buf b;
         buf_init(&b, 1 << 20);
         worker_metrics(a->w, &b);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4");
-        evbuffer_add(evhttp_request_get_output_buffer(req), b.data ? b.data : "", b.len);
+        hsrv_reply_metrics(req, b.data ? b.data : "", b.len);
         buf_free(&b);
-        evhttp_send_reply(req, 200, NULL, NULL);
     }
 }
 

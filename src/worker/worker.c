@@ -113,8 +113,7 @@ struct worker {
     rconn *redis, *block;
     fetcher *fetch;
     char *base_url, *id, *key_header;
-    char track[256], processing[512], processing_prefix[256], retry[256], dead[256],
-        workers[256];
+    char track[256], processing[512], processing_prefix[256], retry[256], dead[256], workers[256];
     worker_opts o;
     struct event *tick;
     inflight *jobs;
@@ -342,8 +341,7 @@ static void answered(const fetch_result *r, void *arg)
         if (st == 0)
             snprintf(err, sizeof(err), "no answer: %s", r->error);
         else
-            snprintf(err, sizeof(err), "HTTP %ld after %d attempts: %.200s", st, attempts,
-                     r->body);
+            snprintf(err, sizeof(err), "HTTP %ld after %d attempts: %.200s", st, attempts, r->body);
         dead(f, DEAD_ATTEMPTS, err, st, attempts);
         return;
     }
@@ -475,7 +473,7 @@ static void take_more(worker *w)
     char n[16];
     snprintf(n, sizeof(n), "%d", want);
     const char *argv[] = {"EVAL", take_script, "2", w->track, w->processing, n};
-    size_t lens[] = {4, sizeof(take_script) - 1, 1, strlen(w->track), strlen(w->processing),
+    size_t lens[] = {4,        sizeof(take_script) - 1, 1, strlen(w->track), strlen(w->processing),
                      strlen(n)};
     if (rconn_argv(w->redis, batch_taken, w, 6, argv, lens) == 0)
         w->taking = 1;
@@ -542,20 +540,27 @@ static void config_read(redisReply *r, void *priv)
                  "appendonly", aof);
 }
 
+/* Returns the processing lists of workers silent since `cutoff` (mode
+ * "others") or our own (mode "self") to pl:track. */
+static int send_reap(worker *w, const char *mode, int64_t cutoff, rconn_reply_fn cb, void *priv)
+{
+    char ms[32];
+    snprintf(ms, sizeof(ms), "%lld", (long long)cutoff);
+    const char *argv[] = {"EVAL", reap_script,          "2",   w->workers, w->track,
+                          ms,     w->processing_prefix, w->id, mode};
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
+        lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
+    return rconn_argv(w->redis, cb, priv, 9, argv, lens);
+}
+
 static void first_contact(worker *w)
 {
     const char *cfg[] = {"CONFIG", "GET", "maxmemory-policy", "appendonly", "save"};
     size_t cl[] = {6, 3, 16, 10, 4};
     rconn_argv(w->redis, config_read, w, 5, cfg, cl);
     /* Jobs a previous run with the same id left in our list go back first. */
-    char now[32];
-    snprintf(now, sizeof(now), "%lld", (long long)time_now_ms());
-    const char *argv[] = {"EVAL",    reap_script,            "2",  w->workers, w->track, now,
-                          w->processing_prefix, w->id, "self"};
-    size_t lens[9];
-    for (int i = 0; i < 9; i++)
-        lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
-    rconn_argv(w->redis, reaped, w, 9, argv, lens);
+    send_reap(w, "self", time_now_ms(), reaped, w);
     w->started = 1;
 }
 
@@ -580,19 +585,13 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         if (now - w->last_promote >= PROMOTE_EVERY_MS) {
             snprintf(ms, sizeof(ms), "%lld", (long long)now);
             const char *argv[] = {"EVAL", promote_script, "2", w->retry, w->track, ms};
-            size_t lens[] = {4, sizeof(promote_script) - 1, 1, strlen(w->retry), strlen(w->track),
-                             strlen(ms)};
+            size_t lens[] = {
+                4, sizeof(promote_script) - 1, 1, strlen(w->retry), strlen(w->track), strlen(ms)};
             rconn_argv(w->redis, ignore, w, 6, argv, lens);
             w->last_promote = now;
         }
         if (now - w->last_reap >= w->o.heartbeat_timeout_ms / 2 && !w->stopping) {
-            snprintf(ms, sizeof(ms), "%lld", (long long)(now - w->o.heartbeat_timeout_ms));
-            const char *argv[] = {"EVAL", reap_script,          "2",   w->workers, w->track,
-                                  ms,     w->processing_prefix, w->id, "others"};
-            size_t lens[9];
-            for (int i = 0; i < 9; i++)
-                lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
-            rconn_argv(w->redis, reaped, w, 9, argv, lens);
+            send_reap(w, "others", now - w->o.heartbeat_timeout_ms, reaped, w);
             w->last_reap = now;
         }
         if (now - w->last_depth >= DEPTH_EVERY_MS) {
@@ -653,14 +652,20 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
     return w;
 }
 
-void worker_stop(worker *w) { w->stopping = 1; }
+void worker_stop(worker *w)
+{
+    w->stopping = 1;
+}
 
 size_t worker_busy(const worker *w)
 {
     return w->njobs + w->nowed + (size_t)w->taking + (size_t)w->blocking;
 }
 
-int worker_ready(const worker *w) { return rconn_ready(w->redis); }
+int worker_ready(const worker *w)
+{
+    return rconn_ready(w->redis);
+}
 
 typedef struct release_ctx {
     void (*done)(int rc, void *arg);
@@ -682,13 +687,6 @@ static void released(redisReply *r, void *priv)
 void worker_release(worker *w, void (*done)(int rc, void *arg), void *arg)
 {
     release_ctx *rc = malloc(sizeof(*rc));
-    char now[32];
-    snprintf(now, sizeof(now), "%lld", (long long)time_now_ms());
-    const char *argv[] = {"EVAL", reap_script, "2", w->workers, w->track, now,
-                          w->processing_prefix, w->id, "self"};
-    size_t lens[9];
-    for (int i = 0; i < 9; i++)
-        lens[i] = i == 1 ? sizeof(reap_script) - 1 : strlen(argv[i]);
     if (rc == NULL) {
         done(-1, arg);
         return;
@@ -696,13 +694,16 @@ void worker_release(worker *w, void (*done)(int rc, void *arg), void *arg)
     rc->done = done;
     rc->arg = arg;
     w->released = 1;
-    if (rconn_argv(w->redis, released, rc, 9, argv, lens) != 0) {
+    if (send_reap(w, "self", time_now_ms(), released, rc) != 0) {
         free(rc);
         done(-1, arg);
     }
 }
 
-void worker_close(worker *w) { w->closing = 1; }
+void worker_close(worker *w)
+{
+    w->closing = 1;
+}
 
 void worker_free(worker *w)
 {

@@ -21,10 +21,10 @@ struct event_base;
 typedef struct worker worker;
 
 typedef struct worker_opts {
-    const char *prefix;      /* copied */
-    const char *base_url;    /* copied */
-    const char *api_key;     /* copied; never logged */
-    const char *id;          /* worker id, copied */
+    const char *prefix;   /* copied */
+    const char *base_url; /* copied */
+    const char *api_key;  /* copied; never logged */
+    const char *id;       /* worker id, copied */
     int concurrency;
     int max_attempts;
     long heartbeat_timeout_ms;

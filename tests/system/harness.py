@@ -456,3 +456,267 @@ class WebhookEnv:
         self.tmp.cleanup()
         if failures:
             raise AssertionError("\n".join(failures))
+
+
+# -- plcache-worker -----------------------------------------------------------
+
+def metric_sum(text, name):
+    """The sum of a metric's samples in Prometheus text: `name` (every label
+    set) or `name{labels}` written exactly as the program prints it."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, val = line.rpartition(" ")
+        if key == name or key.split("{")[0] == name and "{" not in name:
+            total += float(val)
+    return total
+
+
+def rss_kb(pid):
+    """A process's resident set size (VmRSS) in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def stop_daemons(daemons):
+    """Stops daemons (SIGTERM); returns what went wrong: a daemon that was
+    running and did not exit 0, or a sanitizer report in any daemon's log."""
+    failures = []
+    for d in daemons:
+        running = d.proc is not None
+        rc = d.stop()
+        log = d.log() if os.path.exists(d.log_path) else ""
+        if running and rc != 0:
+            failures.append(f"{d.name} exited {rc}:\n{log[-3000:]}")
+        if "Sanitizer" in log or "runtime error:" in log:
+            failures.append(f"sanitizer report in {d.name}'s log:\n{log[-3000:]}")
+    return failures
+
+
+class PinnedFakeApi(FakeApi):
+    """The fake API on a port chosen by the caller, e.g. to start it again
+    where a program already points."""
+
+    def __init__(self, tmp, port, **kw):
+        super().__init__(tmp, **kw)
+        self.pinned_port = port
+
+    def start(self):
+        if os.path.exists(self.port_file):
+            os.unlink(self.port_file)
+        args = [self.binary, "--listen", f"127.0.0.1:{self.pinned_port}",
+                "--port-file", self.port_file]
+        if self.api_key:
+            args += ["--api-key", self.api_key]
+        if self.delay_ms:
+            args += ["--delay-ms", str(self.delay_ms)]
+        self.logf = open(os.path.join(self.tmp, "fake-api.log"), "ab")
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=self.logf)
+        _started.append(self.proc)
+
+        def port():
+            with open(self.port_file) as f:
+                return int(f.read().strip())
+        self.port = wait_until(port, 10, what="fake API port file")
+        return self
+
+
+class WorkerEnv:
+    """redis-server + the fake API + plcache-worker(s), in one temp folder.
+
+    `settings` are worker settings (env vars) on top of test-friendly ones:
+    short backoff, short pauses, a free metrics port and a fixed worker id
+    per worker (w1, w2, ...). A setting given as None is left unset.
+    """
+
+    def __init__(self, redis_extra=(), api_delay_ms=0, api_key="test-key", **settings):
+        self.tmp = TempDir("plcache-worker-test-")
+        self.redis_extra = list(redis_extra)
+        self.binary = os.environ.get("PLCACHE_WORKER_BIN", "")
+        self.workers = []
+        self.redis = None
+        self.api = None
+        try:
+            self.redis = RedisServer(self.tmp.path, self.redis_extra).start()
+            self.api = FakeApi(self.tmp.path, api_key=api_key, delay_ms=api_delay_ms).start()
+        except BaseException:
+            self.close()
+            raise
+        self.env = {
+            "PLCACHE_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "PROMPTLAYER_API_KEY": api_key,
+            "PROMPTLAYER_BASE_URL": self.api.url,
+            "PLCACHE_LOG_LEVEL": "debug",
+            "PLCACHE_CONCURRENCY": 8,
+            "PLCACHE_MAX_ATTEMPTS": 5,
+            "PLCACHE_RETRY_BASE_MS": 50,
+            "PLCACHE_RETRY_MAX_MS": 500,
+            "PLCACHE_FORWARD_TIMEOUT": 2,
+            "PLCACHE_AUTH_PAUSE": 1,
+            "PLCACHE_SHUTDOWN_TIMEOUT": 5,
+        }
+        self.env.update(settings)
+        self.env = {k: str(v) for k, v in self.env.items() if v is not None}
+        self.prefix = self.env.get("PLCACHE_PREFIX", "pl:")
+        self.worker = self.add_worker()
+
+    # -- workers --------------------------------------------------------------
+
+    def add_worker(self, **settings):
+        """A worker (not started) with its own id and metrics port; `settings`
+        override the environment's."""
+        n = len(self.workers) + 1
+        env = dict(self.env)
+        env["PLCACHE_WORKER_ID"] = f"w{n}"
+        env["PLCACHE_METRICS_LISTEN"] = f"127.0.0.1:{free_port()}"
+        env.update({k: str(v) for k, v in settings.items() if v is not None})
+        env = {k: v for k, v in env.items() if settings.get(k, "") is not None}
+        d = Daemon(self.binary, env, self.tmp.path, f"worker{n}")
+        d.worker_id = env.get("PLCACHE_WORKER_ID")
+        d.port = int(env["PLCACHE_METRICS_LISTEN"].rsplit(":", 1)[1])
+        self.workers.append(d)
+        return d
+
+    def start(self, worker=None, ready=True, timeout=15.0, args=()):
+        """Starts a worker (the first by default) and waits for /healthz (and
+        /readyz); fails at once, with its log, if it exits meanwhile."""
+        d = worker or self.worker
+        if not self.binary or not os.path.exists(self.binary):
+            raise RuntimeError(f"PLCACHE_WORKER_BIN={self.binary!r}: no such program "
+                               "(run through meson test)")
+        d.start(args)
+        paths = ["/healthz"] + (["/readyz"] if ready else [])
+        deadline = time.monotonic() + timeout
+        for path in paths:
+            while True:
+                if d.proc.poll() is not None:
+                    raise AssertionError(f"{d.name} exited {d.proc.returncode} at start:\n"
+                                         f"{d.log()[-3000:]}")
+                try:
+                    if request(d.port, "GET", path, timeout=2)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{d.name} {path} not 200 after {timeout}s:\n"
+                                         f"{d.log()[-3000:]}")
+                time.sleep(0.02)
+        return d
+
+    def get(self, path, worker=None):
+        return request((worker or self.worker).port, "GET", path, timeout=5)
+
+    def metrics(self, worker=None):
+        st, _, body = self.get("/metrics", worker)
+        if st != 200:
+            raise AssertionError(f"/metrics answered {st}")
+        return body.decode()
+
+    def metric(self, name, worker=None):
+        """The sum of a metric's samples (see metric_sum) on one worker."""
+        return metric_sum(self.metrics(worker), name)
+
+    # -- Redis ----------------------------------------------------------------
+
+    def key(self, name):
+        """`track` -> `pl:track` under this environment's prefix."""
+        return self.prefix + name
+
+    def r(self, *args):
+        """One Redis command on a new connection."""
+        c = self.redis.client()
+        try:
+            return c(*args)
+        finally:
+            c.close()
+
+    @staticmethod
+    def encode(job):
+        if isinstance(job, (bytes, str)):
+            return job
+        return json.dumps(job)
+
+    def push(self, *jobs, chunk=1000):
+        """LPUSHes jobs (dicts are sent as JSON, str/bytes as they are), the
+        first given being the oldest; returns the queue's length."""
+        n = 0
+        for i in range(0, len(jobs), chunk):
+            n = self.r("LPUSH", self.key("track"), *[self.encode(j) for j in jobs[i:i + chunk]])
+        return n
+
+    def dead(self):
+        """The dead entries, parsed, oldest first."""
+        return [json.loads(x) for x in reversed(self.r("LRANGE", self.key("track:dead"), 0, -1))]
+
+    def processing(self):
+        """{worker id: length} of every non-empty processing list."""
+        pre = self.key("track:processing:")
+        keys = self.r("KEYS", pre + "*")
+        return {k.decode()[len(pre):]: self.r("LLEN", k) for k in keys}
+
+    def queued(self):
+        """Jobs in the queue, raw, oldest first."""
+        return list(reversed(self.r("LRANGE", self.key("track"), 0, -1)))
+
+    def held(self):
+        """How many jobs the queue, the retry set and processing lists hold."""
+        return (self.r("LLEN", self.key("track")) + self.r("ZCARD", self.key("track:retry"))
+                + sum(self.processing().values()))
+
+    def settled(self):
+        return self.held() == 0
+
+    def wait_settled(self, timeout=15.0):
+        wait_until(self.settled, timeout, what="queue, retry set and processing lists empty")
+
+    # -- the fake API ---------------------------------------------------------
+
+    def records(self, path_prefix=None):
+        return self.api.requests(path_prefix)
+
+    def ok_records(self, path_prefix=None):
+        return [r for r in self.records(path_prefix) if r["status"] and 200 <= r["status"] < 300]
+
+    def fault(self, *faults):
+        self.api.control("POST", "/_fake/faults", list(faults))
+
+    def answered_2xx(self):
+        """How many 2xx answers the fake has sent (cheap: from its stats)."""
+        st = self.api.control("GET", "/_fake/stats")
+        return sum(n for s, n in st["by_status"].items() if s.startswith("2"))
+
+    def delivered(self, field="uid", path_prefix="/log-request"):
+        """{value of `field` in the body: times answered 2xx}."""
+        out = {}
+        for r in self.ok_records(path_prefix):
+            v = json.loads(r["body"]).get(field)
+            out[v] = out.get(v, 0) + 1
+        return out
+
+    def wait_delivered(self, ids, field="uid", path_prefix="/log-request", timeout=30.0):
+        """Waits until every id was answered 2xx at least once; returns
+        delivered() (polls the fake's stats first, its records only then)."""
+        want = set(ids)
+
+        def done():
+            if self.answered_2xx() < len(want):
+                return None
+            got = self.delivered(field, path_prefix)
+            return got if want <= set(got) else None
+        return wait_until(done, timeout, interval=0.1, what=f"{len(want)} jobs delivered")
+
+    # -- end ------------------------------------------------------------------
+
+    def close(self):
+        failures = stop_daemons(self.workers)
+        if self.api:
+            self.api.stop()
+        if self.redis:
+            self.redis.stop()
+        self.tmp.cleanup()
+        if failures:
+            raise AssertionError("\n".join(failures))

@@ -6,13 +6,17 @@
 
 #include "worker/job.h"
 
-static void parse(const char *text, wjob *j) { assert_int_equal(job_parse(text, strlen(text), j), 0); }
+static void parse(const char *text, wjob *j)
+{
+    assert_int_equal(job_parse(text, strlen(text), j), 0);
+}
 
 static void test_bare_object_is_sent_as_written_to_log_request(void **state)
 {
     (void)state;
     wjob j;
-    const char *t = "{\"function_name\": \"openai.chat\",  \"big\": 123456789012345678901234567890}";
+    const char *t =
+        "{\"function_name\": \"openai.chat\",  \"big\": 123456789012345678901234567890}";
     parse(t, &j);
     assert_null(j.invalid);
     assert_int_equal(j.nsteps, 1);
@@ -46,7 +50,8 @@ static void test_request_id_from_request_id_field(void **state)
 {
     (void)state;
     wjob j;
-    parse("{\"endpoint\": \"/a\", \"body\": {}, \"then\": [{\"endpoint\": \"/b\", \"body\": {}}]}", &j);
+    parse("{\"endpoint\": \"/a\", \"body\": {}, \"then\": [{\"endpoint\": \"/b\", \"body\": {}}]}",
+          &j);
     const char *ans = "{\"request_id\": \"r-9\"}";
     assert_int_equal(job_set_request_id(&j, ans, strlen(ans)), 0);
     assert_string_equal(j.steps[1].body, "{\"request_id\":\"r-9\"}");
@@ -57,7 +62,10 @@ static void test_invalid_jobs(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "[1]", "\"text\"", "not json", "",
+        "[1]",
+        "\"text\"",
+        "not json",
+        "",
         "{\"endpoint\": \"http://evil/\", \"body\": {}}",
         "{\"endpoint\": \"rest/x\", \"body\": {}}",
         "{\"endpoint\": \"//evil\", \"body\": {}}",
@@ -82,11 +90,12 @@ static void test_retry_wrapper_round_trip_keeps_original_attempts_and_remaining_
 {
     (void)state;
     wjob j, r;
-    const char *orig = "{\"endpoint\": \"/a\", \"body\": {\"x\": 1}, \"then\": [{\"endpoint\": \"/b\", "
-                       "\"body\": {\"y\": 2}}]}";
+    const char *orig =
+        "{\"endpoint\": \"/a\", \"body\": {\"x\": 1}, \"then\": [{\"endpoint\": \"/b\", "
+        "\"body\": {\"y\": 2}}]}";
     parse(orig, &j);
     assert_int_equal(job_set_request_id(&j, "{\"id\": 5}", 9), 0); /* 9 = strlen */
-    j.next = 1; /* the first step succeeded */
+    j.next = 1;                                                    /* the first step succeeded */
     char *text = job_retry_text(&j, 3, "w1-7");
     assert_non_null(text);
     parse(text, &r);

@@ -23,10 +23,11 @@ import hmac
 import os
 import sys
 
-# The delivery PromptLayer sends when a prompt template gets a new version;
+# The delivery PromptLayer sends when a prompt template gets a new version
+# (another --event-type keeps the same details);
 # keys in PromptLayer's order, not sorted, so the receiver's canonical text
 # differs from the body as it does in production.
-BODY = ('{{"event_type": "prompt_template_version_created", "details": '
+BODY = ('{{"event_type": "{type}", "details": '
         '{{"prompt_template_name": "bench-{nonce}-{k}", "prompt_template_id": {k}, '
         '"prompt_template_version_number": {v}}}, "user_id": 1, "user_name": "x", '
         '"user_email": "x@example.com", "workspace_id": 1, "timestamp": "{ts}"}}')
@@ -40,6 +41,8 @@ def main():
     ap.add_argument("--per-thread", type=int, required=True, help="payloads in each file")
     ap.add_argument("--first", type=int, default=1, help="number of the first payload")
     ap.add_argument("--secret-file", required=True, help="file holding the signing secret")
+    ap.add_argument("--event-type", default="prompt_template_version_created",
+                    help="event_type of every payload (default prompt_template_version_created)")
     args = ap.parse_args()
     if args.threads < 1 or args.per_thread < 1 or args.first < 0:
         ap.error("--threads and --per-thread must be >= 1, --first >= 0")
@@ -60,7 +63,7 @@ def main():
         with open(path, "w", encoding="ascii", newline="\n") as out:
             lines = []
             for _ in range(args.per_thread):
-                body = BODY.format(nonce=nonce, k=k, v=k % 97 + 1, ts=ts)
+                body = BODY.format(type=args.event_type, nonce=nonce, k=k, v=k % 97 + 1, ts=ts)
                 h = mac.copy()
                 h.update(body.encode("ascii"))
                 lines.append(h.hexdigest() + " " + body + "\n")

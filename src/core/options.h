@@ -15,25 +15,39 @@ int opt_check_log_level(const char *value, char *err, size_t errlen);
 int opt_check_http_url(const char *value, char *err, size_t errlen);
 
 #define OPT_REDIS_URL(off)                                                                         \
-    {"PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, (off), 0,  \
-     "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"}
+    {                                                                                              \
+        "PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, (off),   \
+            0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"          \
+    }
 #define OPT_PREFIX(off)                                                                            \
-    {"PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, (off), 0, "TEXT",                        \
-     "prefix of every Redis key"}
+    {                                                                                              \
+        "PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, (off), 0, "TEXT",                      \
+            "prefix of every Redis key"                                                            \
+    }
 #define OPT_API_KEY(off, file_off)                                                                 \
-    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, (off), (file_off), "KEY",            \
-     "PromptLayer API key (never logged)"}
+    {                                                                                              \
+        "PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, (off), (file_off), "KEY",          \
+            "PromptLayer API key (never logged)"                                                   \
+    }
 #define OPT_BASE_URL(off)                                                                          \
-    {"PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0,                  \
-     opt_check_http_url, (off), 0, "URL", "PromptLayer API base"}
+    {                                                                                              \
+        "PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0,                \
+            opt_check_http_url, (off), 0, "URL", "PromptLayer API base"                            \
+    }
 #define OPT_SHUTDOWN_TIMEOUT(off)                                                                  \
-    {"PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, (off), 0, "SECONDS",            \
-     "on SIGTERM, how long work in flight may take"}
+    {                                                                                              \
+        "PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, (off), 0, "SECONDS",          \
+            "on SIGTERM, how long work in flight may take"                                         \
+    }
 #define OPT_LOG_LEVEL(off)                                                                         \
-    {"PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, opt_check_log_level, (off), 0, "LEVEL",   \
-     "debug, info, warn or error"}
+    {                                                                                              \
+        "PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, opt_check_log_level, (off), 0, "LEVEL",  \
+            "debug, info, warn or error"                                                           \
+    }
 #define OPT_REDIS_TIMEOUT(off)                                                                     \
-    {"PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, (off), 0, "SECONDS",                \
-     "a Redis command unanswered this long drops the link (then reconnect)"}
+    {                                                                                              \
+        "PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, (off), 0, "SECONDS",              \
+            "a Redis command unanswered this long drops the link (then reconnect)"                 \
+    }
 
 #endif

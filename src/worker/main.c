@@ -147,6 +147,12 @@ static void on_http(struct evhttp_request *req, void *arg)
     }
 }
 
+static void redis_state(int up, void *arg)
+{
+    app *a = arg;
+    worker_redis_state(a->w, up);
+}
+
 static void released(int rc, void *arg)
 {
     app *a = arg;
@@ -241,8 +247,8 @@ int main(int argc, char **argv)
         goto done;
     rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
     rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 1000, 0, 0};
-    a.redis = rconn_new(a.base, &url, &ro, NULL, NULL);
-    a.block = rconn_new(a.base, &url, &bo, NULL, NULL);
+    a.redis = rconn_new(a.base, &url, &ro, redis_state, &a);
+    a.block = rconn_new(a.base, &url, &bo, redis_state, &a);
     fetch_opts fo = {0};
     fo.max_inflight = (int)a.set.concurrency;
     fo.max_attempts = 1;

@@ -100,6 +100,8 @@ struct inflight {
     inflight *prev, *next;
     wjob job;
     int64_t sent_us;
+    int claimed; /* matched during a recovery scan */
+    int held;    /* taken during a pause (a blocking take returned): sent after it */
 };
 
 typedef struct owed {
@@ -121,6 +123,7 @@ struct worker {
     owed *owed_head, *owed_tail;
     size_t nowed, owed_sending;
     int taking, blocking, stopping, closing, started, released, window;
+    int recover, recovering; /* a link dropped: reconcile our processing list */
     int64_t auth_until_ms, rate_until_ms;
     int64_t last_promote, last_heartbeat, last_reap, last_depth;
     unsigned long nonce;
@@ -132,6 +135,7 @@ struct worker {
 
 static void take_more(worker *w);
 static void send_step(inflight *f);
+static void ignore(redisReply *r, void *priv);
 
 /* ---- Redis writes that must happen ------------------------------------- */
 
@@ -300,7 +304,8 @@ static void answered(const fetch_result *r, void *arg)
         if (w->window < w->o.concurrency)
             w->window++;
         if (f->job.next + 1 < f->job.nsteps) {
-            if (job_set_request_id(&f->job, r->body, r->len) != 0) {
+            /* request_id comes from the first call's answer only. */
+            if (f->job.next == 0 && job_set_request_id(&f->job, r->body, r->len) != 0) {
                 retry_later(f, f->job.attempts, 1000);
                 return;
             }
@@ -402,8 +407,14 @@ static void start_job(worker *w, const char *text, size_t len)
         w->jobs->prev = f;
     w->jobs = f;
     w->njobs++;
+    if (time_now_ms() < w->rate_until_ms || time_now_ms() < w->auth_until_ms) {
+        f->held = 1;
+        return;
+    }
     if (f->job.invalid) {
-        dead(f, DEAD_INVALID, f->job.invalid, 0, f->job.attempts);
+        char err[160];
+        snprintf(err, sizeof(err), "invalid_job: %s", f->job.invalid);
+        dead(f, DEAD_INVALID, err, 0, f->job.attempts);
         return;
     }
     send_step(f);
@@ -415,7 +426,7 @@ static int free_slots(worker *w)
 {
     int64_t now = time_now_ms();
     if (w->stopping || w->closing || !w->started || now < w->auth_until_ms ||
-        now < w->rate_until_ms || w->owed_head != NULL)
+        now < w->rate_until_ms || w->owed_head != NULL || w->recover || w->recovering)
         return 0;
     int cap = w->window < w->o.concurrency ? w->window : w->o.concurrency;
     return cap - (int)w->njobs;
@@ -463,10 +474,16 @@ static void batch_taken(redisReply *r, void *priv)
     take_more(w);
 }
 
+static void recover(worker *w);
+
 static void take_more(worker *w)
 {
     if (w->taking || w->blocking || !rconn_ready(w->redis))
         return;
+    if (w->recover) {
+        recover(w);
+        return;
+    }
     int want = free_slots(w);
     if (want <= 0)
         return;
@@ -477,6 +494,81 @@ static void take_more(worker *w)
                      strlen(n)};
     if (rconn_argv(w->redis, batch_taken, w, 6, argv, lens) == 0)
         w->taking = 1;
+}
+
+/* ---- recovery after a lost link --------------------------------------- */
+
+/* A reply lost with a dropped link may hide a job that Redis did move into
+ * our processing list (a take whose answer never came). Once no take and no
+ * write of ours is under way, every entry of the list that is not in flight
+ * here goes back to pl:track. */
+static void recovered(redisReply *r, void *priv)
+{
+    worker *w = priv;
+    w->recovering = 0;
+    if (w->closing || r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        w->recover = 1; /* try again at the next tick */
+        return;
+    }
+    size_t back = 0;
+    /* Count each text in flight once per copy. */
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        int mine = 0;
+        for (inflight *f = w->jobs; f && !mine; f = f->next)
+            if (!f->claimed && f->job.raw_len == e->len &&
+                memcmp(f->job.raw, e->str, e->len) == 0) {
+                f->claimed = 1;
+                mine = 1;
+            }
+        if (mine)
+            continue;
+        const char *argv[] = {"EVAL", finish_script, "2", w->processing, w->track,
+                              e->str, "back",        "0", e->str};
+        size_t lens[] = {4,
+                         sizeof(finish_script) - 1,
+                         1,
+                         strlen(w->processing),
+                         strlen(w->track),
+                         e->len,
+                         4,
+                         1,
+                         e->len};
+        rconn_argv(w->redis, ignore, w, 9, argv, lens);
+        back++;
+    }
+    for (inflight *f = w->jobs; f; f = f->next)
+        f->claimed = 0;
+    if (back > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", back);
+        log_warn("returned jobs whose take was cut off by a lost Redis link to pl:track", "count",
+                 n);
+    }
+    take_more(w);
+}
+
+static void recover(worker *w)
+{
+    if (w->recovering || w->taking || w->blocking || w->owed_head || w->owed_sending ||
+        !rconn_ready(w->redis))
+        return;
+    const char *argv[] = {"LRANGE", w->processing, "0", "-1"};
+    size_t lens[] = {6, strlen(w->processing), 1, 2};
+    if (rconn_argv(w->redis, recovered, w, 4, argv, lens) == 0) {
+        w->recover = 0;
+        w->recovering = 1;
+    }
+}
+
+void worker_redis_state(worker *w, int up)
+{
+    /* The first connection needs nothing: first_contact returns the whole
+     * list. After that, any drop may have cut a take's answer off. */
+    if (w && !up && w->started)
+        w->recover = 1;
 }
 
 /* ---- housekeeping ------------------------------------------------------- */
@@ -564,6 +656,25 @@ static void first_contact(worker *w)
     w->started = 1;
 }
 
+/* Sends the jobs a blocking take brought in during a pause, once it is over. */
+static void release_held(worker *w, int64_t now)
+{
+    if (now < w->rate_until_ms || now < w->auth_until_ms)
+        return;
+    for (inflight *f = w->jobs; f; f = f->next) {
+        if (!f->held)
+            continue;
+        f->held = 0;
+        if (f->job.invalid) {
+            char err[160];
+            snprintf(err, sizeof(err), "invalid_job: %s", f->job.invalid);
+            dead(f, DEAD_INVALID, err, 0, f->job.attempts);
+            return; /* the list changed under us: the next tick goes on */
+        }
+        send_step(f);
+    }
+}
+
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -571,6 +682,8 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     worker *w = arg;
     int64_t now = time_now_ms();
     char ms[32];
+    if (!w->closing)
+        release_held(w, now);
     if (!w->closing && rconn_ready(w->redis)) {
         if (!w->started)
             first_contact(w);

@@ -51,6 +51,10 @@ size_t worker_busy(const worker *w);
  * another worker returns them after the heartbeat timeout). */
 void worker_release(worker *w, void (*done)(int rc, void *arg), void *arg);
 
+/* Tells the worker a Redis link went up or down (from the rconn state
+ * callbacks of both connections). NULL is fine. */
+void worker_redis_state(worker *w, int up);
+
 /* Prometheus metrics. */
 void worker_metrics(worker *w, buf *b);
 

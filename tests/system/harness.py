@@ -693,7 +693,10 @@ class WorkerEnv:
         """{value of `field` in the body: times answered 2xx}."""
         out = {}
         for r in self.ok_records(path_prefix):
-            v = json.loads(r["body"]).get(field)
+            try:
+                v = json.loads(r["body"] or "").get(field)
+            except (ValueError, AttributeError):
+                continue  # not a job's body (e.g. a GET)
             out[v] = out.get(v, 0) + 1
         return out
 

@@ -677,8 +677,25 @@ static job *job_from_entry(applier *a, redisReply *e)
 }
 
 /* Runs the jobs of an array of entries (XREADGROUP or XAUTOCLAIM). */
+static void batch_acked(redisReply *r, void *priv)
+{
+    (void)priv;
+    /* On failure the entries stay pending and are claimed and acked later. */
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn("XACK refused; the events are acknowledged when claimed again", "error", r->str);
+}
+
 static void take_entries(applier *a, redisReply *entries)
 {
+    /* Events that change nothing in the cache (most of a busy webhook's
+     * traffic: agent runs, reports, datasets) are acknowledged together, in
+     * one XACK per read. */
+    rconn_args acks;
+    rconn_args_init(&acks);
+    rconn_args_adds(&acks, "XACK");
+    rconn_args_adds(&acks, a->events_key);
+    rconn_args_adds(&acks, GROUP);
+    int nacks = 0;
     for (size_t i = 0; entries && i < entries->elements; i++) {
         redisReply *e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
@@ -692,8 +709,19 @@ static void take_entries(applier *a, redisReply *entries)
         job *j = job_from_entry(a, e);
         if (j == NULL)
             continue; /* left pending; claimed and tried again later */
+        if (j->p.kind == PLAN_NONE || j->p.kind == PLAN_INVALID) {
+            rconn_args_adds(&acks, j->sid);
+            nacks++;
+            if (j->p.kind == PLAN_NONE)
+                a->applied[j->type_idx]++;
+            job_free(j);
+            continue;
+        }
         job_submit(a, j);
     }
+    if (nacks > 0 && !a->closing)
+        rconn_send(a->redis, batch_acked, a, &acks);
+    rconn_args_free(&acks);
 }
 
 /* ---- reading the stream ------------------------------------------------------ */

@@ -59,6 +59,14 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     out->kind = PLAN_INVALID;
     out->id = -1;
     out->version = -1;
+    /* Most of a busy webhook's events change nothing in the cache: decide
+     * those from the type alone, without parsing the payload. */
+    if (strncmp(type, "prompt_template_", 16) != 0 ||
+        strcmp(type, "prompt_template_label_change_requested") == 0 ||
+        strcmp(type, "prompt_template_label_change_denied") == 0) {
+        out->kind = PLAN_NONE;
+        return 0;
+    }
     json_t *root = json_loadb(payload, len, JSON_ALLOW_NUL, &je);
     if (root == NULL || !json_is_object(root)) {
         snprintf(err, errlen, "payload is not a JSON object jansson can read");
@@ -69,13 +77,6 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     if (!json_is_object(d))
         d = NULL;
 
-    if (strncmp(type, "prompt_template_", 16) != 0 ||
-        strcmp(type, "prompt_template_label_change_requested") == 0 ||
-        strcmp(type, "prompt_template_label_change_denied") == 0) {
-        out->kind = PLAN_NONE;
-        json_decref(root);
-        return 0;
-    }
     if (d == NULL) {
         snprintf(err, errlen, "no details object");
         json_decref(root);

@@ -402,7 +402,7 @@ class WebhookEnv:
         return request(port or self.port, "GET", path, timeout=5)
 
     def post(self, body, secret=None, sig=None, headers=None, path="/webhooks/promptlayer",
-             port=None):
+             port=None, timeout=10):
         if secret is None and sig is None:
             secret = self.secret
         if isinstance(body, (dict, list)):
@@ -415,7 +415,7 @@ class WebhookEnv:
         if sig is not None:
             hd["X-PromptLayer-Signature"] = sig
         hd.update(headers or {})
-        st, hdrs, data = request(port or self.port, "POST", path, body, hd, timeout=10)
+        st, hdrs, data = request(port or self.port, "POST", path, body, hd, timeout=timeout)
         return st, hdrs, json.loads(data) if data.startswith(b"{") else data
 
     def redis_cmd(self, *args):
@@ -710,7 +710,14 @@ class WorkerEnv:
                 return None
             got = self.delivered(field, path_prefix)
             return got if want <= set(got) else None
-        return wait_until(done, timeout, interval=0.1, what=f"{len(want)} jobs delivered")
+        try:
+            return wait_until(done, timeout, interval=0.1, what=f"{len(want)} jobs delivered")
+        except AssertionError as e:
+            missing = sorted(want - set(self.delivered(field, path_prefix)), key=repr)
+            raise AssertionError(
+                f"{e}: {len(missing)} missing, e.g. {missing[:10]}; queue "
+                f"{self.r('LLEN', self.key('track'))}, retry {self.r('ZCARD', self.key('track:retry'))}, "
+                f"dead {self.r('LLEN', self.key('track:dead'))}, processing {self.processing()}") from None
 
     # -- end ------------------------------------------------------------------
 

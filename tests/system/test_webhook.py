@@ -427,13 +427,18 @@ class Lifecycle(unittest.TestCase):
             e.close()
 
     def test_sigterm_waits_for_a_delivery_held_by_redis(self):
-        e = Env(PLCACHE_REDIS_TIMEOUT=30).start()
+        # Generous timeouts: on a loaded machine the steps below can take a
+        # while, and this test is about order, not speed.
+        e = Env(PLCACHE_REDIS_TIMEOUT=60, PLCACHE_REQUEST_TIMEOUT=120).start()
         try:
             out = {}
             e.redis.proc.send_signal(signal.SIGSTOP)
 
             def post():
-                out["st"] = e.post(h.event(prompt_template_name="held"))[0]
+                try:
+                    out["st"] = e.post(h.event(prompt_template_name="held"), timeout=60)[0]
+                except Exception as ex:  # noqa: BLE001 - reported by the assertion below
+                    out["error"] = repr(ex)
             t = threading.Thread(target=post)
             t.start()
             h.wait_until(lambda: "plcache_webhook_inflight 1" in e.get("/metrics")[2].decode(), 5,
@@ -442,8 +447,8 @@ class Lifecycle(unittest.TestCase):
             time.sleep(0.5)
             self.assertIsNone(e.daemon.proc.poll(), "exited with a delivery in flight")
             e.redis.proc.send_signal(signal.SIGCONT)
-            t.join(10)
-            self.assertEqual(out.get("st"), 200)
+            t.join(60)
+            self.assertEqual(out.get("st"), 200, out)
             self.assertEqual(e.daemon.proc.wait(10), 0)
             self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
         finally:

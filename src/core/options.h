@@ -10,6 +10,14 @@
 #include "core/config.h"
 #include "core/rurl.h"
 
+/* The start every daemon shares: loads the settings (cfg_load), applies the
+ * log level and parses and resolves the Redis URL into *url (release it with
+ * rurl_free). Returns -1 when the program should exit now, with *status set
+ * (0 after --help/--version, 2 after one line on stderr naming the bad
+ * setting), or 0 to go on. Blocks on name resolution: call it at start only. */
+int opt_start(const cfg_program *prog, int argc, char **argv, void *settings,
+              char *const *level_field, char *const *url_field, rurl *url, int *status);
+
 /* Validators shared by the programs. */
 int opt_check_log_level(const char *value, char *err, size_t errlen);
 int opt_check_http_url(const char *value, char *err, size_t errlen);

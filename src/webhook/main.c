@@ -248,23 +248,9 @@ int main(int argc, char **argv)
     struct event *sigs[4] = {NULL, NULL, NULL, NULL};
     memset(&a, 0, sizeof(a));
 
-    int rc = cfg_load(&program, argc, argv, &a.set, err, sizeof(err));
-    if (rc == CFG_EXIT) {
-        status = 0;
+    if (opt_start(&program, argc, argv, &a.set, &a.set.log_level, &a.set.redis_url, &url,
+                  &status) != 0)
         goto done;
-    }
-    if (rc != CFG_OK) {
-        fprintf(stderr, "plcache-webhook: %s\n", err);
-        goto done;
-    }
-    log_level level = LOG_INFO;
-    log_parse_level(a.set.log_level, &level);
-    log_set_level(level);
-    if (rurl_parse(a.set.redis_url, &url, err, sizeof(err)) != 0 ||
-        rurl_resolve(&url, err, sizeof(err)) != 0) {
-        fprintf(stderr, "plcache-webhook: PLCACHE_REDIS_URL (--redis-url): %s\n", err);
-        goto done;
-    }
     if (sign_keys_parse(&keys, a.set.secret, err, sizeof(err)) != 0) {
         fprintf(stderr, "plcache-webhook: PLCACHE_WEBHOOK_SECRET: %s\n", err);
         goto done;

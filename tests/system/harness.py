@@ -426,31 +426,11 @@ class WebhookEnv:
             c.close()
 
     def metric(self, name, port=None):
-        """The sum of a metric's samples (name, or name{labels} exactly)."""
-        text = self.get("/metrics", port)[2].decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            key, _, val = line.rpartition(" ")
-            if key == name or key.split("{")[0] == name and "{" not in name:
-                total += float(val)
-        return total
+        """The sum of a metric's samples (see metric_sum)."""
+        return metric_sum(self.get("/metrics", port)[2].decode(), name)
 
     def close(self):
-        logs = []
-        failures = []
-        for d in self.daemons:
-            running = d.proc is not None
-            rc = d.stop()
-            log = d.log() if os.path.exists(d.log_path) else ""
-            logs.append(log)
-            # Every daemon must end cleanly: exit 0 on SIGTERM, and no
-            # sanitizer report (leaks, overflows, undefined behaviour).
-            if running and rc != 0:
-                failures.append(f"{d.name} exited {rc}:\n{log[-3000:]}")
-            if "Sanitizer" in log or "runtime error:" in log:
-                failures.append(f"sanitizer report in {d.name}'s log:\n{log[-3000:]}")
+        failures = stop_daemons(self.daemons)
         self.api.stop()
         self.redis.stop()
         self.tmp.cleanup()

@@ -15,7 +15,7 @@
 #define KEYS_TRACK "track"           /* list of log jobs */
 
 #define KEYS_SEEN_TTL_S 86400     /* how long a delivery is remembered */
-#define KEYS_EVENTS_MAXLEN 100000 /* XADD MAXLEN ~ */
+#define KEYS_EVENTS_MAXLEN 100000 /* trimmed near this by the applier */
 
 /* Writes prefix + name (+ suffix, may be NULL) into out. Returns the length,
  * or -1 when it does not fit. */

@@ -14,18 +14,23 @@
 #define SIGN_MAX_KEYS 16
 #define SIGN_DIGEST_LEN 32
 
+/* The secrets, each with an HMAC context keyed once at parse time (the key
+ * schedule is not redone per request). Owned by the struct: moving the struct
+ * by value moves the ownership. Not for two threads at once. */
 typedef struct sign_keys {
     size_t n;
     char *key[SIGN_MAX_KEYS]; /* owned */
     size_t len[SIGN_MAX_KEYS];
+    void *mac[SIGN_MAX_KEYS]; /* owned EVP_MAC_CTX, keyed with key[i] */
 } sign_keys;
 
 /* Splits a comma-separated list of secrets into `keys` (empty items are
- * skipped). Returns 0, or -1 with err set when there is none, more than
- * SIGN_MAX_KEYS, or memory ran out. `keys` is untouched on error. */
+ * skipped) and keys one HMAC context per secret. Returns 0, or -1 with err set
+ * when there is none, more than SIGN_MAX_KEYS, memory ran out or OpenSSL
+ * failed. `keys` is untouched on error. */
 int sign_keys_parse(sign_keys *keys, const char *list, char *err, size_t errlen);
 
-/* Frees the secrets (and wipes them). */
+/* Frees the secrets (wiped) and their contexts. */
 void sign_keys_free(sign_keys *keys);
 
 /* HMAC-SHA256 of msg under key. Returns 0 or -1 (OpenSSL failure). */

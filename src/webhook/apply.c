@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cachew.h"
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -38,69 +39,8 @@
 #define BLOCK_MS 2000
 #define TICK_MS 200
 #define PENDING_EVERY_MS 10000
-
-/* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
- * hash. ARGV[1] channel, ARGV[2] name, ARGV[3] id or "", ARGV[4] old name or
- * "", then operations as triples (op, a, b):
- *   set F V       field F = V
- *   latest N V    latest = V unless the cached latest has a higher version
- *   del F -       remove field F
- *   copy D S      field D = field S when S exists
- *   holding N V   version:N = V, and so every label or latest holding N
- *   drop - -      remove the template (and its id)
- * Returns how many fields changed. */
-static const char write_script[] =
-    "local function ver(v)\n"
-    "  if not v then return nil end\n"
-    "  local ok, o = pcall(cjson.decode, v)\n"
-    "  if ok and type(o) == 'table' then return tonumber(o['version']) end\n"
-    "  return nil\n"
-    "end\n"
-    "local h, changed, dropped = KEYS[1], 0, false\n"
-    "local function put(f, v)\n"
-    "  if redis.call('HGET', h, f) ~= v then redis.call('HSET', h, f, v); changed = changed + 1 "
-    "end\n"
-    "end\n"
-    "for i = 5, #ARGV, 3 do\n"
-    "  local op, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
-    "  if op == 'set' then put(a, b)\n"
-    "  elseif op == 'latest' then\n"
-    "    local cv = ver(redis.call('HGET', h, 'latest'))\n"
-    "    if cv == nil or tonumber(a) >= cv then put('latest', b) end\n"
-    "  elseif op == 'del' then changed = changed + redis.call('HDEL', h, a)\n"
-    "  elseif op == 'copy' then\n"
-    "    local v = redis.call('HGET', h, b)\n"
-    "    if v then put(a, v) end\n"
-    "  elseif op == 'holding' then\n"
-    "    local n, all = tonumber(a), redis.call('HGETALL', h)\n"
-    "    for j = 1, #all, 2 do\n"
-    "      local f = all[j]\n"
-    "      if (f == 'latest' or string.sub(f, 1, 6) == 'label:') and ver(all[j + 1]) == n then\n"
-    "        put(f, b)\n"
-    "      end\n"
-    "    end\n"
-    "    put('version:' .. a, b)\n"
-    "  elseif op == 'drop' then\n"
-    "    changed = changed + redis.call('DEL', h)\n"
-    "    dropped = true\n"
-    "    if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then\n"
-    "      redis.call('HDEL', KEYS[2], ARGV[3])\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "if KEYS[3] and redis.call('DEL', KEYS[3]) == 1 then\n"
-    "  changed = changed + 1\n"
-    "  redis.call('PUBLISH', ARGV[1], ARGV[4])\n"
-    "end\n"
-    "if not dropped and redis.call('EXISTS', h) == 1 then\n"
-    "  if changed > 0 then redis.call('HINCRBY', h, 'gen', 1) end\n"
-    "  if ARGV[3] ~= '' then\n"
-    "    redis.call('HSET', h, 'id', ARGV[3])\n"
-    "    redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])\n"
-    "  end\n"
-    "end\n"
-    "if changed > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end\n"
-    "return changed\n";
+#define STREAM_EVERY_MS 1000
+#define HARD_CAP_FACTOR 10 /* pl:events is cut past 10 times its target length */
 
 /* Event types counted by name; others are "other". */
 static const char *const apply_types[] = {
@@ -153,7 +93,9 @@ struct applier {
     job *jobs; /* active list: running and chained */
     size_t njobs;
     int group_ready, group_asked, reading, stopping, closing;
-    int64_t last_claim_ms, last_touch_ms, last_pending_ms;
+    int64_t last_claim_ms, last_touch_ms, last_pending_ms, last_stream_ms;
+    long long events_maxlen;
+    int stream_busy;
     /* reconciliation */
     int resync_running, resync_due, scan_busy;
     char scan_cursor[32];
@@ -162,9 +104,67 @@ struct applier {
     /* metrics */
     unsigned long applied[NAPPLY], failed[NAPPLY], invalid, writes, changes;
     unsigned long resync_runs, resync_found, claimed;
+    unsigned long gaps, lost, trimmed;
     long long pending;
     mhist latency;
 };
+
+/* Keeps pl:events near its length without losing what a group has not read.
+ * KEYS[1] the stream; ARGV[1] our group, ARGV[2] the target length, ARGV[3]
+ * the hard cap. Entries every group has read (and acknowledged) beyond the
+ * target are trimmed; past the hard cap (appliers far behind or stuck) the
+ * oldest are trimmed whatever their state, and the entries our group had not
+ * read yet are counted as lost, in the same atomic step so the count is
+ * exact. A gap made by someone else (an XTRIM by hand, an older receiver that
+ * trimmed on XADD) is found too, while the group has not read past it.
+ * Returns {lost (-1: some, count unknown), trimmed}. */
+static const char stream_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end\n"
+    "local function map(t) local m = {} for i = 1, #t, 2 do m[t[i]] = t[i + 1] end return m end\n"
+    "local function before(a, b)\n"
+    "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+    "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+    "  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)\n"
+    "  return am < bm or (am == bm and as < bs)\n"
+    "end\n"
+    "local len = redis.call('XLEN', KEYS[1])\n"
+    "local floor, mine\n"
+    "for _, raw in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
+    "  local g = map(raw)\n"
+    "  local need = g['last-delivered-id']\n"
+    "  if g['pending'] > 0 then\n"
+    "    local p = redis.call('XPENDING', KEYS[1], g['name'])\n"
+    "    if before(p[2], need) then need = p[2] end\n"
+    "  end\n"
+    "  if floor == nil or before(need, floor) then floor = need end\n"
+    "  if g['name'] == ARGV[1] then mine = g end\n"
+    "end\n"
+    "local trimmed = 0\n"
+    "if len > tonumber(ARGV[3]) then\n"
+    "  trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3], 'LIMIT', 0)\n"
+    "elseif len > tonumber(ARGV[2]) then\n"
+    "  if floor == nil then\n"
+    "    trimmed = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])\n"
+    "  else\n"
+    "    trimmed = redis.call('XTRIM', KEYS[1], 'MINID', '~', floor, 'LIMIT', len - "
+    "tonumber(ARGV[2]))\n"
+    "  end\n"
+    "end\n"
+    "if mine == nil then return {0, trimmed} end\n"
+    "local last = mine['last-delivered-id']\n"
+    "local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]\n"
+    "if first ~= nil and not before(last, first[1]) then return {0, trimmed} end\n"
+    "local s = map(redis.call('XINFO', 'STREAM', KEYS[1]))\n"
+    "local gone = s['entries-added'] - s['length']\n"
+    "local read = mine['entries-read']\n"
+    "local lost = -1\n"
+    "if last == s['last-generated-id'] then lost = 0\n"
+    "elseif type(read) == 'number' then lost = gone - read end\n"
+    "if read ~= gone then\n"
+    "  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', gone)\n"
+    "end\n"
+    "if lost < 0 then lost = -1 end\n"
+    "return {lost, trimmed}\n";
 
 static void job_start(job *j);
 static void job_fetch(job *j);
@@ -237,30 +237,10 @@ static void add_op(rconn_args *ops, const char *op, const char *x, size_t xlen, 
     rconn_args_add(ops, y, ylen);
 }
 
-/* The start of a write command for the job's template. */
+/* The start of a write command for the job's template (core/cachew.h). */
 static void write_prologue(job *j, rconn_args *c, int with_old)
 {
-    applier *a = j->a;
-    char key[1024];
-    rconn_args_adds(c, "EVAL");
-    rconn_args_add(c, write_script, sizeof(write_script) - 1);
-    rconn_args_adds(c, with_old ? "3" : "2");
-    if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.name) < 0)
-        c->failed = 1;
-    rconn_args_adds(c, key);
-    rconn_args_adds(c, a->ids_key);
-    if (with_old) {
-        if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.old_name) < 0)
-            c->failed = 1;
-        rconn_args_adds(c, key);
-    }
-    rconn_args_adds(c, a->channel);
-    rconn_args_adds(c, j->p.name);
-    if (j->p.id >= 0)
-        rconn_args_addll(c, j->p.id);
-    else
-        rconn_args_adds(c, "");
-    rconn_args_adds(c, with_old ? j->p.old_name : "");
+    cachew_begin(c, j->a->prefix, j->p.name, j->p.id, with_old ? j->p.old_name : NULL);
 }
 
 static job *find_running(applier *a, const char *name)
@@ -776,11 +756,70 @@ static void group_created(redisReply *r, void *priv)
     }
 }
 
+/* Events removed from pl:events before this group applied them cannot be
+ * applied any more: say so, count them, and reconcile every cached template,
+ * which repairs what they would have changed in the cache. n < 0: some, the
+ * count unknown. */
+static void events_lost(applier *a, long long n, const char *how)
+{
+    char c[24];
+    a->gaps++;
+    if (n > 0) {
+        a->lost += (unsigned long)n;
+        snprintf(c, sizeof(c), "%lld", n);
+    } else
+        snprintf(c, sizeof(c), "unknown");
+    log_warn("events left pl:events before they were applied; reconciling every cached template",
+             "count", c, "how", how);
+    a->resync_due = 1;
+}
+
+static void stream_kept(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    a->stream_busy = 0;
+    if (a->closing || r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn("cannot trim pl:events", "error", r->str);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+        return;
+    if (r->element[1]->integer > 0)
+        a->trimmed += (unsigned long)r->element[1]->integer;
+    if (r->element[0]->integer != 0)
+        events_lost(a, r->element[0]->integer, "trimmed unread");
+}
+
+static void keep_stream(applier *a)
+{
+    char target[24], cap[24];
+    snprintf(target, sizeof(target), "%lld", a->events_maxlen);
+    snprintf(cap, sizeof(cap), "%lld", a->events_maxlen * HARD_CAP_FACTOR);
+    const char *argv[] = {"EVAL", stream_script, "1", a->events_key, GROUP, target, cap};
+    size_t lens[] = {4,
+                     sizeof(stream_script) - 1,
+                     1,
+                     strlen(a->events_key),
+                     strlen(GROUP),
+                     strlen(target),
+                     strlen(cap)};
+    if (rconn_argv(a->redis, stream_kept, a, 7, argv, lens) == 0)
+        a->stream_busy = 1;
+}
+
 static void claimed(redisReply *r, void *priv)
 {
     applier *a = priv;
     if (a->closing || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
         return;
+    /* Redis 7: the third element lists pending entries that no longer exist
+     * (trimmed while a stopped receiver held them); they are gone from the
+     * group now, and their events with them. */
+    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements > 0)
+        events_lost(a, (long long)r->element[2]->elements, "pending entry trimmed");
     size_t before = a->njobs;
     take_entries(a, r->element[1]);
     if (a->njobs > before) {
@@ -858,6 +897,10 @@ static void tick(evutil_socket_t fd, short what, void *arg)
             if (now - a->last_touch_ms >= a->claim_idle_ms / 3) {
                 touch_jobs(a);
                 a->last_touch_ms = now;
+            }
+            if (now - a->last_stream_ms >= STREAM_EVERY_MS && !a->stream_busy) {
+                keep_stream(a);
+                a->last_stream_ms = now;
             }
             if (now - a->last_pending_ms >= PENDING_EVERY_MS) {
                 const char *argv[] = {"XPENDING", a->events_key, GROUP};
@@ -998,6 +1041,7 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
     a->claim_idle_ms = o->claim_idle_ms > 0 ? o->claim_idle_ms : 60000;
     a->batch = o->batch > 0 ? o->batch : 32;
     a->max_jobs = o->max_jobs > 0 ? o->max_jobs : 256;
+    a->events_maxlen = o->events_maxlen > 0 ? o->events_maxlen : KEYS_EVENTS_MAXLEN;
     mhist_init(&a->latency, metrics_latency_bounds, metrics_latency_nbounds);
     a->tick = evtimer_new(base, tick, a);
     a->resync_timer = evtimer_new(base, resync_timer_fired, a);
@@ -1093,6 +1137,16 @@ void applier_metrics(applier *a, buf *b)
     metrics_header(b, "plcache_apply_claimed_total", "counter",
                    "Events claimed from receivers that left them pending.");
     metrics_sample(b, "plcache_apply_claimed_total", NULL, (double)a->claimed);
+    metrics_header(b, "plcache_apply_gaps_total", "counter",
+                   "Times events were found removed from pl:events before they were applied "
+                   "(each starts a reconciliation).");
+    metrics_sample(b, "plcache_apply_gaps_total", NULL, (double)a->gaps);
+    metrics_header(b, "plcache_apply_events_lost_total", "counter",
+                   "Events removed from pl:events before they were applied (when counted).");
+    metrics_sample(b, "plcache_apply_events_lost_total", NULL, (double)a->lost);
+    metrics_header(b, "plcache_events_trimmed_total", "counter",
+                   "Entries this receiver trimmed from pl:events.");
+    metrics_sample(b, "plcache_events_trimmed_total", NULL, (double)a->trimmed);
     metrics_header(b, "plcache_apply_pending", "gauge",
                    "Entries delivered to the group and not acknowledged (XPENDING).");
     metrics_sample(b, "plcache_apply_pending", NULL, (double)a->pending);

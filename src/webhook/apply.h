@@ -27,14 +27,15 @@ struct event_base;
 typedef struct applier applier;
 
 typedef struct applier_opts {
-    const char *prefix;   /* key prefix, copied */
-    const char *base_url; /* PROMPTLAYER_BASE_URL, copied */
-    const char *api_key;  /* PROMPTLAYER_API_KEY, copied; never logged */
-    const char *consumer; /* consumer name in the group, copied */
-    long resync_s;        /* 0 = no reconciliation */
-    long claim_idle_ms;   /* pending entries idle this long are claimed */
-    int batch;            /* entries per read */
-    int max_jobs;         /* events and templates worked on at once */
+    const char *prefix;      /* key prefix, copied */
+    const char *base_url;    /* PROMPTLAYER_BASE_URL, copied */
+    const char *api_key;     /* PROMPTLAYER_API_KEY, copied; never logged */
+    const char *consumer;    /* consumer name in the group, copied */
+    long resync_s;           /* 0 = no reconciliation */
+    long claim_idle_ms;      /* pending entries idle this long are claimed */
+    int batch;               /* entries per read */
+    int max_jobs;            /* events and templates worked on at once */
+    long long events_maxlen; /* pl:events is trimmed near this (read entries only); 0: default */
 } applier_opts;
 
 /* Makes an applier. redis carries commands, block carries the blocking reads

@@ -17,11 +17,13 @@
 #include "webhook/verify.h"
 
 /* Dedupe and record in one step, so that a crash can never leave an event
- * marked seen but not recorded. Returns the stream id, or 0 for a duplicate. */
+ * marked seen but not recorded. Returns the stream id, or 0 for a duplicate.
+ * The receiver never trims pl:events: the applier does (apply.c), because only
+ * it can tell read entries from entries a trim would lose. */
 static const char record_script[] =
     "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
-    "  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',\n"
-    "    'type', ARGV[3], 'payload', ARGV[4], 'received_at', ARGV[5])\n"
+    "  return redis.call('XADD', KEYS[2], '*',\n"
+    "    'type', ARGV[2], 'payload', ARGV[3], 'received_at', ARGV[4])\n"
     "end\n"
     "return 0\n";
 
@@ -183,7 +185,7 @@ static void recorded(redisReply *r, void *priv)
 static void record(ingest *in, struct evhttp_request *req, int64_t start_us, const verify_result *v,
                    const char *body, size_t len)
 {
-    char seen_key[256], ttl[16], maxlen[16], now[40];
+    char seen_key[256], ttl[16], now[40];
     if (!rconn_ready(in->redis) ||
         keys_make(seen_key, sizeof(seen_key), in->prefix, KEYS_SEEN, v->seen_hex) < 0) {
         answer_unavailable(in, req, start_us);
@@ -199,21 +201,13 @@ static void record(ingest *in, struct evhttp_request *req, int64_t start_us, con
     p->start_us = start_us;
     p->type_idx = type_index(v->event_type);
     snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
-    snprintf(maxlen, sizeof(maxlen), "%d", KEYS_EVENTS_MAXLEN);
     time_format_now(now, sizeof(now));
-    const char *argv[] = {"EVAL", record_script, "2",           seen_key, in->events_key,
-                          ttl,    maxlen,        v->event_type, body,     now};
-    size_t lens[] = {4,
-                     sizeof(record_script) - 1,
-                     1,
-                     strlen(seen_key),
-                     strlen(in->events_key),
-                     strlen(ttl),
-                     strlen(maxlen),
-                     v->event_type_len,
-                     len,
-                     strlen(now)};
-    if (rconn_argv(in->redis, recorded, p, 10, argv, lens) != 0) {
+    const char *argv[] = {"EVAL", record_script, "2",  seen_key, in->events_key,
+                          ttl,    v->event_type, body, now};
+    size_t lens[] = {
+        4,           sizeof(record_script) - 1, 1,   strlen(seen_key), strlen(in->events_key),
+        strlen(ttl), v->event_type_len,         len, strlen(now)};
+    if (rconn_argv(in->redis, recorded, p, 9, argv, lens) != 0) {
         free(p);
         in->redis_errors++;
         answer_unavailable(in, req, start_us);

@@ -19,6 +19,7 @@
 #include "core/options.h"
 #include "core/hsrv.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/metrics.h"
 #include "core/rconn.h"
 #include "core/rurl.h"
@@ -51,6 +52,7 @@ typedef struct settings {
     long fetch_concurrency;
     long fetch_timeout;
     long claim_idle;
+    long events_maxlen;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -107,6 +109,9 @@ static const cfg_opt opts[] = {
      "one API request, connect to last byte"},
     {"PLCACHE_CLAIM_IDLE", CFG_INT, "60", 0, 1, 86400, NULL, S(claim_idle), 0, "SECONDS",
      "events left pending this long by a receiver are taken over by another"},
+    {"PLCACHE_EVENTS_MAXLEN", CFG_INT, "100000", 0, 10, 100000000L, NULL, S(events_maxlen), 0, "N",
+     "pl:events is trimmed near this many entries, never of events not yet applied "
+     "unless it grows to 10 times as many"},
 };
 #undef S
 
@@ -270,7 +275,7 @@ int main(int argc, char **argv)
      * memory stays near its idle size after a burst of big bodies. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     status = 1;
-    a.base = event_base_new();
+    a.base = loop_base_new();
     if (a.base == NULL) {
         log_error("cannot create the event loop");
         goto done;
@@ -316,7 +321,8 @@ int main(int argc, char **argv)
                        a.set.resync,
                        a.set.claim_idle * 1000,
                        32,
-                       256};
+                       256,
+                       a.set.events_maxlen};
     a.apply = a.block && a.fetch ? applier_new(a.base, &ao, a.redis, a.block, a.fetch) : NULL;
     if (a.apply == NULL) {
         log_error("cannot start the applier (out of memory)");

@@ -22,6 +22,7 @@
 #include "core/fetch.h"
 #include "core/hsrv.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/rconn.h"
 #include "core/rurl.h"
 #include "core/timeutil.h"
@@ -228,7 +229,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "plcache-worker: cannot initialise libcurl\n");
         goto done;
     }
-    a.base = event_base_new();
+    a.base = loop_base_new();
     if (a.base == NULL)
         goto done;
     rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};

@@ -106,7 +106,14 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    base = event_base_new();
+    /* The same base configuration as the daemons (src/core/loop.c), so the
+     * ceiling and the receiver differ only in what they do per request. */
+    struct event_config *cfg = event_config_new();
+    if (cfg != NULL) {
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        base = event_base_new_with_config(cfg);
+        event_config_free(cfg);
+    }
     http = (base != NULL) ? evhttp_new(base) : NULL;
     if (http == NULL) {
         fprintf(stderr, "bare-http: cannot create the event base\n");

@@ -27,10 +27,12 @@ FIXTURE = {"templates": [
 
 class Case(unittest.TestCase):
     settings = {}
+    redis_extra = ()
 
     def setUp(self):
-        self.e = h.WebhookEnv(fixture=FIXTURE, **{"PLCACHE_RESYNC_INTERVAL": 0,
-                                                  "PLCACHE_CLAIM_IDLE": 2, **self.settings})
+        self.e = h.WebhookEnv(fixture=FIXTURE, redis_extra=self.redis_extra,
+                              **{"PLCACHE_RESYNC_INTERVAL": 0, "PLCACHE_CLAIM_IDLE": 2,
+                                 **self.settings})
         self.e.start()
 
     def tearDown(self):
@@ -341,6 +343,93 @@ class Reconcile(Case):
         h.wait_until(lambda: self.e.metric("plcache_reconcile_runs_total") >= 1, 10,
                      what="a reconcile run")
         self.assertEqual(self.e.redis_cmd("KEYS", "pl:prompt:*"), [])
+
+
+class Stream(Case):
+    """pl:events kept near PLCACHE_EVENTS_MAXLEN (10 here, hard cap 100) without
+    trimming what the applier has not applied; what is lost anyway is said."""
+    settings = {"PLCACHE_EVENTS_MAXLEN": 10, "PLCACHE_CLAIM_IDLE": 1}
+    redis_extra = ("--stream-node-max-entries", "4")
+
+    def record(self, event_type, **details):
+        """Appends an event to pl:events the way a receiver does."""
+        return self.e.redis_cmd("XADD", "pl:events", "*", "type", event_type,
+                                "payload", json.dumps(h.event(event_type, **details)),
+                                "received_at", "2026-11-27T00:00:00.000000Z")
+
+    def test_a_backlog_longer_than_the_stream_is_applied_in_full(self):
+        self.e.api.control("POST", "/_fake/faults",
+                           {"path_prefix": "/prompt-templates/", "count": 1000, "delay_ms": 40})
+        for v in range(3, 63):
+            self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                               {"version": v, "content": {"n": v}})
+        for v in range(3, 63):
+            self.version_created(version=v)
+        self.assertGreater(self.e.redis_cmd("XLEN", "pl:events"), 10)
+        self.wait_applied(60, timeout=60)
+        self.assertEqual(self.cached("Hello", "latest"), self.api("Hello", version=62))
+        h.wait_until(lambda: self.e.redis_cmd("XLEN", "pl:events") <= 10 + 4, 10,
+                     what="pl:events trimmed back near 10")
+        self.assertGreater(self.e.metric("plcache_events_trimmed_total"), 0)
+        self.assertEqual(self.e.metric("plcache_apply_gaps_total"), 0)
+        self.assertEqual(self.e.metric("plcache_apply_events_lost_total"), 0)
+        self.assertEqual(self.e.redis_cmd("XPENDING", "pl:events", "plcache-applier")[0], 0)
+
+    def test_unread_events_cut_at_the_hard_cap_are_counted_and_reconciled(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "latest", self.api("Hello", version=2))
+        # The applier holds as many events as it may (256) behind one slow
+        # fetch, so what comes next stays unread and grows past the hard cap.
+        self.e.api.control("POST", "/_fake/faults",
+                           {"path_prefix": "/prompt-templates/Hello", "count": 1, "delay_ms": 4000})
+        for _ in range(256):
+            self.record("prompt_template_version_created", prompt_template_name="Hello",
+                        prompt_template_id=1, prompt_template_version_number=2)
+        h.wait_until(lambda: self.e.metric("plcache_apply_jobs") >= 256, 10, what="256 jobs held")
+        # A version no receiver will apply: its event is cut before it is read.
+        self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                           {"version": 3, "content": {"n": 3}})
+        self.record("prompt_template_version_created", prompt_template_name="Hello",
+                    prompt_template_id=1, prompt_template_version_number=3)
+        for _ in range(300):
+            self.record("agent_run_finished")
+        h.wait_until(lambda: self.e.metric("plcache_apply_gaps_total") >= 1, 10, what="a gap")
+        lost = self.e.metric("plcache_apply_events_lost_total")
+        self.assertGreaterEqual(lost, 1)
+        self.assertLessEqual(lost, 301)
+        self.assertLessEqual(self.e.redis_cmd("XLEN", "pl:events"), 100 + 4)
+        self.wait_cached("Hello", "latest", self.api("Hello", version=3))
+        h.wait_until(lambda: self.e.metric("plcache_reconcile_runs_total") >= 1, 10,
+                     what="a reconciliation")
+        self.assertIn("events left pl:events before they were applied", self.e.daemon.log())
+        # The group's counters were repaired: the same gap is not reported twice.
+        time.sleep(2.5)
+        self.assertEqual(self.e.metric("plcache_apply_gaps_total"), 1)
+
+    def test_a_pending_entry_trimmed_under_a_dead_receiver_is_counted_when_claimed(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "latest", self.api("Hello", version=2))
+        self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                           {"version": 3, "content": {"n": 3}})
+        # A receiver that read the event, died, and whose entry was then trimmed.
+        c = self.e.redis.client()
+        try:
+            c("MULTI")
+            c("XADD", "pl:events", "*", "type", "prompt_template_version_created",
+              "payload", json.dumps(h.event("prompt_template_version_created",
+                                            prompt_template_name="Hello", prompt_template_id=1,
+                                            prompt_template_version_number=3)),
+              "received_at", "2026-11-27T00:00:00.000000Z")
+            c("XREADGROUP", "GROUP", "plcache-applier", "ghost", "COUNT", "1",
+              "STREAMS", "pl:events", ">")
+            c("XTRIM", "pl:events", "MAXLEN", "0")
+            c("EXEC")
+        finally:
+            c.close()
+        h.wait_until(lambda: self.e.metric("plcache_apply_gaps_total") >= 1, 10, what="a gap")
+        self.assertEqual(self.e.metric("plcache_apply_events_lost_total"), 1)
+        self.wait_cached("Hello", "latest", self.api("Hello", version=3))
+        self.assertIn("pending entry trimmed", self.e.daemon.log())
 
 
 class Readers(Case):

@@ -1,0 +1,191 @@
+/* cachew.c -- the one Lua write of a template's hash, and its arguments. */
+#include "core/cachew.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/keys.h"
+
+/* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
+ * hash. ARGV[1] channel, ARGV[2] name, ARGV[3] id or "", ARGV[4] old name or
+ * "", then operations as triples (op, a, b):
+ *   set F V       field F = V
+ *   latest N V    latest = V unless the cached latest has a higher version
+ *   del F -       remove field F
+ *   copy D S      field D = field S when S exists
+ *   holding N V   version:N = V, and so every label or latest holding N
+ *   drop - -      remove the template (and its id)
+ *   ifgen G -     stop now, returning -1, unless the hash's gen is G ("" when
+ *                 absent); only as the first operation, before any change
+ * Returns how many fields changed (-1: ifgen found another gen, nothing done). */
+static const char cachew_script[] =
+    "local function ver(v)\n"
+    "  if not v then return nil end\n"
+    "  local ok, o = pcall(cjson.decode, v)\n"
+    "  if ok and type(o) == 'table' then return tonumber(o['version']) end\n"
+    "  return nil\n"
+    "end\n"
+    "local h, changed, dropped = KEYS[1], 0, false\n"
+    "local function put(f, v)\n"
+    "  if redis.call('HGET', h, f) ~= v then redis.call('HSET', h, f, v); changed = changed + 1 "
+    "end\n"
+    "end\n"
+    "for i = 5, #ARGV, 3 do\n"
+    "  local op, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
+    "  if op == 'ifgen' then\n"
+    "    if (redis.call('HGET', h, 'gen') or '') ~= a then return -1 end\n"
+    "  elseif op == 'set' then put(a, b)\n"
+    "  elseif op == 'latest' then\n"
+    "    local cv = ver(redis.call('HGET', h, 'latest'))\n"
+    "    if cv == nil or tonumber(a) >= cv then put('latest', b) end\n"
+    "  elseif op == 'del' then changed = changed + redis.call('HDEL', h, a)\n"
+    "  elseif op == 'copy' then\n"
+    "    local v = redis.call('HGET', h, b)\n"
+    "    if v then put(a, v) end\n"
+    "  elseif op == 'holding' then\n"
+    "    local n, all = tonumber(a), redis.call('HGETALL', h)\n"
+    "    for j = 1, #all, 2 do\n"
+    "      local f = all[j]\n"
+    "      if (f == 'latest' or string.sub(f, 1, 6) == 'label:') and ver(all[j + 1]) == n then\n"
+    "        put(f, b)\n"
+    "      end\n"
+    "    end\n"
+    "    put('version:' .. a, b)\n"
+    "  elseif op == 'drop' then\n"
+    "    changed = changed + redis.call('DEL', h)\n"
+    "    dropped = true\n"
+    "    if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then\n"
+    "      redis.call('HDEL', KEYS[2], ARGV[3])\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if KEYS[3] and redis.call('DEL', KEYS[3]) == 1 then\n"
+    "  changed = changed + 1\n"
+    "  redis.call('PUBLISH', ARGV[1], ARGV[4])\n"
+    "end\n"
+    "if not dropped and redis.call('EXISTS', h) == 1 then\n"
+    "  if changed > 0 then redis.call('HINCRBY', h, 'gen', 1) end\n"
+    "  if ARGV[3] ~= '' then\n"
+    "    redis.call('HSET', h, 'id', ARGV[3])\n"
+    "    redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])\n"
+    "  end\n"
+    "end\n"
+    "if changed > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end\n"
+    "return changed\n";
+
+/* Appends prefix + name + suffix as one argument. */
+static void add_key(rconn_args *c, const char *prefix, const char *name, const char *suffix)
+{
+    size_t n = strlen(prefix) + strlen(name) + (suffix ? strlen(suffix) : 0) + 1;
+    char *key = malloc(n);
+    if (key == NULL || keys_make(key, n, prefix, name, suffix) < 0)
+        c->failed = 1;
+    else
+        rconn_args_adds(c, key);
+    free(key);
+}
+
+void cachew_begin(rconn_args *c, const char *prefix, const char *name, long long id,
+                  const char *old_name)
+{
+    rconn_args_adds(c, "EVAL");
+    rconn_args_add(c, cachew_script, sizeof(cachew_script) - 1);
+    rconn_args_adds(c, old_name ? "3" : "2");
+    add_key(c, prefix, KEYS_PROMPT, name);
+    add_key(c, prefix, KEYS_PROMPT_IDS, NULL);
+    if (old_name)
+        add_key(c, prefix, KEYS_PROMPT, old_name);
+    add_key(c, prefix, KEYS_INVALIDATE, NULL);
+    rconn_args_adds(c, name);
+    if (id >= 0)
+        rconn_args_addll(c, id);
+    else
+        rconn_args_adds(c, "");
+    rconn_args_adds(c, old_name ? old_name : "");
+}
+
+void cachew_op(rconn_args *c, const char *op, const char *a, size_t alen, const char *b,
+               size_t blen)
+{
+    rconn_args_adds(c, op);
+    rconn_args_add(c, a, alen);
+    rconn_args_add(c, b, blen);
+}
+
+int cachew_answer(const char *body, size_t len, long long *version, long long *id)
+{
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    int rc = -1;
+    if (json_is_object(o)) {
+        json_t *n = json_object_get(o, "version");
+        json_t *i = json_object_get(o, "id");
+        if (json_is_integer(n) && json_integer_value(n) >= 0) {
+            if (version)
+                *version = json_integer_value(n);
+            if (id)
+                *id = json_is_integer(i) && json_integer_value(i) >= 0 ? json_integer_value(i)
+                                                                        : -1;
+            rc = 0;
+        }
+    }
+    json_decref(o);
+    return rc;
+}
+
+static int put_encoded(buf *b, const char *s)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
+                         *p == '~';
+        if (unreserved) {
+            if (buf_putc(b, (char)*p) != 0)
+                return -1;
+        } else {
+            char e[3] = {'%', hexd[*p >> 4], hexd[*p & 15]};
+            if (buf_append(b, e, 3) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int cachew_url(buf *b, const char *base, const char *name, const char *field)
+{
+    long long version = -1;
+    const char *label = NULL;
+    if (strncmp(field, "version:", 8) == 0) {
+        char *end = NULL;
+        errno = 0;
+        version = strtoll(field + 8, &end, 10);
+        if (errno != 0 || end == field + 8 || *end != '\0' || version < 0 || field[8] == '-' ||
+            field[8] == '+' || field[8] == ' ')
+            return 1;
+    } else if (strncmp(field, "label:", 6) == 0 && field[6] != '\0') {
+        label = field + 6;
+    } else if (strcmp(field, "latest") != 0) {
+        return 1;
+    }
+    size_t start = b->len;
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    int rc = buf_append(b, base, blen) != 0 || buf_puts(b, "/prompt-templates/") != 0 ||
+             put_encoded(b, name) != 0;
+    if (rc == 0 && version >= 0)
+        rc = buf_printf(b, "?version=%lld", version) != 0;
+    else if (rc == 0 && label)
+        rc = buf_puts(b, "?label=") != 0 || put_encoded(b, label) != 0;
+    if (rc != 0) {
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+        return -1;
+    }
+    return 0;
+}

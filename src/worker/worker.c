@@ -52,14 +52,23 @@ static const char take_script[] =
     "end\n"
     "return out\n";
 
-/* KEYS[1] processing, KEYS[2] where the job goes; ARGV: raw, mode, score, value. */
+/* KEYS[1] processing; ARGV: one group of five per job: raw, mode, where the
+ * job goes, score, value. A job no longer in the list is left alone. (The
+ * targets are passed as ARGV: plcache needs a single Redis, not a cluster.) */
 static const char finish_script[] =
-    "local n = redis.call('LREM', KEYS[1], -1, ARGV[1])\n"
-    "if n == 0 then return 0 end\n"
-    "if ARGV[2] == 'retry' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])\n"
-    "elseif ARGV[2] == 'dead' then redis.call('LPUSH', KEYS[2], ARGV[4])\n"
-    "elseif ARGV[2] == 'back' then redis.call('RPUSH', KEYS[2], ARGV[4]) end\n"
+    "local n = 0\n"
+    "for i = 1, #ARGV, 5 do\n"
+    "  if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then\n"
+    "    n = n + 1\n"
+    "    local m = ARGV[i + 1]\n"
+    "    if m == 'retry' then redis.call('ZADD', ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])\n"
+    "    elseif m == 'dead' then redis.call('LPUSH', ARGV[i + 2], ARGV[i + 4])\n"
+    "    elseif m == 'back' then redis.call('RPUSH', ARGV[i + 2], ARGV[i + 4]) end\n"
+    "  end\n"
+    "end\n"
     "return n\n";
+
+#define FINISH_BATCH 64 /* jobs finished by one script call at most */
 
 /* KEYS[1] retry set, KEYS[2] pl:track; ARGV[1] now. Due jobs go to the end
  * taken next. */
@@ -104,11 +113,18 @@ struct inflight {
     int held;    /* taken during a pause (a blocking take returned): sent after it */
 };
 
+/* A job's finishing write: its five arguments of finish_script. */
 typedef struct owed {
-    struct worker *w;
     struct owed *next;
-    rconn_args cmd;
+    rconn_args args;
 } owed;
+
+/* Finishing writes sent together in one call. */
+typedef struct owed_batch {
+    struct worker *w;
+    owed *head;
+    size_t n;
+} owed_batch;
 
 struct worker {
     struct event_base *base;
@@ -122,6 +138,8 @@ struct worker {
     size_t njobs;
     owed *owed_head, *owed_tail;
     size_t nowed, owed_sending;
+    struct event *flush_ev; /* finishing writes of one loop turn go together */
+    int flush_pending;
     int taking, blocking, stopping, closing, started, released, window;
     int recover, recovering; /* a link dropped: reconcile our processing list */
     int64_t auth_until_ms, rate_until_ms;
@@ -141,40 +159,98 @@ static void ignore(redisReply *r, void *priv);
 
 static void flush_owed(worker *w);
 
+static void owed_free(owed *o)
+{
+    rconn_args_free(&o->args);
+    free(o);
+}
+
+/* Puts a chain of writes back at the head of what is owed. */
+static void owed_requeue(worker *w, owed *head)
+{
+    owed *tail = head;
+    while (tail->next)
+        tail = tail->next;
+    tail->next = w->owed_head;
+    w->owed_head = head;
+    if (w->owed_tail == NULL)
+        w->owed_tail = tail;
+}
+
 static void owed_done(redisReply *r, void *priv)
 {
-    owed *o = priv;
-    worker *w = o->w;
+    owed_batch *b = priv;
+    worker *w = b->w;
     w->owed_sending--;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         if (r)
             log_error("redis refused a job update", "error", r->str);
-        /* Try it again when Redis is back: the script does nothing twice. */
-        o->next = NULL;
-        if (w->owed_tail)
-            w->owed_tail->next = o;
-        else
-            w->owed_head = o;
-        w->owed_tail = o;
+        /* Tried again when Redis is back: the script does nothing twice. */
+        owed_requeue(w, b->head);
+        free(b);
         return;
     }
-    rconn_args_free(&o->cmd);
-    free(o);
-    w->nowed--;
+    while (b->head) {
+        owed *o = b->head;
+        b->head = o->next;
+        owed_free(o);
+    }
+    w->nowed -= b->n;
+    free(b);
     take_more(w);
 }
 
+/* Sends what is owed, FINISH_BATCH jobs per call. */
 static void flush_owed(worker *w)
 {
     while (w->owed_head && rconn_ready(w->redis) && !w->closing) {
-        owed *o = w->owed_head;
-        if (rconn_send(w->redis, owed_done, o, &o->cmd) != 0)
-            return;
-        w->owed_head = o->next;
+        owed_batch *b = calloc(1, sizeof(*b));
+        if (b == NULL)
+            return; /* tried again at the next tick */
+        const char *argv[4 + 5 * FINISH_BATCH];
+        size_t lens[4 + 5 * FINISH_BATCH];
+        int argc = 4;
+        argv[0] = "EVAL";
+        lens[0] = 4;
+        argv[1] = finish_script;
+        lens[1] = sizeof(finish_script) - 1;
+        argv[2] = "1";
+        lens[2] = 1;
+        argv[3] = w->processing;
+        lens[3] = strlen(w->processing);
+        owed **link = &b->head;
+        while (w->owed_head && b->n < FINISH_BATCH) {
+            owed *o = w->owed_head;
+            w->owed_head = o->next;
+            o->next = NULL;
+            *link = o;
+            link = &o->next;
+            b->n++;
+            for (int i = 0; i < o->args.argc; i++) {
+                argv[argc] = o->args.argv[i];
+                lens[argc++] = o->args.lens[i];
+            }
+        }
         if (w->owed_head == NULL)
             w->owed_tail = NULL;
+        b->w = w;
+        if (rconn_argv(w->redis, owed_done, b, argc, argv, lens) != 0) {
+            owed_requeue(w, b->head);
+            free(b);
+            return;
+        }
         w->owed_sending++;
     }
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    w->flush_pending = 0;
+    flush_owed(w);
+    take_more(w);
 }
 
 static void unlink_job(inflight *f)
@@ -208,22 +284,16 @@ static void finish(inflight *f, int mode, const char *target, double score, cons
     owed *o = calloc(1, sizeof(*o));
     if (o != NULL) {
         char sc[32];
-        o->w = w;
-        rconn_args_init(&o->cmd);
-        rconn_args_adds(&o->cmd, "EVAL");
-        rconn_args_add(&o->cmd, finish_script, sizeof(finish_script) - 1);
-        rconn_args_adds(&o->cmd, "2");
-        rconn_args_adds(&o->cmd, w->processing);
-        rconn_args_adds(&o->cmd, target ? target : w->track);
-        rconn_args_add(&o->cmd, f->job.raw, f->job.raw_len);
+        rconn_args_init(&o->args);
+        rconn_args_add(&o->args, f->job.raw, f->job.raw_len);
         static const char *const modes[] = {"done", "retry", "dead", "back"};
-        rconn_args_adds(&o->cmd, modes[mode]);
+        rconn_args_adds(&o->args, modes[mode]);
+        rconn_args_adds(&o->args, target ? target : w->track);
         snprintf(sc, sizeof(sc), "%.0f", score);
-        rconn_args_adds(&o->cmd, sc);
-        rconn_args_adds(&o->cmd, value ? value : "");
-        if (o->cmd.failed) {
-            rconn_args_free(&o->cmd);
-            free(o);
+        rconn_args_adds(&o->args, sc);
+        rconn_args_adds(&o->args, value ? value : "");
+        if (o->args.failed) {
+            owed_free(o);
             o = NULL;
         }
     }
@@ -240,7 +310,12 @@ static void finish(inflight *f, int mode, const char *target, double score, cons
         w->nowed++;
     }
     unlink_job(f);
-    flush_owed(w);
+    /* Written at the end of this loop turn, with every other job finished in
+     * it: one script call for all of them. */
+    if (!w->flush_pending && w->owed_head) {
+        w->flush_pending = 1;
+        event_active(w->flush_ev, EV_TIMEOUT, 1);
+    }
     take_more(w);
 }
 
@@ -525,15 +600,15 @@ static void recovered(redisReply *r, void *priv)
             }
         if (mine)
             continue;
-        const char *argv[] = {"EVAL", finish_script, "2", w->processing, w->track,
-                              e->str, "back",        "0", e->str};
+        const char *argv[] = {"EVAL", finish_script, "1", w->processing, e->str,
+                              "back", w->track,      "0", e->str};
         size_t lens[] = {4,
                          sizeof(finish_script) - 1,
                          1,
                          strlen(w->processing),
-                         strlen(w->track),
                          e->len,
                          4,
+                         strlen(w->track),
                          1,
                          e->len};
         rconn_argv(w->redis, ignore, w, 9, argv, lens);
@@ -748,7 +823,9 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
     w->window = o->concurrency;
     mhist_init(&w->forward, metrics_latency_bounds, metrics_latency_nbounds);
     w->tick = evtimer_new(base, tick, w);
+    w->flush_ev = event_new(base, -1, 0, on_flush, w);
     if (w->base_url == NULL || w->id == NULL || w->key_header == NULL || w->tick == NULL ||
+        w->flush_ev == NULL ||
         keys_make(w->track, sizeof(w->track), o->prefix, KEYS_TRACK, NULL) < 0 ||
         keys_make(w->retry, sizeof(w->retry), o->prefix, KEYS_TRACK, ":retry") < 0 ||
         keys_make(w->dead, sizeof(w->dead), o->prefix, KEYS_TRACK, ":dead") < 0 ||
@@ -832,11 +909,12 @@ void worker_free(worker *w)
     while (w->owed_head) {
         owed *o = w->owed_head;
         w->owed_head = o->next;
-        rconn_args_free(&o->cmd);
-        free(o);
+        owed_free(o);
     }
     if (w->tick)
         event_free(w->tick);
+    if (w->flush_ev)
+        event_free(w->flush_ev);
     free(w->base_url);
     free(w->id);
     if (w->key_header) {

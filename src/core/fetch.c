@@ -101,6 +101,7 @@ typedef struct freq {
 typedef struct fsock {
     struct fsock *prev, *next; /* f->socks */
     struct event *ev;
+    short kind; /* what ev watches (EV_READ/EV_WRITE | EV_PERSIST) */
 } fsock;
 
 struct fetcher {
@@ -751,11 +752,14 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
             sock_free(f, fs);
             return -1;
         }
+    } else if (fs->kind == kind) {
+        return 0; /* curl repeated itself: nothing to change */
     } else {
         event_del(fs->ev);
         if (event_assign(fs->ev, f->base, s, kind, on_socket_event, f) != 0)
             return -1;
     }
+    fs->kind = kind;
     return event_add(fs->ev, NULL) == 0 ? 0 : -1;
 }
 

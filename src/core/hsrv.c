@@ -44,6 +44,7 @@ struct hsrv {
     int paused;
     int stopped;
     unsigned long pauses;
+    size_t unsent; /* answer bytes queued on connections, not yet written */
 };
 
 typedef struct hconn {
@@ -89,8 +90,12 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
      * called from its buffers any more. */
     if (hc->in_cb)
         evbuffer_remove_cb_entry(bufferevent_get_input(hc->bev), hc->in_cb);
-    if (hc->out_cb)
-        evbuffer_remove_cb_entry(bufferevent_get_output(hc->bev), hc->out_cb);
+    if (hc->out_cb) {
+        struct evbuffer *out = bufferevent_get_output(hc->bev);
+        size_t left = evbuffer_get_length(out);
+        s->unsent -= left < s->unsent ? left : s->unsent;
+        evbuffer_remove_cb_entry(out, hc->out_cb);
+    }
     hconn_free(hc);
     s->live--;
     update_listener(s);
@@ -117,10 +122,13 @@ static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info,
     }
 }
 
-static void output_added(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+static void output_changed(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)b;
     hconn *hc = arg;
+    hsrv *s = hc->srv;
+    s->unsent += info->n_added;
+    s->unsent -= info->n_deleted < s->unsent ? info->n_deleted : s->unsent;
     if (info->n_added > 0 && hc->armed) {
         evtimer_del(hc->deadline);
         hc->armed = 0;
@@ -149,7 +157,7 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
         return;
     }
     hc->in_cb = evbuffer_add_cb(bufferevent_get_input(hc->bev), input_added, hc);
-    hc->out_cb = evbuffer_add_cb(bufferevent_get_output(hc->bev), output_added, hc);
+    hc->out_cb = evbuffer_add_cb(bufferevent_get_output(hc->bev), output_changed, hc);
     evhttp_connection_set_closecb(evcon, conn_closed, hc);
     bufferevent_decref(hc->bev);
 }
@@ -273,6 +281,11 @@ err:
 int hsrv_port(const hsrv *s)
 {
     return s->port;
+}
+
+size_t hsrv_unsent(const hsrv *s)
+{
+    return s->unsent;
 }
 
 size_t hsrv_conns(const hsrv *s)

@@ -45,6 +45,10 @@ int hsrv_port(const hsrv *s);
 size_t hsrv_conns(const hsrv *s);
 unsigned long hsrv_paused(const hsrv *s);
 
+/* Bytes of answers queued on open connections and not yet written: a
+ * graceful stop waits for 0, so an answer given is an answer sent. */
+size_t hsrv_unsent(const hsrv *s);
+
 /* Stops accepting new connections (for a graceful stop); open ones go on. */
 void hsrv_stop_accepting(hsrv *s);
 

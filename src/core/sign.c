@@ -82,6 +82,15 @@ err:
     return -1;
 }
 
+int sign_check_list(const char *list, char *err, size_t errlen)
+{
+    sign_keys k;
+    if (sign_keys_parse(&k, list, err, errlen) != 0)
+        return -1;
+    sign_keys_free(&k);
+    return 0;
+}
+
 void sign_keys_free(sign_keys *keys)
 {
     for (size_t i = 0; i < keys->n; i++) {

@@ -30,6 +30,10 @@ typedef struct sign_keys {
  * failed. `keys` is untouched on error. */
 int sign_keys_parse(sign_keys *keys, const char *list, char *err, size_t errlen);
 
+/* cfg_check_fn for PLCACHE_WEBHOOK_SECRET: 0 when `list` parses (see
+ * sign_keys_parse), else -1 with the reason in err. */
+int sign_check_list(const char *list, char *err, size_t errlen);
+
 /* Frees the secrets (wiped) and their contexts. */
 void sign_keys_free(sign_keys *keys);
 

@@ -65,15 +65,6 @@ static int check_path(const char *v, char *err, size_t errlen)
     return 0;
 }
 
-static int check_secret(const char *v, char *err, size_t errlen)
-{
-    sign_keys k;
-    if (sign_keys_parse(&k, v, err, errlen) != 0)
-        return -1;
-    sign_keys_free(&k);
-    return 0;
-}
-
 #define S(f) offsetof(settings, f)
 static const cfg_opt opts[] = {
     OPT_REDIS_URL(S(redis_url)),
@@ -82,7 +73,7 @@ static const cfg_opt opts[] = {
      "ADDR", "HTTP listener, host:port"},
     {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path), 0,
      "PATH", "path PromptLayer posts to"},
-    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, check_secret, S(secret), S(secret_file),
+    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, sign_check_list, S(secret), S(secret_file),
      "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
     {"PLCACHE_MAX_BODY", CFG_INT, "1048576", 0, 1, 64L << 20, NULL, S(max_body), 0, "BYTES",
      "largest request body accepted (413 above)"},
@@ -143,7 +134,9 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     app *a = arg;
-    size_t left = ingest_inflight(a->in) + applier_busy(a->apply);
+    /* Deliveries waiting for Redis, events being applied, and answers not yet
+     * written to their sockets. */
+    size_t left = ingest_inflight(a->in) + applier_busy(a->apply) + (hsrv_unsent(a->srv) > 0);
     if (left == 0 || time_mono_us() >= a->drain_deadline_us) {
         if (left > 0) {
             char n[32];

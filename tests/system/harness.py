@@ -643,9 +643,17 @@ class WorkerEnv:
         return list(reversed(self.r("LRANGE", self.key("track"), 0, -1)))
 
     def held(self):
-        """How many jobs the queue, the retry set and processing lists hold."""
-        return (self.r("LLEN", self.key("track")) + self.r("ZCARD", self.key("track:retry"))
-                + sum(self.processing().values()))
+        """How many jobs the queue, the retry set and processing lists hold,
+        counted in one script: a job moving between them (a finish, a
+        promotion) is never counted twice or missed."""
+        script = ("local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])\n"
+                  "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do\n"
+                  "  n = n + redis.call('LLEN', k)\n"
+                  "end\n"
+                  "return n\n")
+        pattern = "".join("\\" + c if c in "\\*?[]" else c
+                          for c in self.key("track:processing:")) + "*"
+        return self.r("EVAL", script, 2, self.key("track"), self.key("track:retry"), pattern)
 
     def settled(self):
         return self.held() == 0

@@ -351,11 +351,12 @@ class Stream(Case):
     settings = {"PLCACHE_EVENTS_MAXLEN": 10, "PLCACHE_CLAIM_IDLE": 1}
     redis_extra = ("--stream-node-max-entries", "4")
 
-    def record(self, event_type, **details):
+    def record(self, event_type, client=None, **details):
         """Appends an event to pl:events the way a receiver does."""
-        return self.e.redis_cmd("XADD", "pl:events", "*", "type", event_type,
-                                "payload", json.dumps(h.event(event_type, **details)),
-                                "received_at", "2026-11-27T00:00:00.000000Z")
+        args = ("XADD", "pl:events", "*", "type", event_type,
+                "payload", json.dumps(h.event(event_type, **details)),
+                "received_at", "2026-11-27T00:00:00.000000Z")
+        return client(*args) if client else self.e.redis_cmd(*args)
 
     def test_a_backlog_longer_than_the_stream_is_applied_in_full(self):
         self.e.api.control("POST", "/_fake/faults",
@@ -380,25 +381,35 @@ class Stream(Case):
         self.wait_cached("Hello", "latest", self.api("Hello", version=2))
         # The applier holds as many events as it may (256) behind one slow
         # fetch, so what comes next stays unread and grows past the hard cap.
+        # (The fetch is held 8 s: enough for a loaded machine to record the
+        # rest while the applier still waits.)
         self.e.api.control("POST", "/_fake/faults",
-                           {"path_prefix": "/prompt-templates/Hello", "count": 1, "delay_ms": 4000})
-        for _ in range(256):
-            self.record("prompt_template_version_created", prompt_template_name="Hello",
-                        prompt_template_id=1, prompt_template_version_number=2)
-        h.wait_until(lambda: self.e.metric("plcache_apply_jobs") >= 256, 10, what="256 jobs held")
-        # A version no receiver will apply: its event is cut before it is read.
-        self.e.api.control("POST", "/_fake/templates/Hello/versions",
-                           {"version": 3, "content": {"n": 3}})
-        self.record("prompt_template_version_created", prompt_template_name="Hello",
-                    prompt_template_id=1, prompt_template_version_number=3)
-        for _ in range(300):
-            self.record("agent_run_finished")
+                           {"path_prefix": "/prompt-templates/Hello", "count": 1, "delay_ms": 8000})
+        c = self.e.redis.client()
+        try:
+            for _ in range(256):
+                self.record("prompt_template_version_created", client=c,
+                            prompt_template_name="Hello", prompt_template_id=1,
+                            prompt_template_version_number=2)
+            h.wait_until(lambda: self.e.metric("plcache_apply_jobs") >= 256, 10,
+                         what="256 jobs held")
+            # A version no receiver will apply: its event is cut before it is read.
+            self.e.api.control("POST", "/_fake/templates/Hello/versions",
+                               {"version": 3, "content": {"n": 3}})
+            self.record("prompt_template_version_created", client=c,
+                        prompt_template_name="Hello", prompt_template_id=1,
+                        prompt_template_version_number=3)
+            for _ in range(300):
+                self.record("agent_run_finished", client=c)
+        finally:
+            c.close()
         h.wait_until(lambda: self.e.metric("plcache_apply_gaps_total") >= 1, 10, what="a gap")
         lost = self.e.metric("plcache_apply_events_lost_total")
         self.assertGreaterEqual(lost, 1)
         self.assertLessEqual(lost, 301)
         self.assertLessEqual(self.e.redis_cmd("XLEN", "pl:events"), 100 + 4)
-        self.wait_cached("Hello", "latest", self.api("Hello", version=3))
+        # Reconciling Hello waits behind its 256 events and the held fetch.
+        self.wait_cached("Hello", "latest", self.api("Hello", version=3), timeout=30)
         h.wait_until(lambda: self.e.metric("plcache_reconcile_runs_total") >= 1, 10,
                      what="a reconciliation")
         self.assertIn("events left pl:events before they were applied", self.e.daemon.log())

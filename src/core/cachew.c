@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/keys.h"
+#include "core/pturl.h"
 
 /* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
  * hash. ARGV[1] channel, ARGV[2] name, ARGV[3] id or "", ARGV[4] old name or
@@ -127,32 +128,12 @@ int cachew_answer(const char *body, size_t len, long long *version, long long *i
             if (version)
                 *version = json_integer_value(n);
             if (id)
-                *id = json_is_integer(i) && json_integer_value(i) >= 0 ? json_integer_value(i)
-                                                                        : -1;
+                *id = json_is_integer(i) && json_integer_value(i) >= 0 ? json_integer_value(i) : -1;
             rc = 0;
         }
     }
     json_decref(o);
     return rc;
-}
-
-static int put_encoded(buf *b, const char *s)
-{
-    static const char hexd[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
-                         *p == '~';
-        if (unreserved) {
-            if (buf_putc(b, (char)*p) != 0)
-                return -1;
-        } else {
-            char e[3] = {'%', hexd[*p >> 4], hexd[*p & 15]};
-            if (buf_append(b, e, 3) != 0)
-                return -1;
-        }
-    }
-    return 0;
 }
 
 int cachew_url(buf *b, const char *base, const char *name, const char *field)
@@ -171,21 +152,5 @@ int cachew_url(buf *b, const char *base, const char *name, const char *field)
     } else if (strcmp(field, "latest") != 0) {
         return 1;
     }
-    size_t start = b->len;
-    size_t blen = strlen(base);
-    while (blen > 0 && base[blen - 1] == '/')
-        blen--;
-    int rc = buf_append(b, base, blen) != 0 || buf_puts(b, "/prompt-templates/") != 0 ||
-             put_encoded(b, name) != 0;
-    if (rc == 0 && version >= 0)
-        rc = buf_printf(b, "?version=%lld", version) != 0;
-    else if (rc == 0 && label)
-        rc = buf_puts(b, "?label=") != 0 || put_encoded(b, label) != 0;
-    if (rc != 0) {
-        b->len = start;
-        if (b->data)
-            b->data[start] = '\0';
-        return -1;
-    }
-    return 0;
+    return pturl_template(b, base, name, label, version);
 }

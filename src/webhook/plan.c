@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pturl.h"
+
 const char *plan_kind_name(plan_kind k)
 {
     static const char *const names[] = {"none",    "version", "label",  "label_delete",
@@ -123,39 +125,11 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     return 0;
 }
 
-static int put_encoded(buf *b, const char *s)
-{
-    static const char hexd[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
-                         *p == '~';
-        if (unreserved) {
-            if (buf_putc(b, (char)*p) != 0)
-                return -1;
-        } else {
-            char e[3] = {'%', hexd[*p >> 4], hexd[*p & 15]};
-            if (buf_append(b, e, 3) != 0)
-                return -1;
-        }
-    }
-    return 0;
-}
-
 int plan_url(buf *b, const char *base, const char *name, plan_selector sel, long long version,
              const char *label)
 {
-    size_t blen = strlen(base);
-    while (blen > 0 && base[blen - 1] == '/')
-        blen--;
-    if (buf_append(b, base, blen) != 0 || buf_puts(b, "/prompt-templates/") != 0 ||
-        put_encoded(b, name) != 0)
-        return -1;
-    if (sel == SEL_VERSION)
-        return buf_printf(b, "?version=%lld", version);
-    if (sel == SEL_LABEL)
-        return buf_puts(b, "?label=") != 0 ? -1 : put_encoded(b, label);
-    return 0;
+    return pturl_template(b, base, name, sel == SEL_LABEL ? label : NULL,
+                          sel == SEL_VERSION ? version : -1);
 }
 
 int plan_field(const char *field, plan_selector *sel, long long *version, const char **label)

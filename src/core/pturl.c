@@ -1,0 +1,44 @@
+/* pturl.c -- the PromptLayer API URL of a template. */
+#include "core/pturl.h"
+
+#include <string.h>
+
+/* RFC 3986 unreserved characters pass as they are; every other byte is %XX. */
+static int put_encoded(buf *b, const char *s)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                    (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
+        if (plain) {
+            if (buf_putc(b, (char)*p) != 0)
+                return -1;
+        } else {
+            char e[3] = {'%', hexd[*p >> 4], hexd[*p & 15]};
+            if (buf_append(b, e, 3) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int pturl_template(buf *b, const char *base, const char *name, const char *label, long long version)
+{
+    size_t start = b->len;
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    int rc = buf_append(b, base, blen) != 0 || buf_puts(b, "/prompt-templates/") != 0 ||
+             put_encoded(b, name) != 0;
+    if (rc == 0 && label != NULL)
+        rc = buf_puts(b, "?label=") != 0 || put_encoded(b, label) != 0;
+    else if (rc == 0 && version >= 0)
+        rc = buf_printf(b, "?version=%lld", version) != 0;
+    if (rc != 0) {
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+        return -1;
+    }
+    return 0;
+}

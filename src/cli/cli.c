@@ -1,0 +1,180 @@
+/* cli.c -- errors, bounded input and blocking Redis for the plcache command. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "core/buf.h"
+#include "core/keys.h"
+
+void cli_error(const cli_ctx *c, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (c && c->cmd)
+        fprintf(stderr, "plcache %s: %s\n", c->cmd, msg);
+    else
+        fprintf(stderr, "plcache: %s\n", msg);
+}
+
+char *cli_read_input(const char *path, size_t *len, char *err, size_t errlen)
+{
+    int from_stdin = path == NULL || strcmp(path, "-") == 0;
+    FILE *f = from_stdin ? stdin : fopen(path, "rb");
+    buf b;
+    char *out = NULL;
+    buf_init(&b, CLI_MAX_INPUT);
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char chunk[65536];
+    for (;;) {
+        size_t n = fread(chunk, 1, sizeof(chunk), f);
+        if (n > 0 && buf_append(&b, chunk, n) != 0) {
+            snprintf(err, errlen, "%s is larger than %u bytes", from_stdin ? "stdin" : path,
+                     CLI_MAX_INPUT);
+            goto done;
+        }
+        if (n < sizeof(chunk)) {
+            if (ferror(f)) {
+                snprintf(err, errlen, "cannot read %s: %s", from_stdin ? "stdin" : path,
+                         strerror(errno));
+                goto done;
+            }
+            break;
+        }
+    }
+    out = buf_steal(&b, len);
+    if (out == NULL)
+        snprintf(err, errlen, "out of memory");
+done:
+    buf_free(&b);
+    if (!from_stdin)
+        fclose(f);
+    return out;
+}
+
+redisContext *cli_redis(const cli_ctx *c)
+{
+    const rurl *u = c->url;
+    long ms = c->set->redis_timeout * 1000;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    char where[300];
+    rurl_describe(u, where, sizeof(where));
+    redisContext *rc = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
+                                  : redisConnectWithTimeout(u->host, u->port, tv);
+    if (rc == NULL) {
+        cli_error(c, "cannot reach Redis at %s: out of memory", where);
+        return NULL;
+    }
+    if (rc->err) {
+        cli_error(c, "cannot reach Redis at %s: %s", where, rc->errstr);
+        goto err;
+    }
+    if (redisSetTimeout(rc, tv) != REDIS_OK) {
+        cli_error(c, "cannot set a timeout on the Redis link");
+        goto err;
+    }
+    const char *av[3];
+    size_t al[3];
+    int n = 0;
+    if (u->password) {
+        av[n] = "AUTH";
+        al[n++] = 4;
+        if (u->user) {
+            av[n] = u->user;
+            al[n++] = strlen(u->user);
+        }
+        av[n] = u->password;
+        al[n++] = strlen(u->password);
+        /* The error Redis answers (WRONGPASS ...) never repeats the password. */
+        redisReply *r = cli_command(c, rc, n, av, al);
+        if (r == NULL)
+            goto err;
+        freeReplyObject(r);
+    }
+    if (u->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", u->db);
+        av[0] = "SELECT";
+        av[1] = db;
+        redisReply *r = cli_command(c, rc, 2, av, NULL);
+        if (r == NULL)
+            goto err;
+        freeReplyObject(r);
+    }
+    return rc;
+err:
+    redisFree(rc);
+    return NULL;
+}
+
+redisReply *cli_command(const cli_ctx *c, redisContext *rc, int argc, const char **argv,
+                        const size_t *lens)
+{
+    size_t ls[64];
+    if (lens == NULL) {
+        if (argc > 64)
+            return NULL;
+        for (int i = 0; i < argc; i++)
+            ls[i] = strlen(argv[i]);
+        lens = ls;
+    }
+    redisReply *r = redisCommandArgv(rc, argc, argv, lens);
+    if (r == NULL) {
+        char where[300];
+        rurl_describe(c->url, where, sizeof(where));
+        cli_error(c, "Redis at %s: %s", where,
+                  strstr(rc->errstr, "temporarily unavailable")
+                      ? "no answer within PLCACHE_REDIS_TIMEOUT"
+                      : (rc->errstr[0] ? rc->errstr : "connection lost"));
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        cli_error(c, "Redis refused %s: %s", argv[0], r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+int cli_key(const cli_ctx *c, char *out, size_t outlen, const char *name, const char *suffix)
+{
+    if (keys_make(out, outlen, c->set->prefix, name, suffix) < 0) {
+        cli_error(c, "key name too long");
+        return -1;
+    }
+    return 0;
+}
+
+int cli_parse_ll(const char *s, long long min, long long max, long long *out)
+{
+    char *end = NULL;
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return 0;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,217 @@
+/* cmd_stats.c -- plcache stats: one JSON object describing the queues,
+ * workers, cache and events (DESIGN.md section 4's keys), read with plain
+ * commands (LLEN, ZCARD, ZRANGE, SCAN, XLEN, XINFO GROUPS). Not a snapshot:
+ * each number is read at its own moment.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cmds.h"
+#include "core/keys.h"
+#include "core/timeutil.h"
+
+typedef int (*stats_key_fn)(const cli_ctx *c, redisContext *rc, const char *key, size_t plen,
+                            void *arg);
+
+/* SCANs every key starting with `pre` (glob characters escaped) of `type`
+ * (NULL: any), calling fn for each. Returns 0, or -1 after printing why. */
+static int stats_scan(const cli_ctx *c, redisContext *rc, const char *pre, const char *type,
+                      stats_key_fn fn, void *arg)
+{
+    char match[1100], cursor[32] = "0";
+    size_t m = 0, plen = strlen(pre);
+    for (const char *p = pre; *p && m + 3 < sizeof(match); p++) {
+        if (strchr("*?[]\\", *p))
+            match[m++] = '\\';
+        match[m++] = *p;
+    }
+    match[m++] = '*';
+    match[m] = '\0';
+    do {
+        const char *av[] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000", "TYPE", type};
+        redisReply *r = cli_command(c, rc, type ? 8 : 6, av, NULL);
+        if (r == NULL)
+            return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING) {
+            freeReplyObject(r);
+            cli_error(c, "unexpected SCAN reply");
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            redisReply *k = keys->element[i];
+            if (k->type == REDIS_REPLY_STRING && k->len >= plen &&
+                fn(c, rc, k->str, plen, arg) != 0) {
+                freeReplyObject(r);
+                return -1;
+            }
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+static int count_key(const cli_ctx *c, redisContext *rc, const char *key, size_t plen, void *arg)
+{
+    (void)c;
+    (void)rc;
+    (void)key;
+    (void)plen;
+    (*(long long *)arg)++;
+    return 0;
+}
+
+static int processing_depth(const cli_ctx *c, redisContext *rc, const char *key, size_t plen,
+                            void *arg)
+{
+    const char *av[] = {"LLEN", key};
+    redisReply *r = cli_command(c, rc, 2, av, NULL);
+    if (r == NULL)
+        return -1;
+    json_object_set_new(arg, key + plen,
+                        json_integer(r->type == REDIS_REPLY_INTEGER ? r->integer : 0));
+    freeReplyObject(r);
+    return 0;
+}
+
+/* One integer command (LLEN, ZCARD, XLEN); -1 after printing why. */
+static long long stats_int(const cli_ctx *c, redisContext *rc, const char *cmd, const char *key)
+{
+    const char *av[] = {cmd, key};
+    redisReply *r = cli_command(c, rc, 2, av, NULL);
+    long long v = -1;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r != NULL)
+        cli_error(c, "unexpected %s reply", cmd);
+    freeReplyObject(r);
+    return v;
+}
+
+static void iso_ms(long long ms, char *out, size_t outlen)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    char day[32] = "";
+    if (gmtime_r(&s, &tm) != NULL)
+        strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%s.%03dZ", day, (int)(ms % 1000));
+}
+
+static json_t *stats_workers(const cli_ctx *c, redisContext *rc, const char *key)
+{
+    const char *av[] = {"ZRANGE", key, "0", "-1", "WITHSCORES"};
+    redisReply *r = cli_command(c, rc, 5, av, NULL);
+    if (r == NULL)
+        return NULL;
+    json_t *out = json_array();
+    long long now = time_now_ms();
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        redisReply *id = r->element[i], *score = r->element[i + 1];
+        if (id->type != REDIS_REPLY_STRING || score->type != REDIS_REPLY_STRING)
+            continue;
+        long long ms = strtoll(score->str, NULL, 10);
+        char when[64];
+        iso_ms(ms, when, sizeof(when));
+        json_array_append_new(out, json_pack("{s:s%, s:s, s:I, s:f}", "id", id->str, id->len,
+                                             "last_heartbeat", when, "last_heartbeat_ms",
+                                             (json_int_t)ms, "age_s", (double)(now - ms) / 1000.0));
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+static json_t *reply_value(const redisReply *v)
+{
+    if (v->type == REDIS_REPLY_INTEGER)
+        return json_integer(v->integer);
+    if (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS)
+        return json_stringn(v->str, v->len);
+    return json_null();
+}
+
+/* XINFO GROUPS: each group's fields as they come (name, consumers, pending,
+ * last-delivered-id, entries-read, lag). No stream: an empty list. */
+static json_t *stats_groups(const cli_ctx *c, redisContext *rc, const char *key)
+{
+    const char *av[] = {"XINFO", "GROUPS", key};
+    size_t al[] = {5, 6, strlen(key)};
+    redisReply *r = redisCommandArgv(rc, 3, av, al);
+    if (r == NULL) {
+        cli_error(c, "Redis: %s", rc->errstr[0] ? rc->errstr : "connection lost");
+        return NULL;
+    }
+    json_t *out = json_array();
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        redisReply *g = r->element[i];
+        json_t *o = json_object();
+        for (size_t j = 0; g->type == REDIS_REPLY_ARRAY && j + 1 < g->elements; j += 2)
+            if (g->element[j]->type == REDIS_REPLY_STRING)
+                json_object_set_new(o, g->element[j]->str, reply_value(g->element[j + 1]));
+        json_array_append_new(out, o);
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+int cmd_stats(const cli_ctx *c, int argc, char **argv)
+{
+    (void)argv;
+    int status = CLI_FAIL;
+    redisContext *rc = NULL;
+    json_t *out = NULL, *processing = json_object();
+    char track[512], retry[512], dead[512], workers[512], proc[512], prompts[512], events[512];
+    if (argc > 1) {
+        cli_error(c, "takes no arguments (see plcache help stats)");
+        status = CLI_USAGE;
+        goto done;
+    }
+    if (cli_key(c, track, sizeof(track), KEYS_TRACK, NULL) != 0 ||
+        cli_key(c, retry, sizeof(retry), KEYS_TRACK, ":retry") != 0 ||
+        cli_key(c, dead, sizeof(dead), KEYS_TRACK, ":dead") != 0 ||
+        cli_key(c, workers, sizeof(workers), KEYS_TRACK, ":workers") != 0 ||
+        cli_key(c, proc, sizeof(proc), KEYS_TRACK, ":processing:") != 0 ||
+        cli_key(c, prompts, sizeof(prompts), KEYS_PROMPT, NULL) != 0 ||
+        cli_key(c, events, sizeof(events), KEYS_EVENTS, NULL) != 0)
+        goto done;
+    rc = cli_redis(c);
+    if (rc == NULL || processing == NULL)
+        goto done;
+    long long queued = stats_int(c, rc, "LLEN", track);
+    long long retrying = queued < 0 ? -1 : stats_int(c, rc, "ZCARD", retry);
+    long long deadn = retrying < 0 ? -1 : stats_int(c, rc, "LLEN", dead);
+    long long evlen = deadn < 0 ? -1 : stats_int(c, rc, "XLEN", events);
+    long long templates = 0;
+    if (evlen < 0 || stats_scan(c, rc, proc, NULL, processing_depth, processing) != 0 ||
+        stats_scan(c, rc, prompts, "hash", count_key, &templates) != 0)
+        goto done;
+    json_t *wk = stats_workers(c, rc, workers);
+    json_t *groups = wk ? stats_groups(c, rc, events) : NULL;
+    if (wk == NULL || groups == NULL) {
+        json_decref(wk);
+        goto done;
+    }
+    out = json_pack("{s:{s:I, s:I, s:I, s:O}, s:o, s:I, s:{s:I, s:o}}", "track", "queued",
+                    (json_int_t)queued, "retry", (json_int_t)retrying, "dead", (json_int_t)deadn,
+                    "processing", processing, "workers", wk, "templates", (json_int_t)templates,
+                    "events", "length", (json_int_t)evlen, "groups", groups);
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    if (text == NULL) {
+        cli_error(c, "out of memory");
+        goto done;
+    }
+    printf("%s\n", text);
+    free(text);
+    status = CLI_OK;
+done:
+    json_decref(out);
+    json_decref(processing);
+    if (rc)
+        redisFree(rc);
+    return status;
+}

@@ -1,0 +1,702 @@
+/* cmd_sync.c -- plcache sync [NAME ...]: warm or refresh the cache from the API.
+ *
+ * Runs on one event loop: an rconn to Redis and a fetcher (curl multi, at most
+ * PLCACHE_FETCH_CONCURRENCY requests in flight, each tried up to 5 times with
+ * backoff). Two phases:
+ *
+ *   names      the NAMEs given; or, with none, every template of the API's
+ *              listing (GET /prompt-templates?page=p&per_page=100; page 1
+ *              first, then the other pages at once) and every template
+ *              already cached (SCAN <prefix>prompt:*), without repeats
+ *   templates  a bounded number at a time, each:
+ *                read   its cached fields and gen (one small Lua call)
+ *                fetch  latest and every cached version:N and label:L
+ *                write  one cachew script (core/cachew.h) with every answer:
+ *                       latest only moves forward, a 404 removes the field
+ *                       (a 404 for latest drops the template), gen bumped
+ *                       and the name published when anything changed; it
+ *                       starts with "ifgen", so if a webhook changed the
+ *                       template meanwhile nothing is written and the
+ *                       template is done again (a few times at most)
+ *
+ * A template's answers are written even when some of its other fetches
+ * failed; each failure is counted and makes the exit status 1.
+ */
+#include <event2/event.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cmds.h"
+#include "core/buf.h"
+#include "core/cachew.h"
+#include "core/fetch.h"
+#include "core/keys.h"
+#include "core/log.h"
+#include "core/rconn.h"
+#include "core/timeutil.h"
+
+#define SYNC_PER_PAGE 100
+#define SYNC_MAX_RETRIES 5   /* a template redone after a concurrent change */
+#define SYNC_ERRORS_SHOWN 20 /* failures printed one by one; the rest counted */
+#define SYNC_TICK_MS 100
+#define SYNC_MAX_URL (64 * 1024)
+
+/* KEYS[1] the template's hash: its field names, id and gen. */
+static const char sync_read_script[] = "return {redis.call('HKEYS', KEYS[1]), "
+                                       "redis.call('HGET', KEYS[1], 'id') or '', "
+                                       "redis.call('HGET', KEYS[1], 'gen') or ''}\n";
+
+typedef struct sync_run sync_run;
+
+typedef struct sync_field {
+    char *field; /* owned: latest, version:N, label:L */
+    long status; /* 0 until answered; -1 not a template */
+    char *body;  /* owned, when 200 */
+    size_t len;
+    long long version, id;
+} sync_field;
+
+typedef struct sync_tpl {
+    sync_run *r;
+    const char *name; /* owned by the run's names */
+    sync_field *f;
+    size_t n, left;
+    long long cached_id;
+    char gen[32];
+    int tries, cached; /* cached: the hash existed when read */
+} sync_tpl;
+
+struct sync_run {
+    const cli_ctx *c;
+    struct event_base *base;
+    rconn *redis;
+    fetcher *fetch;
+    struct event *tick;
+    char *key_header; /* "X-API-KEY: ...", owned */
+    const char *headers[4];
+    char prompt_prefix[512];
+    /* names */
+    char **names;
+    size_t nnames, cap;
+    int named, started, listing_left, scanning, collected;
+    char cursor[32];
+    /* templates */
+    size_t next, active, max_active;
+    /* results */
+    size_t done, refreshed, changed, removed, errors, listed;
+    int64_t deadline_us;
+    int tty, progress_shown, stop, redis_failed, in_more;
+};
+
+static void sync_more(sync_run *r);
+
+static void sync_fail(sync_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sync_fail(sync_run *r, const char *fmt, ...)
+{
+    r->errors++;
+    if (r->errors > SYNC_ERRORS_SHOWN || r->stop)
+        return;
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (r->progress_shown) {
+        fputs("\r\033[K", stderr);
+        r->progress_shown = 0;
+    }
+    cli_error(r->c, "%s", msg);
+}
+
+/* Why an answer failed, for messages (never the body: it may echo a key). */
+static void sync_why(const fetch_result *res, char *out, size_t outlen)
+{
+    if (res->status == 401 || res->status == 403)
+        snprintf(out, outlen, "the API refused PROMPTLAYER_API_KEY (%ld)", res->status);
+    else if (res->status > 0)
+        snprintf(out, outlen, "the API answered %ld", res->status);
+    else
+        snprintf(out, outlen, "no answer from the API (%s) after %d attempts",
+                 res->error[0] ? res->error : "failed", res->attempts);
+}
+
+/* ---- names -------------------------------------------------------------- */
+
+static int add_name(sync_run *r, const char *s, size_t n)
+{
+    if (n == 0 || memchr(s, '\0', n) != NULL)
+        return 0;
+    if (r->nnames == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        char **names = realloc(r->names, cap * sizeof(*names));
+        if (names == NULL)
+            return -1;
+        r->names = names;
+        r->cap = cap;
+    }
+    r->names[r->nnames] = strndup(s, n);
+    if (r->names[r->nnames] == NULL)
+        return -1;
+    r->nnames++;
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the names and drops repeats; then the templates phase starts. */
+static void names_collected(sync_run *r)
+{
+    if (r->collected || r->listing_left > 0 || r->scanning)
+        return;
+    r->collected = 1;
+    if (r->nnames > 1)
+        qsort(r->names, r->nnames, sizeof(*r->names), cmp_name);
+    size_t k = 0;
+    for (size_t i = 0; i < r->nnames; i++) {
+        if (k > 0 && strcmp(r->names[k - 1], r->names[i]) == 0)
+            free(r->names[i]);
+        else
+            r->names[k++] = r->names[i];
+    }
+    r->nnames = k;
+    sync_more(r);
+}
+
+static void list_page(sync_run *r, long long page);
+
+static void listed(const fetch_result *res, void *arg)
+{
+    sync_run *r = arg;
+    r->listing_left--;
+    if (r->stop)
+        return;
+    json_error_t je;
+    json_t *o = res->outcome == FETCH_OK ? json_loadb(res->body, res->len, 0, &je) : NULL;
+    json_t *items = json_object_get(o, "items");
+    if (res->outcome != FETCH_OK || !json_is_array(items)) {
+        char why[300];
+        if (res->outcome == FETCH_OK)
+            snprintf(why, sizeof(why), "an answer without \"items\"");
+        else
+            sync_why(res, why, sizeof(why));
+        sync_fail(r, "listing the templates: %s", why);
+        json_decref(o);
+        names_collected(r);
+        return;
+    }
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it)
+    {
+        json_t *name = json_object_get(it, "prompt_name");
+        if (json_is_string(name)) {
+            if (add_name(r, json_string_value(name), json_string_length(name)) != 0) {
+                sync_fail(r, "out of memory");
+                break;
+            }
+            r->listed++;
+        }
+    }
+    json_t *page = json_object_get(o, "page");
+    json_t *pages = json_object_get(o, "pages");
+    long long p = json_is_integer(page) ? json_integer_value(page) : 0;
+    if (p == 1 && json_is_integer(pages)) {
+        /* Every other page at once; the fetcher keeps the bound. */
+        for (long long q = 2; q <= json_integer_value(pages) && !r->stop; q++)
+            list_page(r, q);
+    } else if (!json_is_integer(pages) && p >= 1 && json_is_true(json_object_get(o, "has_next"))) {
+        list_page(r, p + 1); /* no page count: follow the links */
+    }
+    json_decref(o);
+    names_collected(r);
+}
+
+static void list_page(sync_run *r, long long page)
+{
+    buf url;
+    buf_init(&url, SYNC_MAX_URL);
+    size_t blen = strlen(r->c->set->base_url);
+    while (blen > 0 && r->c->set->base_url[blen - 1] == '/')
+        blen--;
+    if (buf_append(&url, r->c->set->base_url, blen) != 0 ||
+        buf_printf(&url, "/prompt-templates?page=%lld&per_page=%d", page, SYNC_PER_PAGE) != 0 ||
+        fetch_get(r->fetch, url.data, r->headers, NULL, listed, r) != 0)
+        sync_fail(r, "cannot request page %lld of the listing", page);
+    else
+        r->listing_left++;
+    buf_free(&url);
+}
+
+static void scan_more(sync_run *r);
+
+static void scanned(redisReply *rep, void *priv)
+{
+    sync_run *r = priv;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING) {
+        sync_fail(r, "cannot list the cached templates (SCAN): %s",
+                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "Redis unavailable");
+        r->scanning = 0;
+        names_collected(r);
+        return;
+    }
+    snprintf(r->cursor, sizeof(r->cursor), "%s", rep->element[0]->str);
+    size_t plen = strlen(r->prompt_prefix);
+    redisReply *keys = rep->element[1];
+    for (size_t i = 0; i < keys->elements; i++) {
+        redisReply *k = keys->element[i];
+        if (k->type == REDIS_REPLY_STRING && k->len > plen &&
+            add_name(r, k->str + plen, k->len - plen) != 0) {
+            sync_fail(r, "out of memory");
+            break;
+        }
+    }
+    if (strcmp(r->cursor, "0") == 0) {
+        r->scanning = 0;
+        names_collected(r);
+    } else {
+        scan_more(r);
+    }
+}
+
+static void scan_more(sync_run *r)
+{
+    char match[1100];
+    size_t m = 0;
+    for (const char *p = r->prompt_prefix; *p && m + 3 < sizeof(match); p++) {
+        if (strchr("*?[]\\", *p))
+            match[m++] = '\\';
+        match[m++] = *p;
+    }
+    match[m++] = '*';
+    match[m] = '\0';
+    const char *av[] = {"SCAN", r->cursor, "MATCH", match, "COUNT", "1000", "TYPE", "hash"};
+    size_t al[8];
+    for (int i = 0; i < 8; i++)
+        al[i] = strlen(av[i]);
+    if (rconn_argv(r->redis, scanned, r, 8, av, al) != 0) {
+        sync_fail(r, "cannot list the cached templates: Redis unavailable");
+        r->scanning = 0;
+        names_collected(r);
+    }
+}
+
+/* ---- templates ---------------------------------------------------------- */
+
+static void tpl_clear(sync_tpl *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->f[i].field);
+        free(t->f[i].body);
+    }
+    free(t->f);
+    t->f = NULL;
+    t->n = t->left = 0;
+}
+
+static void tpl_done(sync_tpl *t)
+{
+    sync_run *r = t->r;
+    tpl_clear(t);
+    free(t);
+    r->active--;
+    r->done++;
+    sync_more(r);
+}
+
+static void tpl_read(sync_tpl *t);
+
+static void tpl_written(redisReply *rep, void *priv)
+{
+    sync_tpl *t = priv;
+    sync_run *r = t->r;
+    if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
+        sync_fail(r, "%s: cache write failed: %s", t->name,
+                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "Redis unavailable");
+        tpl_done(t);
+        return;
+    }
+    if (rep->integer < 0) {
+        /* The template changed while we fetched: do it again from its new state. */
+        if (++t->tries > SYNC_MAX_RETRIES) {
+            sync_fail(r, "%s: changed under every attempt, left as it is", t->name);
+            tpl_done(t);
+            return;
+        }
+        tpl_clear(t);
+        tpl_read(t);
+        return;
+    }
+    r->changed += (size_t)rep->integer;
+    if (t->f[0].status == 404) {
+        r->removed += t->cached; /* the template, when it was cached */
+    } else {
+        for (size_t i = 0; i < t->n; i++) {
+            if (t->f[i].status == 200)
+                r->refreshed++;
+            else if (t->f[i].status == 404)
+                r->removed++;
+        }
+    }
+    tpl_done(t);
+}
+
+/* Every answer is in: one write with all of them. */
+static void tpl_write(sync_tpl *t)
+{
+    sync_run *r = t->r;
+    const sync_field *latest = &t->f[0]; /* always first */
+    long long id = latest->status == 200 && latest->id >= 0 ? latest->id : t->cached_id;
+    rconn_args c;
+    rconn_args_init(&c);
+    cachew_begin(&c, r->c->set->prefix, t->name, id, NULL);
+    cachew_op(&c, "ifgen", t->gen, strlen(t->gen), "", 0);
+    int ops = 0;
+    if (latest->status == 404) {
+        /* The template is gone: drop it whole. */
+        cachew_op(&c, "drop", "", 0, "", 0);
+        ops++;
+        if (r->named && !t->cached)
+            cli_error(r->c, "%s: no such template at the API", t->name);
+    } else {
+        for (size_t i = 0; i < t->n; i++) {
+            sync_field *f = &t->f[i];
+            char num[32];
+            if (f->status == 404) {
+                cachew_op(&c, "del", f->field, strlen(f->field), "", 0);
+                ops++;
+            } else if (f->status == 200) {
+                snprintf(num, sizeof(num), "%lld", f->version);
+                if (i == 0)
+                    cachew_op(&c, "latest", num, strlen(num), f->body, f->len);
+                else
+                    cachew_op(&c, "set", f->field, strlen(f->field), f->body, f->len);
+                ops++;
+            }
+        }
+    }
+    int rc = ops > 0 && !r->stop ? rconn_send(r->redis, tpl_written, t, &c) : -1;
+    rconn_args_free(&c);
+    if (rc != 0) {
+        if (ops > 0)
+            sync_fail(r, "%s: cache write failed: Redis unavailable", t->name);
+        tpl_done(t);
+    }
+}
+
+typedef struct sync_fetch {
+    sync_tpl *t;
+    size_t idx;
+} sync_fetch;
+
+static void tpl_fetched(const fetch_result *res, void *arg)
+{
+    sync_fetch *sf = arg;
+    sync_tpl *t = sf->t;
+    sync_field *f = &t->f[sf->idx];
+    free(sf);
+    f->status = res->status;
+    if (res->status == 200) {
+        if (cachew_answer(res->body, res->len, &f->version, &f->id) != 0) {
+            f->status = -1;
+            sync_fail(t->r, "%s %s: the API's answer is not a template", t->name, f->field);
+        } else if ((f->body = malloc(res->len + 1)) == NULL) {
+            f->status = -1;
+            sync_fail(t->r, "out of memory");
+        } else {
+            memcpy(f->body, res->body, res->len + 1);
+            f->len = res->len;
+        }
+    } else if (res->status != 404) {
+        char why[300];
+        sync_why(res, why, sizeof(why));
+        sync_fail(t->r, "%s %s: %s", t->name, f->field, why);
+    }
+    if (--t->left == 0)
+        tpl_write(t);
+}
+
+static int tpl_add_field(sync_tpl *t, const char *field, size_t n)
+{
+    sync_field *f = realloc(t->f, (t->n + 1) * sizeof(*f));
+    if (f == NULL)
+        return -1;
+    t->f = f;
+    f = &t->f[t->n];
+    memset(f, 0, sizeof(*f));
+    f->field = strndup(field, n);
+    if (f->field == NULL)
+        return -1;
+    t->n++;
+    return 0;
+}
+
+static void tpl_listed(redisReply *rep, void *priv)
+{
+    sync_tpl *t = priv;
+    sync_run *r = t->r;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_ARRAY) {
+        sync_fail(r, "%s: cannot read the cached fields: %s", t->name,
+                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "Redis unavailable");
+        tpl_done(t);
+        return;
+    }
+    redisReply *fields = rep->element[0], *id = rep->element[1], *gen = rep->element[2];
+    t->cached_id = -1;
+    t->cached = fields->elements > 0;
+    if (id->type == REDIS_REPLY_STRING && id->len > 0)
+        cli_parse_ll(id->str, 0, (1LL << 62), &t->cached_id);
+    snprintf(t->gen, sizeof(t->gen), "%s", gen->type == REDIS_REPLY_STRING ? gen->str : "");
+    int oom = tpl_add_field(t, "latest", 6) != 0;
+    buf url;
+    buf_init(&url, SYNC_MAX_URL);
+    for (size_t i = 0; i < fields->elements && !oom; i++) {
+        redisReply *f = fields->element[i];
+        if (f->type != REDIS_REPLY_STRING || strlen(f->str) != f->len ||
+            strcmp(f->str, "latest") == 0)
+            continue;
+        buf_reset(&url);
+        if (cachew_url(&url, r->c->set->base_url, t->name, f->str) == 0)
+            oom = tpl_add_field(t, f->str, f->len) != 0;
+    }
+    if (oom) {
+        buf_free(&url);
+        sync_fail(r, "out of memory");
+        tpl_done(t);
+        return;
+    }
+    /* Count the fetches first: an answer may come back only from the loop,
+     * but a refused request is settled here. */
+    t->left = t->n;
+    size_t n = t->n;
+    for (size_t i = 0; i < n; i++) {
+        sync_fetch *sf = malloc(sizeof(*sf));
+        buf_reset(&url);
+        int ok = sf != NULL && cachew_url(&url, r->c->set->base_url, t->name, t->f[i].field) == 0 &&
+                 !r->stop;
+        if (ok) {
+            sf->t = t;
+            sf->idx = i;
+            ok = fetch_get(r->fetch, url.data, r->headers, url.data, tpl_fetched, sf) == 0;
+        }
+        if (!ok) {
+            free(sf);
+            t->f[i].status = -1;
+            sync_fail(r, "%s %s: cannot request it (name too long?)", t->name, t->f[i].field);
+            if (--t->left == 0) {
+                buf_free(&url);
+                tpl_write(t);
+                return;
+            }
+        }
+    }
+    buf_free(&url);
+}
+
+static void tpl_read(sync_tpl *t)
+{
+    sync_run *r = t->r;
+    size_t n = strlen(r->prompt_prefix) + strlen(t->name) + 1;
+    char *key = malloc(n);
+    int rc = -1;
+    if (key != NULL) {
+        snprintf(key, n, "%s%s", r->prompt_prefix, t->name);
+        const char *av[] = {"EVAL", sync_read_script, "1", key};
+        size_t al[] = {4, sizeof(sync_read_script) - 1, 1, strlen(key)};
+        rc = r->stop ? -1 : rconn_argv(r->redis, tpl_listed, t, 4, av, al);
+    }
+    free(key);
+    if (rc != 0) {
+        sync_fail(r, "%s: cannot read the cached fields: Redis unavailable", t->name);
+        tpl_done(t);
+    }
+}
+
+/* Starts templates while there is room; ends the loop when all are done. */
+static void sync_more(sync_run *r)
+{
+    /* Not re-entered: a template that ends at once (Redis away) returns
+     * here through tpl_done, and this loop goes on with the next one. */
+    if (!r->collected || r->in_more)
+        return;
+    r->in_more = 1;
+    while (!r->stop && r->active < r->max_active && r->next < r->nnames) {
+        sync_tpl *t = calloc(1, sizeof(*t));
+        if (t == NULL) {
+            sync_fail(r, "out of memory");
+            r->stop = 1;
+            break;
+        }
+        t->r = r;
+        t->name = r->names[r->next++];
+        r->active++;
+        tpl_read(t);
+    }
+    r->in_more = 0;
+    if (r->active == 0 && (r->next >= r->nnames || r->stop))
+        event_base_loopbreak(r->base);
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
+static void sync_start(sync_run *r)
+{
+    r->started = 1;
+    if (r->named) {
+        r->collected = 0;
+        names_collected(r);
+        return;
+    }
+    r->scanning = 1;
+    snprintf(r->cursor, sizeof(r->cursor), "0");
+    list_page(r, 1);
+    scan_more(r);
+}
+
+static void redis_state(int up, void *arg)
+{
+    sync_run *r = arg;
+    if (up && !r->started)
+        sync_start(r);
+}
+
+static void show_progress(sync_run *r)
+{
+    if (!r->tty)
+        return;
+    if (!r->collected)
+        fprintf(stderr, "\rplcache sync: listing, %zu templates so far\033[K", r->nnames);
+    else
+        fprintf(stderr, "\rplcache sync: %zu/%zu templates, %zu errors\033[K", r->done, r->nnames,
+                r->errors);
+    r->progress_shown = 1;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sync_run *r = arg;
+    if (!r->started && time_mono_us() >= r->deadline_us) {
+        char where[300];
+        rurl_describe(r->c->url, where, sizeof(where));
+        cli_error(r->c, "cannot reach Redis at %s within PLCACHE_REDIS_TIMEOUT (%lds)", where,
+                  r->c->set->redis_timeout);
+        r->redis_failed = 1;
+        event_base_loopbreak(r->base);
+        return;
+    }
+    show_progress(r);
+    struct timeval tv = {0, SYNC_TICK_MS * 1000};
+    evtimer_add(r->tick, &tv);
+}
+
+int cmd_sync(const cli_ctx *c, int argc, char **argv)
+{
+    sync_run run;
+    sync_run *r = &run;
+    int status = CLI_USAGE, rest = 0;
+    memset(r, 0, sizeof(*r));
+    r->c = c;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!rest && strcmp(a, "--") == 0) {
+            rest = 1;
+            continue;
+        }
+        if (!rest && a[0] == '-' && a[1] != '\0') {
+            cli_error(c, "unknown option '%.60s' (see plcache help sync)", a);
+            goto done;
+        }
+        if (add_name(r, a, strlen(a)) != 0) {
+            cli_error(c, "out of memory");
+            status = CLI_FAIL;
+            goto done;
+        }
+        r->named = 1;
+    }
+    if (c->set->api_key == NULL) {
+        cli_error(c, "PROMPTLAYER_API_KEY (--promptlayer-api-key) is required by sync");
+        goto done;
+    }
+    status = CLI_FAIL;
+    if (cli_key(c, r->prompt_prefix, sizeof(r->prompt_prefix), KEYS_PROMPT, NULL) != 0)
+        goto done;
+    /* One blocking connect first: a Redis that is away or refuses the password
+     * is said in one line, as by every other command, before any API call. */
+    redisContext *probe = cli_redis(c);
+    if (probe == NULL)
+        goto done;
+    redisFree(probe);
+    size_t hl = strlen(c->set->api_key) + 16;
+    r->key_header = malloc(hl);
+    if (r->key_header == NULL)
+        goto done;
+    snprintf(r->key_header, hl, "X-API-KEY: %s", c->set->api_key);
+    r->headers[0] = r->key_header;
+    r->headers[1] = "Cache-Control: no-cache";
+    r->headers[2] = "Accept: application/json";
+    r->headers[3] = NULL;
+    r->max_active = (size_t)c->set->fetch_concurrency * 2;
+    r->tty = isatty(STDERR_FILENO);
+    signal(SIGPIPE, SIG_IGN);
+    if (fetch_global_init() != 0) {
+        cli_error(c, "cannot initialise libcurl");
+        goto done;
+    }
+    r->base = event_base_new();
+    if (r->base == NULL)
+        goto done;
+    fetch_opts fo = {0};
+    fo.max_inflight = (int)c->set->fetch_concurrency;
+    fo.timeout_ms = c->set->fetch_timeout * 1000;
+    fo.max_pending = 1000000;
+    r->fetch = fetch_new(r->base, &fo);
+    int ms = (int)c->set->redis_timeout * 1000;
+    rconn_opts ro = {ms, ms, 0, 0};
+    r->redis = rconn_new(r->base, c->url, &ro, redis_state, r);
+    r->tick = evtimer_new(r->base, on_tick, r);
+    if (r->fetch == NULL || r->redis == NULL || r->tick == NULL) {
+        cli_error(c, "cannot start (out of memory)");
+        goto done;
+    }
+    r->deadline_us = time_mono_us() + (int64_t)ms * 1000;
+    on_tick(-1, 0, r);
+    event_base_dispatch(r->base);
+    if (r->progress_shown)
+        fputs("\r\033[K", stderr);
+    if (r->redis_failed)
+        goto done;
+    if (r->errors > SYNC_ERRORS_SHOWN)
+        cli_error(c, "%zu more failures not shown", r->errors - SYNC_ERRORS_SHOWN);
+    printf("{\"templates\":%zu,\"refreshed\":%zu,\"changed\":%zu,\"removed\":%zu,\"errors\":%zu}"
+           "\n",
+           r->done, r->refreshed, r->changed, r->removed, r->errors);
+    status = r->errors > 0 ? CLI_FAIL : CLI_OK;
+done:
+    r->stop = 1; /* callbacks still owed (an early end) start nothing new */
+    if (r->tick)
+        event_free(r->tick);
+    fetch_free(r->fetch);
+    rconn_free(r->redis);
+    if (r->base)
+        event_base_free(r->base);
+    fetch_global_cleanup();
+    for (size_t i = 0; i < r->nnames; i++)
+        free(r->names[i]);
+    free(r->names);
+    if (r->key_header) {
+        memset(r->key_header, 0, strlen(r->key_header));
+        free(r->key_header);
+    }
+    return status;
+}

@@ -1,0 +1,231 @@
+/* main.c -- plcache, the command-line tool: settings and dispatch only.
+ *
+ *   plcache [--setting VALUE]... COMMAND [ARGS]
+ *
+ * The settings are the daemons' (DESIGN.md section 2): environment variables
+ * and the same-named long flags, which may come before or after the command.
+ * Each command lives in cmd_<name>.c; their contract is DESIGN.md section 7.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "core/config.h"
+#include "core/options.h"
+#include "core/rurl.h"
+#include "core/sign.h"
+
+#define S(f) offsetof(cli_settings, f)
+static const cfg_opt opts[] = {
+    OPT_REDIS_URL(S(redis_url)),
+    OPT_PREFIX(S(prefix)),
+    /* OPT_API_KEY, but optional: only sync needs it, get reads through with it. */
+    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 0, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
+     "PromptLayer API key (never printed); get reads through with it, sync needs it"},
+    OPT_BASE_URL(S(base_url)),
+    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 0, 0, 0, sign_check_list, S(secret),
+     S(secret_file), "S1[,S2]", "webhook signing secret(s), for sign (the first one signs)"},
+    /* OPT_LOG_LEVEL, but quieter: a command's stderr is for its errors. */
+    {"PLCACHE_LOG_LEVEL", CFG_STRING, "warn", 0, 0, 0, opt_check_log_level, S(log_level), 0,
+     "LEVEL", "debug, info, warn or error"},
+    OPT_REDIS_TIMEOUT(S(redis_timeout)),
+    {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "16", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",
+     "sync: API requests in flight at most"},
+    {"PLCACHE_FETCH_TIMEOUT", CFG_INT, "10", 0, 1, 600, NULL, S(fetch_timeout), 0, "SECONDS",
+     "one API request, connect to last byte (sync tries it up to 5 times)"},
+};
+#undef S
+
+static const cfg_program program = {
+    "plcache",
+    "reads and warms plcache's prompt cache, pushes and repairs log jobs",
+    NULL,
+    opts,
+    sizeof(opts) / sizeof(opts[0]),
+};
+
+static const char commands_help[] =
+    "Commands:\n"
+    "  get NAME [--label L | --version N]  print a prompt's JSON (reads through with a key)\n"
+    "  track [FILE|-]                      push one log job; print the queue's length\n"
+    "  sync [NAME ...]                     refresh cached templates (all when no NAME)\n"
+    "  sign [--secret S] [FILE|-]          print the X-PromptLayer-Signature of a body\n"
+    "  dlq list [N]                        the oldest N (100) dead jobs, one JSON a line\n"
+    "  dlq retry N | --all                 send the oldest N (or all) dead jobs back\n"
+    "  dlq purge                           drop every dead job; print how many\n"
+    "  stats                               queues, workers, cached templates, events\n"
+    "\n"
+    "plcache help COMMAND (or plcache COMMAND --help) tells more about one.\n"
+    "Exit status: 0 done, 1 not found or failed, 2 bad usage or settings.\n";
+
+typedef struct command {
+    const char *name;
+    cli_cmd_fn fn;
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"get", cmd_get,
+     "Usage: plcache get NAME [--label L | --version N]\n\n"
+     "Prints the JSON of template NAME at release label L, version N, or latest\n"
+     "(HGET <prefix>prompt:NAME label:L | version:N | latest) on stdout. On a miss,\n"
+     "when PROMPTLAYER_API_KEY is set, reads through to the API and fills the cache\n"
+     "(one client fetches while others wait for its fill). Exit 1 when not found.\n"},
+    {"track", cmd_track,
+     "Usage: plcache track [FILE|-]\n\n"
+     "Pushes one log job (a JSON object, DESIGN.md section 6) from FILE or stdin\n"
+     "onto <prefix>track and prints the queue's length. Anything but one JSON\n"
+     "object is refused (exit 2).\n"},
+    {"sync", cmd_sync,
+     "Usage: plcache sync [NAME ...]\n\n"
+     "Refreshes latest and every cached label and version of the named templates\n"
+     "from the API, or of every template when no NAME is given (the API's listing\n"
+     "and every template already cached). A 404 removes the field; a 404 for latest\n"
+     "removes the template. Writes go through the applier's Lua script, so they are\n"
+     "safe next to a running plcache-webhook. At most PLCACHE_FETCH_CONCURRENCY\n"
+     "requests in flight. Prints a JSON summary on stdout; a progress line on stderr\n"
+     "when it is a terminal. Needs PROMPTLAYER_API_KEY. Exit 1 if any fetch failed.\n"},
+    {"sign", cmd_sign,
+     "Usage: plcache sign [--secret S] [FILE|-]\n\n"
+     "Prints the X-PromptLayer-Signature PromptLayer would send with the body in\n"
+     "FILE or stdin: the hex HMAC-SHA256 of json.dumps(body, sort_keys=True), the\n"
+     "canonical text (DESIGN.md section 3). The secret is --secret, or the first of\n"
+     "PLCACHE_WEBHOOK_SECRET (or PLCACHE_WEBHOOK_SECRET_FILE). A body that is not\n"
+     "JSON is refused (exit 2).\n"},
+    {"dlq", cmd_dlq,
+     "Usage: plcache dlq list [N]\n"
+     "       plcache dlq retry N | --all\n"
+     "       plcache dlq purge\n\n"
+     "list:  the oldest N (default 100) entries of <prefix>track:dead, oldest first,\n"
+     "       one JSON object a line ({\"job\", \"error\", \"status\", \"attempts\", "
+     "\"failed_at\"}).\n"
+     "retry: moves the original job of the oldest N (or all) dead entries back onto\n"
+     "       <prefix>track, each in one atomic step; prints how many moved.\n"
+     "purge: drops every dead entry; prints how many.\n"},
+    {"stats", cmd_stats,
+     "Usage: plcache stats\n\n"
+     "Prints one JSON object: the depths of the queue, the retry set, the dead list\n"
+     "and every processing list; the workers with their last heartbeat and its age;\n"
+     "the number of cached templates; the events stream's length and its consumer\n"
+     "groups' pending entries and lag.\n"},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void general_help(void)
+{
+    char flag[64];
+    printf("%s %s -- %s\n\nUsage: plcache [--setting VALUE]... COMMAND [ARGS]\n\n%s\n",
+           program.name, PLCACHE_VERSION, program.summary, commands_help);
+    printf("Settings: each is an environment variable and the same-named flag (a flag wins);\n"
+           "a secret may also be given as NAME_FILE=PATH or --name-file PATH.\n\n");
+    for (size_t i = 0; i < program.nopts; i++) {
+        const cfg_opt *o = &program.opts[i];
+        cfg_flag_name(o->env, flag, sizeof(flag));
+        printf("  --%s %s\n      %s", flag, o->metavar, o->env);
+        if (o->def)
+            printf(", default %s", o->def);
+        printf("\n      %s\n", o->help);
+    }
+}
+
+/* 1 when a --flag (without its "--") names a setting (or a secret's file). */
+static int is_setting(const char *arg)
+{
+    char name[64], flag[64];
+    size_t n = strcspn(arg, "=");
+    if (n >= sizeof(name))
+        return 0;
+    memcpy(name, arg, n);
+    name[n] = '\0';
+    for (size_t i = 0; i < program.nopts; i++) {
+        cfg_flag_name(program.opts[i].env, flag, sizeof(flag));
+        size_t fl = strlen(flag);
+        if (strcmp(name, flag) == 0 ||
+            (program.opts[i].type == CFG_SECRET && strncmp(name, flag, fl) == 0 &&
+             strcmp(name + fl, "-file") == 0))
+            return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cli_settings set;
+    rurl url;
+    int status = CLI_USAGE;
+    /* Settings flags go to sargv, the command and its arguments to cargv. */
+    char **sargv = calloc((size_t)argc + 1, sizeof(char *));
+    char **cargv = calloc((size_t)argc + 1, sizeof(char *));
+    int sargc = 1, cargc = 0;
+    memset(&set, 0, sizeof(set));
+    memset(&url, 0, sizeof(url));
+    if (sargv == NULL || cargv == NULL) {
+        fprintf(stderr, "plcache: out of memory\n");
+        status = CLI_FAIL;
+        goto done;
+    }
+    sargv[0] = argv[0];
+    int rest = 0; /* after "--": everything belongs to the command */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!rest && strcmp(a, "--") == 0) {
+            rest = 1;
+            cargv[cargc++] = argv[i];
+        } else if (!rest && strncmp(a, "--", 2) == 0 && is_setting(a + 2)) {
+            sargv[sargc++] = argv[i];
+            if (strchr(a, '=') == NULL && i + 1 < argc)
+                sargv[sargc++] = argv[++i];
+        } else {
+            cargv[cargc++] = argv[i];
+        }
+    }
+    if (cargc == 0) {
+        fprintf(stderr, "plcache: no command given (see plcache --help)\n");
+        goto done;
+    }
+    const char *name = cargv[0];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
+        (strcmp(name, "help") == 0 && cargc == 1)) {
+        general_help();
+        status = CLI_OK;
+        goto done;
+    }
+    if (strcmp(name, "--version") == 0) {
+        printf("plcache %s\n", PLCACHE_VERSION);
+        status = CLI_OK;
+        goto done;
+    }
+    const command *cmd = find_command(strcmp(name, "help") == 0 ? cargv[1] : name);
+    if (cmd == NULL) {
+        const char *what = strcmp(name, "help") == 0 ? cargv[1] : name;
+        fprintf(stderr, "plcache: unknown %s '%.60s' (see plcache --help)\n",
+                what[0] == '-' ? "option" : "command", what);
+        goto done;
+    }
+    if (strcmp(name, "help") == 0 || cli_wants_help(cargc, cargv)) {
+        fputs(cmd->help, stdout);
+        status = CLI_OK;
+        goto done;
+    }
+    if (opt_start(&program, sargc, sargv, &set, &set.log_level, &set.redis_url, &url, &status) != 0)
+        goto done;
+    cli_ctx ctx = {&set, &url, cmd->name};
+    status = cmd->fn(&ctx, cargc, cargv);
+done:
+    rurl_free(&url);
+    cfg_free(&program, &set);
+    free(sargv);
+    free(cargv);
+    return status;
+}

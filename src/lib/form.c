@@ -1,0 +1,97 @@
+/* form.c -- cache field names, API URLs, key names and the job shape check. */
+#include "lib/form.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/pturl.h"
+
+int form_field(char *out, size_t outlen, plcache_select sel, const char *label, long long version)
+{
+    int n = -1;
+    switch (sel) {
+    case PLCACHE_SEL_LATEST:
+        n = snprintf(out, outlen, "latest");
+        break;
+    case PLCACHE_SEL_LABEL:
+        if (label == NULL || label[0] == '\0' ||
+            strnlen(label, FORM_MAX_LABEL + 1) > FORM_MAX_LABEL)
+            return -1;
+        n = snprintf(out, outlen, "label:%s", label);
+        break;
+    case PLCACHE_SEL_VERSION:
+        if (version <= 0)
+            return -1;
+        n = snprintf(out, outlen, "version:%lld", version);
+        break;
+    default:
+        return -1;
+    }
+    if (n < 0 || (size_t)n >= outlen)
+        return -1;
+    return n;
+}
+
+int form_api_url(buf *b, const char *base, const char *name, plcache_select sel, const char *label,
+                 long long version)
+{
+    if (base == NULL || name == NULL || name[0] == '\0')
+        return -1;
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    if (blen == 0)
+        return -1;
+    switch (sel) {
+    case PLCACHE_SEL_LATEST:
+        return pturl_template(b, base, name, NULL, -1);
+    case PLCACHE_SEL_LABEL:
+        if (label == NULL || label[0] == '\0')
+            return -1;
+        return pturl_template(b, base, name, label, -1);
+    case PLCACHE_SEL_VERSION:
+        if (version <= 0)
+            return -1;
+        return pturl_template(b, base, name, NULL, version);
+    default:
+        return -1;
+    }
+}
+
+int form_key(char *out, size_t outlen, const char *prefix, const char *middle, const char *name,
+             const char *field)
+{
+    int n = field != NULL ? snprintf(out, outlen, "%s%s%s:%s", prefix, middle, name, field)
+                          : snprintf(out, outlen, "%s%s%s", prefix, middle, name);
+    if (n < 0 || (size_t)n >= outlen)
+        return -1;
+    return n;
+}
+
+static int json_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+int form_looks_like_object(const char *s, size_t len)
+{
+    if (s == NULL)
+        return 0;
+    size_t i = 0;
+    while (i < len && json_space(s[i]))
+        i++;
+    size_t j = len;
+    while (j > i && json_space(s[j - 1]))
+        j--;
+    /* At least "{}": two characters, the first '{' and the last '}'. */
+    return j - i >= 2 && s[i] == '{' && s[j - 1] == '}';
+}
+
+int form_header_safe(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,50 @@
+/* form.h -- the forms of things libplcache writes: cache field names, API URLs,
+ * key names, and the cheap outer-shape check of a log job.
+ *
+ * Pure functions with no I/O, tested in tests/unit/test_libform.c.
+ */
+#ifndef PLCACHE_LIB_FORM_H
+#define PLCACHE_LIB_FORM_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "plcache.h"
+
+#define FORM_MAX_NAME 1024  /* bytes of a template name (PromptLayer's own bound) */
+#define FORM_MAX_LABEL 1024 /* bytes of a release label */
+#define FORM_MAX_PREFIX 128 /* bytes of PLCACHE_PREFIX */
+/* A field: "label:" + label, or "version:" + 19 digits, plus NUL. */
+#define FORM_FIELD_SIZE (FORM_MAX_LABEL + 8)
+/* A key: prefix + "lease:" + name + ":" + field, plus NUL. */
+#define FORM_KEY_SIZE (FORM_MAX_PREFIX + 8 + FORM_MAX_NAME + 1 + FORM_FIELD_SIZE)
+
+/* Checks the selector arguments of plcache_get (a label of 1..FORM_MAX_LABEL
+ * bytes for PLCACHE_SEL_LABEL, a version > 0 for PLCACHE_SEL_VERSION) and writes the
+ * cache field (`latest`, `label:<l>`, `version:<n>`) into out. Returns the
+ * field's length, or -1 when an argument is bad or out is too small. */
+int form_field(char *out, size_t outlen, plcache_select sel, const char *label, long long version);
+
+/* Appends base (trailing slashes dropped) + "/prompt-templates/" + the
+ * percent-encoded name + "?version=<n>" / "?label=<percent-encoded l>" (no
+ * query for latest) to b. Returns 0, or -1 when b's maximum is passed or an
+ * argument is bad. */
+int form_api_url(buf *b, const char *base, const char *name, plcache_select sel, const char *label,
+                 long long version);
+
+/* Writes prefix + middle + name (+ ":" + field when field is not NULL) into
+ * out. Returns the length, or -1 when it does not fit. */
+int form_key(char *out, size_t outlen, const char *prefix, const char *middle, const char *name,
+             const char *field);
+
+/* 1 when the len bytes at s look like one JSON object: the first character
+ * that is not JSON white space is '{' and the last one is '}'. A cheap guard
+ * against obvious mistakes (an array, a string, an empty text), not a parse:
+ * the worker dead-letters what does not parse. 0 otherwise. */
+int form_looks_like_object(const char *s, size_t len);
+
+/* 1 when s (NUL-terminated) holds no byte below 0x20 nor 0x7f, so it can go
+ * into an HTTP header line; 0 otherwise. */
+int form_header_safe(const char *s);
+
+#endif

@@ -20,6 +20,8 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -109,11 +111,9 @@ static void stop(server *s)
     s->pid = -1;
 }
 
-static pid_t spawn(const char *log, char *const argv[])
+/* In a forked child: output to log, then exec argv; never returns. */
+static void spawn_exec(const char *log, char *const argv[])
 {
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
     prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the test */
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
@@ -123,6 +123,14 @@ static pid_t spawn(const char *log, char *const argv[])
     }
     execvp(argv[0], argv);
     _exit(127);
+}
+
+static pid_t spawn(const char *log, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        spawn_exec(log, argv);
+    return pid;
 }
 
 static redisContext *connect_port(int port)
@@ -331,6 +339,39 @@ static long ctl(const char *method, const char *path, const char *data, char **o
         *out = b.p;
     else
         free(b.p);
+    return status;
+}
+
+/* One request to url (a POST of data with the signature header when sig is
+ * not NULL); returns the status, 0 on failure. */
+static long http_status(const char *method, const char *url, const char *data, const char *sig)
+{
+    long status = 0;
+    body b = {NULL, 0};
+    struct curl_slist *h = NULL;
+    char hdr[128];
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return 0;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)&b);
+    if (sig != NULL) {
+        snprintf(hdr, sizeof(hdr), "X-PromptLayer-Signature: %s", sig);
+        h = curl_slist_append(h, hdr);
+        h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    }
+    if (data != NULL)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, data);
+    if (curl_easy_perform(e) == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    free(b.p);
     return status;
 }
 
@@ -841,6 +882,151 @@ static void test_memory_hit_then_invalidation_drops_it_within_ms(void **state)
     plcache_close(c);
 }
 
+/* ---- with the real receiver ---- */
+
+#define SECRET "whsec_lib_test"
+
+/* Starts plcache-webhook (PLCACHE_WEBHOOK_BIN) on this Redis and fake API;
+ * its port in *port once /healthz answers, within 10 s. */
+static int webhook_start(server *s)
+{
+    const char *bin = getenv("PLCACHE_WEBHOOK_BIN");
+    if (bin == NULL || bin[0] == '\0') {
+        fprintf(stderr, "# PLCACHE_WEBHOOK_BIN is not set: cannot start the receiver\n");
+        return -1;
+    }
+    s->port = free_port();
+    char listen[32], log[160];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
+    snprintf(log, sizeof(log), "%s/webhook.log", g.dir);
+    s->pid = fork();
+    if (s->pid == 0) {
+        setenv("PLCACHE_REDIS_URL", g.redis_url, 1);
+        setenv("PLCACHE_LISTEN", listen, 1);
+        setenv("PLCACHE_WEBHOOK_SECRET", SECRET, 1);
+        setenv("PROMPTLAYER_API_KEY", KEY, 1);
+        setenv("PROMPTLAYER_BASE_URL", g.base, 1);
+        setenv("PLCACHE_RESYNC_INTERVAL", "0", 1);
+        char *argv[] = {(char *)bin, NULL};
+        spawn_exec(log, argv);
+    }
+    if (s->pid < 0)
+        return -1;
+    char url[64];
+    snprintf(url, sizeof(url), "http://%s/healthz", listen);
+    int64_t deadline = now_ms() + 10000;
+    while (now_ms() < deadline) {
+        if (http_status("GET", url, NULL, NULL) == 200)
+            return 0;
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+static server g_wh = {-1, 0}; /* the receiver of the test below */
+
+static int webhook_teardown(void **state)
+{
+    (void)state;
+    stop(&g_wh);
+    return 0;
+}
+
+static void test_memory_cache_follows_a_webhook_applied_by_the_receiver(void **state)
+{
+    (void)state;
+    server *whp = &g_wh;
+    assert_int_equal(webhook_start(whp), 0);
+    server wh = *whp;
+    /* Until the applier waits on the stream (a client blocked in XREADGROUP). */
+    int reading = 0;
+    for (int64_t end = now_ms() + 10000; !reading && now_ms() < end; sleep_ms(10)) {
+        redisReply *r = redisCommand(g.r, "CLIENT LIST");
+        reading = r != NULL && r->type == REDIS_REPLY_STRING && strstr(r->str, "cmd=xreadgroup");
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    assert_true(reading);
+    plcache_options o = opts(KEY);
+    o.memory_entries = 100;
+    plcache *c = open_client(&o);
+    assert_true(wait_usable(c, 1, 5000));
+    /* prod -> version 2: read through, then served from memory. */
+    char *json = get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0);
+    assert_non_null(strstr(json, "\"version\": 2") ? json : strstr(json, "\"version\":2"));
+    plcache_free(json);
+    /* (The fill's own invalidation may drop the first copy: a later get
+     * keeps one.) */
+    plcache_stats st = {0};
+    for (int i = 0; i < 100 && st.memory_hits == 0; i++) {
+        plcache_free(get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0));
+        plcache_get_stats(c, &st);
+        if (st.memory_hits == 0)
+            sleep_ms(10);
+    }
+    assert_true(st.memory_hits >= 1);
+    assert_int_equal(st.memory_entries, 1);
+    /* PromptLayer moves prod to version 1 and says so by webhook. */
+    assert_int_equal(ctl("PUT", "/_fake/templates/Hello/labels/prod", "{\"version\": 1}", NULL),
+                     200);
+    char body[512], sig[65], url[64], stamp[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S.000000", &tm);
+    snprintf(body, sizeof(body),
+             "{\"details\": {\"prompt_template_id\": 1, \"prompt_template_label\": \"prod\", "
+             "\"prompt_template_name\": \"Hello\", \"prompt_template_version_number\": 1}, "
+             "\"event_type\": \"prompt_template_label_moved\", \"timestamp\": \"%s\", "
+             "\"user_id\": 1, \"workspace_id\": 1}",
+             stamp);
+    unsigned char d[32];
+    unsigned int dl = 0;
+    assert_non_null(HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (const unsigned char *)body,
+                         strlen(body), d, &dl));
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(sig + 2 * i, 3, "%02x", d[i]);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/webhooks/promptlayer", wh.port);
+    int64_t t0 = now_us();
+    assert_int_equal(http_status("POST", url, body, sig), 200);
+    /* The applier fetches prod, writes it and publishes the name: the
+     * client's memory entry goes, and the next get reads version 1. */
+    int64_t dropped_us = -1;
+    while (now_us() - t0 < 5000000) {
+        plcache_get_stats(c, &st);
+        if (st.memory_entries == 0) {
+            dropped_us = now_us() - t0;
+            break;
+        }
+        sleep_ms(0);
+    }
+    print_message("# memory entry dropped %.3f ms after the webhook was posted\n",
+                  (double)dropped_us / 1000.0);
+    /* Post, verify, record, read, fetch, write, publish, drop: milliseconds
+     * (8-15 ms measured); 1 s leaves room for a loaded machine. */
+    assert_true(dropped_us >= 0 && dropped_us < 1000000);
+    json = get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0);
+    assert_non_null(strstr(json, "\"version\": 1") ? json : strstr(json, "\"version\":1"));
+    plcache_free(json);
+    plcache_close(c);
+    /* The receiver stops cleanly (exit 0). */
+    kill(wh.pid, SIGTERM);
+    int status = -1;
+    int64_t deadline = now_ms() + 10000;
+    pid_t w = 0;
+    while (w == 0 && now_ms() < deadline) {
+        w = waitpid(wh.pid, &status, WNOHANG);
+        if (w == 0)
+            sleep_ms(10);
+    }
+    if (w == 0) {
+        kill(wh.pid, SIGKILL);
+        waitpid(wh.pid, NULL, 0);
+    }
+    g_wh.pid = -1;
+    assert_true(w == wh.pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_memory_cleared_and_bypassed_while_subscription_is_down(void **state)
 {
     (void)state;
@@ -1175,6 +1361,8 @@ int main(void)
         T(test_waiter_falls_back_to_the_api_without_writing),
         T(test_memory_hit_then_invalidation_drops_it_within_ms),
         T(test_memory_cleared_and_bypassed_while_subscription_is_down),
+        cmocka_unit_test_setup_teardown(test_memory_cache_follows_a_webhook_applied_by_the_receiver,
+                                        setup, webhook_teardown),
         T(test_push_returns_the_queue_length),
         T(test_push_refuses_what_is_not_an_object),
         T(test_redis_down_is_e_redis_with_a_clear_reason),

@@ -55,6 +55,11 @@ char *job_retry_text(const wjob *j, int attempts, const char *nonce);
 char *job_dead_text(const wjob *j, const char *error, long status, int attempts,
                     const char *failed_at);
 
+/* 1 when text is, for certain, one JSON object jansson reads and a bare job
+ * (no top-level "endpoint" or retry key); 0 when jansson must decide. No
+ * allocation; never reads past len. */
+int job_scan_bare(const char *text, size_t len);
+
 /* 1 when endpoint is a path we may post to: starts with '/', not "//", no
  * "..", no scheme, no spaces or control characters, not too long. */
 int job_endpoint_ok(const char *endpoint);

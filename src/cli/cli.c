@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/keys.h"
+#include "core/rsent.h"
 
 void cli_error(const cli_ctx *c, const char *fmt, ...)
 {
@@ -67,7 +68,16 @@ redisContext *cli_redis(const cli_ctx *c)
     const rurl *u = c->url;
     long ms = c->set->redis_timeout * 1000;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    char where[300];
+    char where[300], why[600];
+    rurl node;
+    if (u->is_sentinel) {
+        /* node borrows the URL's user and password: never rurl_free it. */
+        if (rsent_locate(u, (int)ms, &node, why, sizeof(why)) != 0) {
+            cli_error(c, "cannot reach Redis: %s", why);
+            return NULL;
+        }
+        u = &node;
+    }
     rurl_describe(u, where, sizeof(where));
     redisContext *rc = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
                                   : redisConnectWithTimeout(u->host, u->port, tv);
@@ -110,6 +120,10 @@ redisContext *cli_redis(const cli_ctx *c)
         if (r == NULL)
             goto err;
         freeReplyObject(r);
+    }
+    if (u == &node && rsent_check_master(rc, why, sizeof(why)) != 0) {
+        cli_error(c, "Redis at %s: %s", where, why);
+        goto err;
     }
     return rc;
 err:

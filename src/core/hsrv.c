@@ -17,20 +17,35 @@
  * (A pass-through filter bufferevent would count closes too, but libevent
  * 2.1's filter tells evhttp an answer is written when it is only queued, and
  * evhttp then closes the socket under a "Connection: close" answer.)
+ *
+ * HTTPS: with a TLS context set, the bevcb makes an OpenSSL socket
+ * bufferevent in the accepting state instead (as libevent's
+ * sample/https-server.c does). Its input and output buffers hold plaintext,
+ * so the deadline and the unsent-bytes count above work unchanged; the
+ * ciphertext goes straight from SSL_write to the socket. A handshake sends no
+ * plaintext, so the deadline is armed at accept and disarmed when the
+ * handshake is done (OpenSSL's info callback): a client cannot trickle its
+ * handshake for ever either. Each connection's SSL holds a reference on the
+ * context it was made from, so a new context (SIGHUP) serves new connections
+ * while the old ones finish on theirs.
  */
 #include "core/hsrv.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include "core/log.h"
 
 struct hsrv {
     struct event_base *base;
@@ -45,6 +60,7 @@ struct hsrv {
     int stopped;
     unsigned long pauses;
     size_t unsent; /* answer bytes queued on connections, not yet written */
+    SSL_CTX *tls;  /* one reference of ours, or NULL: plain HTTP */
 };
 
 typedef struct hconn {
@@ -54,6 +70,8 @@ typedef struct hconn {
     struct event *deadline;
     struct evbuffer_cb_entry *in_cb, *out_cb;
     int armed;
+    int handshaking; /* TLS: the deadline runs for the handshake */
+    int refuse;      /* TLS wanted but no TLS bufferevent: close at adoption */
 } hconn;
 
 static void update_listener(hsrv *s)
@@ -72,6 +90,16 @@ static void update_listener(hsrv *s)
     }
 }
 
+/* Forgets hc on the connection's SSL (if any), which may outlive hc. */
+static void hconn_detach_ssl(hconn *hc)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(hc->bev);
+    if (ssl != NULL) {
+        SSL_set_info_callback(ssl, NULL);
+        SSL_set_app_data(ssl, NULL);
+    }
+}
+
 static void hconn_free(hconn *hc)
 {
     if (hc->adopt)
@@ -87,7 +115,8 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     hconn *hc = arg;
     hsrv *s = hc->srv;
     /* evhttp frees the bufferevent right after this: nothing of ours may be
-     * called from its buffers any more. */
+     * called from its buffers (or its SSL) any more. */
+    hconn_detach_ssl(hc);
     if (hc->in_cb)
         evbuffer_remove_cb_entry(bufferevent_get_input(hc->bev), hc->in_cb);
     if (hc->out_cb) {
@@ -150,6 +179,7 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     /* bufferevent_free clears the callbacks: no argument means evhttp already
      * gave the connection up (it failed while being set up). */
     if (evcon == NULL || ev == NULL) {
+        hconn_detach_ssl(hc);
         bufferevent_decref(hc->bev);
         s->live--;
         update_listener(s);
@@ -160,6 +190,48 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     hc->out_cb = evbuffer_add_cb(bufferevent_get_output(hc->bev), output_changed, hc);
     evhttp_connection_set_closecb(evcon, conn_closed, hc);
     bufferevent_decref(hc->bev);
+    if (hc->refuse) {
+        /* Never plain HTTP on an HTTPS listener: evhttp closes it now (and
+         * conn_closed frees hc). */
+        bufferevent_trigger_event(hc->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, 0);
+    }
+}
+
+/* OpenSSL's report on a connection's handshake (set on each server SSL). */
+static void tls_info(const SSL *ssl, int where, int ret)
+{
+    hconn *hc = SSL_get_app_data(ssl);
+    if (hc == NULL)
+        return;
+    if ((where & SSL_CB_HANDSHAKE_DONE) && hc->handshaking) {
+        hc->handshaking = 0;
+        if (hc->armed) {
+            evtimer_del(hc->deadline);
+            hc->armed = 0;
+        }
+    }
+    if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && hc->handshaking &&
+        SSL_alert_type_string(ret)[0] == 'F')
+        log_debug("TLS handshake refused", "alert", SSL_alert_desc_string_long(ret));
+}
+
+/* A new TLS bufferevent for an accepted connection, or NULL. */
+static struct bufferevent *tls_bev(hsrv *s, hconn *hc, struct event_base *base)
+{
+    SSL *ssl = SSL_new(s->tls);
+    if (ssl == NULL)
+        return NULL;
+    SSL_set_app_data(ssl, hc);
+    SSL_set_info_callback(ssl, tls_info);
+    /* Frees ssl when it fails, and with the bufferevent otherwise. */
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL)
+        return NULL;
+    /* A client that closes without close_notify is at its end of stream
+     * (evhttp closes either way; this keeps it from looking like an error). */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
 }
 
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
@@ -169,16 +241,30 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
     if (hc == NULL)
         return NULL;
     hc->srv = s;
-    hc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (s->tls != NULL) {
+        hc->bev = tls_bev(s, hc, base);
+        hc->handshaking = hc->bev != NULL;
+        hc->refuse = hc->bev == NULL;
+    }
+    if (hc->bev == NULL)
+        hc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     hc->adopt = event_new(base, -1, 0, adopt, hc);
     hc->deadline = evtimer_new(base, deadline_passed, hc);
     if (hc->bev == NULL || hc->adopt == NULL || hc->deadline == NULL) {
         /* evhttp then makes a plain bufferevent: the connection is served
-         * but not counted. Only happens when memory runs out. */
-        if (hc->bev)
+         * but not counted (with TLS on, a TLS client's handshake is not
+         * HTTP and is refused). Only happens when memory runs out. */
+        if (hc->bev) {
+            hconn_detach_ssl(hc);
             bufferevent_free(hc->bev);
+        }
         hconn_free(hc);
         return NULL;
+    }
+    if (hc->handshaking) {
+        struct timeval tv = {s->opts.request_timeout_s, 0};
+        evtimer_add(hc->deadline, &tv);
+        hc->armed = 1;
     }
     bufferevent_incref(hc->bev);
     event_active(hc->adopt, EV_TIMEOUT, 0);
@@ -298,6 +384,20 @@ unsigned long hsrv_paused(const hsrv *s)
     return s->pauses;
 }
 
+int hsrv_set_tls(hsrv *s, SSL_CTX *ctx)
+{
+    if (ctx != NULL && SSL_CTX_up_ref(ctx) != 1)
+        return -1;
+    SSL_CTX_free(s->tls);
+    s->tls = ctx;
+    return 0;
+}
+
+int hsrv_tls(const hsrv *s)
+{
+    return s->tls != NULL;
+}
+
 void hsrv_stop_accepting(hsrv *s)
 {
     if (s->sock && !s->stopped) {
@@ -314,6 +414,7 @@ void hsrv_free(hsrv *s)
     /* Frees every connection: their close callbacks run now and need s. */
     if (s->http)
         evhttp_free(s->http);
+    SSL_CTX_free(s->tls);
     free(s);
 }
 

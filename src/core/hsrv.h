@@ -11,6 +11,10 @@
  *     (new clients wait in the kernel's backlog) until one closes.
  * The last two are done with a pass-through filter bufferevent under every
  * connection (evhttp_set_bevcb); its free callback counts closes.
+ *
+ * With a TLS context (hsrv_set_tls) the listener speaks HTTPS only: every
+ * connection is an OpenSSL bufferevent, and the request deadline also bounds
+ * the handshake, from accept to its end. The limits above hold unchanged.
  */
 #ifndef PLCACHE_HSRV_H
 #define PLCACHE_HSRV_H
@@ -19,6 +23,7 @@
 
 struct event_base;
 struct evhttp_request;
+struct ssl_ctx_st; /* SSL_CTX */
 typedef struct hsrv hsrv;
 
 typedef struct hsrv_opts {
@@ -48,6 +53,16 @@ unsigned long hsrv_paused(const hsrv *s);
 /* Bytes of answers queued on open connections and not yet written: a
  * graceful stop waits for 0, so an answer given is an answer sent. */
 size_t hsrv_unsent(const hsrv *s);
+
+/* Makes connections accepted from now on use TLS with ctx (see core/tls.h),
+ * or plain HTTP when ctx is NULL; connections already open keep what they
+ * have. Takes its own reference on ctx (the caller keeps and frees its own)
+ * and drops the one on the context it replaces. Returns 0, or -1 when the
+ * reference cannot be taken (nothing changed). Never blocks. */
+int hsrv_set_tls(hsrv *s, struct ssl_ctx_st *ctx);
+
+/* 1 when new connections get TLS, 0 otherwise. */
+int hsrv_tls(const hsrv *s);
 
 /* Stops accepting new connections (for a graceful stop); open ones go on. */
 void hsrv_stop_accepting(hsrv *s);

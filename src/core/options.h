@@ -25,7 +25,9 @@ int opt_check_http_url(const char *value, char *err, size_t errlen);
 #define OPT_REDIS_URL(off)                                                                         \
     {                                                                                              \
         "PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, (off),   \
-            0, "URL", "Redis: redis://[user:pass@]host:port/db or unix:///path.sock?db=N"          \
+            0, "URL",                                                                              \
+            "Redis: redis://[user:pass@]host:port/db, unix:///path.sock?db=N or "                  \
+            "redis-sentinel://[user:pass@]host:port,host:port/master?db=N"                         \
     }
 #define OPT_PREFIX(off)                                                                            \
     {                                                                                              \
@@ -56,6 +58,12 @@ int opt_check_http_url(const char *value, char *err, size_t errlen);
     {                                                                                              \
         "PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, (off), 0, "SECONDS",              \
             "a Redis command unanswered this long drops the link (then reconnect)"                 \
+    }
+#define OPT_MIN_REPLICAS(off)                                                                      \
+    {                                                                                              \
+        "PLCACHE_MIN_REPLICAS", CFG_INT, "0", 0, 0, 100, NULL, (off), 0, "N",                      \
+            "replicas that must hold a write (WAIT, at most half PLCACHE_REDIS_TIMEOUT) before "   \
+            "it is acknowledged"                                                                   \
     }
 
 #endif

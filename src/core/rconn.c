@@ -7,9 +7,20 @@
  * the link always goes through link_lost(), which makes the state DOWN, tells
  * the owner and arms the reconnect timer; hiredis's own disconnect callback and
  * our deliberate drops both end up there, at most once per link.
+ *
+ * With a redis-sentinel:// URL every connect starts with discovery (state
+ * DISCOVER): the sentinels are asked in turn, each on a short-lived async
+ * connection bounded by the connect timeout, for the master's address
+ * (SENTINEL get-master-addr-by-name); the handshake then checks with ROLE that
+ * the node really is the master. The link is dropped, and the master found
+ * again, when it is lost, when a command is refused with -READONLY (the node
+ * was demoted), and when a sentinel publishes +switch-master for our master
+ * (one pub/sub connection to one sentinel at a time, moved to the next one
+ * when it breaks).
  */
 #include "core/rconn.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -20,7 +31,9 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 
-enum rc_state { RC_DOWN, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
+enum rc_state { RC_DOWN, RC_DISCOVER, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
+
+#define PUB_RETRY_MS 1000 /* between attempts at the +switch-master subscription */
 
 struct rconn {
     struct event_base *base;
@@ -39,6 +52,15 @@ struct rconn {
     unsigned long drops;
     int closing;
     int logged_down; /* one warning per outage, not one per retry */
+    /* sentinel discovery (url.is_sentinel) */
+    redisAsyncContext *sac;   /* the sentinel being asked, or NULL */
+    int s_first, s_tried;     /* the sentinel asked first, and how many were asked */
+    int s_found;              /* the last answer gave the master's address */
+    struct event *step_timer; /* the next discovery step, outside hiredis callbacks */
+    redisAsyncContext *pac;   /* SUBSCRIBE +switch-master, or NULL */
+    int p_next, p_up;
+    int64_t p_started_us;
+    struct event *pub_timer;
 };
 
 typedef struct rconn_cmd {
@@ -48,6 +70,8 @@ typedef struct rconn_cmd {
 } rconn_cmd;
 
 static void start_connect(evutil_socket_t fd, short what, void *arg);
+static void connect_data(rconn *c);
+static void drop(rconn *c, const char *why);
 
 static void arm_watch(rconn *c)
 {
@@ -103,13 +127,17 @@ static void drop(rconn *c, const char *why)
 
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    (void)ac;
     rconn_cmd *cmd = privdata;
     rconn *c = cmd->c;
+    redisReply *reply = r;
     c->pending--;
     c->progress_us = time_mono_us();
-    cmd->fn((redisReply *)r, cmd->priv);
+    cmd->fn(reply, cmd->priv);
     free(cmd);
+    /* A demoted master answers writes with -READONLY: find the new one. */
+    if (c->url.is_sentinel && reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "READONLY", 8) == 0 && c->ac == ac)
+        drop(c, "READONLY: the node is a replica now");
 }
 
 static int send_argv(rconn *c, rconn_reply_fn fn, void *priv, int argc, const char **argv,
@@ -142,6 +170,17 @@ static void handshake_step(redisReply *r, void *priv)
         log_error("redis handshake refused", "error", r->str);
         drop(c, "handshake refused");
     }
+}
+
+/* Sentinel mode: the node the sentinels named must say it is the master. */
+static void handshake_role(redisReply *r, void *priv)
+{
+    rconn *c = priv;
+    if (r == NULL || c->state != RC_HANDSHAKE)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master") != 0)
+        drop(c, "not the master (the sentinels' answer is out of date)");
 }
 
 static void handshake_done(redisReply *r, void *priv)
@@ -200,6 +239,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
         al[1] = strlen(dbs);
         ok |= send_argv(c, handshake_step, c, 2, av, al);
     }
+    if (c->url.is_sentinel) {
+        av[0] = "ROLE";
+        al[0] = 4;
+        ok |= send_argv(c, handshake_role, c, 1, av, al);
+    }
     av[0] = "PING";
     al[0] = 4;
     ok |= send_argv(c, handshake_done, c, 1, av, al);
@@ -215,13 +259,227 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     link_lost(c, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "lost"));
 }
 
+/* ---- sentinel discovery --------------------------------------------------- */
+
+static void step_later(rconn *c)
+{
+    struct timeval now = {0, 0};
+    if (!c->closing)
+        evtimer_add(c->step_timer, &now);
+}
+
+static void sentinel_connected(const redisAsyncContext *ac, int status)
+{
+    rconn *c = ac->data;
+    if (c == NULL || c->sac != ac || status == REDIS_OK)
+        return;
+    c->sac = NULL; /* hiredis frees it after this returns */
+    step_later(c);
+}
+
+static void sentinel_disconnected(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    rconn *c = ac->data;
+    if (c == NULL || c->sac != ac)
+        return;
+    c->sac = NULL;
+    step_later(c);
+}
+
+static void sentinel_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn *c = priv;
+    redisReply *rep = r;
+    if (c->sac != ac)
+        return;
+    c->sac = NULL;
+    long port = 0;
+    char *end = NULL;
+    /* A nil reply: this sentinel does not know the master (yet). */
+    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_STRING && rep->element[0]->len < sizeof(c->url.host) &&
+        rep->element[0]->len > 0) {
+        errno = 0;
+        port = strtol(rep->element[1]->str, &end, 10);
+        if (errno == 0 && end != rep->element[1]->str && *end == '\0' && port > 0 && port < 65536) {
+            memcpy(c->url.host, rep->element[0]->str, rep->element[0]->len);
+            c->url.host[rep->element[0]->len] = '\0';
+            c->url.port = (int)port;
+            c->s_found = 1;
+            /* Ask this one first next time. */
+            c->s_first = (c->s_first + c->s_tried - 1) % c->url.nsentinels;
+        }
+    }
+    redisAsyncFree(ac); /* deferred by hiredis until this callback returns */
+    step_later(c);
+}
+
+/* Asks the next sentinel not yet asked in this round; after the last one,
+ * the round failed and a reconnect is scheduled. */
+static void discover_next(rconn *c)
+{
+    while (c->s_tried < c->url.nsentinels) {
+        const rurl_node *n = &c->url.sentinels[(c->s_first + c->s_tried) % c->url.nsentinels];
+        c->s_tried++;
+        redisAsyncContext *ac = redisAsyncConnect(n->host, n->port);
+        if (ac == NULL)
+            continue;
+        const char *argv[] = {"SENTINEL", "get-master-addr-by-name", c->url.master};
+        size_t lens[] = {8, 23, strlen(c->url.master)};
+        ac->data = c;
+        if (ac->err || redisLibeventAttach(ac, c->base) != REDIS_OK ||
+            redisAsyncSetConnectCallback(ac, sentinel_connected) != REDIS_OK ||
+            redisAsyncSetDisconnectCallback(ac, sentinel_disconnected) != REDIS_OK ||
+            redisAsyncCommandArgv(ac, sentinel_reply, c, 3, argv, lens) != REDIS_OK) {
+            redisAsyncFree(ac);
+            continue;
+        }
+        c->sac = ac;
+        c->state = RC_DISCOVER;
+        c->connect_started_us = time_mono_us();
+        arm_watch(c);
+        return;
+    }
+    c->state = RC_DOWN;
+    if (!c->logged_down) {
+        char where[300];
+        rurl_describe(&c->url, where, sizeof(where));
+        log_warn("redis unavailable", "redis", where, "why",
+                 "no sentinel answered with the master's address");
+        c->logged_down = 1;
+    }
+    schedule_reconnect(c);
+}
+
+static void discover_step(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rconn *c = arg;
+    if (c->closing || c->state != RC_DISCOVER || c->sac != NULL)
+        return;
+    if (c->s_found) {
+        c->s_found = 0;
+        connect_data(c);
+        return;
+    }
+    discover_next(c);
+}
+
+/* ---- +switch-master ------------------------------------------------------- */
+
+static void pub_retry(rconn *c)
+{
+    struct timeval tv = {PUB_RETRY_MS / 1000, (PUB_RETRY_MS % 1000) * 1000};
+    if (!c->closing)
+        evtimer_add(c->pub_timer, &tv);
+}
+
+/* The sentinels moved our master: whatever we hold, find it again now. */
+static void master_switched(rconn *c, const char *text)
+{
+    log_info("sentinel: master switched", "master", c->url.master, "change", text);
+    if (c->state == RC_CONNECTING || c->state == RC_HANDSHAKE || c->state == RC_READY) {
+        drop(c, "the sentinels switched the master");
+    } else if (c->state == RC_DOWN && !c->closing) {
+        struct timeval now = {0, 0};
+        c->backoff_ms = c->opts.backoff_min_ms;
+        evtimer_del(c->retry_timer);
+        evtimer_add(c->retry_timer, &now);
+    }
+}
+
+static void pub_message(redisAsyncContext *ac, void *r, void *priv)
+{
+    rconn *c = priv;
+    redisReply *rep = r;
+    if (c->pac != ac || rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        c->p_up = 1;
+        return;
+    }
+    /* "message", "+switch-master", "<name> <old ip> <old port> <new ip> <new port>" */
+    if (strcmp(rep->element[0]->str, "message") != 0 || rep->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *text = rep->element[2]->str;
+    size_t n = strlen(c->url.master);
+    if (strncmp(text, c->url.master, n) == 0 && text[n] == ' ')
+        master_switched(c, text + n + 1);
+}
+
+static void pub_connected(const redisAsyncContext *ac, int status)
+{
+    rconn *c = ac->data;
+    if (c == NULL || c->pac != ac || status == REDIS_OK)
+        return;
+    c->pac = NULL;
+    pub_retry(c);
+}
+
+static void pub_disconnected(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    rconn *c = ac->data;
+    if (c == NULL || c->pac != ac)
+        return;
+    c->pac = NULL;
+    pub_retry(c);
+}
+
+static void pub_start(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rconn *c = arg;
+    if (c->closing || c->pac != NULL)
+        return;
+    const rurl_node *n = &c->url.sentinels[c->p_next++ % c->url.nsentinels];
+    redisAsyncContext *ac = redisAsyncConnect(n->host, n->port);
+    if (ac == NULL) {
+        pub_retry(c);
+        return;
+    }
+    const char *argv[] = {"SUBSCRIBE", "+switch-master"};
+    size_t lens[] = {9, 14};
+    ac->data = c;
+    if (ac->err || redisLibeventAttach(ac, c->base) != REDIS_OK ||
+        redisAsyncSetConnectCallback(ac, pub_connected) != REDIS_OK ||
+        redisAsyncSetDisconnectCallback(ac, pub_disconnected) != REDIS_OK ||
+        redisAsyncCommandArgv(ac, pub_message, c, 2, argv, lens) != REDIS_OK) {
+        redisAsyncFree(ac);
+        pub_retry(c);
+        return;
+    }
+    c->pac = ac;
+    c->p_up = 0;
+    c->p_started_us = time_mono_us();
+    arm_watch(c);
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
 static void start_connect(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     rconn *c = arg;
-    if (c->closing || c->ac != NULL)
+    if (c->closing || c->ac != NULL || c->sac != NULL)
         return;
+    if (c->url.is_sentinel) {
+        c->s_tried = 0;
+        c->s_found = 0;
+        discover_next(c);
+        return;
+    }
+    connect_data(c);
+}
+
+static void connect_data(rconn *c)
+{
     redisAsyncContext *ac = c->url.is_unix ? redisAsyncConnectUnix(c->url.path)
                                            : redisAsyncConnect(c->url.host, c->url.port);
     if (ac == NULL) {
@@ -264,14 +522,28 @@ static void watch(evutil_socket_t fd, short what, void *arg)
     (void)what;
     rconn *c = arg;
     int64_t now = time_mono_us();
-    if ((c->state == RC_CONNECTING || c->state == RC_HANDSHAKE) &&
+    if (c->pac != NULL && !c->p_up &&
+        now - c->p_started_us > (int64_t)c->opts.connect_timeout_ms * 1000) {
+        redisAsyncContext *pac = c->pac;
+        c->pac = NULL;
+        redisAsyncFree(pac);
+        pub_retry(c);
+    }
+    if (c->state == RC_DISCOVER && c->sac != NULL &&
         now - c->connect_started_us > (int64_t)c->opts.connect_timeout_ms * 1000) {
+        redisAsyncContext *sac = c->sac;
+        c->sac = NULL; /* its callbacks, run with NULL now, see it is not ours */
+        redisAsyncFree(sac);
+        step_later(c);
+    } else if ((c->state == RC_CONNECTING || c->state == RC_HANDSHAKE) &&
+               now - c->connect_started_us > (int64_t)c->opts.connect_timeout_ms * 1000) {
         drop(c, "connect timed out");
     } else if (c->state == RC_READY && c->pending > 0 &&
                now - c->progress_us > (int64_t)c->opts.command_timeout_ms * 1000) {
         drop(c, "command timed out");
     }
-    if (c->state == RC_CONNECTING || c->state == RC_HANDSHAKE || c->pending > 0)
+    if (c->state == RC_CONNECTING || c->state == RC_HANDSHAKE || c->pending > 0 ||
+        (c->state == RC_DISCOVER && c->sac != NULL) || (c->pac != NULL && !c->p_up))
         arm_watch(c);
 }
 
@@ -294,13 +566,18 @@ rconn *rconn_new(struct event_base *base, const rurl *url, const rconn_opts *opt
     c->arg = arg;
     c->retry_timer = evtimer_new(base, start_connect, c);
     c->watch_timer = evtimer_new(base, watch, c);
+    c->step_timer = evtimer_new(base, discover_step, c);
+    c->pub_timer = evtimer_new(base, pub_start, c);
     if ((url->user && !c->url.user) || (url->password && !c->url.password) ||
-        c->retry_timer == NULL || c->watch_timer == NULL) {
+        c->retry_timer == NULL || c->watch_timer == NULL || c->step_timer == NULL ||
+        c->pub_timer == NULL || (url->is_sentinel && url->nsentinels < 1)) {
         rconn_free(c);
         return NULL;
     }
     struct timeval now = {0, 0};
     evtimer_add(c->retry_timer, &now);
+    if (c->url.is_sentinel)
+        evtimer_add(c->pub_timer, &now);
     return c;
 }
 
@@ -338,10 +615,24 @@ void rconn_free(rconn *c)
         c->state = RC_DOWN;
         redisAsyncFree(ac);
     }
+    if (c->sac) {
+        redisAsyncContext *ac = c->sac;
+        c->sac = NULL;
+        redisAsyncFree(ac);
+    }
+    if (c->pac) {
+        redisAsyncContext *ac = c->pac;
+        c->pac = NULL;
+        redisAsyncFree(ac);
+    }
     if (c->retry_timer)
         event_free(c->retry_timer);
     if (c->watch_timer)
         event_free(c->watch_timer);
+    if (c->step_timer)
+        event_free(c->step_timer);
+    if (c->pub_timer)
+        event_free(c->pub_timer);
     rurl_free(&c->url);
     free(c);
 }

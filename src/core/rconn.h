@@ -8,6 +8,11 @@
  *     +-----------------+-------------------------+-----------------------+
  *                       lost, or a command unanswered past its timeout
  *
+ * With a redis-sentinel:// URL each connect starts with discovery (DOWN
+ * --timer--> DISCOVER --a sentinel named the master--> CONNECTING), the
+ * handshake also checks ROLE, and a -READONLY reply or a +switch-master from
+ * the sentinels drops the link so that the master is found again.
+ *
  * Reconnects run from a timer with capped, jittered exponential backoff, never
  * inline in a hiredis callback. While the connection is not READY, commands are
  * refused at once (the caller answers 503), so nothing queues without bound.
@@ -39,8 +44,8 @@ typedef struct rconn_opts {
     int backoff_max_ms;     /* default 5000 */
 } rconn_opts;
 
-/* Makes a connection to url (copied; a host name should already be resolved,
- * see rurl_resolve) and starts connecting from the loop. opts may be NULL.
+/* Makes a connection to url (copied; a host name, a sentinel's too, should
+ * already be resolved, see rurl_resolve) and starts connecting from the loop. opts may be NULL.
  * Returns NULL when memory ran out. Never blocks. */
 rconn *rconn_new(struct event_base *base, const rurl *url, const rconn_opts *opts,
                  rconn_state_fn on_state, void *arg);

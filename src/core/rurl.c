@@ -62,6 +62,121 @@ static int parse_db_query(const char *q, rurl *out, char *err, size_t errlen)
     return 0;
 }
 
+/* Reads "[user]:password@" or "password@" at *p (before end), moving *p past
+ * it. Returns 0 (also when there is none), or -1 on a bad escape. */
+static int parse_userinfo(const char **pp, const char *end, rurl *out)
+{
+    const char *p = *pp;
+    const char *at = NULL;
+    for (const char *s = p; s < end; s++)
+        if (*s == '@')
+            at = s;
+    if (at == NULL)
+        return 0;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon) {
+        if (colon > p) {
+            out->user = pct_decode(p, (size_t)(colon - p));
+            if (out->user == NULL)
+                return -1;
+        }
+        out->password = pct_decode(colon + 1, (size_t)(at - colon - 1));
+    } else {
+        out->password = pct_decode(p, (size_t)(at - p));
+    }
+    if (out->password == NULL)
+        return -1;
+    *pp = at + 1;
+    return 0;
+}
+
+/* Parses "host[:port]" or "[v6][:port]" spanning [p, end) into node. */
+static int parse_node(const char *p, const char *end, rurl_node *node, char *err, size_t errlen)
+{
+    const char *hend;
+    if (p < end && *p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(end - p));
+        if (rb == NULL || rb == p + 1 || (size_t)(rb - p - 1) >= sizeof(node->host)) {
+            snprintf(err, errlen, "bad sentinel host");
+            return -1;
+        }
+        memcpy(node->host, p + 1, (size_t)(rb - p - 1));
+        node->host[rb - p - 1] = '\0';
+        hend = rb + 1;
+    } else {
+        hend = p;
+        while (hend < end && *hend != ':')
+            hend++;
+        if (hend == p || (size_t)(hend - p) >= sizeof(node->host)) {
+            snprintf(err, errlen, "missing sentinel host");
+            return -1;
+        }
+        memcpy(node->host, p, (size_t)(hend - p));
+        node->host[hend - p] = '\0';
+    }
+    node->port = 26379;
+    if (hend < end &&
+        (*hend != ':' || parse_int(hend + 1, (size_t)(end - hend - 1), 1, 65535, &node->port))) {
+        snprintf(err, errlen, "sentinel port must be a number from 1 to 65535");
+        return -1;
+    }
+    return 0;
+}
+
+/* redis-sentinel://[auth@]h1[:p1][,h2[:p2]...]/master[?db=N] */
+static int parse_sentinel(const char *url, rurl *out, char *err, size_t errlen)
+{
+    const char *p = url + 17;
+    const char *end = p + strcspn(p, "/?");
+    out->is_sentinel = 1;
+    out->port = 0;
+    if (parse_userinfo(&p, end, out) != 0) {
+        snprintf(err, errlen, "bad percent-escape in user or password");
+        goto err;
+    }
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *nend = comma ? comma : end;
+        if (out->nsentinels == RURL_MAX_SENTINELS) {
+            snprintf(err, errlen, "at most %d sentinels", RURL_MAX_SENTINELS);
+            goto err;
+        }
+        if (parse_node(p, nend, &out->sentinels[out->nsentinels], err, errlen) != 0)
+            goto err;
+        out->nsentinels++;
+        p = comma ? comma + 1 : end;
+        if (comma && p == end) {
+            snprintf(err, errlen, "missing sentinel host");
+            goto err;
+        }
+    }
+    if (out->nsentinels == 0) {
+        snprintf(err, errlen, "expected redis-sentinel://host:port[,host:port]/master");
+        goto err;
+    }
+    const char *name = *end == '/' ? end + 1 : end;
+    size_t n = strcspn(name, "?");
+    if (n == 0 || n >= sizeof(out->master)) {
+        snprintf(err, errlen, "expected the master's name after the sentinels: .../mymaster");
+        goto err;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '/' || ch == '%') {
+            snprintf(err, errlen, "bad character in the master's name");
+            goto err;
+        }
+    }
+    memcpy(out->master, name, n);
+    out->master[n] = '\0';
+    if (name[n] == '?' && parse_db_query(name + n + 1, out, err, errlen) != 0)
+        goto err;
+    return 0;
+err:
+    rurl_free(out);
+    return -1;
+}
+
 int rurl_parse(const char *url, rurl *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
@@ -81,36 +196,18 @@ int rurl_parse(const char *url, rurl *out, char *err, size_t errlen)
             return -1;
         return 0;
     }
-    if (strncmp(url, "redis-sentinel://", 17) == 0) {
-        snprintf(err, errlen, "redis-sentinel:// is not supported by this version");
-        return -1;
-    }
+    if (strncmp(url, "redis-sentinel://", 17) == 0)
+        return parse_sentinel(url, out, err, errlen);
     if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "expected redis://host:port/db or unix:///path.sock");
+        snprintf(err, errlen,
+                 "expected redis://host:port/db, unix:///path.sock or "
+                 "redis-sentinel://host:port[,host:port]/master");
         return -1;
     }
     const char *p = url + 8;
     const char *end = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *s = p; s < end; s++)
-        if (*s == '@')
-            at = s;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p) {
-                out->user = pct_decode(p, (size_t)(colon - p));
-                if (out->user == NULL)
-                    goto bad_auth;
-            }
-            out->password = pct_decode(colon + 1, (size_t)(at - colon - 1));
-        } else {
-            out->password = pct_decode(p, (size_t)(at - p));
-        }
-        if (out->password == NULL)
-            goto bad_auth;
-        p = at + 1;
-    }
+    if (parse_userinfo(&p, end, out) != 0)
+        goto bad_auth;
     const char *hend;
     if (*p == '[') {
         const char *rb = memchr(p, ']', (size_t)(end - p));
@@ -165,17 +262,15 @@ err:
     return -1;
 }
 
-int rurl_resolve(rurl *u, char *err, size_t errlen)
+static int resolve_host(char *host, size_t hostlen, char *err, size_t errlen)
 {
-    if (u->is_unix)
-        return 0;
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(u->host, NULL, &hints, &res);
+    int rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc != 0 || res == NULL) {
-        snprintf(err, errlen, "cannot resolve %s: %s", u->host, gai_strerror(rc));
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
         return -1;
     }
     char ip[INET6_ADDRSTRLEN] = "";
@@ -183,19 +278,39 @@ int rurl_resolve(rurl *u, char *err, size_t errlen)
                            ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
                            : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
     if (inet_ntop(res->ai_family, addr, ip, sizeof(ip)) == NULL) {
-        snprintf(err, errlen, "cannot resolve %s: %s", u->host, strerror(errno));
+        snprintf(err, errlen, "cannot resolve %s: %s", host, strerror(errno));
         freeaddrinfo(res);
         return -1;
     }
     freeaddrinfo(res);
-    snprintf(u->host, sizeof(u->host), "%s", ip);
+    snprintf(host, hostlen, "%s", ip);
     return 0;
+}
+
+int rurl_resolve(rurl *u, char *err, size_t errlen)
+{
+    if (u->is_unix)
+        return 0;
+    if (u->is_sentinel) {
+        for (int i = 0; i < u->nsentinels; i++)
+            if (resolve_host(u->sentinels[i].host, sizeof(u->sentinels[i].host), err, errlen) != 0)
+                return -1;
+        return 0;
+    }
+    return resolve_host(u->host, sizeof(u->host), err, errlen);
 }
 
 void rurl_describe(const rurl *u, char *out, size_t outlen)
 {
     if (u->is_unix)
         snprintf(out, outlen, "unix:%s?db=%d", u->path, u->db);
+    else if (u->is_sentinel && u->host[0] == '\0')
+        snprintf(out, outlen, "sentinel master %s/%d", u->master, u->db);
+    else if (u->is_sentinel && strchr(u->host, ':'))
+        snprintf(out, outlen, "[%s]:%d/%d (sentinel master %s)", u->host, u->port, u->db,
+                 u->master);
+    else if (u->is_sentinel)
+        snprintf(out, outlen, "%s:%d/%d (sentinel master %s)", u->host, u->port, u->db, u->master);
     else if (strchr(u->host, ':'))
         snprintf(out, outlen, "[%s]:%d/%d", u->host, u->port, u->db);
     else

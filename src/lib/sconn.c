@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "core/rsent.h"
+
 static struct timeval tv_of(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -33,6 +35,13 @@ static int setup_cmd(redisContext *ctx, int argc, const char **argv, const char 
 redisContext *sconn_connect(const rurl *url, int timeout_ms, char *err, size_t errlen)
 {
     char where[300];
+    rurl node;
+    if (url->is_sentinel) {
+        /* node borrows url's user and password: never rurl_free it. */
+        if (rsent_locate(url, timeout_ms, &node, err, errlen) != 0)
+            return NULL;
+        url = &node;
+    }
     rurl_describe(url, where, sizeof(where));
     struct timeval tv = tv_of(timeout_ms);
     redisContext *ctx = url->is_unix ? redisConnectUnixWithTimeout(url->path, tv)
@@ -65,6 +74,13 @@ redisContext *sconn_connect(const rurl *url, int timeout_ms, char *err, size_t e
         if (setup_cmd(ctx, 2, argv, what, err, errlen) != 0)
             goto err;
     }
+    if (url == &node) {
+        char why[200];
+        if (rsent_check_master(ctx, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "redis %s: %s", where, why);
+            goto err;
+        }
+    }
     return ctx;
 err:
     redisFree(ctx);
@@ -95,6 +111,12 @@ redisReply *sconn_command(sconn *c, int retry, int argc, const char **argv, cons
         errno = 0;
         redisReply *r = redisCommandArgv(c->ctx, argc, argv, argvlen);
         int saved = errno;
+        if (r != NULL && c->url->is_sentinel && rsent_readonly(r) && retry && attempt == 0) {
+            /* The master was demoted under us: find the new one, once. */
+            freeReplyObject(r);
+            sconn_close(c);
+            continue;
+        }
         if (r != NULL) {
             c->err[0] = '\0';
             return r;

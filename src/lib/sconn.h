@@ -25,7 +25,8 @@ typedef struct sconn {
 
 /* Connects to url within timeout_ms, puts the same timeout on every later read
  * and write, sends AUTH (user and password, or password alone) and SELECT
- * (db != 0). Returns the context (the caller's; redisFree it), or NULL with a
+ * (db != 0). A sentinel URL is located first (rsent_locate) and the node
+ * checked with ROLE. Returns the context (the caller's; redisFree it), or NULL with a
  * reason in err (never the password). Blocks up to about 3 × timeout_ms. */
 redisContext *sconn_connect(const rurl *url, int timeout_ms, char *err, size_t errlen);
 
@@ -40,7 +41,9 @@ int sconn_open(sconn *c);
  * or NULL with c->err set when the connection failed. When the connection
  * turns out broken (closed, reset) and `retry` is set, connects again and
  * sends the command once more; a timeout is never retried (the command may
- * still run, and waiting twice is worse). Blocks up to about 4 × timeout_ms. */
+ * still run, and waiting twice is worse). With a sentinel URL a -READONLY
+ * reply (a demoted master) is retried the same way, through discovery.
+ * Blocks up to about 4 × timeout_ms (more with several sentinels). */
 redisReply *sconn_command(sconn *c, int retry, int argc, const char **argv, const size_t *argvlen);
 
 /* Closes the connection (the next command connects again). */

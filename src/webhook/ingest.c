@@ -13,6 +13,7 @@
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/rwait.h"
 #include "core/timeutil.h"
 #include "webhook/verify.h"
 
@@ -59,6 +60,7 @@ struct ingest {
     long tolerance_s;
     int retry_after_s;
     rconn *redis;
+    rwait *wait; /* NULL when PLCACHE_MIN_REPLICAS is 0 */
     sign_keys keys;
     struct hsrv *srv;
     ingest_metrics_fn more_metrics;
@@ -78,6 +80,7 @@ typedef struct pending {
     struct evhttp_request *req;
     int64_t start_us;
     size_t type_idx;
+    int duplicate;
 } pending;
 
 ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys)
@@ -95,6 +98,13 @@ ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys)
     in->tolerance_s = opts->tolerance_s;
     in->retry_after_s = opts->retry_after_s > 0 ? opts->retry_after_s : 5;
     in->redis = redis;
+    if (opts->min_replicas > 0) {
+        in->wait = rwait_new(redis, opts->min_replicas, opts->wait_timeout_ms);
+        if (in->wait == NULL) {
+            ingest_free(in);
+            return NULL;
+        }
+    }
     in->keys = *keys;
     memset(keys, 0, sizeof(*keys));
     mhist_init(&in->latency, metrics_latency_bounds, metrics_latency_nbounds);
@@ -128,6 +138,7 @@ void ingest_free(ingest *in)
 {
     if (in == NULL)
         return;
+    rwait_free(in->wait);
     sign_keys_free(&in->keys);
     free(in->prefix);
     free(in->path);
@@ -159,26 +170,68 @@ static size_t type_index(const char *type)
     return NTYPES - 1;
 }
 
-static void recorded(redisReply *r, void *priv)
+static void answer_recorded(ingest *in, pending *p)
+{
+    if (p->duplicate)
+        finish(in, p->req, p->start_us, 200, "{\"ok\":true,\"duplicate\":true}");
+    else
+        finish(in, p->req, p->start_us, 200, "{\"ok\":true}");
+}
+
+/* The replicas' verdict on a recorded event (PLCACHE_MIN_REPLICAS > 0). */
+static void replicated(int ok, void *priv)
 {
     pending *p = priv;
     ingest *in = p->in;
     in->inflight--;
+    if (ok) {
+        answer_recorded(in, p);
+    } else {
+        /* Recorded on the primary only: a failover now could lose it, so the
+         * sender is asked to deliver again (the retry is a duplicate). */
+        log_warn("event recorded but not confirmed by enough replicas: answered 503", "type",
+                 known_types[p->type_idx]);
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", in->retry_after_s);
+        evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", ra);
+        finish(in, p->req, p->start_us, 503,
+               "{\"ok\":false,\"error\":\"not confirmed by enough replicas\"}");
+    }
+    free(p);
+}
+
+static void recorded(redisReply *r, void *priv)
+{
+    pending *p = priv;
+    ingest *in = p->in;
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        in->inflight--;
         in->redis_errors++;
         if (r)
             log_error("redis refused the event", "error", r->str);
         answer_unavailable(in, p->req, p->start_us);
-    } else if (r->type == REDIS_REPLY_INTEGER) {
+        free(p);
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER) {
+        p->duplicate = 1;
         in->duplicates++;
         log_info("duplicate event", "type", known_types[p->type_idx]);
-        finish(in, p->req, p->start_us, 200, "{\"ok\":true,\"duplicate\":true}");
     } else {
         in->events[p->type_idx]++;
         log_info("event recorded", "type", known_types[p->type_idx], "id",
                  r->type == REDIS_REPLY_STRING ? r->str : "");
-        finish(in, p->req, p->start_us, 200, "{\"ok\":true}");
     }
+    /* A duplicate waits too: the first delivery may not have been replicated
+     * yet (it may be the one answered 503 for that very reason). */
+    if (in->wait != NULL) {
+        if (rwait_after(in->wait, replicated, p) == 0)
+            return;
+        replicated(0, p);
+        return;
+    }
+    in->inflight--;
+    answer_recorded(in, p);
     free(p);
 }
 
@@ -200,6 +253,7 @@ static void record(ingest *in, struct evhttp_request *req, int64_t start_us, con
     p->req = req;
     p->start_us = start_us;
     p->type_idx = type_index(v->event_type);
+    p->duplicate = 0;
     snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
     time_format_now(now, sizeof(now));
     const char *argv[] = {"EVAL", record_script, "2",  seen_key, in->events_key,
@@ -289,6 +343,10 @@ static void render_metrics(ingest *in, buf *b)
     metrics_header(b, "plcache_redis_errors_total", "counter",
                    "Redis commands that failed or got no answer.");
     metrics_sample(b, "plcache_redis_errors_total", NULL, (double)in->redis_errors);
+    metrics_header(b, "plcache_redis_wait_failures_total", "counter",
+                   "Writes not confirmed by PLCACHE_MIN_REPLICAS replicas in time (answered 503).");
+    metrics_sample(b, "plcache_redis_wait_failures_total", NULL,
+                   in->wait ? (double)rwait_failures(in->wait) : 0);
     metrics_header(b, "plcache_redis_disconnects_total", "counter",
                    "Times the Redis link was lost or dropped.");
     metrics_sample(b, "plcache_redis_disconnects_total", NULL, (double)rconn_drops(in->redis));

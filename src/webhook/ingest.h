@@ -5,7 +5,10 @@
  * Lua script (SET NX EX + XADD MAXLEN ~, atomically), and answered 200 only
  * from that script's reply: never before the event is recorded. Redis is used
  * through rconn, so the loop never blocks; while Redis is away the answer is
- * 503 with Retry-After.
+ * 503 with Retry-After. With min_replicas > 0 the 200 also waits until that
+ * many replicas hold the event (rwait); when they do not in time the event
+ * stays recorded on the primary and the answer is 503 with Retry-After (the
+ * sender's retry is then a duplicate, answered 200 once replicated).
  */
 #ifndef PLCACHE_INGEST_H
 #define PLCACHE_INGEST_H
@@ -24,11 +27,14 @@ typedef struct ingest_opts {
     const char *prefix; /* copied */
     const char *path;   /* copied */
     long tolerance_s;
-    int retry_after_s; /* Retry-After of a 503 */
+    int retry_after_s;   /* Retry-After of a 503 */
+    int min_replicas;    /* PLCACHE_MIN_REPLICAS: 0 answers once recorded */
+    int wait_timeout_ms; /* how long one WAIT for them may take */
 } ingest_opts;
 
 /* Makes a receiver that records through redis (not owned) and verifies with
- * keys (ownership moves to the receiver; keys is emptied). NULL on no memory. */
+ * keys (ownership moves to the receiver; keys is emptied). NULL on no memory.
+ * Free the receiver after redis (rconn_free answers what still waits). */
 ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys);
 
 /* Lets /metrics report the server's connections (not owned; may be NULL). */

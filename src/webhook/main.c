@@ -3,7 +3,9 @@
  * One event_base carries everything: the HTTP listener (hsrv), the Redis link
  * (rconn) and the signals. SIGTERM/SIGINT stop accepting, let the deliveries
  * waiting on Redis finish (at most PLCACHE_SHUTDOWN_TIMEOUT), then exit 0.
- * SIGHUP re-reads the secrets from PLCACHE_WEBHOOK_SECRET_FILE.
+ * SIGHUP re-reads the secrets from PLCACHE_WEBHOOK_SECRET_FILE, and the
+ * certificate and key of PLCACHE_TLS_CERT/PLCACHE_TLS_KEY when the listener
+ * is HTTPS (new connections get the new ones; a bad file keeps the old).
  */
 #include <event2/event.h>
 #include <malloc.h>
@@ -25,6 +27,7 @@
 #include "core/rurl.h"
 #include "core/sign.h"
 #include "core/timeutil.h"
+#include "core/tls.h"
 #include "core/fetch.h"
 #include "webhook/apply.h"
 #include "webhook/ingest.h"
@@ -36,6 +39,8 @@ typedef struct settings {
     char *path;
     char *secret;
     char *secret_file;
+    char *tls_cert;
+    char *tls_key;
     long max_body;
     long tolerance;
     long shutdown_timeout;
@@ -53,6 +58,7 @@ typedef struct settings {
     long fetch_timeout;
     long claim_idle;
     long events_maxlen;
+    long min_replicas;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -71,6 +77,10 @@ static const cfg_opt opts[] = {
     OPT_PREFIX(S(prefix)),
     {"PLCACHE_LISTEN", CFG_STRING, "127.0.0.1:8080", 0, 0, 0, cfg_check_listen, S(listen), 0,
      "ADDR", "HTTP listener, host:port"},
+    {"PLCACHE_TLS_CERT", CFG_STRING, NULL, 0, 0, 0, NULL, S(tls_cert), 0, "PATH",
+     "PEM certificate (then its chain): the listener speaks HTTPS only; needs PLCACHE_TLS_KEY"},
+    {"PLCACHE_TLS_KEY", CFG_STRING, NULL, 0, 0, 0, NULL, S(tls_key), 0, "PATH",
+     "PEM private key of PLCACHE_TLS_CERT, without passphrase (never logged)"},
     {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path), 0,
      "PATH", "path PromptLayer posts to"},
     {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, sign_check_list, S(secret),
@@ -103,6 +113,7 @@ static const cfg_opt opts[] = {
     {"PLCACHE_EVENTS_MAXLEN", CFG_INT, "100000", 0, 10, 100000000L, NULL, S(events_maxlen), 0, "N",
      "pl:events is trimmed near this many entries, never of events not yet applied "
      "unless it grows to 10 times as many"},
+    OPT_MIN_REPLICAS(S(min_replicas)),
 };
 #undef S
 
@@ -110,7 +121,8 @@ static const cfg_program program = {
     "plcache-webhook",
     "receives PromptLayer webhooks, verifies them and records them in Redis",
     "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics.\n"
-    "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE.\n",
+    "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
+    "and the TLS files.\n",
     opts,
     sizeof(opts) / sizeof(opts[0]),
 };
@@ -193,12 +205,61 @@ static void render_more(buf *b, void *arg)
     metrics_sample(b, "plcache_api_inflight", NULL, (double)fetch_inflight(a->fetch));
 }
 
+/* 1 when both TLS files are given, 0 when neither; -1 with err naming the
+ * missing one. */
+static int tls_wanted(const settings *set, char *err, size_t errlen)
+{
+    int cert = set->tls_cert != NULL && set->tls_cert[0] != '\0';
+    int key = set->tls_key != NULL && set->tls_key[0] != '\0';
+    if (cert != key) {
+        snprintf(err, errlen, "%s is required with %s",
+                 cert ? "PLCACHE_TLS_KEY (--tls-key)" : "PLCACHE_TLS_CERT (--tls-cert)",
+                 cert ? "PLCACHE_TLS_CERT" : "PLCACHE_TLS_KEY");
+        return -1;
+    }
+    return cert;
+}
+
+/* A new server TLS context from the settings' files (see tls_ctx_new). */
+static struct ssl_ctx_st *tls_load(const settings *set, char *err, size_t errlen)
+{
+    tls_files f = {set->tls_cert, set->tls_key, "PLCACHE_TLS_CERT (--tls-cert)",
+                   "PLCACHE_TLS_KEY (--tls-key)"};
+    return tls_ctx_new(&f, err, errlen);
+}
+
+static void tls_log(struct ssl_ctx_st *ctx, const char *msg)
+{
+    char subject[256], not_after[32];
+    int expired = tls_describe(ctx, subject, sizeof(subject), not_after, sizeof(not_after));
+    log_info(msg, "subject", subject, "not_after", not_after);
+    if (expired)
+        log_warn("TLS certificate has expired", "subject", subject, "not_after", not_after);
+}
+
+/* SIGHUP: a new TLS context for new connections, or the old one kept. */
+static void reload_tls(app *a)
+{
+    char err[512];
+    struct ssl_ctx_st *ctx = tls_load(&a->set, err, sizeof(err));
+    if (ctx == NULL || hsrv_set_tls(a->srv, ctx) != 0) {
+        log_error("SIGHUP: TLS files not reloaded, the old certificate stays", "why",
+                  ctx ? "out of memory" : err);
+        tls_ctx_free(ctx);
+        return;
+    }
+    tls_log(ctx, "SIGHUP: TLS certificate and key reloaded");
+    tls_ctx_free(ctx);
+}
+
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
     app *a = arg;
     char err[300];
+    if (hsrv_tls(a->srv))
+        reload_tls(a);
     int rc =
         cfg_reload_secret(cfg_find(&program, "PLCACHE_WEBHOOK_SECRET"), &a->set, err, sizeof(err));
     if (rc == 1) {
@@ -243,6 +304,7 @@ int main(int argc, char **argv)
     int status = 2;
     rurl url = {0};
     sign_keys keys = {0};
+    struct ssl_ctx_st *tls = NULL;
     struct event *sigs[4] = {NULL, NULL, NULL, NULL};
     memset(&a, 0, sizeof(a));
 
@@ -254,6 +316,13 @@ int main(int argc, char **argv)
         goto done;
     }
     if (check_fd_limit(a.set.max_conns, err, sizeof(err)) != 0) {
+        fprintf(stderr, "plcache-webhook: %s\n", err);
+        goto done;
+    }
+    int want_tls = tls_wanted(&a.set, err, sizeof(err));
+    if (want_tls == 1)
+        tls = tls_load(&a.set, err, sizeof(err));
+    if (want_tls < 0 || (want_tls == 1 && tls == NULL)) {
         fprintf(stderr, "plcache-webhook: %s\n", err);
         goto done;
     }
@@ -276,7 +345,13 @@ int main(int argc, char **argv)
     char keyn[16];
     rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
     a.redis = rconn_new(a.base, &url, &ro, NULL, NULL);
-    ingest_opts io = {a.set.prefix, a.set.path, a.set.tolerance, 5};
+    /* WAIT must end well before the command timeout drops the link. */
+    ingest_opts io = {a.set.prefix,
+                      a.set.path,
+                      a.set.tolerance,
+                      5,
+                      (int)a.set.min_replicas,
+                      (int)a.set.redis_timeout * 500};
     snprintf(keyn, sizeof(keyn), "%zu", keys.n);
     a.in = a.redis ? ingest_new(&io, a.redis, &keys) : NULL;
     if (a.in == NULL) {
@@ -296,6 +371,13 @@ int main(int argc, char **argv)
         goto done;
     }
     ingest_set_server(a.in, a.srv);
+    if (tls != NULL) {
+        if (hsrv_set_tls(a.srv, tls) != 0) {
+            log_error("out of memory");
+            goto done;
+        }
+        tls_log(tls, "HTTPS on the listener");
+    }
 
     /* The applier: its own connection for the blocking reads, the fetcher. */
     rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 2000, 0, 0};
@@ -365,6 +447,7 @@ done:
     if (a.base)
         event_base_free(a.base);
     sign_keys_free(&keys);
+    tls_ctx_free(tls);
     rurl_free(&url);
     cfg_free(&program, &a.set);
     fetch_global_cleanup();

@@ -46,6 +46,7 @@ typedef struct settings {
     long retry_max_ms;
     long forward_timeout;
     long redis_timeout;
+    long min_replicas;
 } settings;
 
 static int check_id(const char *v, char *err, size_t errlen)
@@ -90,6 +91,7 @@ static const cfg_opt opts[] = {
     {"PLCACHE_FORWARD_TIMEOUT", CFG_INT, "30", 0, 1, 3600, NULL, S(forward_timeout), 0, "SECONDS",
      "one request to PromptLayer, connect to last byte"},
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
+    OPT_MIN_REPLICAS(S(min_replicas)),
 };
 #undef S
 
@@ -251,7 +253,9 @@ int main(int argc, char **argv)
                       a.set.heartbeat_timeout * 1000,
                       a.set.auth_pause * 1000,
                       a.set.retry_base_ms,
-                      a.set.retry_max_ms};
+                      a.set.retry_max_ms,
+                      (int)a.set.min_replicas,
+                      (int)a.set.redis_timeout * 500};
     a.w = a.redis && a.block && a.fetch ? worker_new(a.base, &wo, a.redis, a.block, a.fetch) : NULL;
     if (a.w == NULL) {
         log_error("cannot start (out of memory)");

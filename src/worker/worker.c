@@ -23,6 +23,9 @@
  * a lost reply does nothing twice, and a job a reaper already returned to
  * pl:track is not also retried or dead-lettered. While Redis is away, finished
  * jobs wait in memory (at most the concurrency) and are written when it is back.
+ * With min_replicas > 0 a finishing write counts (and leaves memory) only once
+ * WAIT says that many replicas hold it; otherwise it is written again later,
+ * which the script makes harmless, and no job is taken meanwhile.
  */
 #include "worker/worker.h"
 
@@ -34,6 +37,7 @@
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/rwait.h"
 #include "core/timeutil.h"
 #include "worker/job.h"
 
@@ -117,6 +121,7 @@ struct inflight {
 typedef struct owed {
     struct owed *next;
     rconn_args args;
+    int done; /* counted in plcache_worker_jobs_total{result="done"} once written */
 } owed;
 
 /* Finishing writes sent together in one call. */
@@ -129,6 +134,7 @@ typedef struct owed_batch {
 struct worker {
     struct event_base *base;
     rconn *redis, *block;
+    rwait *wait; /* NULL when min_replicas is 0 */
     fetcher *fetch;
     char *base_url, *id, *key_header;
     char track[256], processing[512], processing_prefix[256], retry[256], dead[256], workers[256];
@@ -142,6 +148,7 @@ struct worker {
     int flush_pending;
     int taking, blocking, stopping, closing, started, released, window;
     int recover, recovering; /* a link dropped: reconcile our processing list */
+    int wait_logged;         /* one warning per replica shortfall */
     int64_t auth_until_ms, rate_until_ms;
     int64_t last_promote, last_heartbeat, last_reap, last_depth;
     unsigned long nonce;
@@ -177,27 +184,63 @@ static void owed_requeue(worker *w, owed *head)
         w->owed_tail = tail;
 }
 
-static void owed_done(redisReply *r, void *priv)
+/* A batch of finishing writes is complete: it leaves memory. */
+static void owed_complete(worker *w, owed_batch *b)
 {
-    owed_batch *b = priv;
-    worker *w = b->w;
     w->owed_sending--;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        if (r)
-            log_error("redis refused a job update", "error", r->str);
-        /* Tried again when Redis is back: the script does nothing twice. */
-        owed_requeue(w, b->head);
-        free(b);
-        return;
-    }
     while (b->head) {
         owed *o = b->head;
         b->head = o->next;
+        if (o->done)
+            w->done++;
         owed_free(o);
     }
     w->nowed -= b->n;
     free(b);
     take_more(w);
+}
+
+static void owed_retry(worker *w, owed_batch *b)
+{
+    w->owed_sending--;
+    /* Tried again at the next tick: the script does nothing twice. */
+    owed_requeue(w, b->head);
+    free(b);
+}
+
+/* The replicas' verdict on a batch (min_replicas > 0). */
+static void owed_replicated(int ok, void *priv)
+{
+    owed_batch *b = priv;
+    worker *w = b->w;
+    if (ok) {
+        w->wait_logged = 0;
+        owed_complete(w, b);
+        return;
+    }
+    if (!w->wait_logged && !w->closing) {
+        log_warn("job updates not confirmed by enough replicas: kept, written again later");
+        w->wait_logged = 1;
+    }
+    owed_retry(w, b);
+}
+
+static void owed_done(redisReply *r, void *priv)
+{
+    owed_batch *b = priv;
+    worker *w = b->w;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        if (r)
+            log_error("redis refused a job update", "error", r->str);
+        owed_retry(w, b);
+        return;
+    }
+    if (w->wait != NULL) {
+        if (rwait_after(w->wait, owed_replicated, b) != 0)
+            owed_retry(w, b);
+        return;
+    }
+    owed_complete(w, b);
 }
 
 /* Sends what is owed, FINISH_BATCH jobs per call. */
@@ -292,6 +335,7 @@ static void finish(inflight *f, int mode, const char *target, double score, cons
         snprintf(sc, sizeof(sc), "%.0f", score);
         rconn_args_adds(&o->args, sc);
         rconn_args_adds(&o->args, value ? value : "");
+        o->done = mode == FIN_DONE;
         if (o->args.failed) {
             owed_free(o);
             o = NULL;
@@ -388,8 +432,7 @@ static void answered(const fetch_result *r, void *arg)
             send_step(f);
             return;
         }
-        w->done++;
-        finish(f, FIN_DONE, NULL, 0, NULL);
+        finish(f, FIN_DONE, NULL, 0, NULL); /* counted once written */
         return;
     }
     if (st == 401 || st == 403) {
@@ -821,6 +864,13 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
         snprintf(w->key_header, hl, "X-API-KEY: %s", o->api_key);
     w->o.prefix = w->o.base_url = w->o.api_key = w->o.id = NULL;
     w->window = o->concurrency;
+    if (o->min_replicas > 0) {
+        w->wait = rwait_new(redis, o->min_replicas, o->wait_timeout_ms);
+        if (w->wait == NULL) {
+            worker_free(w);
+            return NULL;
+        }
+    }
     mhist_init(&w->forward, metrics_latency_bounds, metrics_latency_nbounds);
     w->tick = evtimer_new(base, tick, w);
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
@@ -900,6 +950,9 @@ void worker_free(worker *w)
     if (w == NULL)
         return;
     w->closing = 1;
+    /* Batches still waiting on replicas come back to the owed list. */
+    rwait_free(w->wait);
+    w->wait = NULL;
     while (w->jobs) {
         inflight *f = w->jobs;
         w->jobs = f->next;
@@ -963,6 +1016,14 @@ void worker_metrics(worker *w, buf *b)
     metrics_header(b, "plcache_worker_window", "gauge",
                    "Jobs allowed in flight now (grows back after a 429).");
     metrics_sample(b, "plcache_worker_window", NULL, (double)w->window);
+    metrics_header(b, "plcache_worker_unconfirmed", "gauge",
+                   "Finished jobs whose write Redis (and PLCACHE_MIN_REPLICAS replicas) has not "
+                   "confirmed yet.");
+    metrics_sample(b, "plcache_worker_unconfirmed", NULL, (double)w->nowed);
+    metrics_header(b, "plcache_redis_wait_failures_total", "counter",
+                   "Write batches not confirmed by PLCACHE_MIN_REPLICAS replicas in time.");
+    metrics_sample(b, "plcache_redis_wait_failures_total", NULL,
+                   w->wait ? (double)rwait_failures(w->wait) : 0);
     metrics_header(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.");
     metrics_sample(b, "plcache_redis_up", NULL, rconn_ready(w->redis) ? 1 : 0);
 }

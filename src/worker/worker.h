@@ -31,6 +31,8 @@ typedef struct worker_opts {
     long auth_pause_ms;
     long retry_base_ms;
     long retry_max_ms;
+    int min_replicas;    /* PLCACHE_MIN_REPLICAS: a finish counts once they hold it */
+    int wait_timeout_ms; /* one WAIT at most (below redis's command timeout) */
 } worker_opts;
 
 /* Makes a worker; redis carries commands, block the blocking moves (its

@@ -377,10 +377,22 @@ static void pub_retry(rconn *c)
         evtimer_add(c->pub_timer, &tv);
 }
 
-/* The sentinels moved our master: whatever we hold, find it again now. */
+/* The sentinels moved our master: find it again now, unless the link we hold
+ * (or are making) already goes to the new one, which is what a lost link's
+ * own rediscovery often found before this message came. text is
+ * "<old ip> <old port> <new ip> <new port>". */
 static void master_switched(rconn *c, const char *text)
 {
-    log_info("sentinel: master switched", "master", c->url.master, "change", text);
+    char old_ip[64], new_ip[64];
+    int old_port = 0, new_port = 0;
+    int parsed = sscanf(text, "%63s %d %63s %d", old_ip, &old_port, new_ip, &new_port) == 4;
+    int there = parsed &&
+                (c->state == RC_CONNECTING || c->state == RC_HANDSHAKE || c->state == RC_READY) &&
+                strcmp(c->url.host, new_ip) == 0 && c->url.port == new_port;
+    log_info("sentinel: master switched", "master", c->url.master, "change", text, "link",
+             there ? "already there" : "moving");
+    if (there)
+        return;
     if (c->state == RC_CONNECTING || c->state == RC_HANDSHAKE || c->state == RC_READY) {
         drop(c, "the sentinels switched the master");
     } else if (c->state == RC_DOWN && !c->closing) {

@@ -9,8 +9,11 @@
  *     at a time cannot hold a connection forever;
  *   - a bound on open connections: at the bound the listener stops accepting
  *     (new clients wait in the kernel's backlog) until one closes.
- * The last two are done with a pass-through filter bufferevent under every
- * connection (evhttp_set_bevcb); its free callback counts closes.
+ * The last two hang on each connection's own bufferevent, made by hsrv
+ * (evhttp_set_bevcb): callbacks on its input and output buffers arm and
+ * disarm the deadline and count answer bytes not yet written (hsrv_unsent),
+ * and the connection's close callback counts closes. (A pass-through filter
+ * bufferevent would see closes too, but breaks evhttp's replies in 2.1.)
  *
  * With a TLS context (hsrv_set_tls) the listener speaks HTTPS only: every
  * connection is an OpenSSL bufferevent, and the request deadline also bounds

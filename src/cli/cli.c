@@ -6,11 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "core/buf.h"
 #include "core/keys.h"
-#include "core/rsent.h"
+#include "core/sconn.h"
 
 void cli_error(const cli_ctx *c, const char *fmt, ...)
 {
@@ -65,70 +64,11 @@ done:
 
 redisContext *cli_redis(const cli_ctx *c)
 {
-    const rurl *u = c->url;
-    long ms = c->set->redis_timeout * 1000;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    char where[300], why[600];
-    rurl node;
-    if (u->is_sentinel) {
-        /* node borrows the URL's user and password: never rurl_free it. */
-        if (rsent_locate(u, (int)ms, &node, why, sizeof(why)) != 0) {
-            cli_error(c, "cannot reach Redis: %s", why);
-            return NULL;
-        }
-        u = &node;
-    }
-    rurl_describe(u, where, sizeof(where));
-    redisContext *rc = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
-                                  : redisConnectWithTimeout(u->host, u->port, tv);
-    if (rc == NULL) {
-        cli_error(c, "cannot reach Redis at %s: out of memory", where);
-        return NULL;
-    }
-    if (rc->err) {
-        cli_error(c, "cannot reach Redis at %s: %s", where, rc->errstr);
-        goto err;
-    }
-    if (redisSetTimeout(rc, tv) != REDIS_OK) {
-        cli_error(c, "cannot set a timeout on the Redis link");
-        goto err;
-    }
-    const char *av[3];
-    size_t al[3];
-    int n = 0;
-    if (u->password) {
-        av[n] = "AUTH";
-        al[n++] = 4;
-        if (u->user) {
-            av[n] = u->user;
-            al[n++] = strlen(u->user);
-        }
-        av[n] = u->password;
-        al[n++] = strlen(u->password);
-        /* The error Redis answers (WRONGPASS ...) never repeats the password. */
-        redisReply *r = cli_command(c, rc, n, av, al);
-        if (r == NULL)
-            goto err;
-        freeReplyObject(r);
-    }
-    if (u->db != 0) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", u->db);
-        av[0] = "SELECT";
-        av[1] = db;
-        redisReply *r = cli_command(c, rc, 2, av, NULL);
-        if (r == NULL)
-            goto err;
-        freeReplyObject(r);
-    }
-    if (u == &node && rsent_check_master(rc, why, sizeof(why)) != 0) {
-        cli_error(c, "Redis at %s: %s", where, why);
-        goto err;
-    }
+    char why[600];
+    redisContext *rc = sconn_connect(c->url, (int)(c->set->redis_timeout * 1000), why, sizeof(why));
+    if (rc == NULL)
+        cli_error(c, "cannot reach Redis: %s", why);
     return rc;
-err:
-    redisFree(rc);
-    return NULL;
 }
 
 redisReply *cli_command(const cli_ctx *c, redisContext *rc, int argc, const char **argv,

@@ -22,14 +22,11 @@ static int stats_scan(const cli_ctx *c, redisContext *rc, const char *pre, const
                       stats_key_fn fn, void *arg)
 {
     char match[1100], cursor[32] = "0";
-    size_t m = 0, plen = strlen(pre);
-    for (const char *p = pre; *p && m + 3 < sizeof(match); p++) {
-        if (strchr("*?[]\\", *p))
-            match[m++] = '\\';
-        match[m++] = *p;
+    size_t plen = strlen(pre);
+    if (keys_match(match, sizeof(match), pre, "") < 0) {
+        cli_error(c, "the key prefix is too long for a SCAN pattern");
+        return -1;
     }
-    match[m++] = '*';
-    match[m] = '\0';
     do {
         const char *av[] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000", "TYPE", type};
         redisReply *r = cli_command(c, rc, type ? 8 : 6, av, NULL);

@@ -270,14 +270,12 @@ static void scanned(redisReply *rep, void *priv)
 static void scan_more(sync_run *r)
 {
     char match[1100];
-    size_t m = 0;
-    for (const char *p = r->prompt_prefix; *p && m + 3 < sizeof(match); p++) {
-        if (strchr("*?[]\\", *p))
-            match[m++] = '\\';
-        match[m++] = *p;
+    if (keys_match(match, sizeof(match), r->prompt_prefix, "") < 0) {
+        sync_fail(r, "cannot list the cached templates: the key prefix is too long");
+        r->scanning = 0;
+        names_collected(r);
+        return;
     }
-    match[m++] = '*';
-    match[m] = '\0';
     const char *av[] = {"SCAN", r->cursor, "MATCH", match, "COUNT", "1000", "TYPE", "hash"};
     size_t al[8];
     for (int i = 0; i < 8; i++)

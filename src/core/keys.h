@@ -21,4 +21,9 @@
  * or -1 when it does not fit. */
 int keys_make(char *out, size_t outlen, const char *prefix, const char *name, const char *suffix);
 
+/* Writes a SCAN MATCH pattern for every key that starts with prefix + name:
+ * both with the glob characters * ? [ ] \\ escaped, then "*". Returns the
+ * length, or -1 when it does not fit (never a shorter, wider pattern). */
+int keys_match(char *out, size_t outlen, const char *prefix, const char *name);
+
 #endif

@@ -8,7 +8,7 @@
 #include "core/rurl.h"
 #include "lib/api.h"
 #include "lib/memcache.h"
-#include "lib/sconn.h"
+#include "core/sconn.h"
 #include "lib/sub.h"
 #include "plcache.h"
 

@@ -998,18 +998,12 @@ static void resync_step(applier *a)
     }
     if (a->njobs >= (size_t)a->max_jobs || !rconn_ready(a->redis))
         return;
-    /* MATCH with the prefix's glob characters escaped. */
     char match[600];
-    size_t m = 0;
-    char pre[300];
-    snprintf(pre, sizeof(pre), "%s%s", a->prefix, KEYS_PROMPT);
-    for (const char *p = pre; *p && m + 3 < sizeof(match); p++) {
-        if (strchr("*?[]\\", *p))
-            match[m++] = '\\';
-        match[m++] = *p;
+    if (keys_match(match, sizeof(match), a->prefix, KEYS_PROMPT) < 0) {
+        log_warn("reconciliation skipped: the key prefix is too long for a SCAN pattern");
+        a->resync_running = 0;
+        return;
     }
-    match[m++] = '*';
-    match[m] = '\0';
     const char *argv[] = {"SCAN", a->scan_cursor, "MATCH", match, "COUNT", "100", "TYPE", "hash"};
     size_t lens[8];
     for (int i = 0; i < 8; i++)

@@ -296,10 +296,12 @@ class TempDir:
 
 
 class FakeApi:
-    """The fake PromptLayer API (tests/fake_api) on a free loopback port."""
+    """The fake PromptLayer API (tests/fake_api) on a free loopback port, or
+    on `port` when given (e.g. to start it again where a program points)."""
 
-    def __init__(self, tmp, api_key="test-key", fixture=None, delay_ms=0):
+    def __init__(self, tmp, api_key="test-key", fixture=None, delay_ms=0, port=0):
         self.tmp = tmp
+        self.listen_port = port
         self.api_key = api_key
         self.binary = os.environ.get("FAKE_API_BIN", "")
         self.port_file = os.path.join(tmp, "fake-api.port")
@@ -309,7 +311,10 @@ class FakeApi:
         self.port = None
 
     def start(self):
-        args = [self.binary, "--listen", "127.0.0.1:0", "--port-file", self.port_file]
+        if os.path.exists(self.port_file):
+            os.unlink(self.port_file)  # a previous run's, not ours
+        args = [self.binary, "--listen", f"127.0.0.1:{self.listen_port}",
+                "--port-file", self.port_file]
         if self.api_key:
             args += ["--api-key", self.api_key]
         if self.delay_ms:
@@ -475,34 +480,6 @@ def stop_daemons(daemons):
         if "Sanitizer" in log or "runtime error:" in log:
             failures.append(f"sanitizer report in {d.name}'s log:\n{log[-3000:]}")
     return failures
-
-
-class PinnedFakeApi(FakeApi):
-    """The fake API on a port chosen by the caller, e.g. to start it again
-    where a program already points."""
-
-    def __init__(self, tmp, port, **kw):
-        super().__init__(tmp, **kw)
-        self.pinned_port = port
-
-    def start(self):
-        if os.path.exists(self.port_file):
-            os.unlink(self.port_file)
-        args = [self.binary, "--listen", f"127.0.0.1:{self.pinned_port}",
-                "--port-file", self.port_file]
-        if self.api_key:
-            args += ["--api-key", self.api_key]
-        if self.delay_ms:
-            args += ["--delay-ms", str(self.delay_ms)]
-        self.logf = open(os.path.join(self.tmp, "fake-api.log"), "ab")
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=self.logf)
-        _started.append(self.proc)
-
-        def port():
-            with open(self.port_file) as f:
-                return int(f.read().strip())
-        self.port = wait_until(port, 10, what="fake API port file")
-        return self
 
 
 class WorkerEnv:

@@ -170,7 +170,7 @@ class AnswerTable(WorkerCase):
         self.e.push(job("refused"))
         h.wait_until(lambda: self.e.metric(RETRIED, w) >= 2, 15, what="two retries")
         self.assertEqual(self.e.dead(), [])
-        self.e.api = h.PinnedFakeApi(self.e.tmp.path, port).start()
+        self.e.api = h.FakeApi(self.e.tmp.path, port=port).start()
         self.e.wait_delivered(["refused"], timeout=20)
         self.assertNothingLeft()
         self.assertEqual(len(self.records_of("refused")), 1)

@@ -1,6 +1,6 @@
 /* sconn.c -- a blocking hiredis connection with timeouts, AUTH, SELECT and one
  * reconnect. */
-#include "lib/sconn.h"
+#include "core/sconn.h"
 
 #include <errno.h>
 #include <stdio.h>

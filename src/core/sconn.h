@@ -1,5 +1,6 @@
 /* sconn.h -- one blocking hiredis connection with timeouts and AUTH/SELECT,
- * reconnected once when a command finds it broken.
+ * reconnected once when a command finds it broken. Blocking: for libplcache
+ * and the plcache command, never for the daemons (they use rconn).
  *
  * hiredis 0.14's synchronous API: redisConnectWithTimeout (or the Unix socket
  * form) bounds the connect, redisSetTimeout puts SO_RCVTIMEO/SO_SNDTIMEO on
@@ -7,8 +8,8 @@
  * never reused (a late reply could be read as the answer to the next command):
  * it is freed and the next command connects again.
  */
-#ifndef PLCACHE_LIB_SCONN_H
-#define PLCACHE_LIB_SCONN_H
+#ifndef PLCACHE_SCONN_H
+#define PLCACHE_SCONN_H
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>

@@ -2,6 +2,7 @@
 #include "webhook/ingest.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
@@ -18,15 +19,28 @@
 #include "webhook/verify.h"
 
 /* Dedupe and record in one step, so that a crash can never leave an event
- * marked seen but not recorded. Returns the stream id, or 0 for a duplicate.
- * The receiver never trims pl:events: the applier does (apply.c), because only
- * it can tell read entries from entries a trim would lose. */
+ * marked seen but not recorded. One call records a batch: the deliveries
+ * verified in one loop turn (KEYS[1] the stream, KEYS[1 + i] event i's seen
+ * key; ARGV[1] the seen TTL, ARGV[2] the receive time, then each event's type
+ * and payload). Returns, per event, its stream id, or 0 for a duplicate.
+ * The receiver never trims pl:events: the applier does (apply.c), because
+ * only it can tell read entries from entries a trim would lose. */
 static const char record_script[] =
-    "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
-    "  return redis.call('XADD', KEYS[2], '*',\n"
-    "    'type', ARGV[2], 'payload', ARGV[3], 'received_at', ARGV[4])\n"
+    "local out = {}\n"
+    "for i = 2, #KEYS do\n"
+    "  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then\n"
+    "    out[i - 1] = redis.call('XADD', KEYS[1], '*',\n"
+    "      'type', ARGV[2 * i - 1], 'payload', ARGV[2 * i], 'received_at', ARGV[2])\n"
+    "  else\n"
+    "    out[i - 1] = 0\n"
+    "  end\n"
     "end\n"
-    "return 0\n";
+    "return out\n";
+
+/* A batch is sent when it holds this many events or payload bytes, else at
+ * the end of the loop turn that verified its first event. */
+#define RECORD_BATCH 64
+#define RECORD_BATCH_BYTES ((size_t)1 << 20)
 
 /* Event types counted by name in metrics; anything else is "other", so an
  * authentic sender cannot grow the metric set without bound. */
@@ -65,7 +79,11 @@ struct ingest {
     struct hsrv *srv;
     ingest_metrics_fn more_metrics;
     void *more_arg;
-    size_t inflight;
+    size_t inflight; /* in the batch being built, or sent and unanswered */
+    struct pending *batch_head, **batch_tail;
+    size_t batch_n, batch_bytes;
+    struct event *flush_ev; /* sends the batch at the end of the loop turn */
+    int flush_pending;
     /* metrics */
     unsigned long by_status[600];
     unsigned long sig_failures[NFAIL];
@@ -77,20 +95,46 @@ struct ingest {
 
 typedef struct pending {
     ingest *in;
+    struct pending *next; /* in the batch */
     struct evhttp_request *req;
     int64_t start_us;
     size_t type_idx;
     int duplicate;
+    const char *body; /* the request's own input buffer: lives until answered */
+    size_t len;
+    char *type; /* owned, taken from the verify_result */
+    size_t type_len;
+    char seen_key[256];
 } pending;
 
-ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys)
+/* The events of one script call, in order. */
+typedef struct batch {
+    ingest *in;
+    pending *head;
+    size_t n;
+} batch;
+
+static void flush_batch(ingest *in);
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ingest *in = arg;
+    in->flush_pending = 0;
+    flush_batch(in);
+}
+
+ingest *ingest_new(struct event_base *base, const ingest_opts *opts, rconn *redis, sign_keys *keys)
 {
     ingest *in = calloc(1, sizeof(*in));
     if (in == NULL)
         return NULL;
+    in->batch_tail = &in->batch_head;
     in->prefix = strdup(opts->prefix);
     in->path = strdup(opts->path);
-    if (in->prefix == NULL || in->path == NULL ||
+    in->flush_ev = event_new(base, -1, 0, on_flush, in);
+    if (in->prefix == NULL || in->path == NULL || in->flush_ev == NULL ||
         keys_make(in->events_key, sizeof(in->events_key), opts->prefix, KEYS_EVENTS, NULL) < 0) {
         ingest_free(in);
         return NULL;
@@ -138,6 +182,16 @@ void ingest_free(ingest *in)
 {
     if (in == NULL)
         return;
+    /* Only a loop stopped early leaves a batch: its requests went with the
+     * server. */
+    while (in->batch_head) {
+        pending *p = in->batch_head;
+        in->batch_head = p->next;
+        free(p->type);
+        free(p);
+    }
+    if (in->flush_ev)
+        event_free(in->flush_ev);
     rwait_free(in->wait);
     sign_keys_free(&in->keys);
     free(in->prefix);
@@ -154,12 +208,16 @@ static void finish(ingest *in, struct evhttp_request *req, int64_t start_us, int
     hsrv_reply(req, code, json);
 }
 
-static void answer_unavailable(ingest *in, struct evhttp_request *req, int64_t start_us)
+#define UNAVAILABLE_JSON "{\"ok\":false,\"error\":\"redis unavailable\"}"
+
+/* 503 with Retry-After. */
+static void answer_unavailable(ingest *in, struct evhttp_request *req, int64_t start_us,
+                               const char *json)
 {
     char ra[16];
     snprintf(ra, sizeof(ra), "%d", in->retry_after_s);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
-    finish(in, req, start_us, 503, "{\"ok\":false,\"error\":\"redis unavailable\"}");
+    finish(in, req, start_us, 503, json);
 }
 
 static size_t type_index(const char *type)
@@ -178,70 +236,138 @@ static void answer_recorded(ingest *in, pending *p)
         finish(in, p->req, p->start_us, 200, "{\"ok\":true}");
 }
 
-/* The replicas' verdict on a recorded event (PLCACHE_MIN_REPLICAS > 0). */
+/* Answers every event of the list and frees it: 200 as recorded (each its
+ * own way, duplicate or not), or the failure code with json. */
+static void answer_list(ingest *in, pending *p, int code, const char *json)
+{
+    while (p) {
+        pending *next = p->next;
+        in->inflight--;
+        if (code == 200)
+            answer_recorded(in, p);
+        else if (code == 503)
+            answer_unavailable(in, p->req, p->start_us, json);
+        else
+            finish(in, p->req, p->start_us, code, json);
+        free(p->type);
+        free(p);
+        p = next;
+    }
+}
+
+static void batch_answer(batch *b, int code, const char *json)
+{
+    answer_list(b->in, b->head, code, json);
+    free(b);
+}
+
+/* The replicas' verdict on a recorded batch (PLCACHE_MIN_REPLICAS > 0). */
 static void replicated(int ok, void *priv)
 {
-    pending *p = priv;
-    ingest *in = p->in;
-    in->inflight--;
+    batch *b = priv;
     if (ok) {
-        answer_recorded(in, p);
-    } else {
-        /* Recorded on the primary only: a failover now could lose it, so the
-         * sender is asked to deliver again (the retry is a duplicate). */
-        log_warn("event recorded but not confirmed by enough replicas: answered 503", "type",
-                 known_types[p->type_idx]);
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%d", in->retry_after_s);
-        evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", ra);
-        finish(in, p->req, p->start_us, 503,
-               "{\"ok\":false,\"error\":\"not confirmed by enough replicas\"}");
+        batch_answer(b, 200, NULL);
+        return;
     }
-    free(p);
+    /* Recorded on the primary only: a failover now could lose them, so the
+     * sender is asked to deliver again (the retry is a duplicate). */
+    char n[24];
+    snprintf(n, sizeof(n), "%zu", b->n);
+    log_warn("events recorded but not confirmed by enough replicas: answered 503", "events", n);
+    batch_answer(b, 503, "{\"ok\":false,\"error\":\"not confirmed by enough replicas\"}");
 }
 
 static void recorded(redisReply *r, void *priv)
 {
-    pending *p = priv;
-    ingest *in = p->in;
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        in->inflight--;
+    batch *b = priv;
+    ingest *in = b->in;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != b->n) {
         in->redis_errors++;
-        if (r)
-            log_error("redis refused the event", "error", r->str);
-        answer_unavailable(in, p->req, p->start_us);
-        free(p);
+        if (r != NULL)
+            log_error("redis refused the events", "error",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        batch_answer(b, 503, UNAVAILABLE_JSON);
         return;
     }
-    if (r->type == REDIS_REPLY_INTEGER) {
-        p->duplicate = 1;
-        in->duplicates++;
-        log_info("duplicate event", "type", known_types[p->type_idx]);
-    } else {
-        in->events[p->type_idx]++;
-        log_info("event recorded", "type", known_types[p->type_idx], "id",
-                 r->type == REDIS_REPLY_STRING ? r->str : "");
+    size_t i = 0;
+    for (pending *p = b->head; p != NULL; p = p->next) {
+        const redisReply *e = r->element[i++];
+        if (e->type == REDIS_REPLY_INTEGER) {
+            p->duplicate = 1;
+            in->duplicates++;
+            log_info("duplicate event", "type", known_types[p->type_idx]);
+        } else {
+            in->events[p->type_idx]++;
+            log_info("event recorded", "type", known_types[p->type_idx], "id",
+                     e->type == REDIS_REPLY_STRING ? e->str : "");
+        }
     }
     /* A duplicate waits too: the first delivery may not have been replicated
      * yet (it may be the one answered 503 for that very reason). */
     if (in->wait != NULL) {
-        if (rwait_after(in->wait, replicated, p) == 0)
-            return;
-        replicated(0, p);
+        if (rwait_after(in->wait, replicated, b) != 0)
+            replicated(0, b);
         return;
     }
-    in->inflight--;
-    answer_recorded(in, p);
-    free(p);
+    batch_answer(b, 200, NULL);
 }
 
-static void record(ingest *in, struct evhttp_request *req, int64_t start_us, const verify_result *v,
+/* Sends the batch being built as one script call. */
+static void flush_batch(ingest *in)
+{
+    pending *head = in->batch_head;
+    size_t n = in->batch_n;
+    if (head == NULL)
+        return;
+    in->batch_head = NULL;
+    in->batch_tail = &in->batch_head;
+    in->batch_n = 0;
+    in->batch_bytes = 0;
+    if (!rconn_ready(in->redis)) {
+        answer_list(in, head, 503, UNAVAILABLE_JSON);
+        return;
+    }
+    batch *b = malloc(sizeof(*b));
+    if (b == NULL) {
+        answer_list(in, head, 500, "{\"ok\":false,\"error\":\"out of memory\"}");
+        return;
+    }
+    b->in = in;
+    b->head = head;
+    b->n = n;
+    char nkeys[24], ttl[16], now[40];
+    snprintf(nkeys, sizeof(nkeys), "%zu", n + 1);
+    snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
+    time_format_now(now, sizeof(now));
+    /* EVAL script nkeys stream seen-key... ttl now (type payload)... */
+    const char *argv[6 + 3 * RECORD_BATCH] = {"EVAL", record_script, nkeys, in->events_key};
+    size_t lens[6 + 3 * RECORD_BATCH] = {4, sizeof(record_script) - 1, strlen(nkeys),
+                                         strlen(in->events_key)};
+    size_t key = 4, arg = 4 + n;
+    argv[arg] = ttl;
+    lens[arg++] = strlen(ttl);
+    argv[arg] = now;
+    lens[arg++] = strlen(now);
+    for (pending *p = head; p != NULL; p = p->next) {
+        argv[key] = p->seen_key;
+        lens[key++] = strlen(p->seen_key);
+        argv[arg] = p->type;
+        lens[arg++] = p->type_len;
+        argv[arg] = p->body;
+        lens[arg++] = p->len;
+    }
+    if (rconn_argv(in->redis, recorded, b, (int)arg, argv, lens) != 0) {
+        in->redis_errors++;
+        batch_answer(b, 503, UNAVAILABLE_JSON);
+    }
+}
+
+/* Adds a verified event to the batch of this loop turn; takes v's type. */
+static void record(ingest *in, struct evhttp_request *req, int64_t start_us, verify_result *v,
                    const char *body, size_t len)
 {
-    char seen_key[256], ttl[16], now[40];
-    if (!rconn_ready(in->redis) ||
-        keys_make(seen_key, sizeof(seen_key), in->prefix, KEYS_SEEN, v->seen_hex) < 0) {
-        answer_unavailable(in, req, start_us);
+    if (!rconn_ready(in->redis)) {
+        answer_unavailable(in, req, start_us, UNAVAILABLE_JSON);
         return;
     }
     pending *p = malloc(sizeof(*p));
@@ -249,25 +375,33 @@ static void record(ingest *in, struct evhttp_request *req, int64_t start_us, con
         finish(in, req, start_us, 500, "{\"ok\":false,\"error\":\"out of memory\"}");
         return;
     }
+    if (keys_make(p->seen_key, sizeof(p->seen_key), in->prefix, KEYS_SEEN, v->seen_hex) < 0) {
+        free(p);
+        answer_unavailable(in, req, start_us, UNAVAILABLE_JSON);
+        return;
+    }
     p->in = in;
+    p->next = NULL;
     p->req = req;
     p->start_us = start_us;
     p->type_idx = type_index(v->event_type);
     p->duplicate = 0;
-    snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
-    time_format_now(now, sizeof(now));
-    const char *argv[] = {"EVAL", record_script, "2",  seen_key, in->events_key,
-                          ttl,    v->event_type, body, now};
-    size_t lens[] = {
-        4,           sizeof(record_script) - 1, 1,   strlen(seen_key), strlen(in->events_key),
-        strlen(ttl), v->event_type_len,         len, strlen(now)};
-    if (rconn_argv(in->redis, recorded, p, 9, argv, lens) != 0) {
-        free(p);
-        in->redis_errors++;
-        answer_unavailable(in, req, start_us);
-        return;
-    }
+    p->body = body;
+    p->len = len;
+    p->type = v->event_type;
+    p->type_len = v->event_type_len;
+    v->event_type = NULL;
+    *in->batch_tail = p;
+    in->batch_tail = &p->next;
+    in->batch_n++;
+    in->batch_bytes += len;
     in->inflight++;
+    if (in->batch_n >= RECORD_BATCH || in->batch_bytes >= RECORD_BATCH_BYTES) {
+        flush_batch(in);
+    } else if (!in->flush_pending) {
+        in->flush_pending = 1;
+        event_active(in->flush_ev, EV_TIMEOUT, 1);
+    }
 }
 
 static void handle_webhook(ingest *in, struct evhttp_request *req, int64_t start_us)

@@ -2,8 +2,11 @@
  *
  * Serves PLCACHE_WEBHOOK_PATH, /healthz, /readyz and /metrics on one listener.
  * An authentic event is deduplicated and appended to the events stream by one
- * Lua script (SET NX EX + XADD MAXLEN ~, atomically), and answered 200 only
- * from that script's reply: never before the event is recorded. Redis is used
+ * Lua script (SET NX EX + XADD, atomically), and answered 200 only from that
+ * script's reply: never before the event is recorded. The events verified in
+ * one loop turn share one script call (up to 64 events or 1 MiB of bodies),
+ * sent at the end of that turn: under load, Redis runs one script for many
+ * deliveries instead of one each. Redis is used
  * through rconn, so the loop never blocks; while Redis is away the answer is
  * 503 with Retry-After. With min_replicas > 0 the 200 also waits until that
  * many replicas hold the event (rwait); when they do not in time the event
@@ -19,6 +22,7 @@
 #include "core/rconn.h"
 #include "core/sign.h"
 
+struct event_base;
 struct evhttp_request;
 struct hsrv;
 typedef struct ingest ingest;
@@ -35,7 +39,7 @@ typedef struct ingest_opts {
 /* Makes a receiver that records through redis (not owned) and verifies with
  * keys (ownership moves to the receiver; keys is emptied). NULL on no memory.
  * Free the receiver after redis (rconn_free answers what still waits). */
-ingest *ingest_new(const ingest_opts *opts, rconn *redis, sign_keys *keys);
+ingest *ingest_new(struct event_base *base, const ingest_opts *opts, rconn *redis, sign_keys *keys);
 
 /* Lets /metrics report the server's connections (not owned; may be NULL). */
 void ingest_set_server(ingest *in, struct hsrv *srv);

@@ -353,7 +353,7 @@ int main(int argc, char **argv)
                       (int)a.set.min_replicas,
                       (int)a.set.redis_timeout * 500};
     snprintf(keyn, sizeof(keyn), "%zu", keys.n);
-    a.in = a.redis ? ingest_new(&io, a.redis, &keys) : NULL;
+    a.in = a.redis ? ingest_new(a.base, &io, a.redis, &keys) : NULL;
     if (a.in == NULL) {
         log_error("out of memory");
         goto done;

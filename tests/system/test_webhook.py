@@ -4,6 +4,7 @@ Every row of DESIGN.md section 3's answer table, duplicates, secret rotation
 (list and SIGHUP), Redis loss and recovery, limits (body, headers, slow
 clients, connections), concurrency, drain on SIGTERM, and bad settings.
 """
+import http.client
 import json
 import os
 import signal
@@ -411,6 +412,97 @@ class Limits(unittest.TestCase):
             self.assertEqual(len(results), 1000)
             self.assertEqual(set(results), {200})
             self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1000)
+        finally:
+            e.close()
+
+    def burst(self, e, bodies):
+        """Writes every delivery on its own connection while the receiver is
+        stopped (SIGSTOP), so that it finds them all ready at once; returns
+        the answers, in order, as (status, headers, json)."""
+        socks = []
+        try:
+            for _ in bodies:
+                socks.append(socket.create_connection(("127.0.0.1", e.port), timeout=30))
+            h.wait_until(lambda: e.metric("plcache_http_connections") >= len(socks), 10,
+                         what="every connection accepted")
+            pid = e.daemon.proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for s, body in zip(socks, bodies):
+                    s.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                              b"Content-Type: application/json\r\n"
+                              b"X-PromptLayer-Signature: " + h.sign(body, SECRET).encode() +
+                              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            answers = []
+            for s in socks:
+                r = http.client.HTTPResponse(s)
+                r.begin()
+                answers.append((r.status, dict(r.getheaders()), json.loads(r.read())))
+            return answers
+        finally:
+            for s in socks:
+                s.close()
+
+    def script_calls(self, e):
+        info = e.redis_cmd("INFO", "commandstats").decode()
+        for line in info.splitlines():
+            if line.startswith("cmdstat_eval:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
+    def test_deliveries_ready_together_share_script_calls_and_are_answered_each(self):
+        # 100 events plus a second copy of 30 of them, all ready in the same
+        # loop turns: more than one batch (64 at most), a copy possibly in
+        # the same batch as its original. Each delivery gets its own answer.
+        e = Env().start()
+        try:
+            bodies = [json.dumps(h.event(prompt_template_name=f"b{i}")).encode() for i in range(100)]
+            bodies += bodies[:30]
+            calls = self.script_calls(e)
+            answers = self.burst(e, bodies)
+            self.assertEqual([st for st, _, _ in answers], [200] * len(bodies))
+            dups = [b.get("duplicate", False) for _, _, b in answers]
+            # Exactly one of each pair is the duplicate, and no other event.
+            for i in range(30):
+                self.assertEqual(sorted([dups[i], dups[100 + i]]), [False, True], i)
+            self.assertEqual(dups[30:100], [False] * 70)
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 100)
+            names = sorted(json.loads(dict(zip(f[::2], f[1::2]))[b"payload"])["details"]
+                           ["prompt_template_name"] for _, f in e.redis_cmd("XRANGE", "pl:events",
+                                                                            "-", "+"))
+            self.assertEqual(names, sorted(f"b{i}" for i in range(100)))
+            self.assertEqual(e.metric("plcache_webhook_events_total"), 100)
+            self.assertEqual(e.metric("plcache_webhook_duplicates_total"), 30)
+            # Batched: far fewer script calls than deliveries.
+            made = self.script_calls(e) - calls
+            self.assertGreaterEqual(made, 2)
+            self.assertLessEqual(made, len(bodies) // 2, f"{made} script calls for {len(bodies)}")
+        finally:
+            e.close()
+
+    def test_a_refused_batch_is_503_for_each_delivery_and_none_is_lost(self):
+        # Redis out of memory refuses the whole script call: every delivery
+        # of the batch is answered 503 with Retry-After, and each is recorded
+        # once memory is back and the sender retries.
+        e = Env().start()
+        try:
+            bodies = [json.dumps(h.event(prompt_template_name=f"o{i}")).encode() for i in range(40)]
+            e.redis_cmd("CONFIG", "SET", "maxmemory-policy", "noeviction")
+            e.redis_cmd("CONFIG", "SET", "maxmemory", "1")
+            try:
+                answers = self.burst(e, bodies)
+            finally:
+                e.redis_cmd("CONFIG", "SET", "maxmemory", "0")
+            self.assertEqual([st for st, _, _ in answers], [503] * len(bodies))
+            self.assertTrue(all(hd.get("Retry-After") for _, hd, _ in answers))
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 0)
+            self.assertGreaterEqual(e.metric("plcache_redis_errors_total"), 1)
+            self.assertIn("redis refused the events", e.daemon.log())
+            answers = self.burst(e, bodies)
+            self.assertEqual([(st, b) for st, _, b in answers], [(200, {"ok": True})] * len(bodies))
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), len(bodies))
         finally:
             e.close()
 

@@ -22,6 +22,12 @@
  * that listens on `<prefix>invalidate` and drops a template's entries when its
  * name arrives; while that subscription is down the memory cache is empty and
  * bypassed. The thread is joined by plcache_close().
+ *
+ * Signals: the library changes no signal disposition. Its Redis connections
+ * are written with write(), so a connection the server has reset raises
+ * SIGPIPE in the writing thread: ignore SIGPIPE in the application (as most
+ * servers do: signal(SIGPIPE, SIG_IGN)), and such a write is an error
+ * (PLCACHE_E_REDIS) instead of the end of the process.
  */
 #ifndef PLCACHE_H
 #define PLCACHE_H

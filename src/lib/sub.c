@@ -160,14 +160,16 @@ static void *run(void *arg)
     while (!atomic_load(&s->stop)) {
         int confirmed = 0;
         session(s, &confirmed);
+        /* The drop is counted before the cache turns unusable, so whoever
+         * sees it unusable also sees the drop. */
+        if (confirmed && !atomic_load(&s->stop))
+            atomic_fetch_add(&s->drops, 1);
         /* Whatever ended the session, memory can no longer be trusted. */
         memcache_set_usable(s->m, 0);
         if (atomic_load(&s->stop))
             break;
-        if (confirmed) {
-            atomic_fetch_add(&s->drops, 1);
+        if (confirmed)
             backoff = BACKOFF_MIN_MS;
-        }
         if (pause_ms(s, backoff))
             break;
         if (!confirmed)

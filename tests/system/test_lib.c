@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,47 +146,73 @@ static redisContext *connect_port(int port)
     return NULL;
 }
 
+/* Spawns argv (a server that will listen on s->port) and waits until it
+ * answers PING, within 10 s; 0 then. -1 when it exited first (the port was
+ * taken) or never answered (then it is stopped). */
+static int spawn_and_ping(server *s, const char *log, char *const argv[])
+{
+    s->pid = spawn(log, argv);
+    if (s->pid < 0)
+        return -1;
+    int64_t deadline = now_ms() + 10000;
+    while (now_ms() < deadline) {
+        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+            s->pid = -1;
+            return -1;
+        }
+        redisContext *c = connect_port(s->port);
+        if (c != NULL) {
+            redisReply *r = redisCommand(c, "PING");
+            int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+            if (r != NULL)
+                freeReplyObject(r);
+            redisFree(c);
+            if (ok)
+                return 0;
+        }
+        sleep_ms(10);
+    }
+    stop(s);
+    return -1;
+}
+
 /* Starts redis-server on a free port (a few tries, in case another process
- * took the port meanwhile); 0 once it answers PING, within 10 s. */
-static int redis_start(server *s, const char *name)
+ * took the port meanwhile), with its files and <name>.log in dir, as a replica
+ * of 127.0.0.1:replicaof when replicaof > 0; 0 once it answers PING. */
+static int redis_start(server *s, const char *dir, const char *name, int replicaof)
 {
     for (int attempt = 0; attempt < 3; attempt++) {
-        int port = free_port();
-        if (port < 0)
+        s->port = free_port();
+        if (s->port < 0)
             return -1;
-        char ports[16], log[160], dir[96];
-        snprintf(ports, sizeof(ports), "%d", port);
-        snprintf(log, sizeof(log), "%s/%s.log", g.dir, name);
-        snprintf(dir, sizeof(dir), "%s", g.dir);
-        char *argv[] = {"redis-server", "--port",      ports, "--bind",
-                        "127.0.0.1",    "--save",      "",    "--appendonly",
-                        "no",           "--dir",       dir,   "--dbfilename",
-                        "unused.rdb",   "--daemonize", "no",  NULL};
-        s->pid = spawn(log, argv);
-        if (s->pid < 0)
-            return -1;
-        s->port = port;
-        int64_t deadline = now_ms() + 10000;
-        while (now_ms() < deadline) {
-            if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-                s->pid = -1;
-                break; /* the port was taken: try another */
-            }
-            redisContext *c = connect_port(port);
-            if (c != NULL) {
-                redisReply *r = redisCommand(c, "PING");
-                int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
-                if (r != NULL)
-                    freeReplyObject(r);
-                redisFree(c);
-                if (ok)
-                    return 0;
-            }
-            sleep_ms(10);
-        }
-        stop(s);
+        char port[16], of[16], log[160];
+        snprintf(port, sizeof(port), "%d", s->port);
+        snprintf(of, sizeof(of), "%d", replicaof);
+        snprintf(log, sizeof(log), "%s/%s.log", dir, name);
+        char *replica = replicaof > 0 ? "--replicaof" : NULL; /* NULL ends argv there */
+        char *argv[] = {"redis-server",
+                        "--port",
+                        port,
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        (char *)dir,
+                        "--dbfilename",
+                        "unused.rdb",
+                        "--daemonize",
+                        "no",
+                        replica,
+                        "127.0.0.1",
+                        of,
+                        NULL};
+        if (spawn_and_ping(s, log, argv) == 0)
+            return 0;
     }
-    fprintf(stderr, "# redis-server did not start, see %s/%s.log\n", g.dir, name);
+    fprintf(stderr, "# redis-server did not start, see %s/%s.log\n", dir, name);
     return -1;
 }
 
@@ -262,23 +290,30 @@ static int group_setup(void **state)
         return -1;
     snprintf(g.fixture, sizeof(g.fixture), "%s/fixture.json", g.dir);
     snprintf(g.port_file, sizeof(g.port_file), "%s/port", g.dir);
-    if (write_fixture(g.fixture) != 0 || fake_start() != 0 || redis_start(&g.redis, "redis") != 0)
+    if (write_fixture(g.fixture) != 0 || fake_start() != 0 ||
+        redis_start(&g.redis, g.dir, "redis", 0) != 0)
         return -1;
     snprintf(g.redis_url, sizeof(g.redis_url), "redis://127.0.0.1:%d/0", g.redis.port);
     g.r = connect_port(g.redis.port);
     return g.r != NULL ? 0 : -1;
 }
 
-static void remove_dir(void)
+/* Removes dir and everything below it. */
+static void remove_tree(const char *dir)
 {
-    const char *names[] = {"fixture.json", "port",       "fake.log",
-                           "redis.log",    "redis2.log", "unused.rdb"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char p[192];
-        snprintf(p, sizeof(p), "%s/%s", g.dir, names[i]);
-        unlink(p);
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[512];
+            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+            if (unlink(p) != 0 && errno == EISDIR)
+                remove_tree(p);
+        }
+        closedir(d);
     }
-    rmdir(g.dir);
+    rmdir(dir);
 }
 
 static int group_teardown(void **state)
@@ -288,7 +323,7 @@ static int group_teardown(void **state)
         redisFree(g.r);
     stop(&g.fake);
     stop(&g.redis);
-    remove_dir();
+    remove_tree(g.dir);
     curl_global_cleanup();
     return 0;
 }
@@ -403,14 +438,34 @@ static void set_delay(int ms)
     assert_int_equal(ctl("PUT", "/_fake/config", cfg, NULL), 200);
 }
 
+/* r, the reply of a command on c (the caller's). Fails the test when the
+ * connection broke (r is NULL) or Redis answered an error. */
+static redisReply *checked(redisContext *c, redisReply *r)
+{
+    if (r == NULL)
+        fail_msg("control connection: %s", c->errstr);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("redis: %s", r->str);
+    return r;
+}
+
+/* A command on another server than the group's (checked). */
+static redisReply *cmd_at(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    return checked(c, r);
+}
+
 static long long cmd_int(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     redisReply *r = redisvCommand(g.r, fmt, ap);
     va_end(ap);
-    if (r == NULL)
-        fail_msg("control connection: %s", g.r->errstr);
+    checked(g.r, r);
     if (r->type != REDIS_REPLY_INTEGER)
         fail_msg("expected an integer, got type %d", r->type);
     long long v = r->integer;
@@ -425,8 +480,7 @@ static char *cmd_str(const char *fmt, ...)
     va_start(ap, fmt);
     redisReply *r = redisvCommand(g.r, fmt, ap);
     va_end(ap);
-    if (r == NULL)
-        fail_msg("control connection: %s", g.r->errstr);
+    checked(g.r, r);
     char *s = strdup(r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ? r->str : "");
     freeReplyObject(r);
     assert_non_null(s);
@@ -439,11 +493,7 @@ static void cmd_ok(const char *fmt, ...)
     va_start(ap, fmt);
     redisReply *r = redisvCommand(g.r, fmt, ap);
     va_end(ap);
-    if (r == NULL)
-        fail_msg("control connection: %s", g.r->errstr);
-    if (r->type == REDIS_REPLY_ERROR)
-        fail_msg("redis: %s", r->str);
-    freeReplyObject(r);
+    freeReplyObject(checked(g.r, r));
 }
 
 static int setup(void **state)
@@ -1074,6 +1124,259 @@ static void test_memory_cleared_and_bypassed_while_subscription_is_down(void **s
     plcache_close(c);
 }
 
+/* ---- through Redis Sentinel ---- */
+
+#define MASTER "m"
+
+/* The failover test's own primary, replica and sentinel, in a folder of the
+ * group's; its teardown stops them by PID whatever happened. */
+static struct {
+    char dir[96];
+    server a, b, sentinel;
+    redisContext *r; /* control connection to the current primary */
+    plcache *c;
+} fo = {.a = {-1, 0}, .b = {-1, 0}, .sentinel = {-1, 0}};
+
+/* One command to the server on port, on a connection of its own: the reply
+ * (free it), or NULL. For polling: never fails the test. */
+static redisReply *ask_port(int port, const char *fmt, ...)
+{
+    redisContext *c = connect_port(port);
+    if (c == NULL)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    return r;
+}
+
+/* Polls pred every 20 ms for at most timeout_ms; 1 when it held in time. */
+static int wait_for(int (*pred)(void), long timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    while (!pred()) {
+        if (now_ms() > deadline)
+            return 0;
+        sleep_ms(20);
+    }
+    return 1;
+}
+
+static int replica_synced(void)
+{
+    redisReply *r = ask_port(fo.b.port, "INFO replication");
+    int ok = r != NULL && r->type == REDIS_REPLY_STRING &&
+             strstr(r->str, "master_link_status:up") != NULL;
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* The sentinel knows the one replica and reaches it (its flags are just
+ * "slave": not down, not disconnected), so it can promote it. */
+static int sentinel_reaches_replica(void)
+{
+    redisReply *r = ask_port(fo.sentinel.port, "SENTINEL replicas " MASTER);
+    int ok = 0;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *kv = r->element[0];
+        for (size_t i = 0; i + 1 < kv->elements; i += 2)
+            if (kv->element[i]->type == REDIS_REPLY_STRING &&
+                kv->element[i + 1]->type == REDIS_REPLY_STRING &&
+                strcmp(kv->element[i]->str, "flags") == 0)
+                ok = strcmp(kv->element[i + 1]->str, "slave") == 0;
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok;
+}
+
+static int sentinel_names_replica(void)
+{
+    redisReply *r = ask_port(fo.sentinel.port, "SENTINEL get-master-addr-by-name " MASTER);
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[1]->type == REDIS_REPLY_STRING &&
+             strtol(r->element[1]->str, NULL, 10) == fo.b.port;
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* Starts redis-sentinel on a free port with its config, log and state in
+ * dir, monitoring MASTER at 127.0.0.1:primary alone (quorum 1) and quick to
+ * act (down after 500 ms); 0 once it answers PING. */
+static int sentinel_start(server *s, const char *dir, int primary)
+{
+    char conf[160], log[160];
+    snprintf(conf, sizeof(conf), "%s/sentinel.conf", dir);
+    snprintf(log, sizeof(log), "%s/sentinel.out", dir);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s->port = free_port();
+        FILE *fp = fopen(conf, "w");
+        if (s->port < 0 || fp == NULL) {
+            if (fp != NULL)
+                fclose(fp);
+            return -1;
+        }
+        fprintf(fp,
+                "port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s/sentinel.log\n"
+                "sentinel resolve-hostnames no\n"
+                "sentinel monitor " MASTER " 127.0.0.1 %d 1\n"
+                "sentinel down-after-milliseconds " MASTER " 500\n"
+                "sentinel failover-timeout " MASTER " 5000\n",
+                s->port, dir, dir, primary);
+        if (fclose(fp) != 0)
+            return -1;
+        char *argv[] = {"redis-sentinel", conf, NULL};
+        if (spawn_and_ping(s, log, argv) == 0)
+            return 0;
+    }
+    fprintf(stderr, "# redis-sentinel did not start, see %s\n", log);
+    return -1;
+}
+
+static int failover_teardown(void **state)
+{
+    (void)state;
+    plcache_close(fo.c);
+    fo.c = NULL;
+    if (fo.r != NULL)
+        redisFree(fo.r);
+    fo.r = NULL;
+    stop(&fo.sentinel);
+    stop(&fo.b);
+    stop(&fo.a);
+    remove_tree(fo.dir);
+    return 0;
+}
+
+/* Primary A, replica B in sync, and one sentinel that can promote B. */
+static int failover_setup(void **state)
+{
+    snprintf(fo.dir, sizeof(fo.dir), "%s/failover", g.dir);
+    const char *failed = NULL;
+    if (mkdir(fo.dir, 0700) != 0 || redis_start(&fo.a, fo.dir, "a", 0) != 0 ||
+        redis_start(&fo.b, fo.dir, "b", fo.a.port) != 0)
+        failed = "the primary and the replica did not start";
+    else if (!wait_for(replica_synced, 10000))
+        failed = "the replica did not sync within 10 s";
+    else if (sentinel_start(&fo.sentinel, fo.dir, fo.a.port) != 0)
+        failed = "the sentinel did not start";
+    else if (!wait_for(sentinel_reaches_replica, 15000))
+        failed = "the sentinel did not reach the replica within 15 s";
+    if (failed == NULL) {
+        fo.r = connect_port(fo.a.port);
+        if (fo.r == NULL)
+            failed = "cannot connect to the primary";
+    }
+    if (failed == NULL)
+        return 0;
+    /* cmocka runs no teardown after a failed setup. */
+    fprintf(stderr, "# failover setup: %s (see %s)\n", failed, fo.dir);
+    failover_teardown(state);
+    return -1;
+}
+
+static void test_memory_cache_follows_a_sentinel_failover(void **state)
+{
+    (void)state;
+    freeReplyObject(cmd_at(fo.r, "HSET pl:prompt:Hello label:prod %s gen 1", "{\"v\":1}"));
+    char url[96];
+    snprintf(url, sizeof(url), "redis-sentinel://127.0.0.1:%d/" MASTER "?db=0", fo.sentinel.port);
+    plcache_options o = opts(NULL);
+    o.redis_url = url;
+    o.memory_entries = 100;
+    fo.c = open_client(&o);
+    plcache *c = fo.c;
+    assert_true(wait_usable(c, 1, 5000));
+    plcache_free(get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0));
+    plcache_free(get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0));
+    plcache_stats s;
+    plcache_get_stats(c, &s);
+    assert_int_equal(s.memory_hits, 1);
+    assert_int_equal(s.memory_entries, 1);
+    assert_int_equal(s.subscription_drops, 0);
+
+    /* The primary dies without a word. */
+    kill(fo.a.pid, SIGKILL);
+    waitpid(fo.a.pid, NULL, 0);
+    fo.a.pid = -1;
+    int64_t t0 = now_ms();
+    assert_true(wait_usable(c, 0, 5000));
+    plcache_get_stats(c, &s);
+    assert_int_equal(s.memory_entries, 0); /* cleared with the same lock */
+    /* Bypassed: a get goes to Redis (none is primary yet, or already the
+     * promoted one), never to memory. */
+    char *json = NULL;
+    plcache_status st = plcache_get(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0, &json, NULL);
+    print_message("# get with the primary gone: %s: %s\n", plcache_status_str(st),
+                  plcache_errstr(c));
+    assert_true(st == PLCACHE_E_REDIS || st == PLCACHE_OK);
+    plcache_free(json);
+    plcache_get_stats(c, &s);
+    assert_int_equal(s.memory_hits, 1);
+
+    /* The sentinel promotes B, and the listener finds it through the
+     * sentinel by itself. */
+    assert_true(wait_for(sentinel_names_replica, 30000));
+    int64_t switched = now_ms() - t0;
+    assert_true(wait_usable(c, 1, 30000));
+    int64_t back = now_ms() - t0;
+    print_message("# the sentinel named the replica %lld ms after the kill; memory usable "
+                  "again after %lld ms\n",
+                  (long long)switched, (long long)back);
+    plcache_get_stats(c, &s);
+    assert_true(s.subscription_drops >= 1);
+
+    /* Gets read the new primary: a change made there without a PUBLISH is
+     * seen at once (memory was cleared), then served from memory. */
+    redisFree(fo.r); /* the sentinel killed B's clients at the promotion */
+    fo.r = connect_port(fo.b.port);
+    assert_non_null(fo.r);
+    freeReplyObject(cmd_at(fo.r, "HSET pl:prompt:Hello label:prod %s", "{\"v\":2}"));
+    for (int i = 0; i < 2; i++) {
+        json = get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0);
+        assert_string_equal(json, "{\"v\":2}");
+        plcache_free(json);
+    }
+    plcache_get_stats(c, &s);
+    assert_int_equal(s.memory_hits, 2);
+    assert_int_equal(s.memory_entries, 1);
+    unsigned long long invalidations = s.invalidations;
+
+    /* A change published on the new primary reaches the listener there (its
+     * one subscriber) and drops the memory entry. */
+    freeReplyObject(cmd_at(fo.r, "HSET pl:prompt:Hello label:prod %s", "{\"v\":3}"));
+    freeReplyObject(cmd_at(fo.r, "HINCRBY pl:prompt:Hello gen 1"));
+    redisReply *r = cmd_at(fo.r, "PUBLISH pl:invalidate Hello");
+    long long receivers = r->integer;
+    freeReplyObject(r);
+    assert_int_equal(receivers, 1);
+    int seen = 0;
+    for (int64_t end = now_ms() + 5000; !seen && now_ms() < end;) {
+        json = get_ok(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0);
+        seen = strcmp(json, "{\"v\":3}") == 0;
+        plcache_free(json);
+        if (!seen)
+            sleep_ms(2);
+    }
+    assert_true(seen);
+    plcache_get_stats(c, &s);
+    assert_true(s.invalidations > invalidations);
+
+    /* And a push lands on the new primary. */
+    long long n = 0;
+    assert_int_equal(plcache_push(c, "{}", 2, &n), PLCACHE_OK);
+    assert_int_equal(n, 1);
+    r = cmd_at(fo.r, "LLEN pl:track");
+    long long len = r->integer;
+    freeReplyObject(r);
+    assert_int_equal(len, 1);
+}
+
 static void test_push_returns_the_queue_length(void **state)
 {
     (void)state;
@@ -1129,7 +1432,7 @@ static void test_redis_down_is_e_redis_with_a_clear_reason(void **state)
 {
     (void)state;
     server other = {-1, 0};
-    assert_int_equal(redis_start(&other, "redis2"), 0);
+    assert_int_equal(redis_start(&other, g.dir, "redis2", 0), 0);
     char url[64];
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", other.port);
     plcache_options o = opts(NULL);
@@ -1361,6 +1664,8 @@ int main(void)
         T(test_waiter_falls_back_to_the_api_without_writing),
         T(test_memory_hit_then_invalidation_drops_it_within_ms),
         T(test_memory_cleared_and_bypassed_while_subscription_is_down),
+        cmocka_unit_test_setup_teardown(test_memory_cache_follows_a_sentinel_failover,
+                                        failover_setup, failover_teardown),
         cmocka_unit_test_setup_teardown(test_memory_cache_follows_a_webhook_applied_by_the_receiver,
                                         setup, webhook_teardown),
         T(test_push_returns_the_queue_length),

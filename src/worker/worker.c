@@ -1,9 +1,13 @@
 /* worker.c -- the log-job engine.
  *
- * Taking: while fewer than `window` jobs are in flight and nothing asks us to
- * wait, one Lua call moves up to the free slots from pl:track (right end, the
- * oldest) to the head of our processing list. When it finds the queue empty,
- * a BLMOVE on the blocking connection waits up to 1 s for the next job.
+ * Taking: while fewer than `window` jobs are in flight (plus a quarter more,
+ * taken ahead) and nothing asks us to wait, one Lua call moves up to that many
+ * from pl:track (right end, the oldest) to the head of our processing list.
+ * When it finds the queue empty, a BLMOVE on the blocking connection waits up
+ * to 1 s for the next job. A job taken waits in memory (oldest first) for a
+ * free slot, so a finished request's slot is used again at once, without a
+ * Redis round trip; jobs taken ahead are in the processing list like the rest
+ * and go back to pl:track the same way if we stop or die.
  *
  * Forwarding: each job's steps are POSTed one after the other through the
  * fetcher (one attempt: retries go through Redis so a crash loses nothing).
@@ -22,7 +26,7 @@
  * if it was still there, adds it to its next place. So a write replayed after
  * a lost reply does nothing twice, and a job a reaper already returned to
  * pl:track is not also retried or dead-lettered. While Redis is away, finished
- * jobs wait in memory (at most the concurrency) and are written when it is back.
+ * jobs wait in memory (at most what was taken) and are written when it is back.
  * With min_replicas > 0 a finishing write counts (and leaves memory) only once
  * WAIT says that many replicas hold it; otherwise it is written again later,
  * which the script makes harmless, and no job is taken meanwhile.
@@ -73,6 +77,7 @@ static const char finish_script[] =
     "return n\n";
 
 #define FINISH_BATCH 64 /* jobs finished by one script call at most */
+#define PREFETCH_DIV 4  /* jobs taken ahead: a quarter of the slots */
 
 /* KEYS[1] retry set, KEYS[2] pl:track; ARGV[1] now. Due jobs go to the end
  * taken next. */
@@ -114,7 +119,8 @@ struct inflight {
     wjob job;
     int64_t sent_us;
     int claimed; /* matched during a recovery scan */
-    int held;    /* taken during a pause (a blocking take returned): sent after it */
+    int queued;  /* taken, waiting for a free slot or for a pause to end */
+    inflight *qnext;
 };
 
 /* A job's finishing write: its five arguments of finish_script. */
@@ -140,8 +146,11 @@ struct worker {
     char track[256], processing[512], processing_prefix[256], retry[256], dead[256], workers[256];
     worker_opts o;
     struct event *tick;
-    inflight *jobs;
-    size_t njobs;
+    inflight *jobs;                    /* every job taken and not finished, queued or sent */
+    size_t njobs;                      /* ... their number */
+    size_t nactive;                    /* ... of which sent (each holds a slot) */
+    inflight *queue_head, *queue_tail; /* ... of which waiting, oldest first */
+    int starting;                      /* start_queued is running (no reentry) */
     owed *owed_head, *owed_tail;
     size_t nowed, owed_sending;
     struct event *flush_ev; /* finishing writes of one loop turn go together */
@@ -159,6 +168,7 @@ struct worker {
 };
 
 static void take_more(worker *w);
+static void start_queued(worker *w);
 static void send_step(inflight *f);
 static void ignore(redisReply *r, void *priv);
 
@@ -299,6 +309,19 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 static void unlink_job(inflight *f)
 {
     worker *w = f->w;
+    if (f->queued) {
+        inflight *prev = NULL;
+        for (inflight *q = w->queue_head; q != f; q = q->qnext)
+            prev = q;
+        if (prev)
+            prev->qnext = f->qnext;
+        else
+            w->queue_head = f->qnext;
+        if (w->queue_tail == f)
+            w->queue_tail = prev;
+    } else {
+        w->nactive--;
+    }
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -317,6 +340,7 @@ static void abandon(inflight *f, const char *what)
     log_error("out of memory; the job stays in the processing list", "while", what);
     worker *w = f->w;
     unlink_job(f);
+    start_queued(w);
     take_more(w);
 }
 
@@ -360,6 +384,9 @@ static void finish(inflight *f, int mode, const char *target, double score, cons
         w->flush_pending = 1;
         event_active(w->flush_ev, EV_TIMEOUT, 1);
     }
+    /* The slot goes at once to a job already taken: no Redis round trip
+     * between one request and the next. */
+    start_queued(w);
     take_more(w);
 }
 
@@ -508,6 +535,43 @@ static void send_step(inflight *f)
     buf_free(&url);
 }
 
+/* The slots in use may not pass: the concurrency, narrowed by the window. */
+static size_t slot_cap(const worker *w)
+{
+    return (size_t)(w->window < w->o.concurrency ? w->window : w->o.concurrency);
+}
+
+/* Sends queued jobs, oldest first, while slots are free and no pause runs. */
+static void start_queued(worker *w)
+{
+    if (w->starting)
+        return; /* a dead() below finished a job: the loop here goes on */
+    w->starting = 1;
+    /* Once stopping, a job not sent yet stays where it is: the release
+     * returns it to pl:track with the rest of the processing list. */
+    while (w->queue_head && !w->closing && !w->stopping && w->nactive < slot_cap(w)) {
+        int64_t now = time_now_ms();
+        if (now < w->rate_until_ms || now < w->auth_until_ms)
+            break;
+        inflight *f = w->queue_head;
+        w->queue_head = f->qnext;
+        if (w->queue_head == NULL)
+            w->queue_tail = NULL;
+        f->qnext = NULL;
+        f->queued = 0;
+        w->nactive++;
+        if (f->job.invalid) {
+            char err[160];
+            snprintf(err, sizeof(err), "invalid_job: %s", f->job.invalid);
+            dead(f, DEAD_INVALID, err, 0, f->job.attempts);
+            continue;
+        }
+        send_step(f);
+    }
+    w->starting = 0;
+}
+
+/* Takes a job in: queued, then sent when a slot is free. */
 static void start_job(worker *w, const char *text, size_t len)
 {
     inflight *f = calloc(1, sizeof(*f));
@@ -525,17 +589,13 @@ static void start_job(worker *w, const char *text, size_t len)
         w->jobs->prev = f;
     w->jobs = f;
     w->njobs++;
-    if (time_now_ms() < w->rate_until_ms || time_now_ms() < w->auth_until_ms) {
-        f->held = 1;
-        return;
-    }
-    if (f->job.invalid) {
-        char err[160];
-        snprintf(err, sizeof(err), "invalid_job: %s", f->job.invalid);
-        dead(f, DEAD_INVALID, err, 0, f->job.attempts);
-        return;
-    }
-    send_step(f);
+    f->queued = 1;
+    if (w->queue_tail)
+        w->queue_tail->qnext = f;
+    else
+        w->queue_head = f;
+    w->queue_tail = f;
+    start_queued(w);
 }
 
 /* ---- taking ------------------------------------------------------------- */
@@ -546,8 +606,11 @@ static int free_slots(worker *w)
     if (w->stopping || w->closing || !w->started || now < w->auth_until_ms ||
         now < w->rate_until_ms || w->owed_head != NULL || w->recover || w->recovering)
         return 0;
-    int cap = w->window < w->o.concurrency ? w->window : w->o.concurrency;
-    return cap - (int)w->njobs;
+    /* A quarter more than the slots: a slot that frees takes a job already
+     * here, while the next take is on its way. */
+    size_t cap = slot_cap(w);
+    cap += cap / PREFETCH_DIV;
+    return (int)cap - (int)w->njobs;
 }
 
 static void blocked_taken(redisReply *r, void *priv)
@@ -774,25 +837,6 @@ static void first_contact(worker *w)
     w->started = 1;
 }
 
-/* Sends the jobs a blocking take brought in during a pause, once it is over. */
-static void release_held(worker *w, int64_t now)
-{
-    if (now < w->rate_until_ms || now < w->auth_until_ms)
-        return;
-    for (inflight *f = w->jobs; f; f = f->next) {
-        if (!f->held)
-            continue;
-        f->held = 0;
-        if (f->job.invalid) {
-            char err[160];
-            snprintf(err, sizeof(err), "invalid_job: %s", f->job.invalid);
-            dead(f, DEAD_INVALID, err, 0, f->job.attempts);
-            return; /* the list changed under us: the next tick goes on */
-        }
-        send_step(f);
-    }
-}
-
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -801,7 +845,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     int64_t now = time_now_ms();
     char ms[32];
     if (!w->closing)
-        release_held(w, now);
+        start_queued(w); /* a pause may be over */
     if (!w->closing && rconn_ready(w->redis)) {
         if (!w->started)
             first_contact(w);
@@ -899,7 +943,9 @@ void worker_stop(worker *w)
 
 size_t worker_busy(const worker *w)
 {
-    return w->njobs + w->nowed + (size_t)w->taking + (size_t)w->blocking;
+    /* Jobs waiting for a slot are not work under way: a stop leaves them to
+     * the release. */
+    return w->nactive + w->nowed + (size_t)w->taking + (size_t)w->blocking;
 }
 
 int worker_ready(const worker *w)
@@ -994,7 +1040,10 @@ void worker_metrics(worker *w, buf *b)
         metrics_sample(b, "plcache_worker_dead_total", labels, (double)w->deadn[i]);
     }
     metrics_header(b, "plcache_worker_inflight", "gauge", "Jobs being forwarded.");
-    metrics_sample(b, "plcache_worker_inflight", NULL, (double)w->njobs);
+    metrics_sample(b, "plcache_worker_inflight", NULL, (double)w->nactive);
+    metrics_header(b, "plcache_worker_waiting", "gauge",
+                   "Jobs taken (in the processing list) waiting for a slot or for a pause.");
+    metrics_sample(b, "plcache_worker_waiting", NULL, (double)(w->njobs - w->nactive));
     metrics_header(b, "plcache_worker_queue_depth", "gauge", "LLEN pl:track.");
     metrics_sample(b, "plcache_worker_queue_depth", NULL, (double)w->depth_track);
     metrics_header(b, "plcache_worker_retry_depth", "gauge", "ZCARD pl:track:retry.");

@@ -540,6 +540,8 @@ class Shutdown(WorkerCase):
         self.e.push(*[job(i) for i in ids])
         h.wait_until(lambda: len(self.e.records()) >= 4, 10, what="4 requests in flight")
         self.wait_metric("plcache_worker_inflight", 4, timeout=5)
+        # and one job taken ahead, which the stop must return unsent
+        self.wait_metric("plcache_worker_waiting", 1, timeout=5)
         w = self.e.worker
         t_term = time.time()
         w.proc.send_signal(signal.SIGTERM)
@@ -993,6 +995,13 @@ class Operations(WorkerCase):
         self.e.push(*[job(i) for i in range(20)])
         t0 = time.monotonic()
         self.e.start(w)
+        # A quarter of the slots is taken ahead: 4 requests under way and 1
+        # job waiting in memory for a slot, all 5 in the processing list.
+        m = self.e.metric
+        h.wait_until(lambda: m("plcache_worker_inflight", w) == 4 and
+                     m("plcache_worker_waiting", w) == 1, 10, what="4 sent and 1 taken ahead")
+        h.wait_until(lambda: self.e.processing().get(w.worker_id) == 5, 10,
+                     what="5 jobs in the processing list")
         self.e.wait_delivered(range(20), timeout=30)
         took = time.monotonic() - t0
         at = sorted(r["at_ms"] for r in self.e.records())

@@ -3,8 +3,14 @@
  * One CURLM per fetcher. curl drives the I/O through two callbacks:
  *   - the socket callback says which sockets to watch and how; each gets an
  *     fsock (a persistent struct event) hung on the socket with
- *     curl_multi_assign, re-armed with the right EV_READ/EV_WRITE on every
- *     call and freed on CURL_POLL_REMOVE;
+ *     curl_multi_assign, re-armed with the right EV_READ/EV_WRITE when that
+ *     changes. On CURL_POLL_REMOVE of a socket watched for reading (a kept
+ *     connection between two transfers) the fsock is parked: still
+ *     registered, so the next transfer on that connection, which asks for
+ *     EV_READ again, costs no epoll_ctl at all. A parked socket that turns
+ *     readable (the server closed it) is unregistered at once; curl's
+ *     close-socket callback frees the fsock before the descriptor is closed,
+ *     so a parked event never outlives its socket;
  *   - the timer callback sets the one evtimer (replacing it; -1 deletes it;
  *     0 is a zero timeout, never a call back into curl from inside curl).
  * The event handlers call curl_multi_socket_action and then drain
@@ -100,8 +106,11 @@ typedef struct freq {
 
 typedef struct fsock {
     struct fsock *prev, *next; /* f->socks */
+    struct fetcher *f;
     struct event *ev;
+    curl_socket_t fd;
     short kind; /* what ev watches (EV_READ/EV_WRITE | EV_PERSIST) */
+    int parked; /* curl stopped watching it, the connection stays open */
 } fsock;
 
 struct fetcher {
@@ -124,6 +133,9 @@ struct fetcher {
     int in_cb;
     fetch_stats_t stats;
 };
+
+static void sock_free(fetcher *f, fsock *s);
+static int on_curl_close(void *clientp, curl_socket_t s);
 
 /* ---- small helpers ---- */
 
@@ -435,6 +447,8 @@ static int easy_setup(fetcher *f, freq *r, CURL *e)
         bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     }
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, (void *)f) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 60L) != CURLE_OK;
@@ -679,7 +693,15 @@ static void drain(fetcher *f)
 
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
-    fetcher *f = arg;
+    fsock *fs = arg;
+    fetcher *f = fs->f;
+    if (fs->parked) {
+        /* An idle kept connection spoke: the server closed it (or broke the
+         * protocol). curl finds out when it next looks; we stop watching. */
+        f->stats.idle_closed++;
+        sock_free(f, fs);
+        return;
+    }
     int mask = 0;
     int running = 0;
     if (what & EV_READ)
@@ -720,13 +742,26 @@ static void sock_free(fetcher *f, fsock *s)
 
 /* CURLMOPT_SOCKETFUNCTION: watch s for what curl asks, or stop. Only
  * curl_multi_assign is called from here, which libcurl allows. */
+/* The parked fsock of socket s, or NULL. */
+static fsock *parked_sock(fetcher *f, curl_socket_t s)
+{
+    for (fsock *fs = f->socks; fs != NULL; fs = fs->next)
+        if (fs->parked && fs->fd == s)
+            return fs;
+    return NULL;
+}
+
 static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)e;
     fetcher *f = userp;
     fsock *fs = socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (fs != NULL)
+        if (fs == NULL)
+            return 0;
+        if (fs->kind == (EV_READ | EV_PERSIST))
+            fs->parked = 1; /* kept for the connection's next transfer */
+        else
             sock_free(f, fs);
         return 0;
     }
@@ -735,11 +770,20 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
         kind |= EV_READ;
     if (what & CURL_POLL_OUT)
         kind |= EV_WRITE;
+    if (fs == NULL && (fs = parked_sock(f, s)) != NULL) {
+        fs->parked = 0;
+        if (curl_multi_assign(f->multi, s, fs) != CURLM_OK) {
+            sock_free(f, fs);
+            return -1;
+        }
+    }
     if (fs == NULL) {
         fs = calloc(1, sizeof(*fs));
         if (fs == NULL)
             return -1;
-        fs->ev = event_new(f->base, s, kind, on_socket_event, f);
+        fs->f = f;
+        fs->fd = s;
+        fs->ev = event_new(f->base, s, kind, on_socket_event, fs);
         if (fs->ev == NULL) {
             free(fs);
             return -1;
@@ -753,14 +797,26 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
             return -1;
         }
     } else if (fs->kind == kind) {
-        return 0; /* curl repeated itself: nothing to change */
+        return 0; /* curl repeated itself, or a parked socket is back: nothing to change */
     } else {
         event_del(fs->ev);
-        if (event_assign(fs->ev, f->base, s, kind, on_socket_event, f) != 0)
+        if (event_assign(fs->ev, f->base, s, kind, on_socket_event, fs) != 0)
             return -1;
     }
     fs->kind = kind;
     return event_add(fs->ev, NULL) == 0 ? 0 : -1;
+}
+
+/* curl closes a socket: a parked fsock on it must go first, or its event
+ * would stay on a descriptor number the next socket may get. A socket curl
+ * still watched has had its CURL_POLL_REMOVE already. */
+static int on_curl_close(void *clientp, curl_socket_t s)
+{
+    fetcher *f = clientp;
+    fsock *fs = parked_sock(f, s);
+    if (fs != NULL)
+        sock_free(f, fs);
+    return close(s);
 }
 
 /* CURLMOPT_TIMERFUNCTION: replace the one timer; -1 deletes it, 0 fires on
@@ -976,6 +1032,9 @@ size_t fetch_waiting(const fetcher *f)
 void fetch_stats(const fetcher *f, fetch_stats_t *out)
 {
     *out = f->stats;
+    out->sockets = 0;
+    for (const fsock *fs = f->socks; fs != NULL; fs = fs->next)
+        out->sockets++;
 }
 
 void fetch_free(fetcher *f)

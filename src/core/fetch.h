@@ -99,6 +99,8 @@ typedef struct fetch_stats_t {
     unsigned long timeouts;    /* of those, attempts that hit timeout_ms or connect_timeout_ms */
     unsigned long too_big;     /* answers refused for a body over max_response */
     unsigned long connects;    /* new connections made (the rest reused one) */
+    unsigned long idle_closed; /* kept connections seen closing between transfers */
+    unsigned long sockets;     /* sockets on the loop now: watched, or kept between transfers */
     unsigned long outcomes[3]; /* finished requests by fetch_outcome */
     unsigned long by_class[6]; /* answers by status / 100 (1..5); [0]: a status out of range */
     unsigned long by_status[FETCH_STATUS_MAX - FETCH_STATUS_MIN + 1]; /* [status - 100] */

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <jansson.h>
@@ -1047,6 +1048,199 @@ static void test_sequential_gets_reuse_connections(void **state)
     assert_int_equal(count_records("/prompt-templates/Hello"), 50);
 }
 
+/* ---- kept connections the server closes ---- */
+
+/* A server on the test's own loop: answers each request of a connection with
+ * 200 "ok", keeps the connection, and closes it close_ms after the answer
+ * (or when the test says so). */
+#define KEPT_MAX 8
+typedef struct kept_srv kept_srv;
+typedef struct kept_conn {
+    kept_srv *s;
+    int fd;
+    struct event *rd, *closer;
+    char buf[4096];
+    size_t len;
+} kept_conn;
+struct kept_srv {
+    struct event_base *base;
+    int lfd, port, close_ms, conns, answers;
+    struct event *accept_ev;
+    kept_conn *conn[KEPT_MAX];
+};
+
+static void kept_close(kept_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    event_free(c->rd);
+    event_free(c->closer);
+    close(c->fd);
+    c->fd = -1;
+}
+
+static void on_kept_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kept_close(arg);
+}
+
+static void on_kept_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    kept_conn *c = arg;
+    ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+    if (n <= 0) {
+        kept_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    if (strstr(c->buf, "\r\n\r\n") == NULL)
+        return;
+    static const char answer[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+    assert_int_equal(write(fd, answer, sizeof(answer) - 1), (ssize_t)(sizeof(answer) - 1));
+    c->s->answers++;
+    c->len = 0;
+    if (c->s->close_ms >= 0) {
+        struct timeval tv = {0, c->s->close_ms * 1000};
+        evtimer_add(c->closer, &tv);
+    }
+}
+
+static void on_kept_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    kept_srv *s = arg;
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    assert_true(s->conns < KEPT_MAX);
+    kept_conn *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->s = s;
+    c->fd = fd;
+    c->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, on_kept_read, c);
+    c->closer = evtimer_new(s->base, on_kept_timer, c);
+    assert_non_null(c->rd);
+    assert_non_null(c->closer);
+    event_add(c->rd, NULL);
+    s->conn[s->conns++] = c;
+}
+
+static void kept_start(kept_srv *s, struct event_base *base, int close_ms)
+{
+    memset(s, 0, sizeof(*s));
+    s->base = base;
+    s->close_ms = close_ms;
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(s->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s->lfd, 8), 0);
+    assert_int_equal(getsockname(s->lfd, (struct sockaddr *)&a, &alen), 0);
+    s->port = ntohs(a.sin_port);
+    s->accept_ev = event_new(base, s->lfd, EV_READ | EV_PERSIST, on_kept_accept, s);
+    assert_non_null(s->accept_ev);
+    event_add(s->accept_ev, NULL);
+}
+
+static void kept_stop(kept_srv *s)
+{
+    for (int i = 0; i < s->conns; i++) {
+        kept_close(s->conn[i]);
+        free(s->conn[i]);
+    }
+    event_free(s->accept_ev);
+    close(s->lfd);
+}
+
+static int never(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* One GET to the kept server; returns its result in *w. */
+static void kept_get(tctx *t, const kept_srv *s, got *w)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", s->port);
+    int want = calls + 1;
+    assert_int_equal(fetch_get(t->f, url, NULL, NULL, on_done, w), 0);
+    wait_calls(t, want, 10000);
+}
+
+static void test_kept_connection_closed_while_idle_is_dropped_then_replaced(void **state)
+{
+    /* Between two transfers the kept connection's socket stays registered
+     * (parked). The server closes it: the fetcher must stop watching it at
+     * once (or the loop would spin on a readable socket), and the next
+     * request must go out on a new connection, first time. */
+    tctx *t = *state;
+    fetcher *f = new_fetcher(t, NULL);
+    kept_srv s;
+    kept_start(&s, t->base, 50);
+    got w[2];
+    memset(w, 0, sizeof(w));
+    kept_get(t, &s, &w[0]);
+    assert_int_equal(w[0].status, 200);
+    assert_string_equal(w[0].body, "ok");
+    run_until(t->base, never, NULL, 300); /* the server closes after 50 ms */
+    fetch_stats_t st;
+    fetch_stats(f, &st);
+    assert_int_equal(st.idle_closed, 1);
+    assert_int_equal(st.sockets, 0); /* nothing left watching the closed one */
+    kept_get(t, &s, &w[1]);
+    assert_int_equal(w[1].status, 200);
+    assert_int_equal(w[1].attempts, 1);
+    fetch_stats(f, &st);
+    assert_int_equal(st.connects, 2);
+    assert_int_equal(st.sockets, 1); /* the new connection, kept */
+    assert_int_equal(s.conns, 2);
+    assert_int_equal(s.answers, 2);
+    got_free(w, 2);
+    fetch_free(f);
+    t->f = NULL;
+    kept_stop(&s);
+}
+
+static void test_kept_connection_closed_unseen_is_replaced_on_the_same_descriptor(void **state)
+{
+    /* The server closes the kept connection while the loop is not running:
+     * curl finds it dead when the next request wants it, closes it (our
+     * close callback unhooks the parked event first) and opens a new socket,
+     * which gets the same descriptor number. That socket must be watched
+     * for real: the request completes, first time, and so do more. */
+    tctx *t = *state;
+    fetcher *f = new_fetcher(t, NULL);
+    kept_srv s;
+    kept_start(&s, t->base, -1);
+    got w[4];
+    memset(w, 0, sizeof(w));
+    kept_get(t, &s, &w[0]);
+    assert_int_equal(w[0].status, 200);
+    for (int round = 1; round < 4; round++) {
+        kept_close(s.conn[s.conns - 1]);
+        sleep_ms(50); /* the FIN arrives; nobody looks */
+        kept_get(t, &s, &w[round]);
+        assert_int_equal(w[round].status, 200);
+        assert_int_equal(w[round].attempts, 1);
+    }
+    fetch_stats_t st;
+    fetch_stats(f, &st);
+    assert_int_equal(st.connects, 4);
+    assert_int_equal(st.sockets, 1);
+    assert_int_equal(s.conns, 4);
+    got_free(w, 4);
+    fetch_free(f);
+    t->f = NULL;
+    kept_stop(&s);
+}
+
 static void test_refused_input_returns_minus_one_without_callback(void **state)
 {
     tctx *t = *state;
@@ -1110,6 +1304,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_with_requests_pending_calls_every_callback_once,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sequential_gets_reuse_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_kept_connection_closed_while_idle_is_dropped_then_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_kept_connection_closed_unseen_is_replaced_on_the_same_descriptor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_input_returns_minus_one_without_callback,
                                         setup, teardown),
     };

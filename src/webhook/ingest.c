@@ -23,9 +23,16 @@
  * verified in one loop turn (KEYS[1] the stream, KEYS[1 + i] event i's seen
  * key; ARGV[1] the seen TTL, ARGV[2] the receive time, then each event's type
  * and payload). Returns, per event, its stream id, or 0 for a duplicate.
+ * The stream's type is checked first: an XADD refused after its SET NX would
+ * leave the event marked seen but not recorded, and its retry would then be
+ * answered as a duplicate.
  * The receiver never trims pl:events: the applier does (apply.c), because
  * only it can tell read entries from entries a trim would lose. */
 static const char record_script[] =
+    "local t = redis.call('TYPE', KEYS[1]).ok\n"
+    "if t ~= 'stream' and t ~= 'none' then\n"
+    "  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is not a stream')\n"
+    "end\n"
     "local out = {}\n"
     "for i = 2, #KEYS do\n"
     "  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then\n"

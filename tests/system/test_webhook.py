@@ -452,6 +452,25 @@ class Limits(unittest.TestCase):
                 return int(line.split("calls=")[1].split(",")[0])
         return 0
 
+    def test_events_key_of_the_wrong_type_is_503_and_marks_nothing_seen(self):
+        # Someone wrote a string at pl:events: the delivery is refused, and
+        # once the key is mended the retry is recorded, not a "duplicate".
+        e = Env().start()
+        try:
+            e.redis_cmd("SET", "pl:events", "oops")
+            body = json.dumps(h.event(prompt_template_name="typed"))
+            st, hd, _ = e.post(body)
+            self.assertEqual(st, 503)
+            self.assertEqual(hd.get("Retry-After"), "5")
+            self.assertEqual(e.redis_cmd("KEYS", "pl:seen:*"), [])
+            self.assertIn("is not a stream", e.daemon.log())
+            e.redis_cmd("DEL", "pl:events")
+            st, _, b = e.post(body)
+            self.assertEqual((st, b), (200, {"ok": True}))
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
+        finally:
+            e.close()
+
     def test_deliveries_ready_together_share_script_calls_and_are_answered_each(self):
         # 100 events plus a second copy of 30 of them, all ready in the same
         # loop turns: more than one batch (64 at most), a copy possibly in

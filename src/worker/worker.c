@@ -62,8 +62,21 @@ static const char take_script[] =
 
 /* KEYS[1] processing; ARGV: one group of five per job: raw, mode, where the
  * job goes, score, value. A job no longer in the list is left alone. (The
- * targets are passed as ARGV: plcache needs a single Redis, not a cluster.) */
+ * targets are passed as ARGV: plcache needs a single Redis, not a cluster.)
+ * The targets' types are checked before anything moves: Redis does not roll
+ * a script back, and a job removed from the list whose ZADD or LPUSH was then
+ * refused would be lost. */
 static const char finish_script[] =
+    "local want = {retry = 'zset', dead = 'list', back = 'list'}\n"
+    "for i = 1, #ARGV, 5 do\n"
+    "  local w = want[ARGV[i + 1]]\n"
+    "  if w then\n"
+    "    local t = redis.call('TYPE', ARGV[i + 2]).ok\n"
+    "    if t ~= w and t ~= 'none' then\n"
+    "      return redis.error_reply('WRONGTYPE ' .. ARGV[i + 2] .. ' is not a ' .. w)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
     "local n = 0\n"
     "for i = 1, #ARGV, 5 do\n"
     "  if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then\n"
@@ -80,8 +93,12 @@ static const char finish_script[] =
 #define PREFETCH_DIV 4  /* jobs taken ahead: a quarter of the slots */
 
 /* KEYS[1] retry set, KEYS[2] pl:track; ARGV[1] now. Due jobs go to the end
- * taken next. */
+ * taken next (pl:track's type checked first, as in finish_script). */
 static const char promote_script[] =
+    "local t = redis.call('TYPE', KEYS[2]).ok\n"
+    "if t ~= 'list' and t ~= 'none' then\n"
+    "  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a list')\n"
+    "end\n"
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)\n"
     "for _, v in ipairs(due) do\n"
     "  redis.call('ZREM', KEYS[1], v)\n"

@@ -483,6 +483,43 @@ class InvalidJobs(WorkerCase):
         self.assertEqual(len(self.e.records()), 1)
 
 
+class WrongTypes(WorkerCase):
+    """A key of the wrong type where a job must go refuses the whole write:
+    nothing moves, the job stays in the processing list, and it goes on once
+    the key is mended (Redis does not roll a script back, so the types are
+    checked before anything is removed)."""
+
+    settings = {"PLCACHE_RETRY_BASE_MS": 50, "PLCACHE_RETRY_MAX_MS": 100}
+
+    def refused_then_mended(self, key, kind, fault):
+        self.e.r("SET", self.e.key(key), "oops")
+        self.e.fault(fault)
+        self.e.push(job("kept"))
+        h.wait_until(lambda: f"is not a {kind}" in self.e.worker.log(), 10,
+                     what="the refused write logged")
+        mine = self.e.key("track:processing:" + self.e.worker.worker_id)
+        self.assertEqual([json.loads(x)["uid"] for x in self.e.r("LRANGE", mine, 0, -1)],
+                         ["kept"])
+        self.assertEqual(self.e.r("GET", self.e.key(key)), b"oops")
+        self.e.r("DEL", self.e.key(key))
+
+    def test_a_retry_set_of_the_wrong_type_loses_no_job(self):
+        self.refused_then_mended("track:retry", "zset",
+                                 {"path_prefix": "/log-request", "status": 503})
+        self.e.wait_delivered(["kept"], timeout=15)
+        self.assertNothingLeft()
+
+    def test_a_dead_list_of_the_wrong_type_loses_no_job(self):
+        self.refused_then_mended("track:dead", "list",
+                                 {"path_prefix": "/log-request", "status": 400})
+        h.wait_until(lambda: len(self.e.dead()) == 1, 10, what="the dead entry written")
+        self.assertEqual(self.e.dead()[0]["job"], job("kept"))
+        self.e.push(job("other"))
+        self.e.wait_delivered(["other"], timeout=15)
+        h.wait_until(lambda: self.e.processing() == {} and self.e.queued() == [], 10,
+                     what="nothing left but the dead entry")
+
+
 class RetryAfter(WorkerCase):
     """Retry-After is honoured; a 429 holds back every new request."""
 

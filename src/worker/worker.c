@@ -29,7 +29,8 @@
  * jobs wait in memory (at most what was taken) and are written when it is back.
  * With min_replicas > 0 a finishing write counts (and leaves memory) only once
  * WAIT says that many replicas hold it; otherwise it is written again later,
- * which the script makes harmless, and no job is taken meanwhile.
+ * which the script makes harmless. Jobs sent and not yet confirmed never pass
+ * 1.25 x the slots (unconfirmed_cap): past that, nothing new is sent.
  */
 #include "worker/worker.h"
 
@@ -224,6 +225,7 @@ static void owed_complete(worker *w, owed_batch *b)
     }
     w->nowed -= b->n;
     free(b);
+    start_queued(w);
     take_more(w);
 }
 
@@ -558,6 +560,15 @@ static size_t slot_cap(const worker *w)
     return (size_t)(w->window < w->o.concurrency ? w->window : w->o.concurrency);
 }
 
+/* Jobs sent and not yet recorded as finished (requests under way plus
+ * finished jobs whose write Redis has not confirmed) may not pass this: a
+ * kill -9 repeats at most that many, and a slow Redis (or WAIT for replicas)
+ * holds new requests back instead of piling up unwritten results. */
+static size_t unconfirmed_cap(const worker *w)
+{
+    return slot_cap(w) + slot_cap(w) / PREFETCH_DIV;
+}
+
 /* Sends queued jobs, oldest first, while slots are free and no pause runs. */
 static void start_queued(worker *w)
 {
@@ -566,7 +577,8 @@ static void start_queued(worker *w)
     w->starting = 1;
     /* Once stopping, a job not sent yet stays where it is: the release
      * returns it to pl:track with the rest of the processing list. */
-    while (w->queue_head && !w->closing && !w->stopping && w->nactive < slot_cap(w)) {
+    while (w->queue_head && !w->closing && !w->stopping && w->nactive < slot_cap(w) &&
+           w->nactive + w->nowed < unconfirmed_cap(w)) {
         int64_t now = time_now_ms();
         if (now < w->rate_until_ms || now < w->auth_until_ms)
             break;
@@ -625,9 +637,7 @@ static int free_slots(worker *w)
         return 0;
     /* A quarter more than the slots: a slot that frees takes a job already
      * here, while the next take is on its way. */
-    size_t cap = slot_cap(w);
-    cap += cap / PREFETCH_DIV;
-    return (int)cap - (int)w->njobs;
+    return (int)unconfirmed_cap(w) - (int)w->njobs;
 }
 
 static void blocked_taken(redisReply *r, void *priv)

@@ -665,8 +665,10 @@ class Takeover(WorkerCase):
         self.assertNothingLeft()
         self.assertIsNone(self.e.r("ZSCORE", self.e.key("track:workers"), w1.worker_id))
         self.assertEqual(self.e.dead(), [])
+        # Repeated: at most the jobs sent and not yet recorded as finished,
+        # which the worker keeps under concurrency + a quarter (taken ahead).
         dupes = sum(c - 1 for c in got.values())
-        self.assertLessEqual(dupes, conc, f"{dupes} jobs delivered twice")
+        self.assertLessEqual(dupes, conc + conc // 4, f"{dupes} jobs delivered twice")
 
     def test_jobs_of_a_worker_silent_too_long_go_back_to_the_queue(self):
         self.assertEqual(self.e.worker.stop(), 0)

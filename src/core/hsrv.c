@@ -273,10 +273,16 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
     return hc->bev;
 }
 
+/* Inside a handler called by evhttp (any server's): evhttp's own frames are
+ * on the stack, and an answer must go the usual way. */
+static int in_handler;
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     hsrv *s = arg;
+    in_handler++;
     s->handler(req, s->arg);
+    in_handler--;
 }
 
 static int split_listen(const char *listen, char *host, size_t hostlen, int *port)
@@ -418,6 +424,32 @@ void hsrv_free(hsrv *s)
     free(s);
 }
 
+/* Writes an answer evhttp has just queued on evcon at once, and tells evhttp
+ * it is written (its write callback: the request is freed and the connection
+ * reads the next one). evhttp's usual way waits for the socket to be
+ * reported writable: an epoll_ctl to watch for writing, a loop turn, another
+ * epoll_ctl to stop. Done here, the watch is set and cleared in the same turn,
+ * which libevent's changelist turns into no system call at all. Only outside
+ * evhttp's handler callback (evhttp has no frame of its own on the stack: an
+ * answer from a Redis reply), on plain sockets (a TLS answer must go through
+ * SSL_write), and only when the whole answer fits in the socket at once;
+ * otherwise the write event finishes it as before. */
+static void send_now(struct evhttp_connection *evcon)
+{
+    if (evcon == NULL || in_handler)
+        return;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    if (bev == NULL || bufferevent_openssl_get_ssl(bev) != NULL)
+        return;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0 || evbuffer_get_length(out) == 0)
+        return;
+    if (evbuffer_write(out, fd) <= 0 || evbuffer_get_length(out) != 0)
+        return;
+    bufferevent_trigger(bev, EV_WRITE, 0); /* may free evcon and bev */
+}
+
 void hsrv_reply(struct evhttp_request *req, int code, const char *json)
 {
     struct evbuffer *out = evhttp_request_get_output_buffer(req);
@@ -425,7 +457,10 @@ void hsrv_reply(struct evhttp_request *req, int code, const char *json)
     evhttp_add_header(h, "Content-Type", "application/json");
     if (json)
         evbuffer_add(out, json, strlen(json));
+    /* NULL when the client left: evhttp_send_reply then frees req. */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     evhttp_send_reply(req, code, NULL, NULL);
+    send_now(evcon);
 }
 
 void hsrv_reply_metrics(struct evhttp_request *req, const char *text, size_t n)

@@ -452,6 +452,40 @@ class Limits(unittest.TestCase):
                 return int(line.split("calls=")[1].split(",")[0])
         return 0
 
+    def raw_delivery(self, body, extra=b"", version=b"HTTP/1.1"):
+        return (b"POST " + PATH.encode() + b" " + version + b"\r\nHost: t\r\n" + extra +
+                b"X-PromptLayer-Signature: " + h.sign(body, SECRET).encode() +
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    def test_answers_written_at_once_keep_pipelining_and_connection_close_right(self):
+        # An answer from Redis's reply is written at once and evhttp told so
+        # in the same turn: a keep-alive connection must then read the next
+        # (already pipelined) request, and "Connection: close" or HTTP/1.0
+        # must still close the connection after the answer.
+        e = Env().start()
+        try:
+            bodies = [json.dumps(h.event(prompt_template_name=f"p{i}")).encode() for i in range(3)]
+            with socket.create_connection(("127.0.0.1", e.port), timeout=10) as s:
+                s.sendall(b"".join(self.raw_delivery(b) for b in bodies))
+                for _ in bodies:
+                    r = http.client.HTTPResponse(s)
+                    r.begin()
+                    self.assertEqual((r.status, json.loads(r.read())), (200, {"ok": True}))
+                    self.assertFalse(r.will_close)
+            for extra, version in ((b"Connection: close\r\n", b"HTTP/1.1"), (b"", b"HTTP/1.0")):
+                body = json.dumps(h.event(prompt_template_name=f"c{version[-1]}")).encode()
+                with socket.create_connection(("127.0.0.1", e.port), timeout=10) as s:
+                    s.sendall(self.raw_delivery(body, extra, version))
+                    r = http.client.HTTPResponse(s)
+                    r.begin()
+                    self.assertEqual((r.status, json.loads(r.read())), (200, {"ok": True}))
+                    self.assertEqual(s.recv(1), b"", "the connection was not closed")
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 5)
+            h.wait_until(lambda: e.metric("plcache_http_connections") <= 1, 5,
+                         what="the closed connections counted gone")
+        finally:
+            e.close()
+
     def test_events_key_of_the_wrong_type_is_503_and_marks_nothing_seen(self):
         # Someone wrote a string at pl:events: the delivery is refused, and
         # once the key is mended the retry is recorded, not a "duplicate".

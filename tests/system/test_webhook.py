@@ -415,6 +415,12 @@ class Limits(unittest.TestCase):
         finally:
             e.close()
 
+    def raw_delivery(self, body, extra=b"", version=b"HTTP/1.1"):
+        """A signed POST of body to the webhook path, as bytes."""
+        return (b"POST " + PATH.encode() + b" " + version + b"\r\nHost: t\r\n" + extra +
+                b"X-PromptLayer-Signature: " + h.sign(body, SECRET).encode() +
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
     def burst(self, e, bodies):
         """Writes every delivery on its own connection while the receiver is
         stopped (SIGSTOP), so that it finds them all ready at once; returns
@@ -429,10 +435,7 @@ class Limits(unittest.TestCase):
             os.kill(pid, signal.SIGSTOP)
             try:
                 for s, body in zip(socks, bodies):
-                    s.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: t\r\n"
-                              b"Content-Type: application/json\r\n"
-                              b"X-PromptLayer-Signature: " + h.sign(body, SECRET).encode() +
-                              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    s.sendall(self.raw_delivery(body))
             finally:
                 os.kill(pid, signal.SIGCONT)
             answers = []
@@ -451,11 +454,6 @@ class Limits(unittest.TestCase):
             if line.startswith("cmdstat_eval:"):
                 return int(line.split("calls=")[1].split(",")[0])
         return 0
-
-    def raw_delivery(self, body, extra=b"", version=b"HTTP/1.1"):
-        return (b"POST " + PATH.encode() + b" " + version + b"\r\nHost: t\r\n" + extra +
-                b"X-PromptLayer-Signature: " + h.sign(body, SECRET).encode() +
-                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     def test_answers_written_at_once_keep_pipelining_and_connection_close_right(self):
         # An answer from Redis's reply is written at once and evhttp told so

@@ -366,8 +366,16 @@ class WebhookEnv:
                  **settings):
         self.secret = secret
         self.tmp = TempDir()
-        self.redis = RedisServer(self.tmp.path, redis_extra, unix=unix).start()
-        self.api = FakeApi(self.tmp.path, fixture=fixture, delay_ms=api_delay_ms).start()
+        self.redis = self.api = None
+        try:
+            self.redis = RedisServer(self.tmp.path, redis_extra, unix=unix).start()
+            self.api = FakeApi(self.tmp.path, fixture=fixture, delay_ms=api_delay_ms).start()
+        except BaseException:
+            # Whatever did start is stopped, and the folder goes with it.
+            if self.redis:
+                self.redis.stop()
+            self.tmp.cleanup()
+            raise
         self.port = free_port()
         self.env = {
             "PLCACHE_REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",

@@ -201,6 +201,7 @@ class Rotation(unittest.TestCase):
 
     def test_sighup_rereads_the_secret_file(self):
         tmp = h.TempDir()
+        self.addCleanup(tmp.cleanup)
         path = os.path.join(tmp.path, "secret")
         with open(path, "w") as f:
             f.write("first-secret\n")
@@ -222,7 +223,6 @@ class Rotation(unittest.TestCase):
             self.assertNotIn("second-secret", e.daemon.log())
         finally:
             e.close()
-            tmp.cleanup()
 
 
 class RedisLoss(unittest.TestCase):

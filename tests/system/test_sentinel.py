@@ -26,6 +26,7 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.parse
 
 import harness as h
 
@@ -272,6 +273,17 @@ class Topology(unittest.TestCase):
     """Redis servers, sentinels (real or fake) and the two daemons of a test,
     all stopped by PID in cleanup."""
 
+    def begin(self, prefix):
+        """A temp folder and empty lists of what the test starts, all stopped
+        and removed in cleanup."""
+        self.tmp = h.TempDir(prefix)
+        self.addCleanup(self.tmp.cleanup)
+        self.servers = []
+        self.daemons = []
+        self.sentinels = []
+        self.api = None
+        self.addCleanup(self.stop_everything)
+
     def server(self, name, extra=()):
         d = os.path.join(self.tmp.path, name)
         os.makedirs(d)
@@ -290,15 +302,24 @@ class Topology(unittest.TestCase):
         if failures:
             raise AssertionError("\n".join(failures))
 
+    def cli(self, *args, input=b"", **settings):
+        cli = os.environ.get("PLCACHE_CLI_BIN", "")
+        env = {k: v for k, v in os.environ.items()
+               if not (k.startswith("PLCACHE_") or k.startswith("PROMPTLAYER_"))}
+        env.update({"PLCACHE_REDIS_URL": self.url, "PLCACHE_REDIS_TIMEOUT": "2",
+                    "PROMPTLAYER_API_KEY": self.api.api_key,
+                    "PROMPTLAYER_BASE_URL": self.api.url})
+        env.update(settings)
+        p = subprocess.run([cli, *args], input=input, env=env, capture_output=True, timeout=60)
+        err = p.stderr.decode(errors="replace")
+        self.assertNotIn("Sanitizer", err)
+        self.assertNotIn("runtime error:", err)
+        return p.returncode, p.stdout.decode(errors="replace"), err
+
 
 class Failover(Topology):
     def setUp(self):
-        self.tmp = h.TempDir("plcache-sentinel-test-")
-        self.addCleanup(self.tmp.cleanup)
-        self.servers = []
-        self.sentinels = []
-        self.daemons = []
-        self.addCleanup(self.stop_everything)
+        self.begin("plcache-sentinel-test-")
         p = self.server("primary")
         self.primary = p
         for name in ("replica1", "replica2"):
@@ -330,20 +351,6 @@ class Failover(Topology):
                 if m and srv.proc and srv.port == m[1]:
                     return srv
         return None
-
-    def cli(self, *args, input=b"", **settings):
-        cli = os.environ.get("PLCACHE_CLI_BIN", "")
-        env = {k: v for k, v in os.environ.items()
-               if not (k.startswith("PLCACHE_") or k.startswith("PROMPTLAYER_"))}
-        env.update({"PLCACHE_REDIS_URL": self.url, "PLCACHE_REDIS_TIMEOUT": "2",
-                    "PROMPTLAYER_API_KEY": self.api.api_key,
-                    "PROMPTLAYER_BASE_URL": self.api.url})
-        env.update(settings)
-        p = subprocess.run([cli, *args], input=input, env=env, capture_output=True, timeout=60)
-        err = p.stderr.decode(errors="replace")
-        self.assertNotIn("Sanitizer", err)
-        self.assertNotIn("runtime error:", err)
-        return p.returncode, p.stdout.decode(errors="replace"), err
 
     def test_receiver_and_worker_survive_a_primary_killed_and_lose_nothing(self):
         stop = threading.Event()
@@ -547,13 +554,7 @@ class ReadonlyRediscovery(Topology):
     """
 
     def setUp(self):
-        self.tmp = h.TempDir("plcache-readonly-test-")
-        self.addCleanup(self.tmp.cleanup)
-        self.servers = []
-        self.daemons = []
-        self.sentinels = []
-        self.api = None
-        self.addCleanup(self.stop_everything)
+        self.begin("plcache-readonly-test-")
         self.a = self.server("a")
         self.b = self.server("b", ["--replicaof", "127.0.0.1", str(self.a.port)])
         h.wait_until(lambda: replication(self.b).get("master_link_status") == "up", 20,
@@ -696,6 +697,76 @@ class ReadonlyRediscovery(Topology):
             kv = dict(zip(fields[::2], fields[1::2]))
             names.add(json.loads(kv[b"payload"])["details"]["prompt_template_name"])
         return names
+
+
+
+class PasswordThroughSentinel(Topology):
+    """redis-sentinel://:password@host/master: the password is the data
+    node's, used on the node the sentinel names (a sentinel gets no AUTH),
+    by the receiver, the worker and the command alike; a wrong one keeps the
+    daemons unready and is written to no log."""
+
+    PASSWORD = "s3cr:et@pw"
+
+    def setUp(self):
+        self.begin("plcache-sentinel-auth-test-")
+        self.a = self.server("a", ["--requirepass", self.PASSWORD])
+        self.sentinel = FakeSentinel(MASTER, ("127.0.0.1", self.a.port))
+        self.sentinels.append(self.sentinel)
+        self.url = self.url_with(urllib.parse.quote(self.PASSWORD, safe=""))
+
+    def url_with(self, password):
+        return f"redis-sentinel://:{password}@127.0.0.1:{self.sentinel.port}/{MASTER}?db=0"
+
+    def a_cmd(self, *args):
+        c = self.a.client()
+        try:
+            c("AUTH", self.PASSWORD)
+            return c(*args)
+        finally:
+            c.close()
+
+    def test_every_program_authenticates_to_the_node_the_sentinel_names(self):
+        start_daemons(self, self.url, {}, "the fake sentinel, with the password")
+        st, _, _ = h.request(self.wport, "POST", "/webhooks/promptlayer",
+                             *signed(h.event(prompt_template_name="auth")), timeout=10)
+        self.assertEqual(st, 200)
+        self.assertEqual(self.a_cmd("XLEN", "pl:events"), 1)
+        self.a_cmd("LPUSH", "pl:track", json.dumps({"uid": "auth-job"}))
+        h.wait_until(lambda: any(r["status"] == 200 and b"auth-job" in r["body"].encode()
+                                 for r in self.api.requests("/log-request")), 15,
+                     what="the worker delivering a job from the password-protected node")
+        rc, out, err = self.cli("stats")
+        self.assertEqual(rc, 0, err)
+        self.assertIsInstance(json.loads(out), dict)
+        # The sentinel was asked, and never sent the password.
+        sent = [argv for argv, _ in list(self.sentinel.log)]
+        self.assertTrue(any(a[:1] == ["SENTINEL"] or a[:1] == ["sentinel"] for a in sent), sent)
+        self.assertFalse(any(a and a[0].lower() == "auth" for a in sent), sent)
+        for d in self.daemons:
+            self.assertNotIn(self.PASSWORD, d.log())
+            self.assertNotIn(urllib.parse.quote(self.PASSWORD, safe=""), d.log())
+
+    def test_a_wrong_password_is_never_ready_and_never_logged(self):
+        self.api = h.FakeApi(self.tmp.path).start()
+        port = h.free_port()
+        d = h.Daemon(os.environ.get("PLCACHE_WEBHOOK_BIN", ""), {
+            "PLCACHE_REDIS_URL": self.url_with("wrong-pw"), "PLCACHE_REDIS_TIMEOUT": "2",
+            "PLCACHE_LISTEN": f"127.0.0.1:{port}", "PLCACHE_WEBHOOK_SECRET": SECRET,
+            "PROMPTLAYER_API_KEY": self.api.api_key, "PROMPTLAYER_BASE_URL": self.api.url},
+            self.tmp.path, "webhook")
+        d.start()
+        self.daemons.append(d)
+        h.wait_until(lambda: "handshake refused" in d.log(), 10, what="the refusal logged")
+        self.assertEqual(h.request(port, "GET", "/readyz", timeout=5)[0], 503)
+        st, _, _ = h.request(port, "POST", "/webhooks/promptlayer",
+                             *signed(h.event(prompt_template_name="no")), timeout=10)
+        self.assertEqual(st, 503)
+        self.assertNotIn("wrong-pw", d.log())
+        rc, _, err = self.cli("stats", PLCACHE_REDIS_URL=self.url_with("wrong-pw"))
+        self.assertNotEqual(rc, 0)
+        self.assertNotIn("wrong-pw", err)
+        self.assertEqual(self.a_cmd("XLEN", "pl:events"), 0)
 
 
 if __name__ == "__main__":

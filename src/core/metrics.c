@@ -35,6 +35,13 @@ int metrics_sample(buf *b, const char *name, const char *labels, double value)
     return buf_printf(b, "%s %.17g\n", name, value);
 }
 
+int metrics_single(buf *b, const char *name, const char *type, const char *help, double value)
+{
+    if (metrics_header(b, name, type, help) != 0)
+        return -1;
+    return metrics_sample(b, name, NULL, value);
+}
+
 int metrics_histogram(buf *b, const char *name, const char *help, const mhist *h)
 {
     int rc = metrics_header(b, name, "histogram", help);

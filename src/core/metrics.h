@@ -35,6 +35,9 @@ int metrics_header(buf *b, const char *name, const char *type, const char *help)
 /* Writes one sample: name{labels} value. labels is like `status="200"` or NULL. */
 int metrics_sample(buf *b, const char *name, const char *labels, double value);
 
+/* Writes the header and the one unlabelled sample of a metric. */
+int metrics_single(buf *b, const char *name, const char *type, const char *help, double value);
+
 /* Writes a whole histogram (buckets, sum, count) with its header. */
 int metrics_histogram(buf *b, const char *name, const char *help, const mhist *h);
 

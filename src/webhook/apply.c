@@ -1113,37 +1113,34 @@ void applier_metrics(applier *a, buf *b)
         snprintf(labels, sizeof(labels), "type=\"%s\"", apply_types[i]);
         metrics_sample(b, "plcache_apply_failures_total", labels, (double)a->failed[i]);
     }
-    metrics_header(b, "plcache_apply_invalid_total", "counter",
-                   "Template events whose payload lacked what they need (acknowledged).");
-    metrics_sample(b, "plcache_apply_invalid_total", NULL, (double)a->invalid);
+    metrics_single(b, "plcache_apply_invalid_total", "counter",
+                   "Template events whose payload lacked what they need (acknowledged).",
+                   (double)a->invalid);
     metrics_histogram(b, "plcache_apply_latency_seconds",
                       "From an event's received_at to its cache write.", &a->latency);
-    metrics_header(b, "plcache_cache_writes_total", "counter", "Atomic template writes.");
-    metrics_sample(b, "plcache_cache_writes_total", NULL, (double)a->writes);
-    metrics_header(b, "plcache_cache_changes_total", "counter",
-                   "Cache fields changed by writes (identical content changes nothing).");
-    metrics_sample(b, "plcache_cache_changes_total", NULL, (double)a->changes);
-    metrics_header(b, "plcache_reconcile_runs_total", "counter", "Completed reconciliations.");
-    metrics_sample(b, "plcache_reconcile_runs_total", NULL, (double)a->resync_runs);
-    metrics_header(b, "plcache_reconcile_changes_total", "counter",
-                   "Cache fields that reconciliation found out of date.");
-    metrics_sample(b, "plcache_reconcile_changes_total", NULL, (double)a->resync_found);
-    metrics_header(b, "plcache_apply_claimed_total", "counter",
-                   "Events claimed from receivers that left them pending.");
-    metrics_sample(b, "plcache_apply_claimed_total", NULL, (double)a->claimed);
-    metrics_header(b, "plcache_apply_gaps_total", "counter",
+    metrics_single(b, "plcache_cache_writes_total", "counter", "Atomic template writes.",
+                   (double)a->writes);
+    metrics_single(b, "plcache_cache_changes_total", "counter",
+                   "Cache fields changed by writes (identical content changes nothing).",
+                   (double)a->changes);
+    metrics_single(b, "plcache_reconcile_runs_total", "counter", "Completed reconciliations.",
+                   (double)a->resync_runs);
+    metrics_single(b, "plcache_reconcile_changes_total", "counter",
+                   "Cache fields that reconciliation found out of date.", (double)a->resync_found);
+    metrics_single(b, "plcache_apply_claimed_total", "counter",
+                   "Events claimed from receivers that left them pending.", (double)a->claimed);
+    metrics_single(b, "plcache_apply_gaps_total", "counter",
                    "Times events were found removed from pl:events before they were applied "
-                   "(each starts a reconciliation).");
-    metrics_sample(b, "plcache_apply_gaps_total", NULL, (double)a->gaps);
-    metrics_header(b, "plcache_apply_events_lost_total", "counter",
-                   "Events removed from pl:events before they were applied (when counted).");
-    metrics_sample(b, "plcache_apply_events_lost_total", NULL, (double)a->lost);
-    metrics_header(b, "plcache_events_trimmed_total", "counter",
-                   "Entries this receiver trimmed from pl:events.");
-    metrics_sample(b, "plcache_events_trimmed_total", NULL, (double)a->trimmed);
-    metrics_header(b, "plcache_apply_pending", "gauge",
-                   "Entries delivered to the group and not acknowledged (XPENDING).");
-    metrics_sample(b, "plcache_apply_pending", NULL, (double)a->pending);
-    metrics_header(b, "plcache_apply_jobs", "gauge", "Events and templates being worked on.");
-    metrics_sample(b, "plcache_apply_jobs", NULL, (double)a->njobs);
+                   "(each starts a reconciliation).",
+                   (double)a->gaps);
+    metrics_single(b, "plcache_apply_events_lost_total", "counter",
+                   "Events removed from pl:events before they were applied (when counted).",
+                   (double)a->lost);
+    metrics_single(b, "plcache_events_trimmed_total", "counter",
+                   "Entries this receiver trimmed from pl:events.", (double)a->trimmed);
+    metrics_single(b, "plcache_apply_pending", "gauge",
+                   "Entries delivered to the group and not acknowledged (XPENDING).",
+                   (double)a->pending);
+    metrics_single(b, "plcache_apply_jobs", "gauge", "Events and templates being worked on.",
+                   (double)a->njobs);
 }

@@ -478,29 +478,25 @@ static void render_metrics(ingest *in, buf *b)
         snprintf(labels, sizeof(labels), "type=\"%s\"", known_types[i]);
         metrics_sample(b, "plcache_webhook_events_total", labels, (double)in->events[i]);
     }
-    metrics_header(b, "plcache_webhook_duplicates_total", "counter",
-                   "Authentic deliveries already seen within 24 h.");
-    metrics_sample(b, "plcache_webhook_duplicates_total", NULL, (double)in->duplicates);
-    metrics_header(b, "plcache_redis_errors_total", "counter",
-                   "Redis commands that failed or got no answer.");
-    metrics_sample(b, "plcache_redis_errors_total", NULL, (double)in->redis_errors);
-    metrics_header(b, "plcache_redis_wait_failures_total", "counter",
-                   "Writes not confirmed by PLCACHE_MIN_REPLICAS replicas in time (answered 503).");
-    metrics_sample(b, "plcache_redis_wait_failures_total", NULL,
+    metrics_single(b, "plcache_webhook_duplicates_total", "counter",
+                   "Authentic deliveries already seen within 24 h.", (double)in->duplicates);
+    metrics_single(b, "plcache_redis_errors_total", "counter",
+                   "Redis commands that failed or got no answer.", (double)in->redis_errors);
+    metrics_single(b, "plcache_redis_wait_failures_total", "counter",
+                   "Writes not confirmed by PLCACHE_MIN_REPLICAS replicas in time (answered 503).",
                    in->wait ? (double)rwait_failures(in->wait) : 0);
-    metrics_header(b, "plcache_redis_disconnects_total", "counter",
-                   "Times the Redis link was lost or dropped.");
-    metrics_sample(b, "plcache_redis_disconnects_total", NULL, (double)rconn_drops(in->redis));
-    metrics_header(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.");
-    metrics_sample(b, "plcache_redis_up", NULL, rconn_ready(in->redis) ? 1 : 0);
-    metrics_header(b, "plcache_webhook_inflight", "gauge", "Deliveries waiting on Redis.");
-    metrics_sample(b, "plcache_webhook_inflight", NULL, (double)in->inflight);
+    metrics_single(b, "plcache_redis_disconnects_total", "counter",
+                   "Times the Redis link was lost or dropped.", (double)rconn_drops(in->redis));
+    metrics_single(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.",
+                   rconn_ready(in->redis) ? 1 : 0);
+    metrics_single(b, "plcache_webhook_inflight", "gauge", "Deliveries waiting on Redis.",
+                   (double)in->inflight);
     if (in->srv) {
-        metrics_header(b, "plcache_http_connections", "gauge", "Open HTTP connections.");
-        metrics_sample(b, "plcache_http_connections", NULL, (double)hsrv_conns(in->srv));
-        metrics_header(b, "plcache_http_accept_pauses_total", "counter",
-                       "Times the listener paused at PLCACHE_MAX_CONNECTIONS.");
-        metrics_sample(b, "plcache_http_accept_pauses_total", NULL, (double)hsrv_paused(in->srv));
+        metrics_single(b, "plcache_http_connections", "gauge", "Open HTTP connections.",
+                       (double)hsrv_conns(in->srv));
+        metrics_single(b, "plcache_http_accept_pauses_total", "counter",
+                       "Times the listener paused at PLCACHE_MAX_CONNECTIONS.",
+                       (double)hsrv_paused(in->srv));
     }
 }
 

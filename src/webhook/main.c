@@ -193,16 +193,15 @@ static void render_more(buf *b, void *arg)
         metrics_sample(b, "plcache_api_requests_total", labels, (double)n);
     }
     metrics_sample(b, "plcache_api_requests_total", "status=\"0\"", (double)st.net_errors);
-    metrics_header(b, "plcache_api_retries_total", "counter", "API attempts made again.");
-    metrics_sample(b, "plcache_api_retries_total", NULL, (double)st.retries);
-    metrics_header(b, "plcache_api_coalesced_total", "counter",
-                   "API fetches that joined the same fetch already in flight.");
-    metrics_sample(b, "plcache_api_coalesced_total", NULL, (double)st.coalesced);
-    metrics_header(b, "plcache_api_connections_total", "counter",
-                   "New connections to the API (the rest reused one).");
-    metrics_sample(b, "plcache_api_connections_total", NULL, (double)st.connects);
-    metrics_header(b, "plcache_api_inflight", "gauge", "API requests in flight.");
-    metrics_sample(b, "plcache_api_inflight", NULL, (double)fetch_inflight(a->fetch));
+    metrics_single(b, "plcache_api_retries_total", "counter", "API attempts made again.",
+                   (double)st.retries);
+    metrics_single(b, "plcache_api_coalesced_total", "counter",
+                   "API fetches that joined the same fetch already in flight.",
+                   (double)st.coalesced);
+    metrics_single(b, "plcache_api_connections_total", "counter",
+                   "New connections to the API (the rest reused one).", (double)st.connects);
+    metrics_single(b, "plcache_api_inflight", "gauge", "API requests in flight.",
+                   (double)fetch_inflight(a->fetch));
 }
 
 /* 1 when both TLS files are given, 0 when neither; -1 with err naming the

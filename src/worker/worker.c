@@ -1066,17 +1066,17 @@ void worker_metrics(worker *w, buf *b)
         snprintf(labels, sizeof(labels), "reason=\"%s\"", dead_names[i]);
         metrics_sample(b, "plcache_worker_dead_total", labels, (double)w->deadn[i]);
     }
-    metrics_header(b, "plcache_worker_inflight", "gauge", "Jobs being forwarded.");
-    metrics_sample(b, "plcache_worker_inflight", NULL, (double)w->nactive);
-    metrics_header(b, "plcache_worker_waiting", "gauge",
-                   "Jobs taken (in the processing list) waiting for a slot or for a pause.");
-    metrics_sample(b, "plcache_worker_waiting", NULL, (double)(w->njobs - w->nactive));
-    metrics_header(b, "plcache_worker_queue_depth", "gauge", "LLEN pl:track.");
-    metrics_sample(b, "plcache_worker_queue_depth", NULL, (double)w->depth_track);
-    metrics_header(b, "plcache_worker_retry_depth", "gauge", "ZCARD pl:track:retry.");
-    metrics_sample(b, "plcache_worker_retry_depth", NULL, (double)w->depth_retry);
-    metrics_header(b, "plcache_worker_dead_depth", "gauge", "LLEN pl:track:dead.");
-    metrics_sample(b, "plcache_worker_dead_depth", NULL, (double)w->depth_dead);
+    metrics_single(b, "plcache_worker_inflight", "gauge", "Jobs being forwarded.",
+                   (double)w->nactive);
+    metrics_single(b, "plcache_worker_waiting", "gauge",
+                   "Jobs taken (in the processing list) waiting for a slot or for a pause.",
+                   (double)(w->njobs - w->nactive));
+    metrics_single(b, "plcache_worker_queue_depth", "gauge", "LLEN pl:track.",
+                   (double)w->depth_track);
+    metrics_single(b, "plcache_worker_retry_depth", "gauge", "ZCARD pl:track:retry.",
+                   (double)w->depth_retry);
+    metrics_single(b, "plcache_worker_dead_depth", "gauge", "LLEN pl:track:dead.",
+                   (double)w->depth_dead);
     metrics_histogram(b, "plcache_worker_forward_seconds",
                       "From a request's start to PromptLayer's answer.", &w->forward);
     metrics_header(b, "plcache_worker_paused", "gauge",
@@ -1086,20 +1086,18 @@ void worker_metrics(worker *w, buf *b)
     metrics_header(b, "plcache_worker_pauses_total", "counter", "Pauses started, by reason.");
     metrics_sample(b, "plcache_worker_pauses_total", "reason=\"auth\"", (double)w->auth_pauses);
     metrics_sample(b, "plcache_worker_pauses_total", "reason=\"rate\"", (double)w->rate_pauses);
-    metrics_header(b, "plcache_worker_reaped_total", "counter",
-                   "Jobs returned to pl:track from workers that stopped answering.");
-    metrics_sample(b, "plcache_worker_reaped_total", NULL, (double)w->reaped);
-    metrics_header(b, "plcache_worker_window", "gauge",
-                   "Jobs allowed in flight now (grows back after a 429).");
-    metrics_sample(b, "plcache_worker_window", NULL, (double)w->window);
-    metrics_header(b, "plcache_worker_unconfirmed", "gauge",
+    metrics_single(b, "plcache_worker_reaped_total", "counter",
+                   "Jobs returned to pl:track from workers that stopped answering.",
+                   (double)w->reaped);
+    metrics_single(b, "plcache_worker_window", "gauge",
+                   "Jobs allowed in flight now (grows back after a 429).", (double)w->window);
+    metrics_single(b, "plcache_worker_unconfirmed", "gauge",
                    "Finished jobs whose write Redis (and PLCACHE_MIN_REPLICAS replicas) has not "
-                   "confirmed yet.");
-    metrics_sample(b, "plcache_worker_unconfirmed", NULL, (double)w->nowed);
-    metrics_header(b, "plcache_redis_wait_failures_total", "counter",
-                   "Write batches not confirmed by PLCACHE_MIN_REPLICAS replicas in time.");
-    metrics_sample(b, "plcache_redis_wait_failures_total", NULL,
+                   "confirmed yet.",
+                   (double)w->nowed);
+    metrics_single(b, "plcache_redis_wait_failures_total", "counter",
+                   "Write batches not confirmed by PLCACHE_MIN_REPLICAS replicas in time.",
                    w->wait ? (double)rwait_failures(w->wait) : 0);
-    metrics_header(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.");
-    metrics_sample(b, "plcache_redis_up", NULL, rconn_ready(w->redis) ? 1 : 0);
+    metrics_single(b, "plcache_redis_up", "gauge", "1 when Redis accepts commands.",
+                   rconn_ready(w->redis) ? 1 : 0);
 }

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import unittest
@@ -449,6 +450,37 @@ class WebhookEnv:
         self.tmp.cleanup()
         if failures:
             raise AssertionError("\n".join(failures))
+
+
+def check_drain_waits_for_a_held_delivery(tc, e, post, metrics):
+    """SIGTERM while a delivery waits on a stopped (SIGSTOP) Redis: the
+    receiver e must stay up, answer it 200 once Redis continues, then exit
+    0 with the event recorded. post() makes the delivery and returns its
+    status; metrics() returns /metrics as text. Shared by the plain and the
+    HTTPS receiver tests; tc is the TestCase that asserts."""
+    out = {}
+    e.redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        def run():
+            try:
+                out["st"] = post()
+            except Exception as ex:  # noqa: BLE001 - reported by the assertion below
+                out["error"] = repr(ex)
+        t = threading.Thread(target=run)
+        t.start()
+        wait_until(lambda: "plcache_webhook_inflight 1" in metrics(), 5,
+                   what="a delivery in flight")
+        e.daemon.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        tc.assertIsNone(e.daemon.proc.poll(), "exited with a delivery in flight")
+        e.redis.proc.send_signal(signal.SIGCONT)
+        t.join(60)
+        tc.assertEqual(out.get("st"), 200, out)
+        tc.assertEqual(e.daemon.proc.wait(10), 0)
+        tc.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
+    finally:
+        if e.redis.proc:
+            e.redis.proc.send_signal(signal.SIGCONT)
 
 
 # -- plcache-worker -----------------------------------------------------------

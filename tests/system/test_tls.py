@@ -15,7 +15,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import unittest
 import warnings
@@ -345,29 +344,10 @@ class Lifecycle(unittest.TestCase):
     def test_sigterm_over_https_answers_a_delivery_held_by_redis(self):
         e = TlsEnv(PLCACHE_REDIS_TIMEOUT=60, PLCACHE_REQUEST_TIMEOUT=120).start()
         try:
-            out = {}
-            e.redis.proc.send_signal(signal.SIGSTOP)
-
-            def post():
-                try:
-                    out["st"] = e.post_event("held", timeout=60)[0]
-                except Exception as ex:  # noqa: BLE001 - reported by the assertion below
-                    out["error"] = repr(ex)
-            t = threading.Thread(target=post)
-            t.start()
-            h.wait_until(lambda: b"plcache_webhook_inflight 1" in e.request("GET", "/metrics")[1],
-                         5, what="a delivery in flight")
-            e.daemon.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            self.assertIsNone(e.daemon.proc.poll(), "exited with a delivery in flight")
-            e.redis.proc.send_signal(signal.SIGCONT)
-            t.join(60)
-            self.assertEqual(out.get("st"), 200, out)
-            self.assertEqual(e.daemon.proc.wait(10), 0)
-            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
+            h.check_drain_waits_for_a_held_delivery(
+                self, e, lambda: e.post_event("held", timeout=60)[0],
+                lambda: e.request("GET", "/metrics")[1].decode())
         finally:
-            if e.redis.proc:
-                e.redis.proc.send_signal(signal.SIGCONT)
             e.close()
 
     def test_bad_tls_settings_stop_at_start_with_one_line_and_exit_2(self):

@@ -591,29 +591,10 @@ class Lifecycle(unittest.TestCase):
         # while, and this test is about order, not speed.
         e = Env(PLCACHE_REDIS_TIMEOUT=60, PLCACHE_REQUEST_TIMEOUT=120).start()
         try:
-            out = {}
-            e.redis.proc.send_signal(signal.SIGSTOP)
-
-            def post():
-                try:
-                    out["st"] = e.post(h.event(prompt_template_name="held"), timeout=60)[0]
-                except Exception as ex:  # noqa: BLE001 - reported by the assertion below
-                    out["error"] = repr(ex)
-            t = threading.Thread(target=post)
-            t.start()
-            h.wait_until(lambda: "plcache_webhook_inflight 1" in e.get("/metrics")[2].decode(), 5,
-                         what="a delivery in flight")
-            e.daemon.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            self.assertIsNone(e.daemon.proc.poll(), "exited with a delivery in flight")
-            e.redis.proc.send_signal(signal.SIGCONT)
-            t.join(60)
-            self.assertEqual(out.get("st"), 200, out)
-            self.assertEqual(e.daemon.proc.wait(10), 0)
-            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 1)
+            h.check_drain_waits_for_a_held_delivery(
+                self, e, lambda: e.post(h.event(prompt_template_name="held"), timeout=60)[0],
+                lambda: e.get("/metrics")[2].decode())
         finally:
-            if e.redis.proc:
-                e.redis.proc.send_signal(signal.SIGCONT)
             e.close()
 
     def test_bad_settings_stop_at_start_with_one_line_and_exit_2(self):

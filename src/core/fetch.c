@@ -31,9 +31,17 @@
  * finished transfers, and when a retry timer fires. So a callback never runs
  * inside fetch_get, and a transfer never starts inside a curl callback.
  *
- * Easy handles are kept on a spare list (at most max_inflight) and reset
- * between uses; connections live in the multi's connection cache, so they are
- * reused whichever handle runs next. A transfer's handle is removed from the
+ * Easy handles are kept on a spare list (at most max_inflight). The options
+ * every transfer shares are set once, when a handle is made; a transfer sets
+ * only its own (URL, method and body, headers, where its answer goes), each
+ * of them every time, so nothing of the last transfer carries over. Setting
+ * ~30 options and curl_easy_reset per transfer cost more than the transfer's
+ * own work in curl. Connections live in the multi's connection cache, so they
+ * are reused whichever handle runs next.
+ *
+ * Requests with the same header lines share one curl_slist (fhdrs, counted
+ * references; the fetcher keeps the last one made): a worker sends thousands
+ * of requests with the same two headers. A transfer's handle is removed from the
  * multi before its callbacks run: its connection is back in the cache by the
  * time a callback starts the next request.
  *
@@ -78,6 +86,13 @@ typedef struct fwaiter {
     void *arg;
 } fwaiter;
 
+/* A header list shared by the requests that have the same lines. */
+typedef struct fhdrs {
+    size_t refs;
+    int is_post; /* ends with "Expect:" */
+    struct curl_slist *list;
+} fhdrs;
+
 typedef struct freq {
     fetcher *f;
     struct freq *prev, *next; /* every request not finished: f->all */
@@ -86,9 +101,9 @@ typedef struct freq {
     enum freq_state state;
     int is_post;
     int is_https;
-    char *url;                  /* owned */
-    struct curl_slist *headers; /* owned */
-    char *body;                 /* owned, POST only */
+    char *url;      /* owned */
+    fhdrs *headers; /* a counted reference */
+    char *body;     /* owned, POST only */
     size_t body_len;
     char *key; /* owned, NULL when not coalesced */
     uint64_t hash;
@@ -125,9 +140,10 @@ struct fetcher {
     size_t owed;  /* callbacks owed */
     freq **table; /* key -> request, chained; tsize is a power of two */
     size_t tsize, tcount;
-    CURL **spare; /* reset easy handles, at most opts.max_inflight */
+    CURL **spare; /* idle easy handles, at most opts.max_inflight */
     size_t nspare;
     fsock *socks;
+    fhdrs *last_hdrs; /* a counted reference, or NULL */
     uint64_t rng;
     int closing;
     int in_cb;
@@ -257,6 +273,92 @@ static freq *queue_pop(fetcher *f)
     return r;
 }
 
+/* ---- header lists ---- */
+
+static void hdrs_unref(fhdrs *h)
+{
+    if (h == NULL || --h->refs > 0)
+        return;
+    curl_slist_free_all(h->list);
+    free(h);
+}
+
+#define FETCH_UA "User-Agent: plcache/" PLCACHE_VERSION
+
+static int has_user_agent(const char *const *headers)
+{
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+        if (strncasecmp(headers[i], "User-Agent:", 11) == 0)
+            return 1;
+    return 0;
+}
+
+/* The lines a request sends besides curl's own: the caller's, then ours (a
+ * User-Agent unless the caller gave one, and for a POST an empty Expect, so
+ * that no "Expect: 100-continue" round trip comes before a big body). */
+static size_t hdrs_ours(int is_post, const char *const *headers, const char *out[2])
+{
+    size_t n = 0;
+    if (!has_user_agent(headers))
+        out[n++] = FETCH_UA;
+    if (is_post)
+        out[n++] = "Expect:";
+    return n;
+}
+
+static int hdrs_same(const fhdrs *h, int is_post, const char *const *headers)
+{
+    if (h == NULL || h->is_post != is_post)
+        return 0;
+    const struct curl_slist *l = h->list;
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++, l = l->next)
+        if (l == NULL || strcmp(l->data, headers[i]) != 0)
+            return 0;
+    const char *ours[2];
+    size_t n = hdrs_ours(is_post, headers, ours);
+    for (size_t i = 0; i < n; i++, l = l->next)
+        if (l == NULL || strcmp(l->data, ours[i]) != 0)
+            return 0;
+    return l == NULL;
+}
+
+/* A reference to a list of these lines: the last one made when it has the
+ * same, else a new one (then kept as the last). NULL when out of memory or a
+ * line holds CR or LF. */
+static fhdrs *hdrs_get(fetcher *f, int is_post, const char *const *headers)
+{
+    if (hdrs_same(f->last_hdrs, is_post, headers)) {
+        f->last_hdrs->refs++;
+        return f->last_hdrs;
+    }
+    fhdrs *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->refs = 1;
+    h->is_post = is_post;
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+        struct curl_slist *l = has_crlf(headers[i]) ? NULL : curl_slist_append(h->list, headers[i]);
+        if (l == NULL)
+            goto err;
+        h->list = l;
+    }
+    const char *ours[2];
+    size_t n = hdrs_ours(is_post, headers, ours);
+    for (size_t i = 0; i < n; i++) {
+        struct curl_slist *l = curl_slist_append(h->list, ours[i]);
+        if (l == NULL)
+            goto err;
+        h->list = l;
+    }
+    hdrs_unref(f->last_hdrs);
+    f->last_hdrs = h;
+    h->refs++;
+    return h;
+err:
+    hdrs_unref(h);
+    return NULL;
+}
+
 /* ---- requests ---- */
 
 static void req_free(freq *r)
@@ -266,7 +368,7 @@ static void req_free(freq *r)
     if (r->retry_ev)
         event_free(r->retry_ev);
     free(r->url);
-    curl_slist_free_all(r->headers);
+    hdrs_unref(r->headers);
     free(r->body);
     free(r->key);
     free(r->waiters);
@@ -362,16 +464,26 @@ static void finish(fetcher *f, freq *r, fetch_outcome outcome, long status, cons
 
 /* ---- easy handles ---- */
 
+static int easy_config(fetcher *f, CURL *e);
+
+/* An idle easy handle, with the options every transfer shares set. */
 static CURL *easy_take(fetcher *f)
 {
     if (f->nspare > 0)
         return f->spare[--f->nspare];
-    return curl_easy_init();
+    CURL *e = curl_easy_init();
+    if (e != NULL && easy_config(f, e) != 0) {
+        curl_easy_cleanup(e);
+        e = NULL;
+    }
+    return e;
 }
 
+/* Back to the spare list, as it is: the next transfer sets all its own
+ * options again (easy_setup). Until then the handle holds pointers into a
+ * freed request, which nothing reads while it is out of the multi. */
 static void easy_release(fetcher *f, CURL *e)
 {
-    curl_easy_reset(e);
     if (f->nspare < (size_t)f->opts.max_inflight)
         f->spare[f->nspare++] = e;
     else
@@ -428,28 +540,15 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-static int easy_setup(fetcher *f, freq *r, CURL *e)
+/* The options of every transfer, set once per handle. */
+static int easy_config(fetcher *f, CURL *e)
 {
     int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_URL, r->url) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK;
-    if (r->is_post) {
-        bad |=
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
-        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
-    } else {
-        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
-    }
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, (void *)f) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 60L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 30L) != CURLE_OK;
@@ -457,18 +556,41 @@ static int easy_setup(fetcher *f, freq *r, CURL *e)
     bad |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, f->opts.timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, f->opts.connect_timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_response) !=
+           CURLE_OK;
+    return bad ? -1 : 0;
+}
+
+/* The options of r's transfer: every one a transfer may change. */
+static int easy_setup(freq *r, CURL *e)
+{
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, r->url) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers->list) != CURLE_OK;
+    if (r->is_post) {
+        bad |=
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body) != CURLE_OK;
+        /* The answer to a POST is a few bytes of JSON: nothing to gain from
+         * compression, and curl would format an Accept-Encoding line each
+         * time. */
+        bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL) != CURLE_OK;
+    } else {
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
+    }
     /* PIPEWAIT: a transfer waits for a connection being made to the same host
      * rather than open its own, in case that one turns out to multiplex. Only
      * TLS can offer HTTP/2 here (2TLS): over plain http curl 7.88 would learn
      * "HTTP/1.1, no" only from the first answer, holding a burst of requests
      * behind it. */
-    if (r->is_https)
-        bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, f->opts.timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, f->opts.connect_timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)f->opts.max_response) !=
-           CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "plcache/" PLCACHE_VERSION) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, r->is_https ? 1L : 0L) != CURLE_OK;
     return bad ? -1 : 0;
 }
 
@@ -483,7 +605,7 @@ static int start(fetcher *f, freq *r)
     r->oom = 0;
     r->ra[0] = '\0';
     r->errbuf[0] = '\0';
-    if (easy_setup(f, r, e) != 0 || curl_multi_add_handle(f->multi, e) != CURLM_OK) {
+    if (easy_setup(r, e) != 0 || curl_multi_add_handle(f->multi, e) != CURLM_OK) {
         easy_release(f, e);
         return -1;
     }
@@ -961,20 +1083,10 @@ static int submit(fetcher *f, int is_post, const char *url, const char *const *h
     if (r->url == NULL)
         goto err;
     r->is_https = strncasecmp(url, "https://", 8) == 0;
-    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-        if (has_crlf(headers[i]))
-            goto err;
-        struct curl_slist *l = curl_slist_append(r->headers, headers[i]);
-        if (l == NULL)
-            goto err;
-        r->headers = l;
-    }
+    r->headers = hdrs_get(f, is_post, headers);
+    if (r->headers == NULL)
+        goto err;
     if (is_post) {
-        /* No "Expect: 100-continue" round trip before a big body. */
-        struct curl_slist *l = curl_slist_append(r->headers, "Expect:");
-        if (l == NULL)
-            goto err;
-        r->headers = l;
         r->body = malloc(len + 1);
         if (r->body == NULL)
             goto err;
@@ -1074,6 +1186,7 @@ void fetch_free(fetcher *f)
     for (size_t i = 0; i < f->nspare; i++)
         curl_easy_cleanup(f->spare[i]);
     free(f->spare);
+    hdrs_unref(f->last_hdrs);
     event_free(f->timer);
     event_free(f->kick);
     free(f->table);

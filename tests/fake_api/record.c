@@ -21,6 +21,8 @@ typedef struct entry {
     char *api_key;
     char *cache_control;
     char *content_type;
+    char *user_agent;
+    char *accept_encoding;
     char *body; /* owned, body_len bytes */
     size_t body_len;
     int status;
@@ -50,6 +52,8 @@ static void entry_clear(entry *e)
     free(e->api_key);
     free(e->cache_control);
     free(e->content_type);
+    free(e->user_agent);
+    free(e->accept_encoding);
     free(e->body);
     memset(e, 0, sizeof(*e));
 }
@@ -160,6 +164,8 @@ int record_add(record_log *log, const record_in *in, uint64_t *seq)
     e.api_key = dup_s(in->api_key, &ok);
     e.cache_control = dup_s(in->cache_control, &ok);
     e.content_type = dup_s(in->content_type, &ok);
+    e.user_agent = dup_s(in->user_agent, &ok);
+    e.accept_encoding = dup_s(in->accept_encoding, &ok);
     e.body = dup_n((in->body != NULL) ? in->body : "", body_len, &ok);
     e.body_len = body_len;
     e.status = RECORD_PENDING;
@@ -240,11 +246,13 @@ json_t *record_list(const record_log *log, const char *path_prefix, const char *
         if (method != NULL && (e->method == NULL || strcmp(e->method, method) != 0))
             continue;
         json_t *o = json_pack(
-            "{s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o}", "seq",
+            "{s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:o}", "seq",
             (json_int_t)(log->first_seq + i), "method", str_or_null(e->method), "path",
             str_or_null(e->path), "query", str_or_null(e->query), "api_key",
             str_or_null(e->api_key), "cache_control", str_or_null(e->cache_control), "content_type",
-            str_or_null(e->content_type), "body", text_json_string(e->body, e->body_len), "status",
+            str_or_null(e->content_type), "user_agent", str_or_null(e->user_agent),
+            "accept_encoding", str_or_null(e->accept_encoding), "body",
+            text_json_string(e->body, e->body_len), "status",
             (e->status == RECORD_PENDING) ? json_null() : json_integer(e->status), "at_ms",
             (json_int_t)e->at_ms, "answer_id",
             (e->answer_id > 0) ? json_integer((json_int_t)e->answer_id) : json_null());

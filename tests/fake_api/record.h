@@ -29,6 +29,8 @@ typedef struct record_in {
     const char *api_key;
     const char *cache_control;
     const char *content_type;
+    const char *user_agent;
+    const char *accept_encoding;
     const char *body; /* body_len bytes, not NUL-terminated, any bytes */
     size_t body_len;
     int64_t at_ms;
@@ -49,8 +51,8 @@ int record_add(record_log *log, const record_in *in, uint64_t *seq);
 void record_finish(record_log *log, uint64_t seq, const char *path, int status);
 
 /* The held records, oldest first, as a JSON array of {"seq", "method",
- * "path", "query", "api_key", "cache_control", "content_type", "body",
- * "status", "at_ms", "answer_id"}; only those whose path starts with
+ * "path", "query", "api_key", "cache_control", "content_type", "user_agent",
+ * "accept_encoding", "body", "status", "at_ms", "answer_id"}; only those whose path starts with
  * `path_prefix` and whose method is `method` (either NULL: any). A new
  * reference, or NULL when memory runs out. */
 json_t *record_list(const record_log *log, const char *path_prefix, const char *method);

@@ -842,6 +842,8 @@ static void handle_api(server *srv, struct evhttp_request *req, const char *path
         .api_key = evhttp_find_header(in, "X-API-KEY"),
         .cache_control = evhttp_find_header(in, "Cache-Control"),
         .content_type = evhttp_find_header(in, "Content-Type"),
+        .user_agent = evhttp_find_header(in, "User-Agent"),
+        .accept_encoding = evhttp_find_header(in, "Accept-Encoding"),
         .body = body,
         .body_len = body_len,
         .at_ms = started,

@@ -861,6 +861,72 @@ static void test_post_body_and_headers_arrive_intact(void **state)
     got_free(w, 3);
 }
 
+/* One slot: every request runs on the same easy handle, which is not reset
+ * between transfers. A GET after a POST must be a GET with no body, and a
+ * request must carry its own header lines, not the last request's. Every
+ * request names plcache as its User-Agent unless the caller gave one; only
+ * a GET asks for a compressed answer. */
+static void test_a_reused_handle_carries_nothing_over(void **state)
+{
+    tctx *t = *state;
+    fetch_opts o = {.max_inflight = 1};
+    fetcher *f = new_fetcher(t, &o);
+    static const char *const good[] = {"X-API-KEY: k", "Content-Type: application/json", NULL};
+    static const char *const wrong[] = {"X-API-KEY: other", "Content-Type: application/json", NULL};
+    static const char *const own_ua[] = {"X-API-KEY: other", "user-agent: mine/1", NULL};
+    static const char *const bare[] = {NULL};
+    const char *body = "{\"n\":1}";
+    char post_url[256], get_url[256];
+    url_of(post_url, sizeof(post_url), "/log-request");
+    url_of(get_url, sizeof(get_url), "/prompt-templates/Hello?label=prod");
+    got w[6] = {0};
+    assert_int_equal(fetch_post(f, post_url, good, body, strlen(body), on_done, &w[0]), 0);
+    assert_int_equal(fetch_get(f, get_url, api_headers, NULL, on_done, &w[1]), 0);
+    assert_int_equal(fetch_post(f, post_url, wrong, body, strlen(body), on_done, &w[2]), 0);
+    assert_int_equal(fetch_get(f, get_url, own_ua, NULL, on_done, &w[3]), 0);
+    assert_int_equal(fetch_get(f, get_url, bare, NULL, on_done, &w[4]), 0);
+    assert_int_equal(fetch_post(f, post_url, good, body, strlen(body), on_done, &w[5]), 0);
+    wait_calls(t, 6, 10000);
+    static const long want_status[] = {200, 200, 401, 401, 401, 200};
+    static const char *const want_method[] = {"POST", "GET", "POST", "GET", "GET", "POST"};
+    static const char *const want_key[] = {"k", "k", "other", "other", NULL, "k"};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(w[i].status, want_status[i]);
+    json_t *arr = records("/");
+    assert_int_equal(json_array_size(arr), 6);
+    for (size_t i = 0; i < 6; i++) {
+        json_t *rec = json_array_get(arr, i);
+        const char *method = json_string_value(json_object_get(rec, "method"));
+        const char *key = json_string_value(json_object_get(rec, "api_key"));
+        const char *got_body = json_string_value(json_object_get(rec, "body"));
+        const char *ctype = json_string_value(json_object_get(rec, "content_type"));
+        const char *ua = json_string_value(json_object_get(rec, "user_agent"));
+        const char *ae = json_string_value(json_object_get(rec, "accept_encoding"));
+        assert_string_equal(method, want_method[i]);
+        if (want_key[i] == NULL)
+            assert_null(key);
+        else
+            assert_string_equal(key, want_key[i]);
+        assert_non_null(ua);
+        if (i == 3)
+            assert_string_equal(ua, "mine/1");
+        else
+            assert_int_equal(strncmp(ua, "plcache/", 8), 0);
+        if (strcmp(method, "POST") == 0) {
+            assert_string_equal(got_body, body);
+            assert_string_equal(ctype, "application/json");
+            assert_null(ae);
+        } else {
+            assert_true(got_body == NULL || got_body[0] == '\0');
+            assert_null(ctype);
+            assert_non_null(ae);
+            assert_non_null(strstr(ae, "gzip"));
+        }
+    }
+    json_decref(arr);
+    got_free(w, 6);
+}
+
 static void test_response_over_max_response_fails_cleanly(void **state)
 {
     tctx *t = *state;
@@ -1297,6 +1363,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_inflight_never_exceeds_max_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_body_and_headers_arrive_intact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_reused_handle_carries_nothing_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_over_max_response_fails_cleanly, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_chunked_response_over_max_response_fails_cleanly,

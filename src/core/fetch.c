@@ -143,6 +143,8 @@ struct fetcher {
     CURL **spare; /* idle easy handles, at most opts.max_inflight */
     size_t nspare;
     fsock *socks;
+    fsock **byfd; /* each fsock at its descriptor's index, else NULL */
+    size_t nbyfd;
     fhdrs *last_hdrs; /* a counted reference, or NULL */
     uint64_t rng;
     int closing;
@@ -852,6 +854,8 @@ static void on_timer_event(evutil_socket_t fd, short what, void *arg)
 
 static void sock_free(fetcher *f, fsock *s)
 {
+    if (s->fd >= 0 && (size_t)s->fd < f->nbyfd && f->byfd[s->fd] == s)
+        f->byfd[s->fd] = NULL;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -862,17 +866,36 @@ static void sock_free(fetcher *f, fsock *s)
     free(s);
 }
 
-/* CURLMOPT_SOCKETFUNCTION: watch s for what curl asks, or stop. Only
- * curl_multi_assign is called from here, which libcurl allows. */
 /* The parked fsock of socket s, or NULL. */
 static fsock *parked_sock(fetcher *f, curl_socket_t s)
 {
-    for (fsock *fs = f->socks; fs != NULL; fs = fs->next)
-        if (fs->parked && fs->fd == s)
-            return fs;
-    return NULL;
+    if (s < 0 || (size_t)s >= f->nbyfd)
+        return NULL;
+    fsock *fs = f->byfd[s];
+    return (fs != NULL && fs->parked) ? fs : NULL;
 }
 
+/* Makes room in f->byfd for descriptor s. */
+static int byfd_room(fetcher *f, curl_socket_t s)
+{
+    if (s < 0)
+        return -1;
+    if ((size_t)s < f->nbyfd)
+        return 0;
+    size_t n = f->nbyfd ? f->nbyfd : 64;
+    while (n <= (size_t)s)
+        n *= 2;
+    fsock **a = realloc(f->byfd, n * sizeof(*a));
+    if (a == NULL)
+        return -1;
+    memset(a + f->nbyfd, 0, (n - f->nbyfd) * sizeof(*a));
+    f->byfd = a;
+    f->nbyfd = n;
+    return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch s for what curl asks, or stop. Only
+ * curl_multi_assign is called from here, which libcurl allows. */
 static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     (void)e;
@@ -900,6 +923,10 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
         }
     }
     if (fs == NULL) {
+        if (byfd_room(f, s) != 0)
+            return -1;
+        if (f->byfd[s] != NULL) /* not curl's any more: it never said so */
+            sock_free(f, f->byfd[s]);
         fs = calloc(1, sizeof(*fs));
         if (fs == NULL)
             return -1;
@@ -914,6 +941,7 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
         if (f->socks)
             f->socks->prev = fs;
         f->socks = fs;
+        f->byfd[s] = fs;
         if (curl_multi_assign(f->multi, s, fs) != CURLM_OK) {
             sock_free(f, fs);
             return -1;
@@ -1183,6 +1211,7 @@ void fetch_free(fetcher *f)
     curl_multi_cleanup(f->multi);
     while (f->socks != NULL)
         sock_free(f, f->socks);
+    free(f->byfd);
     for (size_t i = 0; i < f->nspare; i++)
         curl_easy_cleanup(f->spare[i]);
     free(f->spare);

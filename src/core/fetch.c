@@ -481,15 +481,23 @@ static CURL *easy_take(fetcher *f)
     return e;
 }
 
-/* Back to the spare list, as it is: the next transfer sets all its own
- * options again (easy_setup). Until then the handle holds pointers into a
- * freed request, which nothing reads while it is out of the multi. */
+/* Back to the spare list, with the shared options kept: the next transfer
+ * sets all its own again (easy_setup). The pointers into the request, which
+ * is about to be freed, are cleared first (cheap: no copies), so that the
+ * handle never holds a dangling one. */
 static void easy_release(fetcher *f, CURL *e)
 {
-    if (f->nspare < (size_t)f->opts.max_inflight)
-        f->spare[f->nspare++] = e;
-    else
+    if (f->nspare >= (size_t)f->opts.max_inflight) {
         curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+    f->spare[f->nspare++] = e;
 }
 
 /* curl's write callback: keeps the body, at most max_response bytes. */

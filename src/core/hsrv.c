@@ -14,6 +14,18 @@
  * connection is failed as a read timeout; a request still held by the handler
  * is detached by evhttp and freed when the handler replies.
  *
+ * A plain connection also gets a `keep` event: EV_READ on its socket, for
+ * as long as the connection lives. evhttp stops reading while a request is
+ * handled and starts again once it is answered; for the receiver those fall
+ * in different loop turns (the answer waits for Redis), and each cost an
+ * epoll_ctl. With `keep` registered the socket's interest in reading never
+ * changes, and libevent makes no system call for either. `keep` does nothing
+ * when it fires in a turn where evhttp read from the socket (`fed`). If it
+ * fires when evhttp did not read (data or EOF arrived while evhttp is not
+ * reading: a pipelined request, a client hanging up), it steps aside (del)
+ * until evhttp reads from the socket again, so that a level-triggered socket
+ * with unread bytes never spins the loop.
+ *
  * (A pass-through filter bufferevent would count closes too, but libevent
  * 2.1's filter tells evhttp an answer is written when it is only queued, and
  * evhttp then closes the socket under a "Connection: close" answer.)
@@ -69,6 +81,9 @@ typedef struct hconn {
     struct event *adopt;
     struct event *deadline;
     struct evbuffer_cb_entry *in_cb, *out_cb;
+    struct event *keep; /* plain connections: see the top of this file */
+    int keep_on;        /* keep is added */
+    int fed;            /* evhttp read bytes since keep last fired */
     int armed;
     int handshaking; /* TLS: the deadline runs for the handshake */
     int refuse;      /* TLS wanted but no TLS bufferevent: close at adoption */
@@ -102,6 +117,8 @@ static void hconn_detach_ssl(hconn *hc)
 
 static void hconn_free(hconn *hc)
 {
+    if (hc->keep)
+        event_free(hc->keep);
     if (hc->adopt)
         event_free(hc->adopt);
     if (hc->deadline)
@@ -140,10 +157,28 @@ static void deadline_passed(evutil_socket_t fd, short what, void *arg)
     bufferevent_trigger_event(hc->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
 }
 
+static void keep_fired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hconn *hc = arg;
+    if (hc->fed) {
+        hc->fed = 0;
+        return;
+    }
+    event_del(hc->keep);
+    hc->keep_on = 0;
+}
+
 static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)b;
     hconn *hc = arg;
+    if (info->n_added > 0) {
+        hc->fed = 1;
+        if (hc->keep != NULL && !hc->keep_on && event_add(hc->keep, NULL) == 0)
+            hc->keep_on = 1;
+    }
     if (info->n_added > 0 && !hc->armed) {
         struct timeval tv = {hc->srv->opts.request_timeout_s, 0};
         evtimer_add(hc->deadline, &tv);
@@ -189,6 +224,14 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     hc->in_cb = evbuffer_add_cb(bufferevent_get_input(hc->bev), input_added, hc);
     hc->out_cb = evbuffer_add_cb(bufferevent_get_output(hc->bev), output_changed, hc);
     evhttp_connection_set_closecb(evcon, conn_closed, hc);
+    evutil_socket_t sock = bufferevent_getfd(hc->bev);
+    if (!hc->refuse && sock >= 0 && bufferevent_openssl_get_ssl(hc->bev) == NULL) {
+        /* Without it (out of memory) the connection works as before. */
+        hc->keep =
+            event_new(bufferevent_get_base(hc->bev), sock, EV_READ | EV_PERSIST, keep_fired, hc);
+        if (hc->keep != NULL && event_add(hc->keep, NULL) == 0)
+            hc->keep_on = 1;
+    }
     bufferevent_decref(hc->bev);
     if (hc->refuse) {
         /* Never plain HTTP on an HTTPS listener: evhttp closes it now (and

@@ -501,6 +501,53 @@ class Limits(unittest.TestCase):
         finally:
             e.close()
 
+    def test_bytes_or_a_hangup_while_a_request_waits_neither_spin_nor_get_lost(self):
+        # A plain connection keeps its socket watched for reading while
+        # evhttp is not reading (hsrv.c, `keep`). A second request sent while
+        # the first waits on Redis, or the client shutting its side, makes
+        # the socket readable with nobody to read it: the watch must step
+        # aside (no busy loop), and both requests must be answered in turn
+        # once Redis is back.
+        def cpu_s(pid):
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+        e = Env().start()
+        try:
+            pid = e.daemon.proc.pid
+            bodies = [json.dumps(h.event(prompt_template_name=f"k{i}")).encode() for i in range(3)]
+            redis = e.redis.proc
+            with socket.create_connection(("127.0.0.1", e.port), timeout=30) as s, \
+                    socket.create_connection(("127.0.0.1", e.port), timeout=30) as t:
+                redis.send_signal(signal.SIGSTOP)
+                try:
+                    s.sendall(self.raw_delivery(bodies[0]))
+                    t.sendall(self.raw_delivery(bodies[2]))
+                    time.sleep(0.3)  # both read, verified and waiting on Redis
+                    s.sendall(self.raw_delivery(bodies[1]))
+                    t.shutdown(socket.SHUT_WR)
+                    before = cpu_s(pid)
+                    time.sleep(1.0)
+                    spent = cpu_s(pid) - before
+                finally:
+                    redis.send_signal(signal.SIGCONT)
+                self.assertLess(spent, 0.3, f"the receiver spent {spent:.2f} s of CPU in 1 s "
+                                "while its Redis was stopped: a busy loop")
+                with s.makefile("rb") as f:
+                    for _ in range(2):
+                        status, _, body = read_answer(f)
+                        self.assertEqual((status, json.loads(body)), (200, {"ok": True}))
+                with t.makefile("rb") as f:
+                    status, _, body = read_answer(f)
+                    self.assertEqual((status, json.loads(body)), (200, {"ok": True}))
+                    self.assertEqual(f.read(1), b"", "the half-closed connection stayed open")
+            self.assertEqual(e.redis_cmd("XLEN", "pl:events"), 3)
+            # The one left is the connection asking for /metrics.
+            h.wait_until(lambda: e.metric("plcache_http_connections") <= 1, 5,
+                         what="both connections counted gone")
+        finally:
+            e.close()
+
     def test_events_key_of_the_wrong_type_is_503_and_marks_nothing_seen(self):
         # Someone wrote a string at pl:events: the delivery is refused, and
         # once the key is mended the retry is recorded, not a "duplicate".

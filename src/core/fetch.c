@@ -8,9 +8,13 @@
  *     connection between two transfers) the fsock is parked: still
  *     registered, so the next transfer on that connection, which asks for
  *     EV_READ again, costs no epoll_ctl at all. A parked socket that turns
- *     readable (the server closed it) is unregistered at once; curl's
- *     close-socket callback frees the fsock before the descriptor is closed,
- *     so a parked event never outlives its socket;
+ *     readable (the server closed it) is unregistered at once. Only
+ *     connection sockets are parked: we open them (CURLOPT_OPENSOCKETFUNCTION,
+ *     which marks their number) and curl closes them through our close-socket
+ *     callback, which frees the fsock before the descriptor is closed, so a
+ *     parked event never outlives its socket. curl's other sockets (its
+ *     threaded resolver's socketpair) are closed behind our back: their
+ *     fsock goes at CURL_POLL_REMOVE;
  *   - the timer callback sets the one evtimer (replacing it; -1 deletes it;
  *     0 is a zero timeout, never a call back into curl from inside curl).
  * The event handlers call curl_multi_socket_action and then drain
@@ -59,6 +63,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -119,6 +124,14 @@ typedef struct freq {
     char errbuf[CURL_ERROR_SIZE];
 } freq;
 
+typedef struct fsock fsock;
+
+/* What the fetcher knows of one descriptor number. */
+typedef struct fdslot {
+    fsock *fs; /* watching it, or NULL */
+    int conn;  /* a connection socket, opened through on_curl_open */
+} fdslot;
+
 typedef struct fsock {
     struct fsock *prev, *next; /* f->socks */
     struct fetcher *f;
@@ -143,8 +156,8 @@ struct fetcher {
     CURL **spare; /* idle easy handles, at most opts.max_inflight */
     size_t nspare;
     fsock *socks;
-    fsock **byfd; /* each fsock at its descriptor's index, else NULL */
-    size_t nbyfd;
+    fdslot *fds; /* by descriptor: its fsock, and whether it is a connection */
+    size_t nfds;
     fhdrs *last_hdrs; /* a counted reference, or NULL */
     uint64_t rng;
     int closing;
@@ -154,6 +167,7 @@ struct fetcher {
 
 static void sock_free(fetcher *f, fsock *s);
 static int on_curl_close(void *clientp, curl_socket_t s);
+static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr);
 
 /* ---- small helpers ---- */
 
@@ -290,7 +304,8 @@ static void hdrs_unref(fhdrs *h)
 static int has_user_agent(const char *const *headers)
 {
     for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
-        if (strncasecmp(headers[i], "User-Agent:", 11) == 0)
+        if (strncasecmp(headers[i], "User-Agent", 10) == 0 &&
+            (headers[i][10] == ':' || headers[i][10] == ';'))
             return 1;
     return 0;
 }
@@ -484,10 +499,15 @@ static CURL *easy_take(fetcher *f)
 /* Back to the spare list, with the shared options kept: the next transfer
  * sets all its own again (easy_setup). The pointers into the request, which
  * is about to be freed, are cleared first (cheap: no copies), so that the
- * handle never holds a dangling one. */
-static void easy_release(fetcher *f, CURL *e)
+ * handle never holds a dangling one. A handle that is not `clean` is freed
+ * instead: curl 7.88 keeps state across transfers that only
+ * curl_easy_reset clears, notably its count of retries on a fresh
+ * connection after a kept one died (5 in a handle's life, then
+ * CURLE_SEND_ERROR). A retry makes a connection, so a transfer that made
+ * none and succeeded leaves nothing behind. */
+static void easy_release(fetcher *f, CURL *e, int clean)
 {
-    if (f->nspare >= (size_t)f->opts.max_inflight) {
+    if (!clean || f->nspare >= (size_t)f->opts.max_inflight) {
         curl_easy_cleanup(e);
         return;
     }
@@ -557,6 +577,8 @@ static int easy_config(fetcher *f, CURL *e)
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_curl_open) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, (void *)f) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, (void *)f) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
@@ -616,7 +638,7 @@ static int start(fetcher *f, freq *r)
     r->ra[0] = '\0';
     r->errbuf[0] = '\0';
     if (easy_setup(r, e) != 0 || curl_multi_add_handle(f->multi, e) != CURLM_OK) {
-        easy_release(f, e);
+        easy_release(f, e, 1);
         return -1;
     }
     r->easy = e;
@@ -768,7 +790,7 @@ static void transfer_done(fetcher *f, CURL *e, CURLcode rc)
     if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
         f->stats.connects += (unsigned long)conns;
     curl_multi_remove_handle(f->multi, e);
-    easy_release(f, e);
+    easy_release(f, e, rc == CURLE_OK && conns == 0);
     r->easy = NULL;
     r->state = REQ_IDLE;
     f->running--;
@@ -862,8 +884,8 @@ static void on_timer_event(evutil_socket_t fd, short what, void *arg)
 
 static void sock_free(fetcher *f, fsock *s)
 {
-    if (s->fd >= 0 && (size_t)s->fd < f->nbyfd && f->byfd[s->fd] == s)
-        f->byfd[s->fd] = NULL;
+    if (s->fd >= 0 && (size_t)s->fd < f->nfds && f->fds[s->fd].fs == s)
+        f->fds[s->fd].fs = NULL;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -877,29 +899,34 @@ static void sock_free(fetcher *f, fsock *s)
 /* The parked fsock of socket s, or NULL. */
 static fsock *parked_sock(fetcher *f, curl_socket_t s)
 {
-    if (s < 0 || (size_t)s >= f->nbyfd)
+    if (s < 0 || (size_t)s >= f->nfds)
         return NULL;
-    fsock *fs = f->byfd[s];
+    fsock *fs = f->fds[s].fs;
     return (fs != NULL && fs->parked) ? fs : NULL;
 }
 
-/* Makes room in f->byfd for descriptor s. */
-static int byfd_room(fetcher *f, curl_socket_t s)
+/* Makes room in f->fds for descriptor s. */
+static int fds_room(fetcher *f, curl_socket_t s)
 {
     if (s < 0)
         return -1;
-    if ((size_t)s < f->nbyfd)
+    if ((size_t)s < f->nfds)
         return 0;
-    size_t n = f->nbyfd ? f->nbyfd : 64;
+    size_t n = f->nfds ? f->nfds : 64;
     while (n <= (size_t)s)
         n *= 2;
-    fsock **a = realloc(f->byfd, n * sizeof(*a));
+    fdslot *a = realloc(f->fds, n * sizeof(*a));
     if (a == NULL)
         return -1;
-    memset(a + f->nbyfd, 0, (n - f->nbyfd) * sizeof(*a));
-    f->byfd = a;
-    f->nbyfd = n;
+    memset(a + f->nfds, 0, (n - f->nfds) * sizeof(*a));
+    f->fds = a;
+    f->nfds = n;
     return 0;
+}
+
+static int is_conn(const fetcher *f, curl_socket_t s)
+{
+    return s >= 0 && (size_t)s < f->nfds && f->fds[s].conn;
 }
 
 /* CURLMOPT_SOCKETFUNCTION: watch s for what curl asks, or stop. Only
@@ -912,8 +939,12 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
     if (what == CURL_POLL_REMOVE) {
         if (fs == NULL)
             return 0;
-        if (fs->kind == (EV_READ | EV_PERSIST))
-            fs->parked = 1; /* kept for the connection's next transfer */
+        /* Parked: kept for the connection's next transfer. Only a socket we
+         * opened for a connection: curl closes others (its resolver's
+         * socketpair) without the close callback, and a parked event left
+         * on a closed number would swallow the next socket given it. */
+        if (fs->kind == (EV_READ | EV_PERSIST) && is_conn(f, fs->fd))
+            fs->parked = 1;
         else
             sock_free(f, fs);
         return 0;
@@ -931,10 +962,10 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
         }
     }
     if (fs == NULL) {
-        if (byfd_room(f, s) != 0)
+        if (fds_room(f, s) != 0)
             return -1;
-        if (f->byfd[s] != NULL) /* not curl's any more: it never said so */
-            sock_free(f, f->byfd[s]);
+        if (f->fds[s].fs != NULL) /* not curl's any more: it never said so */
+            sock_free(f, f->fds[s].fs);
         fs = calloc(1, sizeof(*fs));
         if (fs == NULL)
             return -1;
@@ -949,7 +980,7 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
         if (f->socks)
             f->socks->prev = fs;
         f->socks = fs;
-        f->byfd[s] = fs;
+        f->fds[s].fs = fs;
         if (curl_multi_assign(f->multi, s, fs) != CURLM_OK) {
             sock_free(f, fs);
             return -1;
@@ -965,15 +996,29 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
     return event_add(fs->ev, NULL) == 0 ? 0 : -1;
 }
 
-/* curl closes a socket: a parked fsock on it must go first, or its event
- * would stay on a descriptor number the next socket may get. A socket curl
- * still watched has had its CURL_POLL_REMOVE already. */
+/* CURLOPT_OPENSOCKETFUNCTION: opens a connection socket as curl would, and
+ * marks its number as a connection's (only those are parked). */
+static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    (void)purpose;
+    fetcher *f = clientp;
+    curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (s >= 0 && fds_room(f, s) == 0)
+        f->fds[s].conn = 1; /* no room: never parked, which only costs epoll_ctl */
+    return s;
+}
+
+/* curl closes a connection socket: an fsock on it must go first, or its
+ * event would stay on a descriptor number the next socket may get. A socket
+ * curl still watched has had its CURL_POLL_REMOVE already. */
 static int on_curl_close(void *clientp, curl_socket_t s)
 {
     fetcher *f = clientp;
-    fsock *fs = parked_sock(f, s);
-    if (fs != NULL)
-        sock_free(f, fs);
+    if (s >= 0 && (size_t)s < f->nfds) {
+        if (f->fds[s].fs != NULL)
+            sock_free(f, f->fds[s].fs);
+        f->fds[s].conn = 0;
+    }
     return close(s);
 }
 
@@ -1219,7 +1264,7 @@ void fetch_free(fetcher *f)
     curl_multi_cleanup(f->multi);
     while (f->socks != NULL)
         sock_free(f, f->socks);
-    free(f->byfd);
+    free(f->fds);
     for (size_t i = 0; i < f->nspare; i++)
         curl_easy_cleanup(f->spare[i]);
     free(f->spare);

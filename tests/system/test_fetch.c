@@ -875,26 +875,28 @@ static void test_a_reused_handle_carries_nothing_over(void **state)
     static const char *const wrong[] = {"X-API-KEY: other", "Content-Type: application/json", NULL};
     static const char *const own_ua[] = {"X-API-KEY: other", "user-agent: mine/1", NULL};
     static const char *const bare[] = {NULL};
+    static const char *const empty_ua[] = {"X-API-KEY: k", "User-Agent;", NULL};
     const char *body = "{\"n\":1}";
     char post_url[256], get_url[256];
     url_of(post_url, sizeof(post_url), "/log-request");
     url_of(get_url, sizeof(get_url), "/prompt-templates/Hello?label=prod");
-    got w[6] = {0};
+    got w[7] = {0};
     assert_int_equal(fetch_post(f, post_url, good, body, strlen(body), on_done, &w[0]), 0);
     assert_int_equal(fetch_get(f, get_url, api_headers, NULL, on_done, &w[1]), 0);
     assert_int_equal(fetch_post(f, post_url, wrong, body, strlen(body), on_done, &w[2]), 0);
     assert_int_equal(fetch_get(f, get_url, own_ua, NULL, on_done, &w[3]), 0);
     assert_int_equal(fetch_get(f, get_url, bare, NULL, on_done, &w[4]), 0);
     assert_int_equal(fetch_post(f, post_url, good, body, strlen(body), on_done, &w[5]), 0);
-    wait_calls(t, 6, 10000);
-    static const long want_status[] = {200, 200, 401, 401, 401, 200};
-    static const char *const want_method[] = {"POST", "GET", "POST", "GET", "GET", "POST"};
-    static const char *const want_key[] = {"k", "k", "other", "other", NULL, "k"};
-    for (int i = 0; i < 6; i++)
+    assert_int_equal(fetch_get(f, get_url, empty_ua, NULL, on_done, &w[6]), 0);
+    wait_calls(t, 7, 10000);
+    static const long want_status[] = {200, 200, 401, 401, 401, 200, 200};
+    static const char *const want_method[] = {"POST", "GET", "POST", "GET", "GET", "POST", "GET"};
+    static const char *const want_key[] = {"k", "k", "other", "other", NULL, "k", "k"};
+    for (int i = 0; i < 7; i++)
         assert_int_equal(w[i].status, want_status[i]);
     json_t *arr = records("/");
-    assert_int_equal(json_array_size(arr), 6);
-    for (size_t i = 0; i < 6; i++) {
+    assert_int_equal(json_array_size(arr), 7);
+    for (size_t i = 0; i < 7; i++) {
         json_t *rec = json_array_get(arr, i);
         const char *method = json_string_value(json_object_get(rec, "method"));
         const char *key = json_string_value(json_object_get(rec, "api_key"));
@@ -910,6 +912,8 @@ static void test_a_reused_handle_carries_nothing_over(void **state)
         assert_non_null(ua);
         if (i == 3)
             assert_string_equal(ua, "mine/1");
+        else if (i == 6)
+            assert_string_equal(ua, ""); /* "User-Agent;": curl's way to send it empty */
         else
             assert_int_equal(strncmp(ua, "plcache/", 8), 0);
         if (strcmp(method, "POST") == 0) {
@@ -924,7 +928,7 @@ static void test_a_reused_handle_carries_nothing_over(void **state)
         }
     }
     json_decref(arr);
-    got_free(w, 6);
+    got_free(w, 7);
 }
 
 static void test_response_over_max_response_fails_cleanly(void **state)
@@ -1124,6 +1128,7 @@ typedef struct kept_srv kept_srv;
 typedef struct kept_conn {
     kept_srv *s;
     int fd;
+    int answered; /* requests answered on this connection */
     struct event *rd, *closer;
     char buf[4096];
     size_t len;
@@ -1131,6 +1136,8 @@ typedef struct kept_conn {
 struct kept_srv {
     struct event_base *base;
     int lfd, port, close_ms, conns, answers;
+    int one_each;    /* answers a connection's first request, closes at its second */
+    char last[4096]; /* the last request's head, as received */
     struct event *accept_ev;
     kept_conn *conn[KEPT_MAX];
 };
@@ -1165,6 +1172,12 @@ static void on_kept_read(evutil_socket_t fd, short what, void *arg)
     c->buf[c->len] = '\0';
     if (strstr(c->buf, "\r\n\r\n") == NULL)
         return;
+    if (c->s->one_each && c->answered > 0) {
+        kept_close(c); /* the request was sent on a kept connection: no answer */
+        return;
+    }
+    c->answered++;
+    snprintf(c->s->last, sizeof(c->s->last), "%s", c->buf);
     static const char answer[] =
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
     assert_int_equal(write(fd, answer, sizeof(answer) - 1), (ssize_t)(sizeof(answer) - 1));
@@ -1307,6 +1320,121 @@ static void test_kept_connection_closed_unseen_is_replaced_on_the_same_descripto
     kept_stop(&s);
 }
 
+static void test_kept_connections_dying_at_reuse_are_retried_by_curl_every_time(void **state)
+{
+    /* Each kept connection dies when it is reused: the server reads the
+     * request and closes without an answer. curl then retries on a fresh
+     * connection by itself, and counts the retry in the easy handle, 5 in
+     * the handle's life before it gives up (curl 7.88 clears the count only
+     * in curl_easy_reset). The fetcher keeps handles without resetting
+     * them, so a handle that made a connection must not be kept: every
+     * request here succeeds at its first attempt. */
+    tctx *t = *state;
+    fetcher *f = new_fetcher(t, NULL);
+    kept_srv s;
+    kept_start(&s, t->base, -1);
+    s.one_each = 1;
+    got w[7];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 7; i++) {
+        kept_get(t, &s, &w[i]);
+        assert_int_equal(w[i].status, 200);
+        assert_int_equal(w[i].attempts, 1);
+    }
+    assert_int_equal(s.conns, 7);
+    assert_int_equal(s.answers, 7);
+    got_free(w, 7);
+    fetch_free(f);
+    t->f = NULL;
+    kept_stop(&s);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strcasestr(hay, needle); p != NULL; p = strcasestr(p + 1, needle))
+        n++;
+    return n;
+}
+
+static void test_one_user_agent_line_whatever_the_caller_gives(void **state)
+{
+    /* The fetcher adds its User-Agent unless the caller gave one, in either
+     * of curl's forms: "User-Agent: x", or "User-Agent;" for an empty one. */
+    tctx *t = *state;
+    fetcher *f = new_fetcher(t, NULL);
+    kept_srv s;
+    kept_start(&s, t->base, -1);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", s.port);
+    static const char *const none[] = {NULL};
+    static const char *const empty[] = {"user-agent;", NULL};
+    static const char *const own[] = {"User-Agent: mine/2", NULL};
+    static const char *const *const sets[] = {none, empty, own};
+    static const char *const want[] = {"User-Agent: plcache/", "User-Agent:\r\n",
+                                       "User-Agent: mine/2\r\n"};
+    got w[3];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 3; i++) {
+        int wanted = calls + 1;
+        assert_int_equal(fetch_get(f, url, sets[i], NULL, on_done, &w[i]), 0);
+        wait_calls(t, wanted, 10000);
+        assert_int_equal(w[i].status, 200);
+        assert_int_equal(count_of(s.last, "User-Agent"), 1);
+        assert_non_null(strcasestr(s.last, want[i]));
+    }
+    got_free(w, 3);
+    fetch_free(f);
+    t->f = NULL;
+    kept_stop(&s);
+}
+
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (*(int *)arg)++;
+}
+
+static int probe_fired(void *arg)
+{
+    return *(int *)arg > 0;
+}
+
+static void test_a_resolver_socket_leaves_nothing_watched_behind(void **state)
+{
+    /* A host name goes through curl's threaded resolver, whose socketpair
+     * curl watches, then closes without our close callback. The fetcher
+     * must not keep (park) an event on it: the number is free again, and
+     * the next socket given it, here one of the test's own on the same
+     * event base, must be watched for real. The name cannot resolve
+     * (.invalid, RFC 6761), so no connection is made. */
+    tctx *t = *state;
+    fetch_opts o = {.max_attempts = 1};
+    fetcher *f = new_fetcher(t, &o);
+    got w = {0};
+    assert_int_equal(fetch_get(f, "http://plcache-test.invalid:9/x", NULL, NULL, on_done, &w), 0);
+    wait_calls(t, 1, 60000);
+    assert_int_equal(w.status, 0);
+    fetch_stats_t st;
+    fetch_stats(f, &st);
+    assert_int_equal(st.connects, 0);
+    assert_int_equal(st.sockets, 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    int fired = 0;
+    struct event *ev = event_new(t->base, sv[0], EV_READ, on_probe, &fired);
+    assert_non_null(ev);
+    assert_int_equal(event_add(ev, NULL), 0);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    run_until(t->base, probe_fired, &fired, 2000);
+    assert_int_equal(fired, 1);
+    event_free(ev);
+    close(sv[0]);
+    close(sv[1]);
+    got_free(&w, 1);
+}
+
 static void test_refused_input_returns_minus_one_without_callback(void **state)
 {
     tctx *t = *state;
@@ -1364,6 +1492,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_never_exceeds_max_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_body_and_headers_arrive_intact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_reused_handle_carries_nothing_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_kept_connections_dying_at_reuse_are_retried_by_curl_every_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_resolver_socket_leaves_nothing_watched_behind, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_one_user_agent_line_whatever_the_caller_gives, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_response_over_max_response_fails_cleanly, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_chunked_response_over_max_response_fails_cleanly,

@@ -171,7 +171,21 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)what;
     app *a = arg;
     size_t left = worker_busy(a->w);
-    if (!a->releasing && (left == 0 || time_mono_us() >= a->drain_deadline_us)) {
+    int64_t now = time_mono_us();
+    int due = now >= a->drain_deadline_us;
+    /* Not while a BLMOVE is under way, even past the timeout: Redis could
+     * hand it a job the release has just returned, into a processing list
+     * that nobody owns once our heartbeat is gone. A BLMOVE lasts a second;
+     * if it never ends (Redis hung), leave without a release: our heartbeat
+     * stays, and another worker returns our jobs after its timeout. */
+    if (!a->releasing && due && left > 0 && worker_blocked(a->w)) {
+        if (now >= a->drain_deadline_us + (int64_t)(a->set.redis_timeout + 2) * 1000000) {
+            log_warn("shutdown: a blocking take never ended (Redis unavailable): another "
+                     "worker returns the unfinished jobs after the heartbeat timeout");
+            event_base_loopbreak(a->base);
+            return;
+        }
+    } else if (!a->releasing && (left == 0 || due)) {
         if (left > 0) {
             char n[24];
             snprintf(n, sizeof(n), "%zu", left);

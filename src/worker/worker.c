@@ -657,6 +657,10 @@ static void batch_taken(redisReply *r, void *priv)
     w->taking = 0;
     if (w->closing)
         return;
+    /* A job of the batch that ends at once (an invalid one, dead-lettered)
+     * cannot start a take sized before the rest of the batch is counted:
+     * its finishing write is owed, and free_slots gives nothing while one
+     * is (test_worker TakeBound). */
     size_t got = 0;
     if (r && r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements; i++)
@@ -714,7 +718,10 @@ static void recovered(redisReply *r, void *priv)
 {
     worker *w = priv;
     w->recovering = 0;
-    if (w->closing || r == NULL || r->type != REDIS_REPLY_ARRAY) {
+    /* A job that finished while the scan was on its way is in the scan but
+     * no longer here: its finishing write went out after the scan. Scan
+     * again once nothing is owed (no new job is taken meanwhile). */
+    if (w->closing || r == NULL || r->type != REDIS_REPLY_ARRAY || w->nowed > 0) {
         w->recover = 1; /* try again at the next tick */
         return;
     }
@@ -747,8 +754,27 @@ static void recovered(redisReply *r, void *priv)
         rconn_argv(w->redis, ignore, w, 9, argv, lens);
         back++;
     }
+    /* A job taken but not yet sent that the list no longer holds is not ours
+     * any more: another worker found our heartbeat stale during the outage
+     * and returned our list to pl:track. Sending it would be a second copy
+     * from this very worker; it is dropped unsent. */
+    size_t dropped = 0;
+    for (inflight *f = w->jobs, *next; f; f = next) {
+        next = f->next;
+        if (f->queued && !f->claimed) {
+            unlink_job(f);
+            dropped++;
+        }
+    }
     for (inflight *f = w->jobs; f; f = f->next)
         f->claimed = 0;
+    if (dropped > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%zu", dropped);
+        log_warn("dropped jobs taken ahead that another worker returned to pl:track while Redis "
+                 "was unreachable",
+                 "count", n);
+    }
     if (back > 0) {
         char n[24];
         snprintf(n, sizeof(n), "%zu", back);
@@ -973,6 +999,11 @@ size_t worker_busy(const worker *w)
     /* Jobs waiting for a slot are not work under way: a stop leaves them to
      * the release. */
     return w->nactive + w->nowed + (size_t)w->taking + (size_t)w->blocking;
+}
+
+int worker_blocked(const worker *w)
+{
+    return w->blocking;
 }
 
 int worker_ready(const worker *w)

@@ -48,6 +48,11 @@ void worker_stop(worker *w);
 /* Jobs in flight plus Redis writes still owed (0: nothing left to wait for). */
 size_t worker_busy(const worker *w);
 
+/* 1 while a blocking take (BLMOVE) is under way: until it ends, Redis may
+ * still move a job into this worker's processing list, so the release
+ * (below) must wait for it. */
+int worker_blocked(const worker *w);
+
 /* Returns this worker's processing list to pl:track and removes its
  * heartbeat; `done` is called once with 0 (done) or -1 (Redis unavailable:
  * another worker returns them after the heartbeat timeout). */

@@ -641,6 +641,78 @@ class ShutdownTimeout(WorkerCase):
         self.assertNothingLeft()
 
 
+class ShutdownWhileBlocked(WorkerCase):
+    """The shutdown timeout passes while the worker waits in BLMOVE on an
+    empty pl:track: the release must not go out before that BLMOVE is over,
+    or Redis hands it a job the release just returned, into a processing
+    list that nobody owns any more."""
+
+    api_delay_ms = 3000
+    settings = {"PLCACHE_CONCURRENCY": 4, "PLCACHE_SHUTDOWN_TIMEOUT": 0,
+                "PLCACHE_FORWARD_TIMEOUT": 30}
+
+    def test_release_waits_for_the_blocking_take(self):
+        ids = [0, 1]
+        self.e.push(*[job(i) for i in ids])
+        h.wait_until(lambda: len(self.e.records()) >= 2, 10, what="2 requests in flight")
+        h.wait_until(lambda: b"cmd=blmove" in self.e.r("CLIENT", "LIST"), 5,
+                     what="the worker blocked in BLMOVE")
+        w = self.e.worker
+        w.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(w.proc.wait(timeout=15), 0, w.log()[-3000:])
+        w.stop()
+        self.assertEqual(sorted(json.loads(x)["uid"] for x in self.e.queued()), ids)
+        self.assertEqual(self.e.processing(), {})
+        self.assertIsNone(self.e.r("ZSCORE", self.e.key("track:workers"), w.worker_id))
+
+
+class TakeBound(WorkerCase):
+    """Invalid jobs end at once, inside the start of the batch that took
+    them: that must not send a new take sized before the rest of the batch
+    is counted."""
+
+    api_delay_ms = 3000
+    settings = {"PLCACHE_CONCURRENCY": 4, "PLCACHE_FORWARD_TIMEOUT": 30}
+
+    def test_jobs_that_end_at_once_do_not_let_the_worker_take_past_its_bound(self):
+        self.e.push(*(["not json"] * 3 + [job(i) for i in range(12)]))
+        self.wait_dead(3)
+        h.wait_until(lambda: len(self.e.records()) >= 4, 10, what="4 requests in flight")
+        time.sleep(0.5)  # a take past the bound would have come back by now
+        # concurrency 4 + a quarter: 5 jobs at most in the processing list
+        self.assertEqual(sum(self.e.processing().values()), 5)
+        self.assertEqual(len(self.e.queued()), 7)
+
+
+class RecoveryAfterReap(WorkerCase):
+    """Redis unreachable past the heartbeat timeout: another worker returns
+    our processing list to pl:track. A job taken ahead and not yet sent is
+    then not ours any more, and must not be sent from memory as well."""
+
+    api_delay_ms = 2000
+    settings = {"PLCACHE_CONCURRENCY": 4, "PLCACHE_FORWARD_TIMEOUT": 30}
+
+    def test_a_job_taken_ahead_that_was_returned_is_dropped_unsent(self):
+        self.e.push(*[job(i) for i in range(5)])
+        h.wait_until(lambda: len(self.e.records()) >= 4, 10, what="4 requests in flight")
+        self.wait_metric("plcache_worker_waiting", 1, timeout=5)
+        waiting = sorted(set(range(5)) - {body_of(r)["uid"] for r in self.e.records()})
+        self.assertEqual(len(waiting), 1)
+        # What a reaper does, then the link drops: every entry back to pl:track.
+        proc = self.e.key("track:processing:") + self.e.worker.worker_id
+        self.e.r("EVAL", "local n = 0\n"
+                         "while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do\n"
+                         "  n = n + 1\nend\nreturn n\n", 2, proc, self.e.key("track"))
+        self.e.r("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        # All five come back from pl:track and are delivered; the one that
+        # was waiting exactly once (the four in flight went out twice: once
+        # before, once retaken, as at-least-once allows after a reap).
+        self.e.wait_delivered(list(range(5)), timeout=20)
+        self.e.wait_settled(timeout=20)
+        self.assertEqual(len(self.records_of(waiting[0])), 1)
+        self.assertIn("dropped jobs taken ahead", self.e.worker.log())
+
+
 class Takeover(WorkerCase):
     """kill -9 and heartbeats: a dead worker's jobs go back to pl:track."""
 

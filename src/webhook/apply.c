@@ -94,6 +94,10 @@ struct applier {
     size_t njobs;
     int group_ready, group_asked, reading, stopping, closing;
     int64_t last_claim_ms, last_touch_ms, last_pending_ms, last_stream_ms;
+    /* Where the next XAUTOCLAIM starts: one call looks at no more than
+     * COUNT x 10 pending entries, so a scan of a long pending list goes on
+     * from the cursor the last call returned; "0-0" starts it over. */
+    char claim_from[64];
     long long events_maxlen;
     int stream_busy;
     /* reconciliation */
@@ -820,6 +824,13 @@ static void claimed(redisReply *r, void *priv)
      * group now, and their events with them. */
     if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements > 0)
         events_lost(a, (long long)r->element[2]->elements, "pending entry trimmed");
+    redisReply *cur = r->element[0];
+    if (cur->type == REDIS_REPLY_STRING && cur->len > 0 && cur->len < sizeof(a->claim_from)) {
+        memcpy(a->claim_from, cur->str, cur->len);
+        a->claim_from[cur->len] = '\0';
+    } else {
+        snprintf(a->claim_from, sizeof(a->claim_from), "0-0");
+    }
     size_t before = a->njobs;
     take_entries(a, r->element[1]);
     if (a->njobs > before) {
@@ -882,12 +893,16 @@ static void tick(evutil_socket_t fd, short what, void *arg)
                 a->group_asked = 1;
         }
         if (a->group_ready && !a->stopping) {
-            if (now - a->last_claim_ms >= a->claim_idle_ms / 2 && a->njobs < (size_t)a->max_jobs) {
+            /* A scan under way goes on at the next tick; a new one starts
+             * every half idle time. */
+            int scanning = strcmp(a->claim_from, "0-0") != 0;
+            if ((scanning || now - a->last_claim_ms >= a->claim_idle_ms / 2) &&
+                a->njobs < (size_t)a->max_jobs) {
                 char idle[32], count[16];
                 snprintf(idle, sizeof(idle), "%ld", a->claim_idle_ms);
                 snprintf(count, sizeof(count), "%d", a->batch);
                 const char *argv[] = {"XAUTOCLAIM", a->events_key, GROUP,   a->consumer,
-                                      idle,         "0-0",         "COUNT", count};
+                                      idle,         a->claim_from, "COUNT", count};
                 size_t lens[8];
                 for (int i = 0; i < 8; i++)
                     lens[i] = strlen(argv[i]);
@@ -1048,6 +1063,7 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
         return NULL;
     }
     a->last_claim_ms = time_now_ms(); /* first claim after half an idle time */
+    snprintf(a->claim_from, sizeof(a->claim_from), "0-0");
     a->resync_due = a->resync_s > 0;
     if (a->resync_s > 0) {
         struct timeval tv = {a->resync_s, 0};

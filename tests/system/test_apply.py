@@ -443,6 +443,48 @@ class Stream(Case):
         self.assertIn("pending entry trimmed", self.e.daemon.log())
 
 
+class ClaimScan(Case):
+    """XAUTOCLAIM looks at no more than COUNT x 10 pending entries per call
+    (320 at the default batch of 32): a stopped receiver's entries behind
+    more than that many entries of a live one must still be reached, by
+    going on from the cursor each call returns."""
+
+    def test_entries_of_a_stopped_receiver_behind_350_live_ones_are_claimed(self):
+        h.wait_until(lambda: self.e.redis_cmd("EXISTS", "pl:events") == 1, 10,
+                     what="the applier's group made")
+        c = self.e.redis.client()
+        try:
+            c("MULTI")
+            for i in range(400):
+                c("XADD", "pl:events", "*", "type", "agent_run_finished",
+                  "payload", json.dumps(h.event("agent_run_finished", n=i)),
+                  "received_at", "2026-11-27T00:00:00.000000Z")
+            c("XREADGROUP", "GROUP", "plcache-applier", "busy", "COUNT", "350",
+              "STREAMS", "pl:events", ">")
+            c("XREADGROUP", "GROUP", "plcache-applier", "ghost", "COUNT", "50",
+              "STREAMS", "pl:events", ">")
+            replies = c("EXEC")
+            busy_ids = [e[0] for e in replies[-2][0][1]]
+            self.assertEqual(len(busy_ids), 350)
+
+            def ghost_pending():
+                # "busy" is alive: its entries never get idle enough to claim.
+                c("XCLAIM", "pl:events", "plcache-applier", "busy", "0", *busy_ids, "JUSTID")
+                summary = c("XPENDING", "pl:events", "plcache-applier")
+                owners = {k.decode(): int(v) for k, v in (summary[3] or [])}
+                return owners.get("ghost", 0) == 0
+            h.wait_until(ghost_pending, 20, interval=0.3, what="the 50 entries of ghost claimed")
+            # Claimed by the applier and acknowledged (nothing to do for these):
+            # only busy's entries are pending now.
+            h.wait_until(lambda: c("XPENDING", "pl:events", "plcache-applier")[0] == 350, 10,
+                         what="the claimed entries acknowledged")
+            summary = c("XPENDING", "pl:events", "plcache-applier")
+            owners = {k.decode(): int(v) for k, v in (summary[3] or [])}
+            self.assertEqual(owners, {"busy": 350})
+        finally:
+            c.close()
+
+
 class Readers(Case):
     def test_readers_never_see_a_torn_or_backwards_latest(self):
         stop = threading.Event()

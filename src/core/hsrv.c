@@ -82,7 +82,6 @@ typedef struct hconn {
     struct event *deadline;
     struct evbuffer_cb_entry *in_cb, *out_cb;
     struct event *keep; /* plain connections: see the top of this file */
-    int keep_on;        /* keep is added */
     int fed;            /* evhttp read bytes since keep last fired */
     int armed;
     int handshaking; /* TLS: the deadline runs for the handshake */
@@ -167,7 +166,6 @@ static void keep_fired(evutil_socket_t fd, short what, void *arg)
         return;
     }
     event_del(hc->keep);
-    hc->keep_on = 0;
 }
 
 static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
@@ -176,8 +174,8 @@ static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info,
     hconn *hc = arg;
     if (info->n_added > 0) {
         hc->fed = 1;
-        if (hc->keep != NULL && !hc->keep_on && event_add(hc->keep, NULL) == 0)
-            hc->keep_on = 1;
+        if (hc->keep != NULL && !event_pending(hc->keep, EV_READ, NULL))
+            event_add(hc->keep, NULL);
     }
     if (info->n_added > 0 && !hc->armed) {
         struct timeval tv = {hc->srv->opts.request_timeout_s, 0};
@@ -229,8 +227,8 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
         /* Without it (out of memory) the connection works as before. */
         hc->keep =
             event_new(bufferevent_get_base(hc->bev), sock, EV_READ | EV_PERSIST, keep_fired, hc);
-        if (hc->keep != NULL && event_add(hc->keep, NULL) == 0)
-            hc->keep_on = 1;
+        if (hc->keep != NULL)
+            event_add(hc->keep, NULL);
     }
     bufferevent_decref(hc->bev);
     if (hc->refuse) {

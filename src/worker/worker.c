@@ -764,10 +764,10 @@ static void recovered(redisReply *r, void *priv)
         if (f->queued && !f->claimed) {
             unlink_job(f);
             dropped++;
+        } else {
+            f->claimed = 0;
         }
     }
-    for (inflight *f = w->jobs; f; f = f->next)
-        f->claimed = 0;
     if (dropped > 0) {
         char n[24];
         snprintf(n, sizeof(n), "%zu", dropped);

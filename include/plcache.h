@@ -72,6 +72,9 @@ typedef struct plcache_options {
     int lease_wait_ms;        /* how long a miss waits for another client's fill; default 500 */
     size_t memory_entries;    /* in-process cache size; 0 (default) turns it off */
     int memory_max_age_ms;    /* safety net on a memory entry's age; default 60000 */
+    int skip_llm_kwargs;      /* 1: read through without include_llm_kwargs=true (default 0:
+                               * with it, and again without it when the API refuses it, as
+                               * plcache-webhook fills the cache) */
 } plcache_options;
 
 typedef struct plcache plcache;
@@ -96,7 +99,9 @@ plcache_status plcache_open(plcache **out, const plcache_options *opts, char *er
  *
  * A hit costs one command, HMGET <prefix>prompt:<name> <field> gen (or none,
  * from the memory cache). On a miss with an API key, reads through to the API
- * (GET {api_base_url}/prompt-templates/<name>[?version=n|?label=l]) and fills
+ * (GET {api_base_url}/prompt-templates/<name>[?version=n|?label=l] with
+ * include_llm_kwargs=true unless skip_llm_kwargs; when the API refuses that
+ * flag with a 4xx, the same GET once more without it) and fills
  * the cache: one client takes the lease <prefix>lease:<name>:<field> (SET NX
  * PX lease_ms) and fetches while the others poll the field for up to
  * lease_wait_ms; a waiter that sees no fill in time fetches itself and returns

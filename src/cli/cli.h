@@ -36,6 +36,7 @@ typedef struct cli_settings {
     long redis_timeout;     /* seconds */
     long fetch_concurrency; /* sync: API requests in flight at most */
     long fetch_timeout;     /* seconds, one API request */
+    long llm_kwargs;        /* ask for include_llm_kwargs (get's read-through, sync) */
 } cli_settings;
 
 /* What a command is given: the settings and the parsed Redis URL. */

@@ -63,6 +63,7 @@ int cmd_get(const cli_ctx *c, int argc, char **argv)
     o.api_base_url = c->set->base_url;
     o.redis_timeout_ms = (int)c->set->redis_timeout * 1000;
     o.api_timeout_ms = (int)c->set->fetch_timeout * 1000;
+    o.skip_llm_kwargs = !c->set->llm_kwargs;
     char err[512] = "";
     plcache_status st = plcache_open(&pc, &o, err, sizeof(err));
     if (st != PLCACHE_OK) {

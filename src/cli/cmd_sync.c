@@ -35,6 +35,7 @@
 #include "core/buf.h"
 #include "core/cachew.h"
 #include "core/fetch.h"
+#include "core/ptfetch.h"
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/rconn.h"
@@ -463,7 +464,7 @@ static void tpl_listed(redisReply *rep, void *priv)
             strcmp(f->str, "latest") == 0)
             continue;
         buf_reset(&url);
-        if (cachew_url(&url, r->c->set->base_url, t->name, f->str) == 0)
+        if (cachew_url(&url, r->c->set->base_url, t->name, f->str, 0) == 0)
             oom = tpl_add_field(t, f->str, f->len) != 0;
     }
     if (oom) {
@@ -476,15 +477,22 @@ static void tpl_listed(redisReply *rep, void *priv)
      * but a refused request is settled here. */
     t->left = t->n;
     size_t n = t->n;
+    int kw = r->c->set->llm_kwargs != 0;
+    buf with;
+    buf_init(&with, SYNC_MAX_URL);
     for (size_t i = 0; i < n; i++) {
         sync_fetch *sf = malloc(sizeof(*sf));
         buf_reset(&url);
-        int ok = sf != NULL && cachew_url(&url, r->c->set->base_url, t->name, t->f[i].field) == 0 &&
+        buf_reset(&with);
+        const char *field = t->f[i].field;
+        int ok = sf != NULL && cachew_url(&url, r->c->set->base_url, t->name, field, 0) == 0 &&
+                 (!kw || cachew_url(&with, r->c->set->base_url, t->name, field, 1) == 0) &&
                  !r->stop;
         if (ok) {
             sf->t = t;
             sf->idx = i;
-            ok = fetch_get(r->fetch, url.data, r->headers, url.data, tpl_fetched, sf) == 0;
+            ok = ptfetch_get(r->fetch, kw ? with.data : NULL, url.data, r->headers, tpl_fetched,
+                             sf) == 0;
         }
         if (!ok) {
             free(sf);
@@ -492,12 +500,14 @@ static void tpl_listed(redisReply *rep, void *priv)
             sync_fail(r, "%s %s: cannot request it (name too long?)", t->name, t->f[i].field);
             if (--t->left == 0) {
                 buf_free(&url);
+                buf_free(&with);
                 tpl_write(t);
                 return;
             }
         }
     }
     buf_free(&url);
+    buf_free(&with);
 }
 
 static void tpl_read(sync_tpl *t)

@@ -26,6 +26,7 @@ static const cfg_opt opts[] = {
     {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 0, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
      "PromptLayer API key (never printed); get reads through with it, sync needs it"},
     OPT_BASE_URL(S(base_url)),
+    OPT_LLM_KWARGS(S(llm_kwargs)),
     {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 0, 0, 0, sign_check_list, S(secret),
      S(secret_file), "S1[,S2]", "webhook signing secret(s), for sign (the first one signs)"},
     /* OPT_LOG_LEVEL, but quieter: a command's stderr is for its errors. */

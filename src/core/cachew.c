@@ -136,7 +136,7 @@ int cachew_answer(const char *body, size_t len, long long *version, long long *i
     return rc;
 }
 
-int cachew_url(buf *b, const char *base, const char *name, const char *field)
+int cachew_url(buf *b, const char *base, const char *name, const char *field, int llm_kwargs)
 {
     long long version = -1;
     const char *label = NULL;
@@ -152,5 +152,5 @@ int cachew_url(buf *b, const char *base, const char *name, const char *field)
     } else if (strcmp(field, "latest") != 0) {
         return 1;
     }
-    return pturl_template(b, base, name, label, version);
+    return pturl_template(b, base, name, label, version, llm_kwargs);
 }

@@ -48,9 +48,10 @@ int cachew_answer(const char *body, size_t len, long long *version, long long *i
 
 /* Appends to b the API URL that fills cache field `field` of template `name`:
  * base + "/prompt-templates/" + the percent-encoded name, then "?version=N"
- * for "version:N", "?label=L" (encoded) for "label:L", nothing for "latest".
+ * for "version:N", "?label=L" (encoded) for "label:L", nothing for "latest",
+ * with include_llm_kwargs=true when llm_kwargs is non-zero (pturl_template).
  * Returns 0; 1 when `field` holds no content (id, gen, anything else; b is
  * untouched); -1 when b's maximum is reached. */
-int cachew_url(buf *b, const char *base, const char *name, const char *field);
+int cachew_url(buf *b, const char *base, const char *name, const char *field, int llm_kwargs);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CFG_SECRET_MAX (64 * 1024)
 
@@ -92,10 +93,33 @@ static int parse_long(const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* 1 or 0 for the words of a yes/no setting, -1 for anything else. */
+static int parse_bool(const char *s)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(s, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
 /* Applies one textual value to a row. */
 static int apply_value(const cfg_opt *o, const char *flag, const char *v, void *settings, char *err,
                        size_t errlen)
 {
+    if (o->type == CFG_BOOL) {
+        int b = parse_bool(v);
+        if (b < 0) {
+            snprintf(err, errlen, "%s (--%s): expected true or false", o->env, flag);
+            return -1;
+        }
+        *int_slot(settings, o->offset) = b;
+        return 0;
+    }
     if (o->type == CFG_INT) {
         long n;
         if (parse_long(v, o->min, o->max, &n) != 0) {
@@ -242,7 +266,7 @@ int cfg_load(const cfg_program *prog, int argc, char **argv, void *settings, cha
     for (size_t i = 0; i < prog->nopts; i++) {
         const cfg_opt *o = &prog->opts[i];
         cfg_flag_name(o->env, flag, sizeof(flag));
-        if (o->type == CFG_INT)
+        if (o->type == CFG_INT || o->type == CFG_BOOL)
             *int_slot(settings, o->offset) = 0;
         const char *v = fval[i];
         int is_file = ffile[i];
@@ -329,7 +353,7 @@ void cfg_free(const cfg_program *prog, void *settings)
 {
     for (size_t i = 0; i < prog->nopts; i++) {
         const cfg_opt *o = &prog->opts[i];
-        if (o->type == CFG_INT)
+        if (o->type == CFG_INT || o->type == CFG_BOOL)
             continue;
         char **s = str_slot(settings, o->offset);
         free(*s);

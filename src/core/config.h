@@ -18,6 +18,7 @@ typedef enum cfg_type {
     CFG_STRING, /* char * at offset */
     CFG_SECRET, /* char * at offset, char * (file path or NULL) at file_offset */
     CFG_INT,    /* long at offset, within [min, max] */
+    CFG_BOOL,   /* long at offset: 1 for true/yes/on/1, 0 for false/no/off/0 (any case) */
 } cfg_type;
 
 /* A validator for string values: returns 0, or -1 with a reason in err. */

@@ -44,6 +44,12 @@ int opt_check_http_url(const char *value, char *err, size_t errlen);
         "PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0,                \
             opt_check_http_url, (off), 0, "URL", "PromptLayer API base"                            \
     }
+#define OPT_LLM_KWARGS(off)                                                                        \
+    {                                                                                              \
+        "PLCACHE_LLM_KWARGS", CFG_BOOL, "true", 0, 0, 0, NULL, (off), 0, "BOOL",                   \
+            "cache each version with its provider-ready llm_kwargs (include_llm_kwargs=true, "     \
+            "asked again without it when the API refuses it); false: without"                     \
+    }
 #define OPT_SHUTDOWN_TIMEOUT(off)                                                                  \
     {                                                                                              \
         "PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, (off), 0, "SECONDS",          \

@@ -22,7 +22,8 @@ static int put_encoded(buf *b, const char *s)
     return 0;
 }
 
-int pturl_template(buf *b, const char *base, const char *name, const char *label, long long version)
+int pturl_template(buf *b, const char *base, const char *name, const char *label, long long version,
+                   int llm_kwargs)
 {
     size_t start = b->len;
     size_t blen = strlen(base);
@@ -34,6 +35,9 @@ int pturl_template(buf *b, const char *base, const char *name, const char *label
         rc = buf_puts(b, "?label=") != 0 || put_encoded(b, label) != 0;
     else if (rc == 0 && version >= 0)
         rc = buf_printf(b, "?version=%lld", version) != 0;
+    if (rc == 0 && llm_kwargs)
+        rc = buf_puts(b, label != NULL || version >= 0 ? "&" : "?") != 0 ||
+             buf_puts(b, "include_llm_kwargs=true") != 0;
     if (rc != 0) {
         b->len = start;
         if (b->data)
@@ -41,4 +45,10 @@ int pturl_template(buf *b, const char *base, const char *name, const char *label
         return -1;
     }
     return 0;
+}
+
+int pturl_flag_refused(long status)
+{
+    return status >= 400 && status < 500 && status != 401 && status != 403 && status != 404 &&
+           status != 408 && status != 429;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/pturl.h"
 #include "lib/form.h"
 
 struct api {
@@ -15,10 +16,11 @@ struct api {
     struct curl_slist *headers;
     char *base;
     long timeout_ms;
+    int llm_kwargs;
     char curl_err[CURL_ERROR_SIZE];
 };
 
-api *api_new(const char *base, const char *key, int timeout_ms)
+api *api_new(const char *base, const char *key, int timeout_ms, int llm_kwargs)
 {
     api *a = calloc(1, sizeof(*a));
     buf h;
@@ -26,6 +28,7 @@ api *api_new(const char *base, const char *key, int timeout_ms)
     if (a == NULL)
         goto err;
     a->timeout_ms = timeout_ms;
+    a->llm_kwargs = llm_kwargs;
     a->base = strdup(base);
     a->e = curl_easy_init();
     if (a->base == NULL || a->e == NULL || buf_printf(&h, "X-API-KEY: %s", key) != 0)
@@ -83,24 +86,17 @@ static void id_of(const json_t *o, char *out, size_t outlen)
         snprintf(out, outlen, "%s", json_string_value(id));
 }
 
-plcache_status api_fetch(api *a, const char *name, plcache_select sel, const char *label,
-                         long long version, api_answer *out, char *err, size_t errlen)
+/* One GET of url into body (reset first). Returns PLCACHE_OK with the HTTP
+ * status in *status, or PLCACHE_E_API with the reason in err when no answer
+ * came. */
+static plcache_status transfer(api *a, const char *url, buf *body, long *status, char *err,
+                               size_t errlen)
 {
-    plcache_status st = PLCACHE_E_API;
-    buf url, body;
-    buf_init(&url, 16 * 1024);
-    buf_init(&body, API_MAX_ANSWER);
-    json_t *doc = NULL;
-    memset(out, 0, sizeof(*out));
-    if (form_api_url(&url, a->base, name, sel, label, version) != 0) {
-        snprintf(err, errlen, "cannot build the API URL");
-        st = PLCACHE_E_ARG;
-        goto done;
-    }
     CURL *e = a->e;
+    buf_reset(body);
     a->curl_err[0] = '\0';
     int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_URL, url.data) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->headers) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
@@ -111,13 +107,15 @@ plcache_status api_fetch(api *a, const char *name, plcache_select sel, const cha
     bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)API_MAX_ANSWER) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)&body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)body) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, a->curl_err) != CURLE_OK;
     if (bad) {
         snprintf(err, errlen, "cannot set up the API request");
-        goto done;
+        return PLCACHE_E_API;
     }
     CURLcode rc = curl_easy_perform(e);
+    /* Drop the body reference so the handle holds nothing of this call. */
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
     if (rc != CURLE_OK) {
         if (rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED)
             snprintf(err, errlen, "API answer over %zu bytes", API_MAX_ANSWER);
@@ -126,10 +124,39 @@ plcache_status api_fetch(api *a, const char *name, plcache_select sel, const cha
         else
             snprintf(err, errlen, "API: %s",
                      a->curl_err[0] != '\0' ? a->curl_err : curl_easy_strerror(rc));
-        goto done;
+        return PLCACHE_E_API;
     }
+    *status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+    return PLCACHE_OK;
+}
+
+plcache_status api_fetch(api *a, const char *name, plcache_select sel, const char *label,
+                         long long version, api_answer *out, char *err, size_t errlen)
+{
+    plcache_status st = PLCACHE_E_API;
+    buf url, body;
+    buf_init(&url, 16 * 1024);
+    buf_init(&body, API_MAX_ANSWER);
+    json_t *doc = NULL;
     long status = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    memset(out, 0, sizeof(out[0]));
+    /* With the flag first; without it when the API refuses it (or when it is
+     * turned off). */
+    for (int flag = a->llm_kwargs; flag >= 0; flag--) {
+        buf_reset(&url);
+        if (form_api_url(&url, a->base, name, sel, label, version, flag) != 0) {
+            snprintf(err, errlen, "cannot build the API URL");
+            st = PLCACHE_E_ARG;
+            goto done;
+        }
+        st = transfer(a, url.data, &body, &status, err, errlen);
+        if (st != PLCACHE_OK)
+            goto done;
+        if (!flag || !pturl_flag_refused(status))
+            break;
+    }
+    st = PLCACHE_E_API;
     if (status == 404) {
         snprintf(err, errlen, "not found at the API");
         st = PLCACHE_NOT_FOUND;
@@ -159,8 +186,6 @@ plcache_status api_fetch(api *a, const char *name, plcache_select sel, const cha
     }
     st = PLCACHE_OK;
 done:
-    /* Drop the body reference so the handle holds nothing of this call. */
-    curl_easy_setopt(a->e, CURLOPT_WRITEDATA, NULL);
     json_decref(doc);
     buf_free(&url);
     buf_free(&body);

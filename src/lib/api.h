@@ -2,7 +2,9 @@
  * API, with libcurl's easy interface (blocking, bounded by a timeout).
  *
  * GET {base}/prompt-templates/<name>[?version=<n>|?label=<l>] with X-API-KEY
- * and Cache-Control: no-cache (DESIGN.md section 5). The connection is kept
+ * and Cache-Control: no-cache (DESIGN.md section 5), and include_llm_kwargs=true
+ * unless turned off; when the API refuses that flag (pturl_flag_refused), the
+ * same GET once more without it, as the applier does. The connection is kept
  * alive between calls of one client.
  */
 #ifndef PLCACHE_LIB_API_H
@@ -25,9 +27,10 @@ typedef struct api_answer {
 } api_answer;
 
 /* A fetcher for base (no trailing slash needed) with the key (no control
- * characters: checked by the caller). NULL when memory ran out or curl could
- * not start. Free with api_free. */
-api *api_new(const char *base, const char *key, int timeout_ms);
+ * characters: checked by the caller), asking for llm_kwargs when llm_kwargs is
+ * non-zero. NULL when memory ran out or curl could not start. Free with
+ * api_free. */
+api *api_new(const char *base, const char *key, int timeout_ms, int llm_kwargs);
 void api_free(api *a);
 
 /* Fetches template `name` at the selector. Returns PLCACHE_OK with *out

@@ -33,7 +33,7 @@ int form_field(char *out, size_t outlen, plcache_select sel, const char *label, 
 }
 
 int form_api_url(buf *b, const char *base, const char *name, plcache_select sel, const char *label,
-                 long long version)
+                 long long version, int llm_kwargs)
 {
     if (base == NULL || name == NULL || name[0] == '\0')
         return -1;
@@ -44,15 +44,15 @@ int form_api_url(buf *b, const char *base, const char *name, plcache_select sel,
         return -1;
     switch (sel) {
     case PLCACHE_SEL_LATEST:
-        return pturl_template(b, base, name, NULL, -1);
+        return pturl_template(b, base, name, NULL, -1, llm_kwargs);
     case PLCACHE_SEL_LABEL:
         if (label == NULL || label[0] == '\0')
             return -1;
-        return pturl_template(b, base, name, label, -1);
+        return pturl_template(b, base, name, label, -1, llm_kwargs);
     case PLCACHE_SEL_VERSION:
         if (version <= 0)
             return -1;
-        return pturl_template(b, base, name, NULL, version);
+        return pturl_template(b, base, name, NULL, version, llm_kwargs);
     default:
         return -1;
     }

@@ -27,10 +27,11 @@ int form_field(char *out, size_t outlen, plcache_select sel, const char *label, 
 
 /* Appends base (trailing slashes dropped) + "/prompt-templates/" + the
  * percent-encoded name + "?version=<n>" / "?label=<percent-encoded l>" (no
- * query for latest) to b. Returns 0, or -1 when b's maximum is passed or an
+ * query for latest) to b, with include_llm_kwargs=true when llm_kwargs is
+ * non-zero (pturl_template). Returns 0, or -1 when b's maximum is passed or an
  * argument is bad. */
 int form_api_url(buf *b, const char *base, const char *name, plcache_select sel, const char *label,
-                 long long version);
+                 long long version, int llm_kwargs);
 
 /* Writes prefix + middle + name (+ ":" + field when field is not NULL) into
  * out. Returns the length, or -1 when it does not fit. */

@@ -161,7 +161,7 @@ plcache_status plcache_open(plcache **out, const plcache_options *opts, char *er
         goto err;
     }
     if (c->api_key != NULL) {
-        c->api = api_new(c->api_base, c->api_key, o.api_timeout_ms);
+        c->api = api_new(c->api_base, c->api_key, o.api_timeout_ms, !o.skip_llm_kwargs);
         if (c->api == NULL) {
             snprintf(err, errlen, "cannot start libcurl");
             st = PLCACHE_E_NOMEM;

@@ -32,6 +32,7 @@
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/ptfetch.h"
 #include "core/timeutil.h"
 #include "webhook/plan.h"
 
@@ -86,6 +87,7 @@ struct applier {
     fetcher *fetch;
     char *prefix, *base_url, *consumer;
     char *api_key_header;
+    int llm_kwargs; /* ask the API for include_llm_kwargs (DESIGN.md section 4) */
     char events_key[256], ids_key[256], channel[256];
     long resync_s, claim_idle_ms;
     int batch, max_jobs;
@@ -416,18 +418,23 @@ static void job_fetch(job *j)
     size_t started = 0;
     for (size_t i = 0; i < j->ntargets; i++) {
         target *t = &j->targets[i];
-        buf url;
-        buf_init(&url, 8192);
+        buf with, without;
+        buf_init(&with, 8192);
+        buf_init(&without, 8192);
         fetch_ctx *fc = malloc(sizeof(*fc));
         int ok = fc != NULL &&
-                 plan_url(&url, a->base_url, j->p.name, t->sel, t->version, t->label) == 0 &&
-                 url.data != NULL;
+                 plan_url(&without, a->base_url, j->p.name, t->sel, t->version, t->label, 0) == 0 &&
+                 without.data != NULL &&
+                 (!a->llm_kwargs || plan_url(&with, a->base_url, j->p.name, t->sel, t->version,
+                                             t->label, 1) == 0);
         if (ok) {
             fc->j = j;
             fc->idx = i;
-            ok = fetch_get(a->fetch, url.data, headers, url.data, fetched, fc) == 0;
+            ok = ptfetch_get(a->fetch, a->llm_kwargs ? with.data : NULL, without.data, headers,
+                             fetched, fc) == 0;
         }
-        buf_free(&url);
+        buf_free(&with);
+        buf_free(&without);
         if (!ok) {
             free(fc);
             t->status = -1;
@@ -1046,6 +1053,7 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
     a->api_key_header = malloc(hl);
     if (a->api_key_header)
         snprintf(a->api_key_header, hl, "X-API-KEY: %s", o->api_key);
+    a->llm_kwargs = o->llm_kwargs;
     a->resync_s = o->resync_s;
     a->claim_idle_ms = o->claim_idle_ms > 0 ? o->claim_idle_ms : 60000;
     a->batch = o->batch > 0 ? o->batch : 32;

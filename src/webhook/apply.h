@@ -36,6 +36,8 @@ typedef struct applier_opts {
     int batch;               /* entries per read */
     int max_jobs;            /* events and templates worked on at once */
     long long events_maxlen; /* pl:events is trimmed near this (read entries only); 0: default */
+    int llm_kwargs;          /* fetch with include_llm_kwargs=true (again without it when the
+                              * API refuses the flag); 0: without */
 } applier_opts;
 
 /* Makes an applier. redis carries commands, block carries the blocking reads

@@ -59,6 +59,7 @@ typedef struct settings {
     long claim_idle;
     long events_maxlen;
     long min_replicas;
+    long llm_kwargs;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -102,6 +103,7 @@ static const cfg_opt opts[] = {
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
     OPT_API_KEY(S(api_key), S(api_key_file)),
     OPT_BASE_URL(S(base_url)),
+    OPT_LLM_KWARGS(S(llm_kwargs)),
     {"PLCACHE_RESYNC_INTERVAL", CFG_INT, "600", 0, 0, 86400L * 7, NULL, S(resync), 0, "SECONDS",
      "reconcile every cached template with the API at start and this often (0 = off)"},
     {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "32", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",
@@ -388,15 +390,18 @@ int main(int argc, char **argv)
     char consumer[300], host[256] = "host";
     gethostname(host, sizeof(host) - 1);
     snprintf(consumer, sizeof(consumer), "%s-%ld", host, (long)getpid());
-    applier_opts ao = {a.set.prefix,
-                       a.set.base_url,
-                       a.set.api_key,
-                       consumer,
-                       a.set.resync,
-                       a.set.claim_idle * 1000,
-                       32,
-                       256,
-                       a.set.events_maxlen};
+    applier_opts ao = {
+        .prefix = a.set.prefix,
+        .base_url = a.set.base_url,
+        .api_key = a.set.api_key,
+        .consumer = consumer,
+        .resync_s = a.set.resync,
+        .claim_idle_ms = a.set.claim_idle * 1000,
+        .batch = 32,
+        .max_jobs = 256,
+        .events_maxlen = a.set.events_maxlen,
+        .llm_kwargs = (int)a.set.llm_kwargs,
+    };
     a.apply = a.block && a.fetch ? applier_new(a.base, &ao, a.redis, a.block, a.fetch) : NULL;
     if (a.apply == NULL) {
         log_error("cannot start the applier (out of memory)");

@@ -126,10 +126,10 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
 }
 
 int plan_url(buf *b, const char *base, const char *name, plan_selector sel, long long version,
-             const char *label)
+             const char *label, int llm_kwargs)
 {
     return pturl_template(b, base, name, sel == SEL_LABEL ? label : NULL,
-                          sel == SEL_VERSION ? version : -1);
+                          sel == SEL_VERSION ? version : -1, llm_kwargs);
 }
 
 int plan_field(const char *field, plan_selector *sel, long long *version, const char **label)

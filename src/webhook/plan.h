@@ -49,10 +49,11 @@ typedef enum plan_selector {
 } plan_selector;
 
 /* Appends to b the API URL of a template: base + "/prompt-templates/" + the
- * percent-encoded name, then "?version=N", "?label=L" or nothing (latest).
+ * percent-encoded name, then "?version=N", "?label=L" or nothing (latest),
+ * with include_llm_kwargs=true when llm_kwargs is non-zero (pturl_template).
  * Returns 0 or -1 (too long). */
 int plan_url(buf *b, const char *base, const char *name, plan_selector sel, long long version,
-             const char *label);
+             const char *label, int llm_kwargs);
 
 /* Parses a cache field name: "latest", "version:<n>", "label:<L>". Returns 0
  * with the selector (and *version or *label pointing into field), or -1 for

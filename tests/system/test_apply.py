@@ -97,7 +97,7 @@ class Events(Case):
         sub.close()
         # What plcache asked the API: by name and version, with the key and no-cache.
         reqs = self.e.api.requests("/prompt-templates/Hello")
-        self.assertEqual([r["query"] for r in reqs], ["version=3"])
+        self.assertEqual([r["query"] for r in reqs], ["version=3&include_llm_kwargs=true"])
         self.assertEqual(reqs[0]["api_key"], "test-key")
         self.assertEqual(reqs[0]["cache_control"], "no-cache")
 

@@ -90,8 +90,9 @@ class CliEnv:
             c.close()
 
     def api_get(self, name, **sel):
-        """What the fake API serves now (parsed), or None for 404."""
-        q = ("?" + urllib.parse.urlencode(sel)) if sel else ""
+        """What the fake API serves now (parsed), or None for 404, asked as
+        plcache asks (with include_llm_kwargs=true, DESIGN.md section 4)."""
+        q = "?" + urllib.parse.urlencode(dict(sel, include_llm_kwargs="true"))
         st, _, body = h.request(self.api.port, "GET",
                                 "/prompt-templates/" + urllib.parse.quote(name, safe="") + q,
                                 headers={"X-API-KEY": self.api.api_key})
@@ -302,7 +303,9 @@ class Sync(Case):
         # What it asked: by name, with the key and no-cache.
         reqs = self.e.api.requests("/prompt-templates/Hello")
         self.assertEqual(sorted(r["query"] or "" for r in reqs),
-                         ["", "label=prod", "label=staging", "version=1"])
+                         ["include_llm_kwargs=true", "label=prod&include_llm_kwargs=true",
+                          "label=staging&include_llm_kwargs=true",
+                          "version=1&include_llm_kwargs=true"])
         self.assertTrue(all(r["api_key"] == "test-key" and r["cache_control"] == "no-cache"
                             for r in reqs))
         self.assertEqual(self.e.cached("Hello", "latest"), self.e.api_get("Hello"))

@@ -618,7 +618,8 @@ static void test_miss_reads_through_fills_and_calls_the_api_once(void **state)
     json_t *r0 = json_array_get(rec, 0);
     assert_string_equal(json_string_value(json_object_get(r0, "method")), "GET");
     assert_string_equal(json_string_value(json_object_get(r0, "path")), "/prompt-templates/Hello");
-    assert_string_equal(json_string_value(json_object_get(r0, "query")), "label=prod");
+    assert_string_equal(json_string_value(json_object_get(r0, "query")),
+                        "label=prod&include_llm_kwargs=true");
     assert_string_equal(json_string_value(json_object_get(r0, "api_key")), KEY);
     assert_string_equal(json_string_value(json_object_get(r0, "cache_control")), "no-cache");
     json_decref(rec);
@@ -659,9 +660,10 @@ static void test_each_selector_fills_its_own_field(void **state)
     assert_int_equal(cmd_int("HLEN pl:prompt:Hello"), 4); /* latest, version:1, gen, id */
     json_t *rec = records("/prompt-templates/");
     assert_int_equal(json_array_size(rec), 2);
-    assert_true(json_is_null(json_object_get(json_array_get(rec, 0), "query")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rec, 0), "query")),
+                        "include_llm_kwargs=true");
     assert_string_equal(json_string_value(json_object_get(json_array_get(rec, 1), "query")),
-                        "version=1");
+                        "version=1&include_llm_kwargs=true");
     json_decref(rec);
     plcache_free(latest);
     plcache_free(v1);

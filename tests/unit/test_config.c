@@ -13,6 +13,7 @@ typedef struct st {
     char *secret;
     char *secret_file;
     long n;
+    long on;
 } st;
 
 static int check_no_x(const char *v, char *err, size_t errlen)
@@ -30,8 +31,9 @@ static const cfg_opt opts[] = {
     {"PLCACHE_T_SECRET", CFG_SECRET, NULL, 1, 0, 0, NULL, offsetof(st, secret),
      offsetof(st, secret_file), "S", "a secret"},
     {"PLCACHE_T_COUNT", CFG_INT, "7", 0, 1, 100, NULL, offsetof(st, n), 0, "N", "a count"},
+    {"PLCACHE_T_ON", CFG_BOOL, "true", 0, 0, 0, NULL, offsetof(st, on), 0, "BOOL", "a switch"},
 };
-static const cfg_program prog = {"t", "test", NULL, opts, 3};
+static const cfg_program prog = {"t", "test", NULL, opts, 4};
 
 static void clear_env(void)
 {
@@ -39,6 +41,7 @@ static void clear_env(void)
     unsetenv("PLCACHE_T_SECRET");
     unsetenv("PLCACHE_T_SECRET_FILE");
     unsetenv("PLCACHE_T_COUNT");
+    unsetenv("PLCACHE_T_ON");
 }
 
 static int load(st *s, int argc, char **argv, char *err)
@@ -130,6 +133,44 @@ static void test_errors_name_the_setting(void **state)
     clear_env();
 }
 
+/* A yes/no setting takes the usual words in any case, and nothing else. */
+static void test_switches_take_true_false_words(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *value;
+        long want; /* -1: refused */
+    } rows[] = {
+        {"true", 1}, {"TRUE", 1}, {"yes", 1}, {"On", 1},  {"1", 1},   {"false", 0}, {"False", 0},
+        {"no", 0},   {"off", 0},  {"0", 0},   {"2", -1}, {"t", -1}, {"nope", -1}, {" true", -1},
+    };
+    st s;
+    char err[256];
+    clear_env();
+    setenv("PLCACHE_T_SECRET", "s", 1);
+    char *a0[] = {"t"};
+    assert_int_equal(load(&s, 1, a0, err), CFG_OK);
+    assert_int_equal(s.on, 1); /* the default */
+    cfg_free(&prog, &s);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char *a[] = {"t", "--t-on", (char *)rows[i].value};
+        int rc = load(&s, 3, a, err);
+        if (rows[i].want < 0) {
+            assert_int_equal(rc, CFG_ERROR);
+            assert_non_null(strstr(err, "PLCACHE_T_ON"));
+        } else {
+            assert_int_equal(rc, CFG_OK);
+            assert_int_equal(s.on, rows[i].want);
+        }
+        cfg_free(&prog, &s);
+    }
+    setenv("PLCACHE_T_ON", "off", 1);
+    assert_int_equal(load(&s, 1, a0, err), CFG_OK);
+    assert_int_equal(s.on, 0);
+    cfg_free(&prog, &s);
+    clear_env();
+}
+
 static void test_secret_from_file_and_reload(void **state)
 {
     (void)state;
@@ -188,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_flag_names_come_from_the_variable),
         cmocka_unit_test(test_defaults_then_environment_then_flags),
         cmocka_unit_test(test_errors_name_the_setting),
+        cmocka_unit_test(test_switches_take_true_false_words),
         cmocka_unit_test(test_secret_from_file_and_reload),
         cmocka_unit_test(test_listen_check),
     };

@@ -44,7 +44,7 @@ static void check_url(const char *base, const char *name, plcache_select sel, co
 {
     buf b;
     buf_init(&b, 4096);
-    assert_int_equal(form_api_url(&b, base, name, sel, label, version), 0);
+    assert_int_equal(form_api_url(&b, base, name, sel, label, version, 0), 0);
     assert_string_equal(b.data, want);
     buf_free(&b);
 }
@@ -62,19 +62,37 @@ static void test_api_urls_encode_name_and_label(void **state)
               "http://h/prompt-templates/%C3%A9t%C3%A9-_.~");
 }
 
+/* The read-through asks what the applier asks: the version with its
+ * llm_kwargs (DESIGN.md section 4). */
+static void test_api_urls_ask_for_llm_kwargs(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 4096);
+    assert_int_equal(form_api_url(&b, "http://h", "A B", PLCACHE_SEL_LATEST, NULL, 0, 1), 0);
+    assert_string_equal(b.data, "http://h/prompt-templates/A%20B?include_llm_kwargs=true");
+    buf_reset(&b);
+    assert_int_equal(form_api_url(&b, "http://h", "a", PLCACHE_SEL_VERSION, NULL, 7, 1), 0);
+    assert_string_equal(b.data, "http://h/prompt-templates/a?version=7&include_llm_kwargs=true");
+    buf_reset(&b);
+    assert_int_equal(form_api_url(&b, "http://h", "a", PLCACHE_SEL_LABEL, "prod", 0, 1), 0);
+    assert_string_equal(b.data, "http://h/prompt-templates/a?label=prod&include_llm_kwargs=true");
+    buf_free(&b);
+}
+
 static void test_api_url_refuses_bad_input_and_overflow(void **state)
 {
     (void)state;
     buf b;
     buf_init(&b, 4096);
-    assert_int_equal(form_api_url(&b, "http://h", "", PLCACHE_SEL_LATEST, NULL, 0), -1);
-    assert_int_equal(form_api_url(&b, "/", "x", PLCACHE_SEL_LATEST, NULL, 0), -1);
-    assert_int_equal(form_api_url(&b, "http://h", "x", PLCACHE_SEL_LABEL, "", 0), -1);
-    assert_int_equal(form_api_url(&b, "http://h", "x", PLCACHE_SEL_VERSION, NULL, 0), -1);
+    assert_int_equal(form_api_url(&b, "http://h", "", PLCACHE_SEL_LATEST, NULL, 0, 0), -1);
+    assert_int_equal(form_api_url(&b, "/", "x", PLCACHE_SEL_LATEST, NULL, 0, 0), -1);
+    assert_int_equal(form_api_url(&b, "http://h", "x", PLCACHE_SEL_LABEL, "", 0, 0), -1);
+    assert_int_equal(form_api_url(&b, "http://h", "x", PLCACHE_SEL_VERSION, NULL, 0, 0), -1);
     buf_free(&b);
     buf_init(&b, 30);
     assert_int_equal(
-        form_api_url(&b, "http://h", "a-long-template-name", PLCACHE_SEL_LATEST, NULL, 0), -1);
+        form_api_url(&b, "http://h", "a-long-template-name", PLCACHE_SEL_LATEST, NULL, 0, 0), -1);
     buf_free(&b);
 }
 
@@ -135,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_field_names_follow_the_contract),
         cmocka_unit_test(test_bad_selectors_are_refused),
         cmocka_unit_test(test_api_urls_encode_name_and_label),
+        cmocka_unit_test(test_api_urls_ask_for_llm_kwargs),
         cmocka_unit_test(test_api_url_refuses_bad_input_and_overflow),
         cmocka_unit_test(test_keys_are_prefix_middle_name_field),
         cmocka_unit_test(test_job_shape_check_is_first_and_last_brace),

@@ -1136,6 +1136,15 @@ static int put_string(outbuf *ob, const char *str, size_t n)
     return 0;
 }
 
+size_t canon_float_repr(double d, char *out, size_t outlen)
+{
+    if (out == NULL || outlen < CANON_FLOAT_REPR_MAX)
+        return 0;
+    size_t n = float_repr(d, out);
+    out[n] = '\0';
+    return n;
+}
+
 static int put_scalar(outbuf *ob, const canon_val *v)
 {
     char num[32];

@@ -57,6 +57,19 @@ char *canon_dump(const canon_doc *doc, size_t *outlen);
  * pointer is owned by the document. Returns NULL otherwise. */
 const char *canon_root_string(const canon_doc *doc, const char *key, size_t *len);
 
+/* Room canon_float_repr needs: the longest text plus its NUL. */
+#define CANON_FLOAT_REPR_MAX 32
+
+/* Writes the text json.dumps gives a float into out, NUL-terminated, and
+ * returns its length. For finite values that is Python's repr(): the shortest
+ * digits that read back to d, positional from 1e-4 up to below 1e16 and
+ * exponential outside ("1.0", "-0.0", "1e-05", "1e+16",
+ * "1.2345678901234568e+17"). Non-finite values come out as json.dumps writes
+ * them ("NaN", "Infinity", "-Infinity"), which is not what repr() writes
+ * ("nan", "inf", "-inf"). Returns 0 and writes nothing when outlen is below
+ * CANON_FLOAT_REPR_MAX. Pure; cannot fail otherwise. */
+size_t canon_float_repr(double d, char *out, size_t outlen);
+
 /* Convenience: parse + dump. Returns the canonical text (caller frees) or NULL
  * with err set. */
 char *canon_json(const char *in, size_t len, size_t *outlen, char *err, size_t errlen);

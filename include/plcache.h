@@ -115,17 +115,21 @@ plcache_status plcache_get(plcache *c, const char *name, plcache_select sel, con
                            long long version, char **json, size_t *len);
 
 /* Pushes one log job (a JSON object, DESIGN.md section 6) onto the queue with
- * one LPUSH <prefix>track. `len` bytes at `job` (no NUL needed). The text is
- * checked cheaply, not parsed: when its first and last characters other than
- * JSON white space are not `{` and `}` it is PLCACHE_E_ARG (the worker
- * dead-letters a job that still does not parse). On PLCACHE_OK, *queue_len
- * (may be NULL) is the queue's length after the push. When the connection is
- * found broken the push is sent once more on a new one, so a job may be queued
+ * one LPUSH <prefix>track. `len` bytes at `job` (no NUL needed), pushed as
+ * written. The job is checked first against what PromptLayer accepts (a Log
+ * Request: provider, model, input and output as Prompt Blueprints, the two
+ * request times, and the documented types and ranges; or an envelope naming a
+ * known endpoint with a body right for it): an invalid job is PLCACHE_E_ARG,
+ * nothing is pushed, and plcache_errstr() names the field and the rule
+ * ("invalid job: input.messages[0].content: must be a list of content blocks,
+ * not a string"), never a value of the job. On PLCACHE_OK, *queue_len (may be
+ * NULL) is the queue's length after the push. When the connection is found
+ * broken the push is sent once more on a new one, so a job may be queued
  * twice: delivery is at least once, as the worker's. */
 plcache_status plcache_push(plcache *c, const char *job, size_t len, long long *queue_len);
 
-/* The same for a jansson object (json_t *, which stays the caller's), sent as
- * json_dumps(job, JSON_COMPACT); anything but an object is PLCACHE_E_ARG. */
+/* The same for a jansson object (json_t *, which stays the caller's), checked
+ * the same way and sent as json_dumps(job, JSON_COMPACT). */
 struct json_t;
 plcache_status plcache_push_json(plcache *c, const struct json_t *job, long long *queue_len);
 

@@ -24,6 +24,10 @@ import time
 
 import redis
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src",
+                                "python"))
+import plcache  # noqa: E402  (src/python/plcache.py)
+
 REDIS = redis.Redis.from_url(os.environ.get("PLCACHE_REDIS_URL", "redis://127.0.0.1:6379/0"),
                              socket_timeout=1.0, socket_connect_timeout=1.0)
 PREFIX = os.environ.get("PLCACHE_PREFIX", "pl:")
@@ -36,9 +40,17 @@ def get_prompt(name, label=None, version=None):
     return json.loads(raw) if raw is not None else None
 
 
-def track(job):
-    """Queues one log job (a dict) for plcache-worker; returns the queue's length."""
-    return REDIS.lpush(f"{PREFIX}track", json.dumps(job))  # one round trip
+def fake_llm_call(provider, kwargs):
+    """Stands in for openai_client.chat.completions.create(**kwargs) or
+    anthropic_client.messages.create(**kwargs): their answers' shapes."""
+    if provider == "anthropic":
+        return {"id": "msg_example", "type": "message", "role": "assistant", "model": kwargs["model"],
+                "content": [{"type": "text", "text": "(the model's answer)"}],
+                "stop_reason": "end_turn", "usage": {"input_tokens": 12, "output_tokens": 5}}
+    return {"id": "chatcmpl-example", "object": "chat.completion", "model": kwargs["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "(the model's answer)"}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
 
 
 def main():
@@ -50,20 +62,22 @@ def main():
         # reads through to the API, `plcache sync` warms everything.
         print(f"app.py: {name} label {label} is not cached", file=sys.stderr)
         return 1
+    # The provider-ready arguments PromptLayer built for this version when the
+    # template names a model (llm_kwargs); else a plain chat for the example.
+    model = ((prompt.get("metadata") or {}).get("model") or {})
+    provider = model.get("provider", "openai")
+    kwargs = prompt.get("llm_kwargs") or {
+        "model": model.get("name", "gpt-4o"),
+        "messages": [{"role": "user", "content": "(the prompt's text)"}],
+    }
     start = time.time()
-    output = {"role": "assistant", "content": "(the model's answer)"}  # your LLM call here
+    response = fake_llm_call(provider, kwargs)  # your LLM call here
     end = time.time()
-    queued = track({
-        "provider": "openai",
-        "model": "gpt-4o",
-        "input": prompt.get("prompt_template"),
-        "output": output,
-        "request_start_time": start,
-        "request_end_time": end,
-        "prompt_name": name,
-        "prompt_version_number": prompt.get("version"),
-        "tags": ["plcache-example"],
-    })
+    build = (plcache.log_request_from_anthropic if provider == "anthropic"
+             else plcache.log_request_from_openai)
+    job = build(kwargs, response, start, end, prompt_name=name,
+                prompt_version_number=prompt.get("version"), tags=["plcache-example"])
+    queued = plcache.push(REDIS, job, PREFIX)  # one round trip
     print(json.dumps({"prompt": name, "label": label, "version": prompt.get("version"),
                       "queued": queued}))
     return 0

@@ -1,8 +1,9 @@
 /* cmd_track.c -- plcache track [FILE|-]: push one log job onto the queue.
  *
- * The job (DESIGN.md section 6) is checked to be one JSON object here, with a
- * clear message, then pushed through libplcache (plcache_push: one LPUSH).
- * It is pushed as written, less surrounding whitespace.
+ * The job (DESIGN.md section 6) is checked against what PromptLayer accepts
+ * (core/logreq.h) before anything else, and refused with one line naming the
+ * field (exit 2, nothing pushed); then it is pushed through libplcache
+ * (plcache_push: one LPUSH), as written, less surrounding whitespace.
  */
 #include <jansson.h>
 #include <plcache.h>
@@ -11,18 +12,31 @@
 #include <string.h>
 
 #include "cli/cmds.h"
+#include "core/logreq.h"
 
-/* 1 when text is one JSON object (integers beyond 64 bits allowed, as the
- * worker allows them in a bare job). */
-static int track_is_object(const char *text, size_t len)
+/* Checks the job as libplcache will (core/logreq.h), before any connection,
+ * so an invalid job is refused with its reason even when Redis is away.
+ * Returns 0, or -1 after printing the reason. */
+static int track_check(const cli_ctx *c, const char *text, size_t len)
 {
     json_error_t je;
-    json_t *o = json_loadb(text, len, JSON_ALLOW_NUL, &je);
+    json_t *o = json_loadb(text, len, 0, &je);
     if (o == NULL)
-        o = json_loadb(text, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
-    int ok = json_is_object(o);
+        o = json_loadb(text, len, JSON_DECODE_INT_AS_REAL, &je);
+    if (o == NULL) {
+        cli_error(c,
+                  "the job is not a JSON object: it does not parse (line %d, column %d); a log "
+                  "job is one object: a Log Request, or {\"endpoint\", \"body\", \"then\"} "
+                  "(see plcache help track)",
+                  je.line, je.column);
+        return -1;
+    }
+    char why[384];
+    int rc = logreq_check_job(o, why, sizeof(why));
     json_decref(o);
-    return ok;
+    if (rc != 0)
+        cli_error(c, "invalid job: %s (see plcache help track)", why);
+    return rc;
 }
 
 int cmd_track(const cli_ctx *c, int argc, char **argv)
@@ -57,11 +71,8 @@ int cmd_track(const cli_ctx *c, int argc, char **argv)
     }
     while (len > 0 && strchr(" \t\r\n", job[len - 1]) != NULL)
         len--;
-    if (!track_is_object(job, len)) {
-        cli_error(c, "the job is not a JSON object (a log job is one object: the body of "
-                     "POST /log-request, or {\"endpoint\", \"body\", \"then\"})");
+    if (track_check(c, job, len) != 0)
         goto done;
-    }
     plcache_options o;
     plcache_options_init(&o);
     o.redis_url = c->set->redis_url;

@@ -77,9 +77,23 @@ static const command commands[] = {
      "(one client fetches while others wait for its fill). Exit 1 when not found.\n"},
     {"track", cmd_track,
      "Usage: plcache track [FILE|-]\n\n"
-     "Pushes one log job (a JSON object, DESIGN.md section 6) from FILE or stdin\n"
-     "onto <prefix>track and prints the queue's length. Anything but one JSON\n"
-     "object is refused (exit 2).\n"},
+     "Pushes one log job from FILE or stdin onto <prefix>track and prints the\n"
+     "queue's length. A job is a Log Request (the body of PromptLayer's POST\n"
+     "/log-request: provider, model, input and output as Prompt Blueprints, the\n"
+     "two request times) or an envelope {\"endpoint\": \"/rest/track-score\",\n"
+     "\"body\": {...}, \"then\": [...]} (DESIGN.md section 6). It is checked against\n"
+     "PromptLayer's rules first: an invalid job is refused with the field at fault\n"
+     "(exit 2) and nothing is pushed.\n\n"
+     "Example:\n"
+     "  plcache track - <<'EOF'\n"
+     "  {\"provider\": \"openai\", \"model\": \"gpt-4o\",\n"
+     "   \"input\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\",\n"
+     "             \"content\": [{\"type\": \"text\", \"text\": \"Say hi\"}]}]},\n"
+     "   \"output\": {\"type\": \"chat\", \"messages\": [{\"role\": \"assistant\",\n"
+     "              \"content\": [{\"type\": \"text\", \"text\": \"Hi!\"}]}]},\n"
+     "   \"request_start_time\": \"2026-12-02T10:00:00Z\",\n"
+     "   \"request_end_time\": \"2026-12-02T10:00:01Z\"}\n"
+     "  EOF\n"},
     {"sync", cmd_sync,
      "Usage: plcache sync [NAME ...]\n\n"
      "Refreshes latest and every cached label and version of the named templates\n"

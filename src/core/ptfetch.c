@@ -28,8 +28,8 @@ static void first_done(const fetch_result *r, void *arg)
 {
     ptfetch *p = arg;
     if (pturl_flag_refused(r->status) &&
-        fetch_get(p->f, p->without, (const char *const *)p->headers, p->without, p->cb,
-                  p->arg) == 0) {
+        fetch_get(p->f, p->without, (const char *const *)p->headers, p->without, p->cb, p->arg) ==
+            0) {
         ptfetch_free(p);
         return;
     }
@@ -39,8 +39,8 @@ static void first_done(const fetch_result *r, void *arg)
     ptfetch_free(p);
 }
 
-int ptfetch_get(fetcher *f, const char *with_flag, const char *without,
-                const char *const *headers, fetch_done_fn cb, void *arg)
+int ptfetch_get(fetcher *f, const char *with_flag, const char *without, const char *const *headers,
+                fetch_done_fn cb, void *arg)
 {
     if (with_flag == NULL)
         return fetch_get(f, without, headers, without, cb, arg);

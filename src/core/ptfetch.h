@@ -22,7 +22,7 @@
  * exactly once, from the loop, as fetch_get promises. Everything given is
  * copied. Returns 0, or -1 (cb never called) when fetch_get refuses or memory
  * ran out. Never blocks. */
-int ptfetch_get(fetcher *f, const char *with_flag, const char *without,
-                const char *const *headers, fetch_done_fn cb, void *arg);
+int ptfetch_get(fetcher *f, const char *with_flag, const char *without, const char *const *headers,
+                fetch_done_fn cb, void *arg);
 
 #endif

@@ -68,25 +68,6 @@ int form_key(char *out, size_t outlen, const char *prefix, const char *middle, c
     return n;
 }
 
-static int json_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
-int form_looks_like_object(const char *s, size_t len)
-{
-    if (s == NULL)
-        return 0;
-    size_t i = 0;
-    while (i < len && json_space(s[i]))
-        i++;
-    size_t j = len;
-    while (j > i && json_space(s[j - 1]))
-        j--;
-    /* At least "{}": two characters, the first '{' and the last '}'. */
-    return j - i >= 2 && s[i] == '{' && s[j - 1] == '}';
-}
-
 int form_header_safe(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {

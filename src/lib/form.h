@@ -1,5 +1,5 @@
 /* form.h -- the forms of things libplcache writes: cache field names, API URLs,
- * key names, and the cheap outer-shape check of a log job.
+ * and key names.
  *
  * Pure functions with no I/O, tested in tests/unit/test_libform.c.
  */
@@ -37,12 +37,6 @@ int form_api_url(buf *b, const char *base, const char *name, plcache_select sel,
  * out. Returns the length, or -1 when it does not fit. */
 int form_key(char *out, size_t outlen, const char *prefix, const char *middle, const char *name,
              const char *field);
-
-/* 1 when the len bytes at s look like one JSON object: the first character
- * that is not JSON white space is '{' and the last one is '}'. A cheap guard
- * against obvious mistakes (an array, a string, an empty text), not a parse:
- * the worker dead-letters what does not parse. 0 otherwise. */
-int form_looks_like_object(const char *s, size_t len);
 
 /* 1 when s (NUL-terminated) holds no byte below 0x20 nor 0x7f, so it can go
  * into an HTTP header line; 0 otherwise. */

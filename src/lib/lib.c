@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/logreq.h"
 #include "lib/form.h"
 #include "lib/lease.h"
 
@@ -300,14 +301,9 @@ done:
     return st;
 }
 
-plcache_status plcache_push(plcache *c, const char *job, size_t len, long long *queue_len)
+/* LPUSH of a checked job's text. */
+static plcache_status push_text(plcache *c, const char *job, size_t len, long long *queue_len)
 {
-    if (c == NULL)
-        return PLCACHE_E_ARG;
-    if (job == NULL || !form_looks_like_object(job, len))
-        return lib_fail(c, PLCACHE_E_ARG, "the job is not a JSON object");
-    if (len > MAX_JOB)
-        return lib_fail(c, PLCACHE_E_ARG, "the job is over %zu bytes", MAX_JOB);
     char key[FORM_KEY_SIZE];
     form_key(key, sizeof(key), c->prefix, LIB_KEY_TRACK, "", NULL);
     const char *argv[] = {"LPUSH", key, job};
@@ -331,16 +327,52 @@ plcache_status plcache_push(plcache *c, const char *job, size_t len, long long *
     return st;
 }
 
+/* PLCACHE_OK when job is one PromptLayer accepts (core/logreq.h), else
+ * PLCACHE_E_ARG with the field and the rule in errstr. */
+static plcache_status check_job(plcache *c, const json_t *job)
+{
+    char why[384];
+    if (logreq_check_job(job, why, sizeof(why)) != 0)
+        return lib_fail(c, PLCACHE_E_ARG, "invalid job: %s", why);
+    return PLCACHE_OK;
+}
+
+plcache_status plcache_push(plcache *c, const char *job, size_t len, long long *queue_len)
+{
+    if (c == NULL)
+        return PLCACHE_E_ARG;
+    if (job == NULL)
+        return lib_fail(c, PLCACHE_E_ARG, "no job");
+    if (len > MAX_JOB)
+        return lib_fail(c, PLCACHE_E_ARG, "the job is over %zu bytes", MAX_JOB);
+    /* Integers past 64 bits are read as reals rather than refused: PromptLayer
+     * takes them, and the text pushed is the caller's, unchanged. */
+    json_error_t je;
+    json_t *o = json_loadb(job, len, 0, &je);
+    if (o == NULL)
+        o = json_loadb(job, len, JSON_DECODE_INT_AS_REAL, &je);
+    if (o == NULL)
+        return lib_fail(c, PLCACHE_E_ARG,
+                        "the job is not a JSON object: it does not parse (line %d, column %d)",
+                        je.line, je.column); /* not je.text: it quotes the job */
+    plcache_status st = check_job(c, o);
+    json_decref(o);
+    return st == PLCACHE_OK ? push_text(c, job, len, queue_len) : st;
+}
+
 plcache_status plcache_push_json(plcache *c, const struct json_t *job, long long *queue_len)
 {
     if (c == NULL)
         return PLCACHE_E_ARG;
-    if (!json_is_object(job))
-        return lib_fail(c, PLCACHE_E_ARG, "the job is not a JSON object");
+    plcache_status st = check_job(c, job);
+    if (st != PLCACHE_OK)
+        return st;
     char *text = json_dumps(job, JSON_COMPACT);
     if (text == NULL)
         return lib_fail(c, PLCACHE_E_NOMEM, "cannot serialize the job");
-    plcache_status st = plcache_push(c, text, strlen(text), queue_len);
+    size_t len = strlen(text);
+    st = len > MAX_JOB ? lib_fail(c, PLCACHE_E_ARG, "the job is over %zu bytes", MAX_JOB)
+                       : push_text(c, text, len, queue_len);
     json_malloc_t m = NULL;
     json_free_t f = NULL;
     json_get_alloc_funcs(&m, &f);

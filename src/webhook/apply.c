@@ -425,8 +425,8 @@ static void job_fetch(job *j)
         int ok = fc != NULL &&
                  plan_url(&without, a->base_url, j->p.name, t->sel, t->version, t->label, 0) == 0 &&
                  without.data != NULL &&
-                 (!a->llm_kwargs || plan_url(&with, a->base_url, j->p.name, t->sel, t->version,
-                                             t->label, 1) == 0);
+                 (!a->llm_kwargs ||
+                  plan_url(&with, a->base_url, j->p.name, t->sel, t->version, t->label, 1) == 0);
         if (ok) {
             fc->j = j;
             fc->idx = i;

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/logreq.h"
+
 #define RETRY_KEY "__plcache_retry__"
 
 /* ---- the scan of a bare job -------------------------------------------- */
@@ -255,18 +257,6 @@ int job_scan_bare(const char *text, size_t len)
     return s.p == s.end;
 }
 
-int job_endpoint_ok(const char *e)
-{
-    size_t n = strlen(e);
-    if (n == 0 || n > JOB_MAX_ENDPOINT || e[0] != '/' || e[1] == '/' || strstr(e, "..") ||
-        strstr(e, "://"))
-        return 0;
-    for (const unsigned char *p = (const unsigned char *)e; *p; p++)
-        if (*p <= ' ' || *p == 0x7f || *p == '#' || *p == '\\')
-            return 0;
-    return 1;
-}
-
 static int add_step(wjob *j, const char *endpoint, json_t *body)
 {
     if (j->nsteps == JOB_MAX_STEPS) {
@@ -296,11 +286,13 @@ static int read_step(wjob *j, json_t *o)
         j->invalid = "an envelope step needs a string endpoint and an object body";
         return 0;
     }
-    if (!job_endpoint_ok(json_string_value(ep))) {
-        j->invalid = "endpoint is not a path under the API base";
+    /* The known path itself is sent, never the job's text (core/logreq.h). */
+    const char *known = logreq_endpoint(json_string_value(ep));
+    if (known == NULL) {
+        j->invalid = "endpoint is not one of the API paths the worker knows";
         return 0;
     }
-    return add_step(j, json_string_value(ep), body);
+    return add_step(j, known, body);
 }
 
 /* The steps of an original job (bare object or envelope). */

@@ -16,10 +16,9 @@
 #include <stddef.h>
 
 #define JOB_MAX_STEPS 64
-#define JOB_MAX_ENDPOINT 1024
 
 typedef struct job_step {
-    char *endpoint; /* owned; a path under the API base */
+    char *endpoint; /* owned; one of the API paths of core/logreq.h */
     char *body;     /* owned; JSON text of the body */
     size_t body_len;
 } job_step;
@@ -59,9 +58,5 @@ char *job_dead_text(const wjob *j, const char *error, long status, int attempts,
  * (no top-level "endpoint" or retry key); 0 when jansson must decide. No
  * allocation; never reads past len. */
 int job_scan_bare(const char *text, size_t len);
-
-/* 1 when endpoint is a path we may post to: starts with '/', not "//", no
- * "..", no scheme, no spaces or control characters, not too long. */
-int job_endpoint_ok(const char *endpoint);
 
 #endif

@@ -41,6 +41,7 @@
 
 #include "core/keys.h"
 #include "core/log.h"
+#include "core/logreq.h"
 #include "core/metrics.h"
 #include "core/rwait.h"
 #include "core/timeutil.h"
@@ -499,8 +500,11 @@ static void answered(const fetch_result *r, void *arg)
     }
     int retryable = st == 0 || st == 408 || st == 429 || st >= 500;
     if (!retryable) {
-        char err[2100];
-        snprintf(err, sizeof(err), "%.*s", (int)(r->len < 2048 ? r->len : 2048), r->body);
+        /* What to fix, as PromptLayer said it (its 422 "detail" names the
+         * field), bounded, so `plcache dlq list` tells it. */
+        char why[1024], err[1100];
+        logreq_detail(r->body, r->len, why, sizeof(why));
+        snprintf(err, sizeof(err), "HTTP %ld: %s", st, why);
         dead(f, DEAD_REJECTED, err, st, f->job.attempts + 1);
         return;
     }

@@ -1,8 +1,9 @@
 /* fake_api.c -- fake-promptlayer: a fake PromptLayer API for plcache's tests.
  *
- * main only reads flags and wires the pieces: the template store (store.c),
- * the HTTP side with its control API, request log and faults (server.c), and
- * the event loop with SIGTERM/SIGINT handling. See README.md for the flags,
+ * main only reads flags and wires the pieces: the schemas request bodies and
+ * templates are checked against (schema.c, schemas.json), the template store
+ * (store.c), the HTTP side with its control API, request log and faults
+ * (server.c), and the event loop with SIGTERM/SIGINT handling. See README.md for the flags,
  * the fixture format and the control API.
  */
 #include <errno.h>
@@ -17,6 +18,8 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "api_schemas.h"
+#include "schema.h"
 #include "server.h"
 #include "store.h"
 #include "text.h"
@@ -34,6 +37,9 @@ typedef struct options {
     const char *api_key;
     long delay_ms;
     size_t max_records;
+    int64_t workspace_id;
+    int no_model;
+    int include_flag;
 } options;
 
 static void usage(FILE *out)
@@ -46,6 +52,12 @@ static void usage(FILE *out)
           "  --api-key KEY        answer 401 to API requests without this X-API-KEY\n"
           "  --delay-ms N         delay every API answer by N ms (0..600000)\n"
           "  --max-records N      requests kept for GET /_fake/requests (default 100000)\n"
+          "  --workspace-id N     the workspace_id of template answers (default 1)\n"
+          "  --llm-kwargs-without-model null|refuse\n"
+          "                       include_llm_kwargs=true on a template without model\n"
+          "                       metadata: llm_kwargs null (default) or 400\n"
+          "  --include-llm-kwargs accept|refuse\n"
+          "                       refuse: answer include_llm_kwargs=true with 422\n"
           "  --help               this text\n"
           "Control API under /_fake/: see tests/fake_api/README.md.\n",
           out);
@@ -85,6 +97,9 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_API_KEY,
         OPT_DELAY,
         OPT_MAX_REC,
+        OPT_WORKSPACE,
+        OPT_NO_MODEL,
+        OPT_INCLUDE,
         OPT_HELP,
     };
     static const struct option longopts[] = {
@@ -94,12 +109,16 @@ static int parse_options(int argc, char **argv, options *o)
         {"api-key", required_argument, NULL, OPT_API_KEY},
         {"delay-ms", required_argument, NULL, OPT_DELAY},
         {"max-records", required_argument, NULL, OPT_MAX_REC},
+        {"workspace-id", required_argument, NULL, OPT_WORKSPACE},
+        {"llm-kwargs-without-model", required_argument, NULL, OPT_NO_MODEL},
+        {"include-llm-kwargs", required_argument, NULL, OPT_INCLUDE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     snprintf(o->host, sizeof(o->host), "127.0.0.1");
     o->max_records = DEFAULT_MAX_RECORDS;
+    o->workspace_id = 1;
     opterr = 0;
     for (;;) {
         int c = getopt_long(argc, argv, "", longopts, NULL);
@@ -139,6 +158,29 @@ static int parse_options(int argc, char **argv, options *o)
                 return -1;
             }
             o->max_records = (size_t)n;
+            break;
+        case OPT_WORKSPACE:
+            if (text_parse_i64(optarg, 0, INT64_MAX, &n) != 0) {
+                fprintf(stderr, "fake-promptlayer: --workspace-id must be an integer >= 0\n");
+                return -1;
+            }
+            o->workspace_id = n;
+            break;
+        case OPT_NO_MODEL:
+            o->no_model = server_setting("llm_kwargs_without_model", optarg);
+            if (o->no_model < 0) {
+                fprintf(stderr, "fake-promptlayer: --llm-kwargs-without-model must be null or "
+                                "refuse\n");
+                return -1;
+            }
+            break;
+        case OPT_INCLUDE:
+            o->include_flag = server_setting("include_llm_kwargs", optarg);
+            if (o->include_flag < 0) {
+                fprintf(stderr, "fake-promptlayer: --include-llm-kwargs must be accept or "
+                                "refuse\n");
+                return -1;
+            }
             break;
         case OPT_HELP:
             return 1;
@@ -236,6 +278,7 @@ int main(int argc, char **argv)
     struct event *sigterm = NULL;
     struct event *sigint = NULL;
     server *srv = NULL;
+    schema_set *schemas = NULL;
     char err[512];
 
     struct sigaction sa;
@@ -243,7 +286,13 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    store *st = store_new();
+    schemas =
+        schema_set_new((const char *)api_schemas_json, api_schemas_json_len, err, sizeof(err));
+    if (schemas == NULL) {
+        fprintf(stderr, "fake-promptlayer: %s\n", err);
+        goto done;
+    }
+    store *st = store_new(schemas);
     if (st == NULL) {
         fprintf(stderr, "fake-promptlayer: out of memory\n");
         goto done;
@@ -270,6 +319,10 @@ int main(int argc, char **argv)
         .api_key = o.api_key,
         .delay_ms = o.delay_ms,
         .max_records = o.max_records,
+        .schemas = schemas,
+        .workspace_id = o.workspace_id,
+        .llm_kwargs_without_model = o.no_model,
+        .include_llm_kwargs = o.include_flag,
     };
     srv = server_new(base, st, &cfg, err, sizeof(err)); /* takes st over */
     if (srv == NULL) {
@@ -310,6 +363,7 @@ done:
         event_free(sigint);
     if (base != NULL)
         event_base_free(base);
+    schema_set_free(schemas);
     if (wrote_port_file)
         unlink(o.port_file);
     libevent_global_shutdown();

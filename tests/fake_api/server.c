@@ -14,6 +14,14 @@
  * connection from the timer, never from inside evhttp's own callback. On
  * shutdown the parked requests are forgotten and evhttp_free closes their
  * connections.
+ *
+ * What the API side accepts and answers follows PromptLayer's documentation:
+ * request bodies and query parameters are checked as FastAPI would, and
+ * refused with 422 and a {"detail": [...]} naming every problem; the
+ * tracking endpoints live in track.c, snippets in snippet.c (through the
+ * store), llm_kwargs in llmkw.c, and POST /prompt-templates renders input
+ * variables with plcache's own renderer (core/render.h), the SDK's
+ * algorithm, made to render as the server does (see render_post).
  */
 #include "server.h"
 
@@ -29,9 +37,12 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "core/render.h"
 #include "fault.h"
+#include "llmkw.h"
 #include "record.h"
 #include "text.h"
+#include "track.h"
 
 #define CONTROL_PREFIX "/_fake"
 #define TEMPLATES_PATH "/prompt-templates"
@@ -62,6 +73,10 @@ struct server {
     fault_queue *faults;     /* owned */
     char *api_key;           /* owned or NULL */
     long delay_ms;
+    const schema_set *schemas; /* borrowed */
+    int64_t workspace_id;
+    int no_model;     /* SERVER_NO_MODEL_* */
+    int include_flag; /* SERVER_FLAG_* */
     int64_t next_answer_id;
     pending *pending; /* owned list of parked answers */
     size_t pending_count;
@@ -351,11 +366,65 @@ static void control_stats(server *srv, struct evhttp_request *req, int64_t start
     control_json(req, 200, record_stats(srv->records, srv->pending_count), started);
 }
 
+static const char *const NO_MODEL_NAMES[] = {"null", "refuse", NULL};
+static const char *const FLAG_NAMES[] = {"accept", "refuse", NULL};
+
+int server_setting(const char *name, const char *value)
+{
+    const char *const *names = NULL;
+    if (strcmp(name, "llm_kwargs_without_model") == 0)
+        names = NO_MODEL_NAMES;
+    else if (strcmp(name, "include_llm_kwargs") == 0)
+        names = FLAG_NAMES;
+    for (int i = 0; names != NULL && names[i] != NULL; i++) {
+        if (strcmp(value, names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
 static json_t *config_json(const server *srv)
 {
-    return json_pack("{s:o,s:I}", "api_key",
+    return json_pack("{s:o,s:I,s:I,s:s,s:s}", "api_key",
                      (srv->api_key != NULL) ? json_string(srv->api_key) : json_null(), "delay_ms",
-                     (json_int_t)srv->delay_ms);
+                     (json_int_t)srv->delay_ms, "workspace_id", (json_int_t)srv->workspace_id,
+                     "llm_kwargs_without_model", NO_MODEL_NAMES[srv->no_model],
+                     "include_llm_kwargs", FLAG_NAMES[srv->include_flag]);
+}
+
+/* Checks one key of a PUT /_fake/config body; NULL when fine, else why. */
+static const char *config_refusal(const char *k, const json_t *v)
+{
+    if (strcmp(k, "api_key") == 0) {
+        if (json_is_null(v) ||
+            (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) <= 4096 &&
+             strlen(json_string_value(v)) == json_string_length(v)))
+            return NULL;
+        return "api_key must be a non-empty string or null";
+    }
+    if (strcmp(k, "delay_ms") == 0) {
+        if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+            json_integer_value(v) <= FAULT_MAX_DELAY_MS)
+            return NULL;
+        return "delay_ms must be an integer from 0 to 600000";
+    }
+    if (strcmp(k, "workspace_id") == 0) {
+        if (json_is_integer(v) && json_integer_value(v) >= 0)
+            return NULL;
+        return "workspace_id must be a non-negative integer";
+    }
+    if (strcmp(k, "llm_kwargs_without_model") == 0) {
+        if (json_is_string(v) && server_setting(k, json_string_value(v)) >= 0)
+            return NULL;
+        return "llm_kwargs_without_model must be \"null\" or \"refuse\"";
+    }
+    if (strcmp(k, "include_llm_kwargs") == 0) {
+        if (json_is_string(v) && server_setting(k, json_string_value(v)) >= 0)
+            return NULL;
+        return "include_llm_kwargs must be \"accept\" or \"refuse\"";
+    }
+    return "config takes api_key, delay_ms, workspace_id, llm_kwargs_without_model and "
+           "include_llm_kwargs";
 }
 
 static void control_config(server *srv, struct evhttp_request *req, int64_t started)
@@ -372,26 +441,20 @@ static void control_config(server *srv, struct evhttp_request *req, int64_t star
         control_message(req, 400, err, started);
         return;
     }
-    const char *msg = NULL;
-    const json_t *key = json_object_get(body, "api_key");
-    const json_t *delay = json_object_get(body, "delay_ms");
-    size_t known = (key != NULL) + (delay != NULL);
-    if (!json_is_object(body) || json_object_size(body) != known) {
-        msg = "config takes an object with api_key and/or delay_ms";
-    } else if (key != NULL && !json_is_null(key) &&
-               !(json_is_string(key) && json_string_length(key) > 0 &&
-                 json_string_length(key) <= 4096 &&
-                 strlen(json_string_value(key)) == json_string_length(key))) {
-        msg = "api_key must be a non-empty string or null";
-    } else if (delay != NULL && !(json_is_integer(delay) && json_integer_value(delay) >= 0 &&
-                                  json_integer_value(delay) <= FAULT_MAX_DELAY_MS)) {
-        msg = "delay_ms must be an integer from 0 to 600000";
+    const char *msg = json_is_object(body) ? NULL : "config takes an object";
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        if (msg == NULL)
+            msg = config_refusal(k, v);
     }
     if (msg != NULL) {
         json_decref(body);
         control_message(req, 400, msg, started);
         return;
     }
+    const json_t *key = json_object_get(body, "api_key");
     if (key != NULL) {
         char *copy = json_is_string(key) ? dup_str(json_string_value(key)) : NULL;
         if (json_is_string(key) && copy == NULL) {
@@ -402,8 +465,17 @@ static void control_config(server *srv, struct evhttp_request *req, int64_t star
         free(srv->api_key);
         srv->api_key = copy;
     }
-    if (delay != NULL)
-        srv->delay_ms = (long)json_integer_value(delay);
+    json_object_foreach(body, k, v)
+    {
+        if (strcmp(k, "delay_ms") == 0)
+            srv->delay_ms = (long)json_integer_value(v);
+        else if (strcmp(k, "workspace_id") == 0)
+            srv->workspace_id = (int64_t)json_integer_value(v);
+        else if (strcmp(k, "llm_kwargs_without_model") == 0)
+            srv->no_model = server_setting(k, json_string_value(v));
+        else if (strcmp(k, "include_llm_kwargs") == 0)
+            srv->include_flag = server_setting(k, json_string_value(v));
+    }
     json_decref(body);
     control_json(req, 200, config_json(srv), started);
 }
@@ -610,38 +682,137 @@ static void answer_json(answer *a, int status, json_t *json)
     a->status = (a->body != NULL) ? status : 500;
 }
 
+/* {"detail": detail} (stolen) with status 422. */
+static void answer_detail(answer *a, json_t *detail)
+{
+    answer_json(a, 422, (detail != NULL) ? json_pack("{s:o}", "detail", detail) : NULL);
+}
+
+/* {"success": false, "message": msg} with `status`. */
+static void answer_failure(answer *a, int status, const char *msg)
+{
+    json_t *m = text_json_string(msg, strlen(msg));
+    answer_json(a, status, (m != NULL) ? json_pack("{s:b,s:o}", "success", 0, "message", m) : NULL);
+}
+
+/* Appends a query error {"type", "loc": ["query", name], "msg", "input"}. */
+static void query_error(json_t *detail, const char *name, const char *type, const char *msg,
+                        const char *input, json_t *ctx)
+{
+    json_t *in = json_string(input);
+    json_t *e = schema_error(type, json_pack("[s,s]", "query", name), msg, in, ctx);
+    json_decref(in);
+    if (e != NULL)
+        json_array_append_new(detail, e);
+}
+
+/* A boolean query parameter (FastAPI's words); *out keeps its default when
+ * the parameter is absent. Returns -1 when it was malformed (400). */
+static int query_bool(const char *query, const char *name, int *out, json_t *detail)
+{
+    char *v = NULL;
+    int rc = text_query_get(query, name, &v);
+    if (rc == 1 && text_parse_bool(v, out) != 0)
+        query_error(detail, name, "bool_parsing",
+                    "Input should be a valid boolean, unable to interpret input", v, NULL);
+    free(v);
+    return (rc < 0) ? -1 : 0;
+}
+
 static void api_list(server *srv, const char *query, answer *a)
 {
     char *page_s = NULL;
     char *per_s = NULL;
+    char *label = NULL;
+    char *name = NULL;
     int64_t page = 1;
     int64_t per_page = 30;
     int rp = text_query_get(query, "page", &page_s);
     int rn = text_query_get(query, "per_page", &per_s);
-    if (rp < 0 || rn < 0 || (rp == 1 && text_parse_i64(page_s, 1, MAX_PAGE, &page) != 0) ||
-        (rn == 1 && text_parse_i64(per_s, 1, MAX_PER_PAGE, &per_page) != 0))
+    int rl = text_query_get(query, "label", &label);
+    int rm = text_query_get(query, "name", &name);
+    if (rl < 0 || rm < 0) {
+        answer_message(a, 400, "malformed query");
+    } else if (rp < 0 || rn < 0 || (rp == 1 && text_parse_i64(page_s, 1, MAX_PAGE, &page) != 0) ||
+               (rn == 1 && text_parse_i64(per_s, 1, MAX_PER_PAGE, &per_page) != 0)) {
         answer_message(a, 400, "page and per_page must be positive integers");
-    else
-        answer_json(a, 200, store_list(srv->store, page, per_page));
+    } else {
+        store_filter f = {.label = label, .name = name, .workspace_id = srv->workspace_id};
+        answer_json(a, 200, store_list(srv->store, page, per_page, &f));
+    }
     free(page_s);
     free(per_s);
+    free(label);
+    free(name);
 }
 
+/* The llm_kwargs of a store answer: for `provider` (NULL: metadata.model's)
+ * with model name `model` (NULL: metadata.model's) and metadata.model's
+ * parameters updated with `overrides` (may be NULL). NULL when the provider
+ * is not one llmkw builds for (*unsupported set) or memory runs out. */
+static json_t *answer_kwargs(const json_t *ans, const char *provider, const char *model,
+                             const json_t *overrides, int *unsupported)
+{
+    const json_t *m = json_object_get(json_object_get(ans, "metadata"), "model");
+    *unsupported = 0;
+    if (provider == NULL)
+        provider = json_string_value(json_object_get(m, "provider"));
+    if (model == NULL)
+        model = json_string_value(json_object_get(m, "name"));
+    if (!llmkw_supported(provider)) {
+        *unsupported = 1;
+        return NULL;
+    }
+    const json_t *given = json_object_get(m, "parameters");
+    json_t *params = json_is_object(given) ? json_deep_copy(given) : json_object();
+    if (params == NULL)
+        return NULL;
+    if (json_is_object(overrides) && json_object_update(params, (json_t *)overrides) != 0) {
+        json_decref(params);
+        return NULL;
+    }
+    json_t *kw = llmkw_build(json_object_get(ans, "prompt_template"), provider, model, params);
+    json_decref(params);
+    return kw;
+}
+
+/* GET /prompt-templates/<identifier>: "Get Prompt Template Raw Data". */
 static void api_get(server *srv, const char *ident_raw, const char *query, answer *a)
 {
     char err[512];
     char *version_s = NULL;
     char *label = NULL;
     char *ident = NULL;
+    json_t *out = NULL;
     int64_t version = 0;
+    int resolve = 1;
+    int with_kwargs = 0;
+    json_t *detail = json_array();
+    if (detail == NULL) {
+        answer_message(a, 500, "out of memory");
+        return;
+    }
+    /* Errors in the order FastAPI checks the parameters: as declared. */
     int rv = text_query_get(query, "version", &version_s);
     int rl = text_query_get(query, "label", &label);
-    if (rv < 0 || rl < 0) {
+    if (rv == 1 && text_parse_i64(version_s, INT64_MIN, INT64_MAX, &version) != 0)
+        query_error(detail, "version", "int_parsing",
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    version_s, NULL);
+    else if (rv == 1 && version <= 0)
+        query_error(detail, "version", "greater_than", "Input should be greater than 0", version_s,
+                    json_pack("{s:i}", "gt", 0));
+    if (rv < 0 || rl < 0 || query_bool(query, "resolve_snippets", &resolve, detail) != 0 ||
+        query_bool(query, "include_llm_kwargs", &with_kwargs, detail) != 0) {
         answer_message(a, 400, "malformed query");
         goto done;
     }
-    if (rv == 1 && text_parse_i64(version_s, 1, MAX_VERSION_PARAM, &version) != 0) {
-        answer_message(a, 400, "version must be a positive integer");
+    if (with_kwargs && srv->include_flag == SERVER_FLAG_REFUSE)
+        query_error(detail, "include_llm_kwargs", "extra_forbidden",
+                    "Extra inputs are not permitted", "true", NULL);
+    if (json_array_size(detail) > 0) {
+        answer_detail(a, detail);
+        detail = NULL;
         goto done;
     }
     if (rv == 1 && rl == 1) {
@@ -657,36 +828,276 @@ static void api_get(server *srv, const char *ident_raw, const char *query, answe
         answer_message(a, 404, "Prompt template not found");
         goto done;
     }
-    json_t *out = NULL;
-    store_rc rc = store_get(srv->store, ident, version, label, &out, err, sizeof(err));
-    if (rc == STORE_OK)
-        answer_json(a, 200, out);
-    else
+    store_query q = {.version = version,
+                     .label = label,
+                     .resolve_snippets = resolve,
+                     .with_created_at = 1,
+                     .workspace_id = srv->workspace_id};
+    store_rc rc = store_get(srv->store, ident, &q, &out, err, sizeof(err));
+    if (rc != STORE_OK) {
         answer_message(a, store_status(rc), err);
+        goto done;
+    }
+    if (with_kwargs) {
+        int unsupported = 0;
+        json_t *kw = answer_kwargs(out, NULL, NULL, NULL, &unsupported);
+        if (unsupported && srv->no_model == SERVER_NO_MODEL_REFUSE) {
+            answer_failure(a, 400,
+                           "llm_kwargs need model metadata (metadata.model with a provider of "
+                           "openai, openai.azure or anthropic) on the template");
+            goto done;
+        }
+        if (kw == NULL && !unsupported) {
+            answer_message(a, 500, "out of memory");
+            goto done;
+        }
+        if (kw != NULL && json_object_set_new(out, "llm_kwargs", kw) != 0) {
+            answer_message(a, 500, "out of memory");
+            goto done;
+        }
+    }
+    json_t *full = json_pack("{s:b}", "success", 1);
+    if (full != NULL && json_object_update(full, out) != 0) {
+        json_decref(full);
+        full = NULL;
+    }
+    answer_json(a, 200, full);
 done:
+    json_decref(out);
+    json_decref(detail);
     free(version_s);
     free(label);
     free(ident);
 }
 
-/* A tracking POST: the body must be a JSON object. *answer_id gets the id. */
-static void api_track(server *srv, struct evhttp_request *req, answer *a, int64_t *answer_id)
+static int is_placeholder(const json_t *m)
+{
+    const json_t *role = json_object_get(m, "role");
+    return json_is_string(role) && strcmp(json_string_value(role), "placeholder") == 0;
+}
+
+/* The messages of a template whose placeholder messages were taken out and
+ * the rest rendered (`rendered`, in order): each placeholder of `msgs` (the
+ * original messages) is replaced by copies of the messages its variable in
+ * `vars` holds, or by nothing. A new array, or NULL when memory runs out. */
+static json_t *with_placeholders(const json_t *msgs, const json_t *rendered, const json_t *vars)
+{
+    json_t *out = json_array();
+    size_t next = 0;
+    for (size_t i = 0; out != NULL && i < json_array_size(msgs); i++) {
+        const json_t *m = json_array_get(msgs, i);
+        int bad = 0;
+        if (!is_placeholder(m)) {
+            bad = json_array_append(out, json_array_get(rendered, next++));
+        } else {
+            const json_t *given =
+                json_object_get(vars, json_string_value(json_object_get(m, "name")));
+            for (size_t k = 0; k < json_array_size(given) && !bad; k++)
+                bad = json_array_append_new(out, json_deep_copy(json_array_get(given, k)));
+        }
+        if (bad) {
+            json_decref(out);
+            out = NULL;
+        }
+    }
+    return out;
+}
+
+/* Renders input variables `vars` (an object or NULL) into the prompt_template
+ * of a POST answer as PromptLayer's server does:
+ *
+ *   - a placeholder message is replaced by the messages its input variable
+ *     holds (https://docs.promptlayer.com/features/prompt-registry/
+ *     placeholder-messages: "Passed in messages must conform to our prompt
+ *     blueprint format"; checked, else 422), or dropped when it has none;
+ *     the messages put in are not rendered themselves;
+ *   - every text is rendered, a missing variable becoming "" (changelog,
+ *     2026-03-31: without skip_input_variable_rendering and without
+ *     input_variables, placeholders render to "").
+ *
+ * The texts are rendered by render_entry (the SDK's algorithm). It leaves an
+ * entry alone when it has no llm_kwargs and no variables, so it gets an
+ * entry whose llm_kwargs is {} (present, nothing to walk); llm_kwargs are
+ * built afterwards from the rendered template. Returns 0; 1 with *why set
+ * when the fake cannot render the template (jinja2, ...: the answer stays
+ * unrendered); 422 with errors appended to `detail`; -1 when memory runs
+ * out. */
+static int render_post(const server *srv, json_t *ans, const json_t *vars, json_t *detail,
+                       const char **why)
+{
+    const json_t *pt = json_object_get(ans, "prompt_template");
+    const json_t *msgs = json_object_get(pt, "messages");
+    int rc = -1;
+    json_t *entry = NULL;
+    json_t *merged = NULL;
+    json_t *none = json_object();
+    json_t *stripped = json_deep_copy(pt);
+    json_t *kept = json_object_get(stripped, "messages");
+    if (none == NULL || stripped == NULL)
+        goto done;
+    /* Check every placeholder's messages, in message order... */
+    for (size_t i = 0; i < json_array_size(msgs); i++) {
+        const json_t *m = json_array_get(msgs, i);
+        const char *name = json_string_value(json_object_get(m, "name"));
+        const json_t *given = is_placeholder(m) ? json_object_get(vars, name) : NULL;
+        if (given == NULL)
+            continue;
+        json_t *loc = json_pack("[s,s,s]", "body", "input_variables", name);
+        int n =
+            (loc != NULL) ? schema_check_at(srv->schemas, "messages", given, loc, 0, detail) : -1;
+        json_decref(loc);
+        if (n < 0)
+            goto done;
+    }
+    if (json_array_size(detail) > 0) {
+        rc = 422;
+        goto done;
+    }
+    /* ...then render the template without them. */
+    for (size_t i = json_array_size(kept); i > 0; i--) {
+        if (is_placeholder(json_array_get(kept, i - 1)) && json_array_remove(kept, i - 1) != 0)
+            goto done;
+    }
+    entry = json_pack("{s:O,s:{}}", "prompt_template", stripped, "llm_kwargs");
+    if (entry == NULL)
+        goto done;
+    render_status rs = render_entry(entry, json_is_object(vars) ? vars : none, 0);
+    if (rs == RENDER_ERROR)
+        goto done;
+    if (rs != RENDER_OK) {
+        *why = "the fake API cannot render this template (jinja2, or an f-string its renderer "
+               "does not reproduce); it is answered unrendered";
+        rc = 1;
+        goto done;
+    }
+    json_t *rendered = json_object_get(entry, "prompt_template");
+    if (msgs != NULL) {
+        merged = with_placeholders(msgs, json_object_get(rendered, "messages"), vars);
+        if (merged == NULL || json_object_set(rendered, "messages", merged) != 0)
+            goto done;
+    }
+    if (json_object_set(ans, "prompt_template", rendered) != 0)
+        goto done;
+    rc = 0;
+done:
+    json_decref(merged);
+    json_decref(entry);
+    json_decref(stripped);
+    json_decref(none);
+    return rc;
+}
+
+/* POST /prompt-templates/<identifier>: "Get Prompt Template", what the SDKs
+ * call. The body is optional. */
+static void api_post_template(server *srv, struct evhttp_request *req, const char *ident_raw,
+                              answer *a)
+{
+    char err[512];
+    size_t len = 0;
+    const char *data = request_body(req, &len);
+    json_t *body = NULL;
+    json_t *detail = NULL;
+    json_t *out = NULL;
+    char *ident = NULL;
+    int flags = 0;
+    if (track_parse_body(data, len, &body, &flags, &detail) != 0) {
+        answer_detail(a, detail);
+        return;
+    }
+    if (body == NULL || json_is_null(body)) {
+        json_decref(body);
+        body = json_object();
+    }
+    detail = json_array();
+    if (body == NULL || detail == NULL) {
+        answer_message(a, 500, "out of memory");
+        goto done;
+    }
+    int n = schema_check(srv->schemas, "get_template", body, "body", flags, detail);
+    if (n != 0) {
+        if (n < 0)
+            answer_message(a, 500, "out of memory");
+        else
+            answer_detail(a, detail);
+        detail = NULL;
+        goto done;
+    }
+    const json_t *jv = json_object_get(body, "version");
+    const json_t *jl = json_object_get(body, "label");
+    if (json_is_integer(jv) && json_is_string(jl)) {
+        answer_message(a, 400, "give version or label, not both");
+        goto done;
+    }
+    ident = text_decode_segment(ident_raw, strlen(ident_raw));
+    if (ident == NULL) {
+        answer_message(a, 404, "Prompt template not found");
+        goto done;
+    }
+    store_query q = {.version = json_is_integer(jv) ? (int64_t)json_integer_value(jv) : 0,
+                     .label = json_string_value(jl),
+                     .resolve_snippets = 1,
+                     .with_created_at = 0,
+                     .workspace_id = srv->workspace_id};
+    store_rc rc = store_get(srv->store, ident, &q, &out, err, sizeof(err));
+    if (rc != STORE_OK) {
+        answer_message(a, store_status(rc), err);
+        goto done;
+    }
+    const char *warning = NULL;
+    if (!json_is_true(json_object_get(body, "skip_input_variable_rendering"))) {
+        int r = render_post(srv, out, json_object_get(body, "input_variables"), detail, &warning);
+        if (r == 422) {
+            answer_detail(a, detail);
+            detail = NULL;
+            goto done;
+        }
+        if (r < 0) {
+            answer_message(a, 500, "out of memory");
+            goto done;
+        }
+    }
+    int unsupported = 0;
+    json_t *kw = answer_kwargs(out, json_string_value(json_object_get(body, "provider")),
+                               json_string_value(json_object_get(body, "model")),
+                               json_object_get(body, "model_parameter_overrides"), &unsupported);
+    int bad = (kw == NULL && !unsupported);
+    bad |= json_object_set_new(out, "llm_kwargs", (kw != NULL) ? kw : json_null());
+    bad |= json_object_set_new(out, "provider_base_url", json_null());
+    bad |=
+        json_object_set_new(out, "warning", warning != NULL ? json_string(warning) : json_null());
+    if (bad) {
+        answer_message(a, 500, "out of memory");
+        goto done;
+    }
+    answer_json(a, 200, out);
+    out = NULL;
+done:
+    json_decref(body);
+    json_decref(detail);
+    json_decref(out);
+    free(ident);
+}
+
+/* A POST to a tracking endpoint. */
+static void api_track(server *srv, struct evhttp_request *req, const track_endpoint *ep, answer *a,
+                      int64_t *answer_id)
 {
     size_t len = 0;
     const char *data = request_body(req, &len);
-    json_error_t jerr;
-    json_t *j = json_loadb(data, len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
-    int is_object = json_is_object(j);
-    json_decref(j);
-    if (!is_object) {
-        answer_message(a, 400, "the body must be a JSON object");
-        return;
-    }
-    int64_t id = ++srv->next_answer_id;
-    *answer_id = id;
-    answer_json(a, 200,
-                json_pack("{s:b,s:I,s:I}", "success", 1, "id", (json_int_t)id, "request_id",
-                          (json_int_t)id));
+    int status = 0;
+    json_t *out = NULL;
+    track_answer(srv->schemas, ep, data, len, &srv->next_answer_id, &status, &out, answer_id);
+    answer_json(a, status, out);
+}
+
+/* The raw identifier when path is /prompt-templates/<identifier>, else NULL. */
+static const char *template_ident(const char *path)
+{
+    size_t tlen = strlen(TEMPLATES_PATH);
+    if (strncmp(path, TEMPLATES_PATH "/", tlen + 1) == 0 && path[tlen + 1] != '\0' &&
+        strchr(path + tlen + 1, '/') == NULL)
+        return path + tlen + 1;
+    return NULL;
 }
 
 /* The normal answer of an API request (no fault). */
@@ -702,7 +1113,13 @@ static void api_answer(server *srv, struct evhttp_request *req, const char *path
         }
     }
     if (cmd == EVHTTP_REQ_POST) {
-        api_track(srv, req, a, answer_id);
+        const track_endpoint *ep = track_find(path);
+        if (ep != NULL)
+            api_track(srv, req, ep, a, answer_id);
+        else if (template_ident(path) != NULL)
+            api_post_template(srv, req, template_ident(path), a);
+        else
+            answer_json(a, 404, json_pack("{s:s}", "detail", "Not Found"));
         return;
     }
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
@@ -713,9 +1130,8 @@ static void api_answer(server *srv, struct evhttp_request *req, const char *path
     if (strcmp(path, TEMPLATES_PATH) == 0 ||
         (strncmp(path, TEMPLATES_PATH, tlen) == 0 && strcmp(path + tlen, "/") == 0)) {
         api_list(srv, query, a);
-    } else if (strncmp(path, TEMPLATES_PATH "/", tlen + 1) == 0 &&
-               strchr(path + tlen + 1, '/') == NULL) {
-        api_get(srv, path + tlen + 1, query, a);
+    } else if (template_ident(path) != NULL) {
+        api_get(srv, template_ident(path), query, a);
     } else {
         answer_message(a, 404, "Not found");
     }
@@ -897,6 +1313,10 @@ server *server_new(struct event_base *base, store *st, const server_config *cfg,
     srv->base = base;
     srv->store = st;
     srv->delay_ms = cfg->delay_ms;
+    srv->schemas = cfg->schemas;
+    srv->workspace_id = cfg->workspace_id;
+    srv->no_model = cfg->llm_kwargs_without_model;
+    srv->include_flag = cfg->include_llm_kwargs;
     srv->records = record_new(cfg->max_records, SERVER_MAX_RECORDED_BYTES);
     srv->faults = fault_new();
     srv->http = evhttp_new(base);

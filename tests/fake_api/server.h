@@ -1,7 +1,8 @@
 /* server.h -- the fake PromptLayer API's HTTP side (libevent evhttp).
  *
- * Serves the PromptLayer calls plcache makes (GET /prompt-templates...,
- * POST tracking endpoints), records every one, injects queued faults, and
+ * Serves the PromptLayer calls plcache makes (GET and POST
+ * /prompt-templates..., the tracking endpoints), answering and refusing as
+ * PromptLayer documents, records every one, injects queued faults, and
  * serves the control API under /_fake/ (see README.md). Single-threaded and
  * never blocking: delays and drops run from evtimers on the caller's base.
  */
@@ -10,7 +11,9 @@
 
 #include <event2/event.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "schema.h"
 #include "store.h"
 
 /* Request bodies larger than this get 413 from libevent. */
@@ -24,11 +27,29 @@
 
 typedef struct server server;
 
+/* llm_kwargs_without_model: what GET ...?include_llm_kwargs=true answers
+ * for a template without metadata.model (or whose provider the fake cannot
+ * build llm_kwargs for). */
+#define SERVER_NO_MODEL_NULL 0   /* "null": 200 with "llm_kwargs": null */
+#define SERVER_NO_MODEL_REFUSE 1 /* "refuse": 400 {"success": false, "message"} */
+/* include_llm_kwargs: how GET takes the include_llm_kwargs=true flag. */
+#define SERVER_FLAG_ACCEPT 0 /* "accept" */
+#define SERVER_FLAG_REFUSE 1 /* "refuse": 422 naming query.include_llm_kwargs */
+
 typedef struct server_config {
-    const char *api_key; /* copied; NULL: any key (or none) is accepted */
-    long delay_ms;       /* added before every API answer */
-    size_t max_records;  /* requests kept for GET /_fake/requests */
+    const char *api_key;          /* copied; NULL: any key (or none) is accepted */
+    long delay_ms;                /* added before every API answer */
+    size_t max_records;           /* requests kept for GET /_fake/requests */
+    const schema_set *schemas;    /* borrowed (must outlive the server): request bodies */
+    int64_t workspace_id;         /* the answers' workspace_id */
+    int llm_kwargs_without_model; /* SERVER_NO_MODEL_* */
+    int include_llm_kwargs;       /* SERVER_FLAG_* */
 } server_config;
+
+/* Reads the value of setting `name` ("llm_kwargs_without_model": "null" or
+ * "refuse"; "include_llm_kwargs": "accept" or "refuse"). Returns its
+ * SERVER_* value, or -1 for an unknown name or value. */
+int server_setting(const char *name, const char *value);
 
 /* Returns a server the caller owns (server_free), serving `st` (taken over,
  * also on failure) on `base` (borrowed; must outlive the server). NULL with

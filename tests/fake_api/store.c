@@ -1,13 +1,17 @@
 /* store.c -- the fake API's prompt templates, in memory.
  *
- * Templates live in one array sorted by id, so a page of the listing is a
- * slice of it. Lookups by name or id are linear scans: a test holds tens or
+ * Templates live in one array sorted by id, so the listing walks it from
+ * the end. Lookups by name or id are linear scans: a test holds tens or
  * thousands of templates, not millions. Each template owns its `versions`
  * object (canonical decimal keys "1", "2", ... mapping to deep copies of what
- * the caller gave) and its `labels` object (label -> integer version); every
- * label points at an existing version, which every edit keeps true. Edits
- * that replace a whole template or the whole state build the new value first
- * and swap it in, so a refused edit changes nothing.
+ * the caller gave, each checked against the "version_content" schema), its
+ * `created` object (the same keys -> the ISO time each version was written)
+ * and its `labels` object (label -> integer version); every label points at
+ * an existing version, which every edit keeps true. Edits that replace a
+ * whole template or the whole state build the new value first and swap it
+ * in, so a refused edit changes nothing. Answers are deep copies, so a
+ * caller may change them (expand snippets, render) without touching the
+ * store.
  */
 #include "store.h"
 
@@ -15,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "snippet.h"
 #include "text.h"
 
 #define MAX_VERSION 1000000000000LL
@@ -23,6 +28,7 @@ typedef struct tmpl {
     int64_t id;
     char *name;       /* owned */
     json_t *versions; /* owned reference */
+    json_t *created;  /* owned reference: version key -> ISO time written */
     json_t *labels;   /* owned reference */
 } tmpl;
 
@@ -30,21 +36,34 @@ struct store {
     tmpl *items; /* owned, sorted by id, ids and names unique */
     size_t len;
     size_t cap;
+    const schema_set *schemas; /* borrowed */
+    json_t *default_pt;        /* owned: STORE_DEFAULT_TEMPLATE */
 };
 
 static void tmpl_clear(tmpl *t)
 {
     free(t->name);
     json_decref(t->versions);
+    json_decref(t->created);
     json_decref(t->labels);
     t->name = NULL;
     t->versions = NULL;
+    t->created = NULL;
     t->labels = NULL;
 }
 
-store *store_new(void)
+store *store_new(const schema_set *schemas)
 {
-    return calloc(1, sizeof(store));
+    store *s = calloc(1, sizeof(store));
+    if (s == NULL)
+        return NULL;
+    s->schemas = schemas;
+    s->default_pt = json_loads(STORE_DEFAULT_TEMPLATE, 0, NULL);
+    if (s->default_pt == NULL) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }
 
 void store_free(store *s)
@@ -54,6 +73,7 @@ void store_free(store *s)
     for (size_t i = 0; i < s->len; i++)
         tmpl_clear(&s->items[i]);
     free(s->items);
+    json_decref(s->default_pt);
     free(s);
 }
 
@@ -114,18 +134,56 @@ static void version_key(int64_t v, char *buf, size_t cap)
     snprintf(buf, cap, "%lld", (long long)v);
 }
 
+/* Checks a version's content against the "version_content" schema. */
+static store_rc check_content(const store *s, const json_t *content, int64_t v, char *err,
+                              size_t errlen)
+{
+    if (!json_is_object(content)) {
+        snprintf(err, errlen, "version %lld must be an object", (long long)v);
+        return STORE_BAD_REQUEST;
+    }
+    json_t *detail = json_array();
+    if (detail == NULL)
+        return STORE_NO_MEMORY;
+    int n = schema_check(s->schemas, "version_content", content, NULL, 0, detail);
+    if (n > 0) {
+        char why[600];
+        schema_summary(detail, why, sizeof(why));
+        snprintf(err, errlen, "version %lld is not valid: %s", (long long)v, why);
+    }
+    json_decref(detail);
+    if (n < 0)
+        return STORE_NO_MEMORY;
+    return (n > 0) ? STORE_BAD_REQUEST : STORE_OK;
+}
+
+/* Sets created[key] to now. */
+static int stamp(json_t *created, const char *key)
+{
+    char now[40];
+    text_iso_now(now, sizeof(now));
+    return json_object_set_new(created, key, json_string(now));
+}
+
 /* Copies a versions object, checking keys are positive integers (written
- * canonically in the copy) and values objects. *out is a new reference. */
-static store_rc parse_versions(const json_t *in, json_t **out, char *err, size_t errlen)
+ * canonically in the copy) and values valid contents. *out and *created
+ * (each version stamped now) are new references. */
+static store_rc parse_versions(const store *s, const json_t *in, json_t **out, json_t **created,
+                               char *err, size_t errlen)
 {
     *out = NULL;
+    *created = NULL;
     if (in != NULL && !json_is_object(in)) {
         snprintf(err, errlen, "versions must be an object");
         return STORE_BAD_REQUEST;
     }
     json_t *copy = json_object();
-    if (copy == NULL)
+    json_t *stamps = json_object();
+    if (copy == NULL || stamps == NULL) {
+        json_decref(copy);
+        json_decref(stamps);
         return STORE_NO_MEMORY;
+    }
     json_t *src = (json_t *)in; /* jansson's iterators take non-const */
     for (void *it = (src != NULL) ? json_object_iter(src) : NULL; it != NULL;
          it = json_object_iter_next(src, it)) {
@@ -137,25 +195,30 @@ static store_rc parse_versions(const json_t *in, json_t **out, char *err, size_t
             snprintf(err, errlen, "version keys must be positive integers");
             goto bad;
         }
-        if (!json_is_object(content)) {
-            snprintf(err, errlen, "version %lld must be an object", (long long)v);
+        store_rc rc = check_content(s, content, v, err, errlen);
+        if (rc == STORE_NO_MEMORY)
+            goto oom;
+        if (rc != STORE_OK)
             goto bad;
-        }
         version_key(v, key, sizeof(key));
         if (json_object_get(copy, key) != NULL) {
             snprintf(err, errlen, "version %lld is given twice", (long long)v);
             goto bad;
         }
         json_t *dup = json_deep_copy(content);
-        if (dup == NULL || json_object_set_new(copy, key, dup) != 0) {
-            json_decref(copy);
-            return STORE_NO_MEMORY;
-        }
+        if (dup == NULL || json_object_set_new(copy, key, dup) != 0 || stamp(stamps, key) != 0)
+            goto oom;
     }
     *out = copy;
+    *created = stamps;
     return STORE_OK;
+oom:
+    json_decref(copy);
+    json_decref(stamps);
+    return STORE_NO_MEMORY;
 bad:
     json_decref(copy);
+    json_decref(stamps);
     return STORE_BAD_REQUEST;
 }
 
@@ -224,8 +287,8 @@ static store_rc check_keys(const json_t *obj, const char *const *allowed, char *
 /* Builds a template from a state entry or a PUT body into *out (which the
  * caller clears). `name` NULL takes "prompt_name" from obj; `default_id` < 0
  * makes "id" required. */
-static store_rc tmpl_parse(const json_t *obj, const char *name, int64_t default_id, tmpl *out,
-                           char *err, size_t errlen)
+static store_rc tmpl_parse(const store *s, const json_t *obj, const char *name, int64_t default_id,
+                           tmpl *out, char *err, size_t errlen)
 {
     static const char *const keys[] = {"id", "prompt_name", "versions", "labels", NULL};
     memset(out, 0, sizeof(*out));
@@ -264,7 +327,8 @@ static store_rc tmpl_parse(const json_t *obj, const char *name, int64_t default_
         return STORE_BAD_REQUEST;
     }
 
-    rc = parse_versions(json_object_get(obj, "versions"), &out->versions, err, errlen);
+    rc = parse_versions(s, json_object_get(obj, "versions"), &out->versions, &out->created, err,
+                        errlen);
     if (rc != STORE_OK)
         return rc;
     rc = parse_labels(json_object_get(obj, "labels"), out->versions, &out->labels, err, errlen);
@@ -324,7 +388,7 @@ store_rc store_replace(store *s, const json_t *state, char *err, size_t errlen)
         }
     }
     for (n = 0; n < total; n++) {
-        rc = tmpl_parse(json_array_get(list, n), NULL, -1, &items[n], err, errlen);
+        rc = tmpl_parse(s, json_array_get(list, n), NULL, -1, &items[n], err, errlen);
         if (rc != STORE_OK) {
             n++; /* items[n] may hold parts: clear it too */
             goto done;
@@ -437,7 +501,7 @@ store_rc store_put_template(store *s, const char *name, const json_t *body, char
     } else if (s->len > 0) {
         default_id = s->items[s->len - 1].id + 1;
     }
-    rc = tmpl_parse(body, name, default_id, &t, err, errlen);
+    rc = tmpl_parse(s, body, name, default_id, &t, err, errlen);
     if (rc != STORE_OK)
         goto done;
     long same_id = find_by_id(s, t.id);
@@ -530,10 +594,14 @@ store_rc store_put_version(store *s, const char *name, int64_t version, const js
         snprintf(err, errlen, "content must be an object");
         return STORE_BAD_REQUEST;
     }
+    store_rc rc = check_content(s, content, version, err, errlen);
+    if (rc != STORE_OK)
+        return rc;
     char key[32];
     version_key(version, key, sizeof(key));
     json_t *dup = json_deep_copy(content);
-    if (dup == NULL || json_object_set_new(t->versions, key, dup) != 0)
+    if (dup == NULL || json_object_set_new(t->versions, key, dup) != 0 ||
+        stamp(t->created, key) != 0)
         return STORE_NO_MEMORY;
     *out_version = version;
     return STORE_OK;
@@ -573,29 +641,110 @@ store_rc store_delete_label(store *s, const char *name, const char *label, char 
     return STORE_OK;
 }
 
-/* The PromptLayer answer for version v of t (whose content is `content`). */
-static json_t *build_answer(const tmpl *t, int64_t v, const json_t *content)
+/* The version of t that q (or a label, or neither: the latest) selects:
+ * 0 and err set when there is none. */
+static int64_t pick_version(const tmpl *t, int64_t version, const char *label, char *err,
+                            size_t errlen)
 {
-    json_t *o = json_pack("{s:I,s:s,s:I,s:n,s:n,s:n,s:[],s:[],s:n}", "id", (json_int_t)t->id,
-                          "prompt_name", t->name, "version", (json_int_t)v, "prompt_template",
-                          "metadata", "commit_message", "tags", "snippets", "llm_kwargs");
-    if (o == NULL)
-        return NULL;
-    json_t *src = (json_t *)content;
-    for (void *it = json_object_iter(src); it != NULL; it = json_object_iter_next(src, it)) {
-        const char *k = json_object_iter_key(it);
-        if (strcmp(k, "id") == 0 || strcmp(k, "prompt_name") == 0 || strcmp(k, "version") == 0)
-            continue;
-        if (json_object_set(o, k, json_object_iter_value(it)) != 0) {
-            json_decref(o);
-            return NULL;
+    char key[32];
+    if (version <= 0 && label != NULL) {
+        const json_t *v = json_object_get(t->labels, label);
+        if (v == NULL) {
+            snprintf(err, errlen, "Label \"%.200s\" not found for prompt template \"%.200s\"",
+                     label, t->name);
+            return 0;
         }
+        version = (int64_t)json_integer_value(v);
+    } else if (version <= 0) {
+        version = latest_version(t);
+        if (version == 0) {
+            snprintf(err, errlen, "Prompt template \"%.200s\" has no versions", t->name);
+            return 0;
+        }
+    }
+    version_key(version, key, sizeof(key));
+    if (json_object_get(t->versions, key) == NULL) {
+        snprintf(err, errlen, "Version %s not found for prompt template \"%.200s\"", key, t->name);
+        return 0;
+    }
+    return version;
+}
+
+/* The prompt_template of version v of t: stored, or the default. */
+static const json_t *template_of(const store *s, const tmpl *t, int64_t v)
+{
+    char key[32];
+    version_key(v, key, sizeof(key));
+    const json_t *pt = json_object_get(json_object_get(t->versions, key), "prompt_template");
+    return (pt != NULL) ? pt : s->default_pt;
+}
+
+/* snippet_lookup_fn over the store: templates by exact name. */
+static const json_t *lookup_snippet(void *ctx, const char *name, int64_t version, const char *label,
+                                    int64_t *out_version)
+{
+    const store *s = ctx;
+    char err[8];
+    long i = find_by_name(s, name);
+    if (i < 0)
+        return NULL;
+    int64_t v = pick_version(&s->items[i], version, label, err, sizeof(err));
+    if (v == 0)
+        return NULL;
+    *out_version = v;
+    return template_of(s, &s->items[i], v);
+}
+
+/* The PromptLayer answer for version v of t (see store_get). */
+static json_t *build_answer(const store *s, const tmpl *t, int64_t v, const store_query *q)
+{
+    char key[32];
+    version_key(v, key, sizeof(key));
+    const json_t *content = json_object_get(t->versions, key);
+    json_t *pt = json_deep_copy(template_of(s, t, v));
+    json_t *snippets = (pt != NULL) ? snippet_process(pt, t->name, v, q->resolve_snippets,
+                                                      lookup_snippet, (void *)s)
+                                    : NULL;
+    if (snippets == NULL) {
+        json_decref(pt);
+        return NULL;
+    }
+    json_t *o =
+        json_pack("{s:I,s:s,s:I,s:I,s:o,s:n,s:n,s:[]}", "id", (json_int_t)t->id, "prompt_name",
+                  t->name, "version", (json_int_t)v, "workspace_id", (json_int_t)q->workspace_id,
+                  "prompt_template", pt, "metadata", "commit_message", "tags");
+    if (o == NULL) {
+        json_decref(snippets);
+        return NULL;
+    }
+    int bad = 0;
+    const json_t *created = json_object_get(t->created, key);
+    if (q->with_created_at)
+        bad |= json_object_set_new(o, "created_at",
+                                   created != NULL ? json_copy((json_t *)created) : json_null());
+    bad |= json_object_set_new(o, "snippets", snippets);
+    bad |= json_object_set_new(o, "llm_kwargs", json_null());
+    json_t *src = (json_t *)content;
+    for (void *it = json_object_iter(src); it != NULL && !bad;
+         it = json_object_iter_next(src, it)) {
+        const char *k = json_object_iter_key(it);
+        static const char *const own[] = {"id",       "prompt_name", "version", "prompt_template",
+                                          "snippets", "llm_kwargs",  NULL};
+        int skip = 0;
+        for (size_t i = 0; own[i] != NULL && !skip; i++)
+            skip = (strcmp(k, own[i]) == 0);
+        if (!skip)
+            bad |= json_object_set_new(o, k, json_deep_copy(json_object_iter_value(it)));
+    }
+    if (bad) {
+        json_decref(o);
+        return NULL;
     }
     return o;
 }
 
-store_rc store_get(const store *s, const char *ident, int64_t version, const char *label,
-                   json_t **out, char *err, size_t errlen)
+store_rc store_get(const store *s, const char *ident, const store_query *q, json_t **out, char *err,
+                   size_t errlen)
 {
     *out = NULL;
     long i = find_by_name(s, ident);
@@ -605,33 +754,10 @@ store_rc store_get(const store *s, const char *ident, int64_t version, const cha
     if (i < 0)
         return not_found_template(ident, err, errlen);
     const tmpl *t = &s->items[i];
-
-    char key[32];
-    if (version > 0) {
-        version_key(version, key, sizeof(key));
-    } else if (label != NULL) {
-        const json_t *v = json_object_get(t->labels, label);
-        if (v == NULL) {
-            snprintf(err, errlen, "Label \"%.200s\" not found for prompt template \"%.200s\"",
-                     label, t->name);
-            return STORE_NOT_FOUND;
-        }
-        version = (int64_t)json_integer_value(v);
-        version_key(version, key, sizeof(key));
-    } else {
-        version = latest_version(t);
-        if (version == 0) {
-            snprintf(err, errlen, "Prompt template \"%.200s\" has no versions", t->name);
-            return STORE_NOT_FOUND;
-        }
-        version_key(version, key, sizeof(key));
-    }
-    const json_t *content = json_object_get(t->versions, key);
-    if (content == NULL) {
-        snprintf(err, errlen, "Version %s not found for prompt template \"%.200s\"", key, t->name);
+    int64_t v = pick_version(t, q->version, q->label, err, errlen);
+    if (v == 0)
         return STORE_NOT_FOUND;
-    }
-    *out = build_answer(t, version, content);
+    *out = build_answer(s, t, v, q);
     if (*out == NULL) {
         snprintf(err, errlen, "out of memory");
         return STORE_NO_MEMORY;
@@ -639,11 +765,23 @@ store_rc store_get(const store *s, const char *ident, int64_t version, const cha
     return STORE_OK;
 }
 
-json_t *store_list(const store *s, int64_t page, int64_t per_page)
+/* The version t shows in a listing filtered by f, 0 when t is left out. */
+static int64_t listed_version(const tmpl *t, const store_filter *f)
+{
+    if (f->name != NULL && strcasestr(t->name, f->name) == NULL)
+        return 0;
+    if (f->label != NULL) {
+        const json_t *v = json_object_get(t->labels, f->label);
+        return (v != NULL) ? (int64_t)json_integer_value(v) : 0;
+    }
+    return latest_version(t);
+}
+
+json_t *store_list(const store *s, int64_t page, int64_t per_page, const store_filter *f)
 {
     int64_t total = 0;
     for (size_t i = 0; i < s->len; i++) {
-        if (json_object_size(s->items[i].versions) > 0)
+        if (listed_version(&s->items[i], f) > 0)
             total++;
     }
     int64_t pages = (total + per_page - 1) / per_page;
@@ -652,23 +790,22 @@ json_t *store_list(const store *s, int64_t page, int64_t per_page)
     if (!past_end)
         skip = (page - 1) * per_page;
 
+    store_query q = {.resolve_snippets = 1, .with_created_at = 1, .workspace_id = f->workspace_id};
     json_t *items = json_array();
     if (items == NULL)
         return NULL;
     int64_t seen = 0;
-    for (size_t i = 0; i < s->len && !past_end; i++) {
-        const tmpl *t = &s->items[i];
-        if (json_object_size(t->versions) == 0)
+    for (size_t n = s->len; n > 0 && !past_end; n--) {
+        const tmpl *t = &s->items[n - 1];
+        int64_t v = listed_version(t, f);
+        if (v == 0)
             continue;
         seen++;
         if (seen <= skip)
             continue;
         if ((int64_t)json_array_size(items) >= per_page)
             break;
-        int64_t v = latest_version(t);
-        char key[32];
-        version_key(v, key, sizeof(key));
-        json_t *one = build_answer(t, v, json_object_get(t->versions, key));
+        json_t *one = build_answer(s, t, v, &q);
         if (one == NULL || json_array_append_new(items, one) != 0) {
             json_decref(items);
             return NULL;

@@ -48,4 +48,13 @@ void text_log(const char *level, const char *msg, ...);
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t text_now_ms(void);
 
+/* Writes the current UTC time as ISO 8601 with microseconds and a Z
+ * ("2025-03-15T10:30:00.123456Z") into buf (at least 32 bytes). */
+void text_iso_now(char *buf, size_t len);
+
+/* Reads a query-string boolean as FastAPI (pydantic) does: true/false,
+ * 1/0, yes/no, on/off, t/f, y/n in any case. Returns 0 and sets *out, or
+ * -1 when `s` is none of these. */
+int text_parse_bool(const char *s, int *out);
+
 #endif

@@ -227,6 +227,51 @@ def event(event_type="prompt_template_version_created", **details):
     }
 
 
+def text_blocks(*texts):
+    return [{"type": "text", "text": t} for t in texts]
+
+
+def log_request(uid=None, **extra):
+    """A Log Request PromptLayer accepts (the body of POST /log-request,
+    https://docs.promptlayer.com/reference/log-request), carrying `uid`, when
+    given, as an extra top-level key: PromptLayer (and the fake API) accept
+    and ignore unknown keys, so a test can find its job in the fake's
+    records. `extra` keys are added (or replace the defaults)."""
+    body = {"provider": "openai", "model": "gpt-4o",
+            "input": {"type": "chat", "messages": [{"role": "user", "content": text_blocks("Hello")}]},
+            "output": {"type": "chat",
+                       "messages": [{"role": "assistant", "content": text_blocks("Hi there")}]},
+            "request_start_time": 1701468357.924, "request_end_time": 1701468358.5}
+    if uid is not None:
+        body["uid"] = uid
+    body.update(extra)
+    return body
+
+
+# The smallest body each tracking endpoint accepts (besides /log-request).
+TRACK_BODIES = {
+    "/rest/track-score": {"request_id": 1, "score": 90},
+    "/rest/track-metadata": {"request_id": 1, "metadata": {"k": "v"}},
+    "/rest/track-prompt": {"request_id": 1, "prompt_name": "Hello"},
+    "/rest/track-group": {"request_id": 1, "group_id": 1},
+    "/rest/track-request": {"function_name": "openai.chat.completions.create", "kwargs": {},
+                            "request_response": {}, "request_start_time": 1701468357.924,
+                            "request_end_time": 1701468358.5},
+    "/spans-bulk": {"spans": []},
+}
+
+
+def track_body(endpoint, **extra):
+    """A body `endpoint` accepts (a Log Request for /log-request), with the
+    `extra` keys added (or replacing the defaults); unknown keys are accepted
+    and ignored by PromptLayer and the fake API."""
+    if endpoint == "/log-request":
+        return log_request(**extra)
+    body = json.loads(json.dumps(TRACK_BODIES[endpoint]))
+    body.update(extra)
+    return body
+
+
 def request(port, method, path, body=None, headers=None, timeout=10.0):
     """One HTTP request on a new connection; returns (status, headers, body bytes)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

@@ -25,6 +25,11 @@ FIXTURE = {"templates": [
 ]}
 
 
+def completion(text):
+    """A completion prompt_template the fake API accepts."""
+    return {"type": "completion", "content": [{"type": "text", "text": text}]}
+
+
 class Case(unittest.TestCase):
     settings = {}
     redis_extra = ()
@@ -83,7 +88,7 @@ class Events(Case):
         sub = h.RedisClient(self.e.redis.port, timeout=10)
         sub("SUBSCRIBE", "pl:invalidate")
         self.e.api.control("POST", "/_fake/templates/Hello/versions",
-                           {"version": 3, "content": {"prompt_template": {"v": 3}}})
+                           {"version": 3, "content": {"prompt_template": completion("v3")}})
         want, latest = self.api("Hello", version=3), self.api("Hello")
         self.e.api.control("DELETE", "/_fake/requests")
         self.version_created(version=3)
@@ -103,7 +108,7 @@ class Events(Case):
 
     def test_created_event_for_a_new_template(self):
         self.e.api.control("PUT", "/_fake/templates/Brand%20new",
-                           {"id": 7, "versions": {"1": {"prompt_template": {"x": 1}}}})
+                           {"id": 7, "versions": {"1": {"prompt_template": completion("x")}}})
         self.send("prompt_template_created", prompt_template_name="Brand new", prompt_template_id=7,
                   prompt_template_version_number=1)
         self.wait_cached("Brand new", "latest", self.api("Brand new"))
@@ -184,11 +189,11 @@ class Events(Case):
         self.wait_cached("Hello", "latest", self.api("Hello"))
         # The snippet a version imports changed: same version, new content.
         self.e.api.control("POST", "/_fake/templates/Hello/versions",
-                           {"version": 2, "content": {"prompt_template": {"snippet": "new"}}})
+                           {"version": 2, "content": {"prompt_template": completion("snippet: new")}})
         self.send("prompt_template_updated", prompt_template_id=1, prompt_template_name="Hello",
                   prompt_template_version_number=2)
         want = self.api("Hello", version=2)
-        self.assertEqual(want["prompt_template"], {"snippet": "new"})
+        self.assertEqual(want["prompt_template"], completion("snippet: new"))
         self.wait_cached("Hello", "version:2", want)
         self.assertEqual(self.cached("Hello", "label:staging"), want)
         self.assertEqual(self.cached("Hello", "latest"), want)

@@ -183,7 +183,7 @@ class General(Case):
                      ["sync", "Hello"]):
             _, line = self.fails(1, *args, PLCACHE_REDIS_URL=url, PLCACHE_REDIS_TIMEOUT=1)
             self.assertIn(f"127.0.0.1:{port}", line, args)
-        _, line = self.fails(1, "track", input='{"a": 1}', PLCACHE_REDIS_URL=url,
+        _, line = self.fails(1, "track", input=json.dumps(h.log_request(a=1)), PLCACHE_REDIS_URL=url,
                              PLCACHE_REDIS_TIMEOUT=1)
         self.assertIn(f"127.0.0.1:{port}", line)
 
@@ -257,11 +257,12 @@ class Track(Case):
     def test_from_file_and_stdin_prints_the_queue_length(self):
         path = os.path.join(self.e.tmp.path, "job.json")
         with open(path, "w") as f:
-            f.write('{"function_name": "openai.chat.completions.create", "n": 1}\n')
+            f.write(json.dumps(h.log_request(function_name="openai.chat.completions.create", n=1))
+                    + "\n")
         self.assertEqual(self.ok("track", path), "1\n")
-        self.assertEqual(self.ok("track", input='{"n": 2}'), "2\n")
+        self.assertEqual(self.ok("track", input=json.dumps(h.log_request(n=2))), "2\n")
         self.assertEqual(self.ok("track", "-", input='  {"endpoint": "/rest/track-score", '
-                                 '"body": {"score": 9}}\n'), "3\n")
+                                 '"body": {"request_id": 1, "score": 9}}\n'), "3\n")
         queued = [json.loads(x) for x in reversed(self.e.r("LRANGE", "pl:track", 0, -1))]
         self.assertEqual([q.get("n") for q in queued[:2]], [1, 2])
         self.assertEqual(queued[2]["endpoint"], "/rest/track-score")
@@ -280,9 +281,15 @@ class Track(Case):
 
 # -- sync -----------------------------------------------------------------------
 
+def completion(text):
+    """A completion prompt_template the fake API accepts."""
+    return {"type": "completion", "content": [{"type": "text", "text": text}]}
+
+
 def many_templates(n, start_id=100):
     return [{"id": start_id + i, "prompt_name": f"T{i:04d}",
-             "versions": {"1": {"prompt_template": {"i": i}}, "2": {"prompt_template": {"i": -i}}},
+             "versions": {"1": {"prompt_template": completion(f"{i}")},
+                          "2": {"prompt_template": completion(f"{-i}")}},
              "labels": {"prod": 1}} for i in range(n)]
 
 
@@ -598,7 +605,7 @@ class Dlq(Case):
         try:
             w.fault({"method": "POST", "path_prefix": "/log-request", "count": 3, "status": 400})
             w.start()
-            w.push({"uid": "a"}, {"uid": "b"}, {"uid": "c"})
+            w.push(h.log_request("a"), h.log_request("b"), h.log_request("c"))
             h.wait_until(lambda: w.r("LLEN", w.key("track:dead")) == 3, 15, what="3 dead jobs")
             env = {"PLCACHE_REDIS_URL": w.env["PLCACHE_REDIS_URL"]}
             listed = [json.loads(x) for x in self.ok("dlq", "list", **env).splitlines()]
@@ -692,7 +699,7 @@ class Example(unittest.TestCase):
 
             def forwarded():
                 for r in wh.api.requests("/log-request"):
-                    if r["status"] == 200:
+                    if r["status"] == 201:
                         return json.loads(r["body"])
                 return None
             body = h.wait_until(forwarded, 15, what="the example's job forwarded by the worker")

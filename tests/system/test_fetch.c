@@ -65,12 +65,13 @@ static int write_fixture(const char *path)
     memset(big, 'x', BIG_FIELD);
     big[BIG_FIELD] = '\0';
     json_t *fx =
-        json_pack("{s:[{s:i,s:s,s:{s:{s:{s:s,s:s}},s:{s:{s:s,s:[]},s:s}},s:{s:i}},"
-                  "{s:i,s:s,s:{s:{s:{s:s}}}}]}",
+        json_pack("{s:[{s:i,s:s,s:{s:{s:{s:s,s:[{s:s,s:s}]}},s:{s:{s:s,s:[]},s:s}},s:{s:i}},"
+                  "{s:i,s:s,s:{s:{s:{s:s,s:[{s:s,s:s}]}}}}]}",
                   "templates", "id", 1, "prompt_name", "Hello", "versions", "1", "prompt_template",
-                  "type", "completion", "content", "hi", "2", "prompt_template", "type", "chat",
-                  "messages", "commit_message", "second", "labels", "prod", 2, "id", 2,
-                  "prompt_name", "Big", "versions", "1", "prompt_template", "content", big);
+                  "type", "completion", "content", "type", "text", "text", "hi", "2",
+                  "prompt_template", "type", "chat", "messages", "commit_message", "second",
+                  "labels", "prod", 2, "id", 2, "prompt_name", "Big", "versions", "1",
+                  "prompt_template", "type", "completion", "content", "type", "text", "text", big);
     free(big);
     if (fx == NULL)
         return -1;
@@ -811,17 +812,17 @@ static void test_post_body_and_headers_arrive_intact(void **state)
     tctx *t = *state;
     fetcher *f = new_fetcher(t, NULL);
     static const char *const hdrs[] = {"X-API-KEY: k", "Content-Type: application/json", NULL};
-    const char *small =
-        "{\"prompt_name\":\"Hello\",\"tags\":[\"a\"],\"s\":\"h\xc3\xa9llo \\\"q\\\"\"}";
+    const char *small = "{\"prompt_name\":\"Hello\",\"request_id\":1,\"tags\":[\"a\"],"
+                        "\"s\":\"h\xc3\xa9llo \\\"q\\\"\"}";
     size_t big_len = 200 * 1024;
     char *big = malloc(big_len + 1);
     assert_non_null(big);
-    memcpy(big, "{\"data\":\"", 9);
-    memset(big + 9, 'y', big_len - 11);
+    memcpy(big, "{\"request_id\":1,\"score\":90,\"data\":\"", 35);
+    memset(big + 35, 'y', big_len - 37);
     memcpy(big + big_len - 2, "\"}", 2);
     big[big_len] = '\0';
     char u1[256], u2[256];
-    url_of(u1, sizeof(u1), "/log-request");
+    url_of(u1, sizeof(u1), "/rest/track-prompt");
     url_of(u2, sizeof(u2), "/rest/track-score");
     got w[3] = {0};
     assert_int_equal(fetch_post(f, u1, hdrs, small, strlen(small), on_done, &w[0]), 0);
@@ -844,7 +845,7 @@ static void test_post_body_and_headers_arrive_intact(void **state)
         assert_string_equal(json_string_value(json_object_get(rec, "content_type")),
                             "application/json");
         assert_non_null(body);
-        if (strcmp(path, "/log-request") == 0) {
+        if (strcmp(path, "/rest/track-prompt") == 0) {
             at_log++;
             assert_string_equal(body, small);
         } else {
@@ -876,9 +877,9 @@ static void test_a_reused_handle_carries_nothing_over(void **state)
     static const char *const own_ua[] = {"X-API-KEY: other", "user-agent: mine/1", NULL};
     static const char *const bare[] = {NULL};
     static const char *const empty_ua[] = {"X-API-KEY: k", "User-Agent;", NULL};
-    const char *body = "{\"n\":1}";
+    const char *body = "{\"n\":1,\"request_id\":1,\"score\":1}";
     char post_url[256], get_url[256];
-    url_of(post_url, sizeof(post_url), "/log-request");
+    url_of(post_url, sizeof(post_url), "/rest/track-score");
     url_of(get_url, sizeof(get_url), "/prompt-templates/Hello?label=prod");
     got w[7] = {0};
     assert_int_equal(fetch_post(f, post_url, good, body, strlen(body), on_done, &w[0]), 0);

@@ -38,6 +38,13 @@
 #include "plcache.h"
 
 #define KEY "k"
+/* A job PromptLayer accepts (a Log Request, DESIGN.md section 6). */
+#define VALID_JOB                                                                                  \
+    "{\"provider\":\"openai\",\"model\":\"gpt-4o\",\"input\":{\"type\":\"chat\",\"messages\":[{"  \
+    "\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\"}]}]},\"output\":{\"type\":"   \
+    "\"chat\",\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":"      \
+    "\"Hello\"}]}]},\"request_start_time\":\"2026-12-02T10:00:00Z\",\"request_end_time\":"       \
+    "\"2026-12-02T10:00:01Z\",\"tags\":[\"t\"]}"
 #define HERD 16
 
 typedef struct server {
@@ -219,10 +226,11 @@ static int redis_start(server *s, const char *dir, const char *name, int replica
 static int write_fixture(const char *path)
 {
     json_t *fx =
-        json_pack("{s:[{s:i,s:s,s:{s:{s:{s:s,s:s}},s:{s:{s:s,s:[]},s:s}},s:{s:i}}]}", "templates",
-                  "id", 1, "prompt_name", "Hello", "versions", "1", "prompt_template", "type",
-                  "completion", "content", "hi", "2", "prompt_template", "type", "chat", "messages",
-                  "commit_message", "second", "labels", "prod", 2);
+        json_pack("{s:[{s:i,s:s,s:{s:{s:{s:s,s:[{s:s,s:s}]}},s:{s:{s:s,s:[]},s:s}},s:{s:i}}]}",
+                  "templates", "id", 1, "prompt_name", "Hello", "versions", "1", "prompt_template",
+                  "type", "completion", "content", "type", "text", "text", "hi", "2",
+                  "prompt_template", "type", "chat", "messages", "commit_message", "second",
+                  "labels", "prod", 2);
     if (fx == NULL)
         return -1;
     int rc = json_dump_file(fx, path, JSON_COMPACT);
@@ -1371,7 +1379,7 @@ static void test_memory_cache_follows_a_sentinel_failover(void **state)
 
     /* And a push lands on the new primary. */
     long long n = 0;
-    assert_int_equal(plcache_push(c, "{}", 2, &n), PLCACHE_OK);
+    assert_int_equal(plcache_push(c, VALID_JOB, strlen(VALID_JOB), &n), PLCACHE_OK);
     assert_int_equal(n, 1);
     r = cmd_at(fo.r, "LLEN pl:track");
     long long len = r->integer;
@@ -1385,13 +1393,15 @@ static void test_push_returns_the_queue_length(void **state)
     plcache_options o = opts(NULL);
     plcache *c = open_client(&o);
     long long n = 0;
-    const char *job1 = "{\"function_name\":\"openai.chat.completions.create\",\"tags\":[\"t\"]}";
+    const char *job1 = VALID_JOB;
     assert_int_equal(plcache_push(c, job1, strlen(job1), &n), PLCACHE_OK);
     assert_int_equal(n, 1);
-    const char job2[] = " {\"endpoint\":\"/rest/track-score\",\"body\":{\"score\":90}}\n";
+    const char job2[] =
+        " {\"endpoint\":\"/rest/track-score\",\"body\":{\"request_id\":7,\"score\":90}}\n";
     assert_int_equal(plcache_push(c, job2, sizeof(job2) - 1, &n), PLCACHE_OK);
     assert_int_equal(n, 2);
-    json_t *j = json_pack("{s:s,s:{s:i}}", "endpoint", "/rest/track-metadata", "body", "x", 1);
+    json_t *j = json_pack("{s:s,s:{s:i,s:{s:s}}}", "endpoint", "/rest/track-metadata", "body",
+                          "request_id", 7, "metadata", "k", "v");
     assert_int_equal(plcache_push_json(c, j, NULL), PLCACHE_OK);
     json_decref(j);
     assert_int_equal(cmd_int("LLEN pl:track"), 3);
@@ -1403,7 +1413,8 @@ static void test_push_returns_the_queue_length(void **state)
     assert_string_equal(second, job2);
     free(second);
     char *newest = cmd_str("LINDEX pl:track 0");
-    assert_string_equal(newest, "{\"endpoint\":\"/rest/track-metadata\",\"body\":{\"x\":1}}");
+    assert_string_equal(newest, "{\"endpoint\":\"/rest/track-metadata\",\"body\":{\"request_id\":7,"
+                                "\"metadata\":{\"k\":\"v\"}}}");
     free(newest);
     plcache_close(c);
 }
@@ -1430,6 +1441,43 @@ static void test_push_refuses_what_is_not_an_object(void **state)
     plcache_close(c);
 }
 
+/* A job PromptLayer would refuse is refused before the push, with the field
+ * named and no value of the job repeated; nothing reaches the queue. */
+static void test_push_refuses_jobs_promptlayer_refuses(void **state)
+{
+    (void)state;
+    plcache_options o = opts(NULL);
+    plcache *c = open_client(&o);
+    static const struct {
+        const char *job;
+        const char *names;
+    } bad[] = {
+        {"{\"function_name\": \"openai.chat.completions.create\", \"kwargs\": {\"secret\": 1}}",
+         "provider: is required"},
+        {"{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"input\": {\"type\": \"chat\", "
+         "\"messages\": [{\"role\": \"user\", \"content\": \"my-secret-prompt\"}]}, \"output\": "
+         "{\"type\": \"chat\", \"messages\": []}, \"request_start_time\": 1, "
+         "\"request_end_time\": 2}",
+         "input.messages[0].content: must be a list of content blocks"},
+        {"{\"endpoint\": \"/rest/track-score\", \"body\": {\"request_id\": 1, \"score\": 101}}",
+         "body.score: must be from 0 to 100"},
+        {"{\"endpoint\": \"/%2e%2e/admin\", \"body\": {}}", "endpoint: is not an API path"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(plcache_push(c, bad[i].job, strlen(bad[i].job), NULL), PLCACHE_E_ARG);
+        const char *why = plcache_errstr(c);
+        if (strstr(why, bad[i].names) == NULL)
+            fail_msg("job %zu: \"%s\" does not say \"%s\"", i, why, bad[i].names);
+        assert_null(strstr(why, "secret"));
+        json_t *j = json_loads(bad[i].job, 0, NULL);
+        assert_int_equal(plcache_push_json(c, j, NULL), PLCACHE_E_ARG);
+        assert_non_null(strstr(plcache_errstr(c), bad[i].names));
+        json_decref(j);
+    }
+    assert_int_equal(cmd_int("EXISTS pl:track"), 0);
+    plcache_close(c);
+}
+
 static void test_redis_down_is_e_redis_with_a_clear_reason(void **state)
 {
     (void)state;
@@ -1442,7 +1490,7 @@ static void test_redis_down_is_e_redis_with_a_clear_reason(void **state)
     o.redis_timeout_ms = 500;
     plcache *c = open_client(&o);
     long long n = 0;
-    assert_int_equal(plcache_push(c, "{}", 2, &n), PLCACHE_OK);
+    assert_int_equal(plcache_push(c, VALID_JOB, strlen(VALID_JOB), &n), PLCACHE_OK);
     stop(&other);
     char *json = NULL;
     assert_int_equal(plcache_get(c, "Hello", PLCACHE_SEL_LATEST, NULL, 0, &json, NULL),
@@ -1452,7 +1500,7 @@ static void test_redis_down_is_e_redis_with_a_clear_reason(void **state)
     char where[32];
     snprintf(where, sizeof(where), "127.0.0.1:%d", other.port);
     assert_non_null(strstr(plcache_errstr(c), where));
-    assert_int_equal(plcache_push(c, "{}", 2, &n), PLCACHE_E_REDIS);
+    assert_int_equal(plcache_push(c, VALID_JOB, strlen(VALID_JOB), &n), PLCACHE_E_REDIS);
     assert_non_null(strstr(plcache_errstr(c), "redis"));
     plcache_close(c);
     /* Opening against it fails the same way, with the reason in err. */
@@ -1501,7 +1549,7 @@ static void test_broken_connection_is_reconnected_once(void **state)
     plcache_free(get_ok(c, "Hello", PLCACHE_SEL_LATEST, NULL, 0));
     cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
     long long n = 0;
-    assert_int_equal(plcache_push(c, "{}", 2, &n), PLCACHE_OK);
+    assert_int_equal(plcache_push(c, VALID_JOB, strlen(VALID_JOB), &n), PLCACHE_OK);
     assert_int_equal(n, 1);
     plcache_close(c);
 }
@@ -1518,7 +1566,7 @@ static void test_url_user_password_and_db_are_used(void **state)
     plcache *c = open_client(&o);
     assert_true(wait_usable(c, 1, 5000));
     long long n = 0;
-    assert_int_equal(plcache_push(c, "{}", 2, &n), PLCACHE_OK);
+    assert_int_equal(plcache_push(c, VALID_JOB, strlen(VALID_JOB), &n), PLCACHE_OK);
     assert_int_equal(cmd_int("EXISTS pl:track"), 0); /* not in db 0 ... */
     cmd_ok("SELECT 3");
     long long len3 = cmd_int("LLEN pl:track"); /* ... but in db 3 */
@@ -1647,7 +1695,7 @@ static void test_wrong_type_is_a_protocol_error(void **state)
     assert_int_equal(plcache_get(c, "Hello", PLCACHE_SEL_LATEST, NULL, 0, &json, NULL),
                      PLCACHE_E_PROTOCOL);
     assert_non_null(strstr(plcache_errstr(c), "WRONGTYPE"));
-    assert_int_equal(plcache_push(c, "{}", 2, NULL), PLCACHE_E_PROTOCOL);
+    assert_int_equal(plcache_push(c, VALID_JOB, strlen(VALID_JOB), NULL), PLCACHE_E_PROTOCOL);
     plcache_close(c);
 }
 
@@ -1672,6 +1720,7 @@ int main(void)
                                         setup, webhook_teardown),
         T(test_push_returns_the_queue_length),
         T(test_push_refuses_what_is_not_an_object),
+        T(test_push_refuses_jobs_promptlayer_refuses),
         T(test_redis_down_is_e_redis_with_a_clear_reason),
         T(test_redis_timeout_is_e_redis_and_not_retried),
         T(test_broken_connection_is_reconnected_once),

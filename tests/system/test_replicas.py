@@ -110,7 +110,7 @@ class WorkerWaitsForReplicas(unittest.TestCase):
     def test_jobs_done_only_once_the_replica_holds_the_update(self):
         ids = [f"j{i}" for i in range(20)]
         with Paused(self.rep.proc):
-            self.e.push(*[{"uid": u} for u in ids])
+            self.e.push(*[h.log_request(u) for u in ids])
             # Forwarded, but the finishing writes are not replicated: nothing
             # counts as done, the updates are kept to be written again, and
             # no more than 1.25 x the concurrency (8) is left unconfirmed:
@@ -131,7 +131,7 @@ class WorkerWaitsForReplicas(unittest.TestCase):
 
     def test_without_a_replica_problem_jobs_finish_as_usual(self):
         ids = [f"k{i}" for i in range(50)]
-        self.e.push(*[{"uid": u} for u in ids])
+        self.e.push(*[h.log_request(u) for u in ids])
         self.e.wait_delivered(ids, timeout=30)
         h.wait_until(lambda: self.e.metric(DONE) == len(ids), 15, what="all done")
         self.e.wait_settled(10)

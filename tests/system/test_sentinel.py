@@ -382,7 +382,7 @@ class Failover(Topology):
                         raise ConnectionError("no master")
                     c = h.RedisClient(m.port, timeout=3)
                     try:
-                        c("LPUSH", "pl:track", json.dumps({"uid": uid}))
+                        c("LPUSH", "pl:track", json.dumps(h.log_request(uid)))
                         if c("WAIT", 1, 1000) >= 1:
                             pushed.add(uid)
                             i += 1
@@ -457,7 +457,7 @@ class Failover(Topology):
         rc, out, err = self.cli("stats")
         self.assertEqual(rc, 0, err)
         self.assertIsInstance(json.loads(out), dict)
-        rc, _, err = self.cli("track", "-", input=b'{"uid": "CLI1"}')
+        rc, _, err = self.cli("track", "-", input=json.dumps(h.log_request("CLI1")).encode())
         self.assertEqual(rc, 0, err)
         want.add("CLI1")
         h.wait_until(delivered, 30, interval=0.5, what="the job pushed by plcache track")
@@ -491,14 +491,14 @@ class Failover(Topology):
         c = new.client()
         try:
             entries = c("XRANGE", "pl:events", "-", "+")
-            c("LPUSH", "pl:track", json.dumps({"uid": "after-switch"}))
+            c("LPUSH", "pl:track", json.dumps(h.log_request("after-switch")))
         finally:
             c.close()
         names = {json.loads(dict(zip(f[::2], f[1::2]))[b"payload"])["details"]["prompt_template_name"]
                  for _id, f in entries}
         acked = {"B0", "B1", "B2", "B3", "B4"} | {n for n, st in answers.items() if st == 200}
         self.assertEqual(sorted(acked - names), [], "deliveries answered 200 but not on the new master")
-        h.wait_until(lambda: any(r["status"] == 200 and b"after-switch" in r["body"].encode()
+        h.wait_until(lambda: any(r["status"] == 201 and b"after-switch" in r["body"].encode()
                                  for r in self.api.requests("/log-request")), 30,
                      what="the worker taking from the new master")
         # The sentinels' +switch-master moved both daemons (4 links: each has
@@ -514,7 +514,8 @@ class Failover(Topology):
         rc, _, err = self.cli("stats", PLCACHE_REDIS_URL=url)
         self.assertNotEqual(rc, 0)
         self.assertIn("sentinel", err)
-        rc, _, err = self.cli("track", "-", input=b'{"uid": "x"}', PLCACHE_REDIS_URL=url)
+        rc, _, err = self.cli("track", "-", input=json.dumps(h.log_request("x")).encode(),
+                              PLCACHE_REDIS_URL=url)
         self.assertNotEqual(rc, 0)
         self.assertIn("sentinel", err)
         # A master name the sentinels do not monitor.
@@ -677,7 +678,7 @@ class ReadonlyRediscovery(Topology):
             c.close()
 
     def push(self, server, uid):
-        self.r(server, "LPUSH", "pl:track", json.dumps({"uid": uid}))
+        self.r(server, "LPUSH", "pl:track", json.dumps(h.log_request(uid)))
 
     def wait_delivered(self, uid):
         def done():
@@ -732,8 +733,8 @@ class PasswordThroughSentinel(Topology):
                              *signed(h.event(prompt_template_name="auth")), timeout=10)
         self.assertEqual(st, 200)
         self.assertEqual(self.a_cmd("XLEN", "pl:events"), 1)
-        self.a_cmd("LPUSH", "pl:track", json.dumps({"uid": "auth-job"}))
-        h.wait_until(lambda: any(r["status"] == 200 and b"auth-job" in r["body"].encode()
+        self.a_cmd("LPUSH", "pl:track", json.dumps(h.log_request("auth-job")))
+        h.wait_until(lambda: any(r["status"] == 201 and b"auth-job" in r["body"].encode()
                                  for r in self.api.requests("/log-request")), 15,
                      what="the worker delivering a job from the password-protected node")
         rc, out, err = self.cli("stats")

@@ -7,8 +7,10 @@ refused key, graceful shutdown, kill -9 and takeover by heartbeat, two workers
 on one queue, a Redis restart, memory with a million queued jobs, start-up
 warnings, bad settings and metrics.
 
-Jobs carry a unique `uid` in their body; what was delivered is read from the
-fake API's records (a job is delivered when the fake answered it 2xx).
+Jobs are Log Requests PromptLayer accepts (harness.log_request) carrying a
+unique `uid` as an extra key; what was delivered is read from the fake API's
+records (a job is delivered when the fake answered it 2xx: 201 for
+/log-request).
 Every wait is bounded; the only fixed waits watch for something that must
 *not* happen (requests while paused, a live worker's jobs taken) or sample
 memory over a set time.
@@ -33,7 +35,7 @@ PAUSED_RATE = 'plcache_worker_paused{reason="rate"}'
 
 
 def job(uid, **extra):
-    return {"uid": uid, **extra}
+    return h.log_request(uid, **extra)
 
 
 def body_of(record):
@@ -101,7 +103,7 @@ class AnswerTable(WorkerCase):
 
     def retried_then_delivered(self, uid, *faults):
         """Queues faults for /log-request, pushes one job, and checks it
-        reached the fake once per fault count plus once more, answered 200."""
+        reached the fake once per fault count plus once more, answered 201."""
         fails = sum(f.get("count", 1) for f in faults)
         self.e.fault(*[{"path_prefix": "/log-request", **f} for f in faults])
         self.e.push(job(uid))
@@ -109,7 +111,7 @@ class AnswerTable(WorkerCase):
         self.assertNothingLeft()
         recs = self.records_of(uid)
         self.assertEqual(len(recs), fails + 1, recs)
-        self.assertEqual(recs[-1]["status"], 200, recs)
+        self.assertEqual(recs[-1]["status"], 201, recs)
         for r in recs:
             self.assertEqual(body_of(r), job(uid))
         self.assertEqual(self.e.dead(), [])
@@ -119,9 +121,9 @@ class AnswerTable(WorkerCase):
     def test_2xx_is_done(self):
         for i, status in enumerate((200, 201, 202)):
             with self.subTest(status=status):
-                if status != 200:
-                    self.e.fault({"path_prefix": "/log-request", "status": status,
-                                  "body": {"success": True, "id": 1000 + i}})
+                # Every status comes from a fault: the fake's own answer is 201.
+                self.e.fault({"path_prefix": "/log-request", "status": status,
+                              "body": {"success": True, "id": 1000 + i}})
                 self.e.push(job(i))
                 self.e.wait_delivered([i])
                 self.assertNothingLeft()
@@ -151,7 +153,7 @@ class AnswerTable(WorkerCase):
         self.assertNothingLeft()
         recs = self.records_of("slow")
         self.assertEqual(len(recs), 2, recs)
-        self.assertEqual(recs[1]["status"], 200)
+        self.assertEqual(recs[1]["status"], 201)
         gap = recs[1]["at_ms"] - recs[0]["at_ms"]
         self.assertGreaterEqual(gap, 900, "retried before the forward timeout")
         self.assertLess(gap, 2900, "waited for the held answer instead of timing out")
@@ -160,7 +162,7 @@ class AnswerTable(WorkerCase):
 
     def test_a_dropped_connection_is_retried_then_delivered(self):
         recs = self.retried_then_delivered("drop", {"drop": True, "count": 2})
-        self.assertEqual([r["status"] for r in recs], [0, 0, 200])
+        self.assertEqual([r["status"] for r in recs], [0, 0, 201])
 
     def test_connection_refused_is_retried_then_delivered(self):
         self.assertEqual(self.e.worker.stop(), 0)
@@ -295,13 +297,14 @@ class Routing(WorkerCase):
     """Bare jobs, envelopes and `then` follow-ups (DESIGN.md section 6)."""
 
     def test_a_bare_job_is_the_body_of_post_log_request(self):
-        body = {"uid": "bare", "function_name": "openai.chat.completions.create",
-                "kwargs": {"model": "gpt-4o",
-                           "messages": [{"role": "user", "content": "h\u00e9llo \u2713 \"q\" \\ / \n"}]},
-                "request_response": {"choices": [{"message": {"content": "hi"}}]},
-                "request_start_time": 1701468357.924, "request_end_time": 1701468358.5,
-                "tags": ["a", "b"], "metadata": {"user": "u1"}, "score": 0, "ok": True,
-                "nothing": None, "emoji": "\U0001F600", "negative": -12}
+        body = h.log_request(
+            "bare", function_name="openai.chat.completions.create",
+            kwargs={"model": "gpt-4o",
+                    "messages": [{"role": "user", "content": "h\u00e9llo \u2713 \"q\" \\ / \n"}]},
+            request_response={"choices": [{"message": {"content": "hi"}}]},
+            request_start_time=1701468357.924, request_end_time=1701468358.5,
+            tags=["a", "b"], metadata={"user": "u1"}, score=0, ok=True,
+            nothing=None, emoji="\U0001F600", negative=-12)
         self.e.push(body)
         self.e.wait_delivered(["bare"])
         self.assertNothingLeft()
@@ -314,7 +317,9 @@ class Routing(WorkerCase):
         self.assertEqual(body_of(r), body)
 
     def test_a_bare_job_is_sent_byte_for_byte(self):
-        text = '{ "uid" : "raw",\n  "n": 1.50, "z": 1e2, "s": "caf\\u00e9", "a": [ ] }'
+        # A valid Log Request after the odd spacing and number forms.
+        text = ('{ "uid" : "raw",\n  "n": 1.50, "z": 1e2, "s": "caf\\u00e9", "a": [ ] ,'
+                + json.dumps(h.log_request())[1:])
         self.e.push(text)
         self.e.wait_delivered(["raw"])
         self.assertEqual(self.e.records()[0]["body"], text)
@@ -322,17 +327,18 @@ class Routing(WorkerCase):
     def test_any_json_object_is_a_valid_job(self):
         # Valid JSON that a strict C parser may refuse by default: a NUL
         # character and an integer beyond 64 bits.
-        text = '{"uid": "odd", "nul": "a\\u0000b", "big": 123456789012345678901234567890}'
+        text = ('{"uid": "odd", "nul": "a\\u0000b", "big": 123456789012345678901234567890, '
+                + json.dumps(h.log_request())[1:])
         self.e.push(text)
         self.e.wait_delivered(["odd"])
         self.assertEqual(self.e.dead(), [])
         self.assertEqual(body_of(self.e.records()[0]),
-                         {"uid": "odd", "nul": "a\u0000b", "big": 123456789012345678901234567890})
+                         h.log_request("odd", nul="a\u0000b", big=123456789012345678901234567890))
 
     def test_an_envelope_posts_its_body_to_its_endpoint(self):
         endpoints = ["/rest/track-request", "/rest/track-score", "/rest/track-metadata",
                      "/rest/track-group", "/spans-bulk", "/log-request"]
-        jobs = [{"endpoint": ep, "body": {"uid": ep, "request_id": 5, "score": 90}}
+        jobs = [{"endpoint": ep, "body": h.track_body(ep, uid=ep, request_id=5, score=90)}
                 for ep in endpoints]
         self.e.push(*jobs)
         self.e.wait_delivered(endpoints, path_prefix=None)
@@ -342,12 +348,12 @@ class Routing(WorkerCase):
         for r in recs:
             self.assertEqual(r["method"], "POST")
             self.assertEqual(r["path"], body_of(r)["uid"])
-            self.assertEqual(body_of(r), {"uid": r["path"], "request_id": 5, "score": 90})
+            self.assertEqual(body_of(r), h.track_body(r["path"], uid=r["path"], request_id=5, score=90))
             self.assertEqual(r["api_key"], "test-key")
             self.assertTrue((r["content_type"] or "").startswith("application/json"), r)
 
     def test_then_follow_ups_get_the_request_id_of_the_first_answer(self):
-        self.e.push({"endpoint": "/log-request", "body": {"uid": "first"},
+        self.e.push({"endpoint": "/log-request", "body": job("first"),
                      "then": [{"endpoint": "/rest/track-score", "body": {"uid": "score", "score": 90}},
                               {"endpoint": "/rest/track-metadata",
                                "body": {"uid": "meta", "metadata": {"user": "u1"}}}]})
@@ -368,13 +374,13 @@ class Routing(WorkerCase):
 
     def test_then_runs_only_after_the_first_call_succeeded(self):
         self.e.fault({"path_prefix": "/log-request", "status": 500, "count": 2})
-        self.e.push({"endpoint": "/log-request", "body": {"uid": "first"},
+        self.e.push({"endpoint": "/log-request", "body": job("first"),
                      "then": [{"endpoint": "/rest/track-score", "body": {"uid": "score", "score": 1}}]})
         self.e.wait_delivered(["first", "score"], path_prefix=None, timeout=20)
         self.assertNothingLeft()
         recs = self.e.records()
         self.assertEqual([(r["path"], r["status"]) for r in recs],
-                         [("/log-request", 500), ("/log-request", 500), ("/log-request", 200),
+                         [("/log-request", 500), ("/log-request", 500), ("/log-request", 201),
                           ("/rest/track-score", 200)])
         self.assertEqual(body_of(recs[3])["request_id"], recs[2]["answer_id"])
 
@@ -383,11 +389,11 @@ class Routing(WorkerCase):
                       "body": {"success": True, "id": 555, "request_id": 556}},
                      {"path_prefix": "/rest/track-group", "status": 200,
                       "body": {"success": True, "request_id": 777}})
-        self.e.push({"endpoint": "/log-request", "body": {"uid": "a"},
-                     "then": [{"endpoint": "/rest/track-score", "body": {"uid": "a-score"}}]})
+        self.e.push({"endpoint": "/log-request", "body": job("a"),
+                     "then": [{"endpoint": "/rest/track-score", "body": {"uid": "a-score", "score": 1}}]})
         self.e.wait_delivered(["a", "a-score"], path_prefix=None)
-        self.e.push({"endpoint": "/rest/track-group", "body": {"uid": "b"},
-                     "then": [{"endpoint": "/rest/track-score", "body": {"uid": "b-score"}}]})
+        self.e.push({"endpoint": "/rest/track-group", "body": h.track_body("/rest/track-group", uid="b"),
+                     "then": [{"endpoint": "/rest/track-score", "body": {"uid": "b-score", "score": 1}}]})
         self.e.wait_delivered(["b", "b-score"], path_prefix=None)
         self.assertNothingLeft()
         by_uid = {body_of(r)["uid"]: body_of(r) for r in self.e.records()}
@@ -396,8 +402,8 @@ class Routing(WorkerCase):
 
     def test_a_failed_follow_up_is_retried_with_a_request_id_from_a_successful_first_call(self):
         self.e.fault({"path_prefix": "/rest/track-score", "status": 503, "count": 1})
-        self.e.push({"endpoint": "/log-request", "body": {"uid": "first"},
-                     "then": [{"endpoint": "/rest/track-score", "body": {"uid": "score"}}]})
+        self.e.push({"endpoint": "/log-request", "body": job("first"),
+                     "then": [{"endpoint": "/rest/track-score", "body": {"uid": "score", "score": 1}}]})
         self.e.wait_delivered(["score"], path_prefix="/rest/track-score", timeout=20)
         self.assertNothingLeft()
         firsts = {r["answer_id"] for r in self.e.ok_records("/log-request")}
@@ -862,7 +868,9 @@ PUSH_LUA = """
 local n = tonumber(ARGV[1])
 local batch = {}
 for i = 1, n do
-  batch[#batch + 1] = '{"i":' .. i .. '}'
+  batch[#batch + 1] = '{"i":' .. i .. ',"provider":"p","model":"m","input":{"type":"completion",' ..
+    '"content":[]},"output":{"type":"completion","content":[]},"request_start_time":0,' ..
+    '"request_end_time":0}'
   if #batch == 5000 or i == n then
     redis.call('LPUSH', KEYS[1], unpack(batch))
     batch = {}
@@ -891,7 +899,7 @@ class Memory(WorkerCase):
         # Warm up on a short queue: connections open, every buffer used a few
         # times. The baseline is taken before the million arrive, so a worker
         # that pulls the queue into memory shows as growth.
-        self.e.push(*[{"i": -i} for i in range(1, 401)])
+        self.e.push(*[h.log_request(i=-i) for i in range(1, 401)])
         h.wait_until(lambda: self.e.answered_2xx() >= 256, 30, what="256 jobs delivered")
         with open(f"/proc/{w.proc.pid}/maps") as f:
             sanitized = "asan" in f.read()

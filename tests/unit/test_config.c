@@ -141,7 +141,7 @@ static void test_switches_take_true_false_words(void **state)
         const char *value;
         long want; /* -1: refused */
     } rows[] = {
-        {"true", 1}, {"TRUE", 1}, {"yes", 1}, {"On", 1},  {"1", 1},   {"false", 0}, {"False", 0},
+        {"true", 1}, {"TRUE", 1}, {"yes", 1}, {"On", 1}, {"1", 1},  {"false", 0}, {"False", 0},
         {"no", 0},   {"off", 0},  {"0", 0},   {"2", -1}, {"t", -1}, {"nope", -1}, {" true", -1},
     };
     st s;

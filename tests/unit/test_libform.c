@@ -110,33 +110,6 @@ static void test_keys_are_prefix_middle_name_field(void **state)
     assert_int_equal(form_key(small, sizeof(small), "pl:", "track", "", NULL), -1);
 }
 
-static int looks(const char *s)
-{
-    return form_looks_like_object(s, strlen(s));
-}
-
-static void test_job_shape_check_is_first_and_last_brace(void **state)
-{
-    (void)state;
-    assert_true(looks("{}"));
-    assert_true(looks("{\"a\":1}"));
-    assert_true(looks(" \t\r\n{\"a\": [1, {\"b\": 2}]} \n"));
-    assert_false(looks(""));
-    assert_false(looks("   "));
-    assert_false(looks("{"));
-    assert_false(looks("}"));
-    assert_false(looks("[{}]"));
-    assert_false(looks("\"{}\""));
-    assert_false(looks("null"));
-    assert_false(looks("12"));
-    assert_false(looks("{} x"));
-    assert_false(looks("\v{}")); /* only JSON white space is skipped */
-    assert_false(form_looks_like_object(NULL, 0));
-    /* len is the bound, not a NUL. */
-    assert_true(form_looks_like_object("{}garbage", 2));
-    assert_false(form_looks_like_object("{}", 1));
-}
-
 static void test_header_safe_refuses_control_characters(void **state)
 {
     (void)state;
@@ -156,7 +129,6 @@ int main(void)
         cmocka_unit_test(test_api_urls_ask_for_llm_kwargs),
         cmocka_unit_test(test_api_url_refuses_bad_input_and_overflow),
         cmocka_unit_test(test_keys_are_prefix_middle_name_field),
-        cmocka_unit_test(test_job_shape_check_is_first_and_last_brace),
         cmocka_unit_test(test_header_safe_refuses_control_characters),
     };
     return cmocka_run_group_tests_name("libform", tests, NULL, NULL);

@@ -132,7 +132,8 @@ static void test_urls_encode_names_and_labels(void **state)
     assert_int_equal(plan_url(&b, "http://h:1/", "My Prompt/ü", SEL_VERSION, 3, NULL, 0), 0);
     assert_string_equal(b.data, "http://h:1/prompt-templates/My%20Prompt%2F%C3%BC?version=3");
     buf_reset(&b);
-    assert_int_equal(plan_url(&b, "https://api.promptlayer.com", "a", SEL_LABEL, -1, "prod&x", 0), 0);
+    assert_int_equal(plan_url(&b, "https://api.promptlayer.com", "a", SEL_LABEL, -1, "prod&x", 0),
+                     0);
     assert_string_equal(b.data, "https://api.promptlayer.com/prompt-templates/a?label=prod%26x");
     buf_reset(&b);
     assert_int_equal(plan_url(&b, "http://h", "a.b-c_d~", SEL_LATEST, -1, NULL, 0), 0);
@@ -158,8 +159,8 @@ static void test_urls_ask_for_llm_kwargs(void **state)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         buf b;
         buf_init(&b, 4096);
-        assert_int_equal(plan_url(&b, "http://h", "a", rows[i].sel, rows[i].version, rows[i].label, 1),
-                         0);
+        assert_int_equal(
+            plan_url(&b, "http://h", "a", rows[i].sel, rows[i].version, rows[i].label, 1), 0);
         assert_string_equal(b.data, rows[i].want);
         buf_free(&b);
     }
@@ -180,9 +181,9 @@ static void test_flag_refusals_are_the_4xx_that_do_not_pass(void **state)
         long status;
         int refused;
     } rows[] = {
-        {200, 0}, {201, 0}, {304, 0}, {400, 1}, {401, 0}, {403, 0}, {404, 0}, {405, 1},
-        {408, 0}, {409, 1}, {413, 1}, {414, 1}, {422, 1}, {429, 0}, {451, 1}, {499, 1},
-        {500, 0}, {502, 0}, {503, 0}, {0, 0},   {-1, 0},
+        {200, 0}, {201, 0}, {304, 0}, {400, 1}, {401, 0}, {403, 0}, {404, 0},
+        {405, 1}, {408, 0}, {409, 1}, {413, 1}, {414, 1}, {422, 1}, {429, 0},
+        {451, 1}, {499, 1}, {500, 0}, {502, 0}, {503, 0}, {0, 0},   {-1, 0},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         if (pturl_flag_refused(rows[i].status) != rows[i].refused)

@@ -51,6 +51,9 @@ typedef enum plcache_status {
     PLCACHE_E_AUTH = 5,     /* PromptLayer refused the API key (401/403) */
     PLCACHE_E_PROTOCOL = 6, /* an answer that breaks the contract (not JSON, wrong type) */
     PLCACHE_E_NOMEM = 7,
+    PLCACHE_NOT_RENDERABLE = 8, /* plcache_render: not rendered here (a placeholder message, a
+                                 * variable tool, or a jinja2 construct outside the library's
+                                 * subset): PromptLayer renders it (plcache_get_rendered asks) */
 } plcache_status;
 
 /* Which version of a template to read. */
@@ -132,6 +135,41 @@ plcache_status plcache_push(plcache *c, const char *job, size_t len, long long *
  * the same way and sent as json_dumps(job, JSON_COMPACT). */
 struct json_t;
 plcache_status plcache_push_json(plcache *c, const struct json_t *job, long long *queue_len);
+
+/* Renders input variables into a template entry (the JSON plcache_get gives)
+ * exactly as PromptLayer's SDKs render a cached template locally: the text
+ * blocks of prompt_template and the texts of its provider-ready llm_kwargs
+ * (OpenAI's messages, Anthropic's system and messages, ...), each in its
+ * template_format. f-string is Python's str.format with every named field
+ * resolved (a missing or null variable is empty; a text Python would fail on
+ * stays as it was); jinja2 is Jinja2's sandboxed environment with chainable
+ * undefined, for the subset that covers real templates (variables with
+ * attribute and index lookup, if/elif/else, for, comments, whitespace control,
+ * the common filters). With llm_kwargs null and no variables the entry comes
+ * back as it is, as the SDKs do.
+ *
+ * `vars` is a JSON object (`vars_len` bytes; NULL for none). On PLCACHE_OK *out
+ * is the rendered entry as compact JSON (keys in their order, numbers as
+ * written), owned by the caller (plcache_free), and *out_len (may be NULL) its
+ * length. PLCACHE_NOT_RENDERABLE when the SDKs would not render this entry
+ * themselves (a placeholder message, a tool of type "variable") or it holds
+ * something outside the library's jinja2 subset: ask PromptLayer to render it
+ * (plcache_get_rendered does). PLCACHE_E_ARG when entry or vars is not JSON
+ * jansson reads or vars is not an object; PLCACHE_E_NOMEM. Pure: no client,
+ * no I/O, thread-safe. */
+plcache_status plcache_render(const char *entry, size_t entry_len, const char *vars,
+                              size_t vars_len, char **out, size_t *out_len);
+
+/* plcache_get, then plcache_render with vars (`vars_len` bytes of a JSON
+ * object; NULL for none). When the entry is not renderable here (or is not
+ * cached and there is an API key), asks PromptLayer to render it: POST
+ * {api_base_url}/prompt-templates/<name> with {"label" | "version",
+ * "input_variables": vars} (what the SDKs call), and gives its answer. Without
+ * an API key such an entry is PLCACHE_NOT_RENDERABLE. Statuses and ownership
+ * as plcache_get; the reason in plcache_errstr(). Blocks as plcache_get. */
+plcache_status plcache_get_rendered(plcache *c, const char *name, plcache_select sel,
+                                    const char *label, long long version, const char *vars,
+                                    size_t vars_len, char **json, size_t *len);
 
 /* Drops every entry of the memory cache (no-op without one). Safe to call
  * from any thread. */

@@ -1,14 +1,49 @@
-/* cmd_get.c -- plcache get NAME [--label L | --version N]: one prompt's JSON.
+/* cmd_get.c -- plcache get NAME [--label L | --version N] [--var K=V]...
+ * [--vars-json JSON]: one prompt's JSON, rendered with the variables given.
  *
- * Through libplcache (plcache_get): one Redis round trip on a hit; on a miss
+ * Through libplcache: one Redis round trip on a hit (plcache_get); on a miss
  * with an API key, a read-through with the library's herd guard and stale-set
  * check, so a crowd of `plcache get` runs behaves like a crowd of app servers.
+ * With variables, plcache_get_rendered renders them as PromptLayer's SDKs do,
+ * or asks PromptLayer to when the template is not renderable here.
  */
+#include <jansson.h>
 #include <plcache.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cmds.h"
+
+/* Adds one --var K=V (a string value) to vars. Returns 0, or -1 after saying
+ * why. */
+static int add_var(const cli_ctx *c, json_t *vars, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL || eq == kv) {
+        cli_error(c, "--var takes NAME=VALUE (see plcache help get)");
+        return -1;
+    }
+    json_t *val = json_stringn(eq + 1, strlen(eq + 1));
+    char *key = strndup(kv, (size_t)(eq - kv));
+    int rc = val == NULL || key == NULL || json_object_set_new(vars, key, val) != 0 ? -1 : 0;
+    if (rc != 0)
+        cli_error(c, "--var %.60s: not UTF-8 text, or out of memory", kv);
+    free(key);
+    return rc;
+}
+
+/* Merges --vars-json's object into vars (its keys win over earlier ones). */
+static int add_vars_json(const cli_ctx *c, json_t *vars, const char *text)
+{
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    int rc = json_is_object(o) ? json_object_update(vars, o) : -1;
+    if (!json_is_object(o))
+        cli_error(c, "--vars-json: not a JSON object (line %d, column %d)", je.line, je.column);
+    json_decref(o);
+    return rc;
+}
 
 int cmd_get(const cli_ctx *c, int argc, char **argv)
 {
@@ -16,11 +51,25 @@ int cmd_get(const cli_ctx *c, int argc, char **argv)
     long long version = -1;
     int status = CLI_USAGE, rest = 0;
     plcache *pc = NULL;
-    char *json = NULL;
+    char *json = NULL, *vars_text = NULL;
+    json_t *vars = NULL; /* set once a --var or --vars-json is given */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!rest && strcmp(a, "--") == 0) {
             rest = 1;
+        } else if (!rest && (strcmp(a, "--var") == 0 || strcmp(a, "--vars-json") == 0)) {
+            if (i + 1 >= argc) {
+                cli_error(c, "%s needs a value", a);
+                goto done;
+            }
+            if (vars == NULL)
+                vars = json_object();
+            if (vars == NULL)
+                goto done;
+            int rc = strcmp(a, "--var") == 0 ? add_var(c, vars, argv[++i])
+                                             : add_vars_json(c, vars, argv[++i]);
+            if (rc != 0)
+                goto done;
         } else if (!rest && (strcmp(a, "--label") == 0 || strcmp(a, "--version") == 0)) {
             if (i + 1 >= argc) {
                 cli_error(c, "%s needs a value", a);
@@ -52,7 +101,8 @@ int cmd_get(const cli_ctx *c, int argc, char **argv)
         }
     }
     if (name == NULL || name[0] == '\0') {
-        cli_error(c, "usage: plcache get NAME [--label L | --version N]");
+        cli_error(c, "usage: plcache get NAME [--label L | --version N] [--var K=V]... "
+                     "[--vars-json JSON]");
         goto done;
     }
     plcache_options o;
@@ -75,7 +125,14 @@ int cmd_get(const cli_ctx *c, int argc, char **argv)
                          : version >= 0 ? PLCACHE_SEL_VERSION
                                         : PLCACHE_SEL_LATEST;
     size_t len = 0;
-    st = plcache_get(pc, name, sel, label, version, &json, &len);
+    if (vars != NULL) {
+        vars_text = json_dumps(vars, JSON_COMPACT);
+        st = vars_text == NULL ? PLCACHE_E_NOMEM
+                               : plcache_get_rendered(pc, name, sel, label, version, vars_text,
+                                                      strlen(vars_text), &json, &len);
+    } else {
+        st = plcache_get(pc, name, sel, label, version, &json, &len);
+    }
     if (st == PLCACHE_NOT_FOUND) {
         if (label)
             cli_error(c, "%s label %s: not found%s", name, label,
@@ -104,5 +161,7 @@ int cmd_get(const cli_ctx *c, int argc, char **argv)
 done:
     plcache_free(json);
     plcache_close(pc);
+    free(vars_text);
+    json_decref(vars);
     return status;
 }

@@ -50,7 +50,8 @@ static const cfg_program program = {
 
 static const char commands_help[] =
     "Commands:\n"
-    "  get NAME [--label L | --version N]  print a prompt's JSON (reads through with a key)\n"
+    "  get NAME [--label L | --version N]  print a prompt's JSON (reads through with a key);\n"
+    "      [--var K=V] [--vars-json JSON]  rendered with input variables\n"
     "  track [FILE|-]                      push one log job; print the queue's length\n"
     "  sync [NAME ...]                     refresh cached templates (all when no NAME)\n"
     "  sign [--secret S] [FILE|-]          print the X-PromptLayer-Signature of a body\n"
@@ -70,11 +71,19 @@ typedef struct command {
 
 static const command commands[] = {
     {"get", cmd_get,
-     "Usage: plcache get NAME [--label L | --version N]\n\n"
+     "Usage: plcache get NAME [--label L | --version N] [--var K=V]... [--vars-json JSON]\n\n"
      "Prints the JSON of template NAME at release label L, version N, or latest\n"
      "(HGET <prefix>prompt:NAME label:L | version:N | latest) on stdout. On a miss,\n"
      "when PROMPTLAYER_API_KEY is set, reads through to the API and fills the cache\n"
-     "(one client fetches while others wait for its fill). Exit 1 when not found.\n"},
+     "(one client fetches while others wait for its fill). Exit 1 when not found.\n\n"
+     "With --var (a string value; repeat it) or --vars-json (an object), prints the\n"
+     "entry with its input variables rendered as PromptLayer's SDKs render them\n"
+     "(prompt_template and llm_kwargs; f-string, jinja2). A template the SDKs do not\n"
+     "render themselves, or one outside what plcache renders, is rendered by\n"
+     "PromptLayer (needs PROMPTLAYER_API_KEY).\n\n"
+     "Examples:\n"
+     "  plcache get Hello --label prod\n"
+     "  plcache get Hello --label prod --var topic=Redis --vars-json '{\"n\": 3}'\n"},
     {"track", cmd_track,
      "Usage: plcache track [FILE|-]\n\n"
      "Pushes one log job from FILE or stdin onto <prefix>track and prints the\n"

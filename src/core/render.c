@@ -18,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/fstr.h"
+#include "core/jsonw.h"
 
 typedef enum render_format {
     FMT_FSTRING,
@@ -464,13 +465,18 @@ render_status render_json(const char *entry, size_t entrylen, const char *vars, 
     st = render_entry(e, v, max_text);
     if (st != RENDER_OK)
         goto done;
-    *out = json_dumps(e, JSON_COMPACT);
+    buf b;
+    buf_init(&b, RENDER_JSON_MAX);
+    size_t n = 0;
+    if (jsonw_compact(&b, e) == 0)
+        *out = buf_steal(&b, &n);
+    buf_free(&b);
     if (*out == NULL) {
         st = RENDER_ERROR;
         goto done;
     }
     if (outlen != NULL)
-        *outlen = strlen(*out);
+        *outlen = n;
 done:
     json_decref(e);
     json_decref(v);

@@ -68,12 +68,13 @@ render_status render_entry(json_t *entry, const json_t *vars, size_t max_text);
 
 /* Convenience over JSON text: parses entry (entrylen bytes) and vars (varslen
  * bytes; vars NULL for none), renders, and on RENDER_OK sets *out to the
- * entry as compact JSON (json_dumps with JSON_COMPACT: keys in their original
- * order, UTF-8 kept as is, reals as jansson writes them: 17 significant digits
- * that read back to the same double) and *outlen to its length; the caller
- * frees *out. *out is NULL on any other status. Text jansson cannot parse
- * (not JSON, integers past 64 bits, NaN) is RENDER_UNSUPPORTED: Python reads
- * more than jansson does. */
+ * entry as compact JSON (core/jsonw.h: keys in their original order, UTF-8
+ * kept as is, numbers as Python writes them, so 0.7 stays 0.7) and *outlen to
+ * its length; the caller frees *out. *out is NULL on any other status. Text
+ * jansson cannot parse (not JSON, integers past 64 bits, NaN) is
+ * RENDER_UNSUPPORTED: Python reads more than jansson does. An answer over
+ * RENDER_JSON_MAX bytes is RENDER_ERROR. */
+#define RENDER_JSON_MAX ((size_t)64 << 20)
 render_status render_json(const char *entry, size_t entrylen, const char *vars, size_t varslen,
                           size_t max_text, char **out, size_t *outlen);
 

@@ -41,4 +41,14 @@ void api_free(api *a);
 plcache_status api_fetch(api *a, const char *name, plcache_select sel, const char *label,
                          long long version, api_answer *out, char *err, size_t errlen);
 
+/* Asks PromptLayer to render template `name` at the selector: POST
+ * {base}/prompt-templates/<name> with the JSON body {"label": l} or
+ * {"version": n} (nothing for latest) plus "input_variables": vars (the JSON
+ * text of an object, vars_len bytes; NULL for none) -- what the SDKs call for
+ * a template they do not render themselves. Statuses as api_fetch; on
+ * PLCACHE_OK *out holds the answer's JSON text. Blocks up to the timeout. */
+plcache_status api_render(api *a, const char *name, plcache_select sel, const char *label,
+                          long long version, const char *vars, size_t vars_len, api_answer *out,
+                          char *err, size_t errlen);
+
 #endif

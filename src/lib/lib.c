@@ -427,6 +427,8 @@ const char *plcache_status_str(plcache_status st)
         return "protocol error";
     case PLCACHE_E_NOMEM:
         return "out of memory";
+    case PLCACHE_NOT_RENDERABLE:
+        return "not renderable here";
     }
     return "unknown status";
 }

@@ -11,6 +11,15 @@
  *   push       plcache_push of the same job
  *   http       the same prompt from the API at URL over HTTP (libcurl easy,
  *              one keep-alive connection), what a client without plcache pays
+ *   rget       plcache_get_rendered hitting Redis: the prompt with its input
+ *              variables rendered as PromptLayer's SDKs render them
+ *   rmemory    plcache_get_rendered hitting the memory cache
+ *   sdk        (with --sdk-base URL2) what the SDK's path costs without a warm
+ *              cache: POST URL2/prompt-templates/Hello with the variables, the
+ *              API rendering them, on an API answering with a delay (the
+ *              script starts a second fake API for it); a few per round
+ * --entry-out FILE writes the cached entry and the variables, for
+ * scripts/bench/client to time Python's str.format on the same texts.
  * The variants run interleaved, in R rounds of N/R operations each, so a
  * change of the machine's load touches them alike. Every operation is timed
  * on its own (CLOCK_MONOTONIC, whose cost is measured and printed); memory
@@ -32,24 +41,36 @@
 
 #define BATCH 1000
 
-enum { HGET, GET, MEMORY, LPUSH, PUSH, HTTP, NVARIANT };
+enum { HGET, GET, MEMORY, LPUSH, PUSH, HTTP, RGET, RMEMORY, SDK, NVARIANT };
 
 static const char *const names[NVARIANT] = {
-    "raw HGET (hiredis)",  "plcache_get, Redis hit", "plcache_get, memory hit",
-    "raw LPUSH (hiredis)", "plcache_push",           "HTTP GET, fake API (curl keep-alive)",
+    "raw HGET (hiredis)",
+    "plcache_get, Redis hit",
+    "plcache_get, memory hit",
+    "raw LPUSH (hiredis)",
+    "plcache_push",
+    "HTTP GET, fake API (curl keep-alive)",
+    "plcache_get_rendered, Redis hit",
+    "plcache_get_rendered, memory hit",
+    "SDK path: POST, API renders (delayed)",
 };
+
+/* The template's input variables. */
+static const char vars[] = "{\"product\":\"plcache\",\"question\":\"How do I reset my password?\"}";
 
 typedef struct series {
     double *us;
     size_t n, cap;
 } series;
 
+/* A Log Request PromptLayer accepts (DESIGN.md section 6), of a usual size. */
 static const char job[] =
-    "{\"function_name\":\"openai.chat.completions.create\",\"provider_type\":\"openai\","
-    "\"kwargs\":{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]},"
-    "\"request_response\":{\"id\":\"chatcmpl-1\",\"choices\":[{\"message\":{\"role\":"
-    "\"assistant\",\"content\":\"Hi there\"}}]},\"tags\":[\"bench\"],"
+    "{\"provider\":\"openai\",\"model\":\"gpt-4o\",\"input\":{\"type\":\"chat\",\"messages\":"
+    "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hello\"}]}]},\"output\":"
+    "{\"type\":\"chat\",\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"text\","
+    "\"text\":\"Hi there\"}]}]},\"parameters\":{\"temperature\":0.2},\"tags\":[\"bench\"],"
     "\"request_start_time\":1700000000.25,\"request_end_time\":1700000001.5,"
+    "\"input_tokens\":9,\"output_tokens\":3,\"prompt_name\":\"Hello\","
     "\"metadata\":{\"bench\":\"client\"}}";
 
 static int64_t now_ns(void)
@@ -149,7 +170,7 @@ static long parse_long(const char *s, const char *what)
 int main(int argc, char **argv)
 {
     int port = 0;
-    const char *api_base = NULL, *api_key = NULL;
+    const char *api_base = NULL, *api_key = NULL, *sdk_base = NULL, *entry_out = NULL;
     long ops = 100000, rounds = 10;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--redis-port") == 0)
@@ -162,19 +183,24 @@ int main(int argc, char **argv)
             ops = parse_long(argv[i + 1], "--ops");
         else if (strcmp(argv[i], "--rounds") == 0)
             rounds = parse_long(argv[i + 1], "--rounds");
+        else if (strcmp(argv[i], "--sdk-base") == 0)
+            sdk_base = argv[i + 1];
+        else if (strcmp(argv[i], "--entry-out") == 0)
+            entry_out = argv[i + 1];
         else
             die(argv[i], "unknown option");
     }
     if (port <= 0 || api_base == NULL || api_key == NULL)
         die("usage", "bench-client --redis-port P --api-base URL --api-key K [--ops N] "
-                     "[--rounds R]");
+                     "[--rounds R] [--sdk-base URL2] [--entry-out FILE]");
     long per_round = ops / rounds;
     long http_per_round = per_round / 10 > 0 ? per_round / 10 : 1; /* HTTP is ~10x slower */
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     /* The prompt: what the API says, stored as the cache holds it. */
     char url[512], hdr[300];
-    snprintf(url, sizeof(url), "%s/prompt-templates/Hello?label=prod", api_base);
+    snprintf(url, sizeof(url), "%s/prompt-templates/Hello?label=prod&include_llm_kwargs=true",
+             api_base);
     snprintf(hdr, sizeof(hdr), "X-API-KEY: %s", api_key);
     CURL *e = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, hdr);
@@ -202,6 +228,29 @@ int main(int argc, char **argv)
         PLCACHE_OK)
         die("read-through of Hello", plcache_errstr(filler));
     plcache_close(filler);
+    if (entry_out != NULL) {
+        FILE *f = fopen(entry_out, "w");
+        if (f == NULL || fprintf(f, "%s\n%s\n", prompt, vars) < 0 || fclose(f) != 0)
+            die(entry_out, "cannot write");
+    }
+    /* The SDK's path without a warm cache: PromptLayer renders (POST). */
+    CURL *sdk = NULL;
+    struct curl_slist *sdk_h = NULL;
+    char sdk_body[512];
+    if (sdk_base != NULL) {
+        char sdk_url[512];
+        snprintf(sdk_url, sizeof(sdk_url), "%s/prompt-templates/Hello", sdk_base);
+        snprintf(sdk_body, sizeof(sdk_body), "{\"label\":\"prod\",\"input_variables\":%s}", vars);
+        sdk = curl_easy_init();
+        sdk_h = curl_slist_append(curl_slist_append(NULL, hdr), "Content-Type: application/json");
+        curl_easy_setopt(sdk, CURLOPT_URL, sdk_url);
+        curl_easy_setopt(sdk, CURLOPT_HTTPHEADER, sdk_h);
+        curl_easy_setopt(sdk, CURLOPT_POSTFIELDS, sdk_body);
+        curl_easy_setopt(sdk, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(sdk, CURLOPT_TIMEOUT_MS, 10000L);
+        curl_easy_setopt(sdk, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(sdk, CURLOPT_WRITEDATA, (void *)&got);
+    }
 
     redisContext *rc = raw_connect(port);
     plcache *cg = open_client(redis_url, 0);
@@ -285,6 +334,30 @@ int main(int argc, char **argv)
             add(&s[PUSH], (double)(b - a) / 1000.0);
         }
         freeReplyObject(raw(rc, 2, del, NULL));
+        for (int mem = 0; mem < 2; mem++) {
+            plcache *c = mem ? cm : cg;
+            for (long i = 0; i < per_round; i++) {
+                char *json = NULL;
+                int64_t a = now_ns();
+                plcache_status rs = plcache_get_rendered(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0,
+                                                         vars, sizeof(vars) - 1, &json, NULL);
+                int64_t b = now_ns();
+                if (rs != PLCACHE_OK)
+                    die("plcache_get_rendered", plcache_errstr(c));
+                plcache_free(json);
+                add(&s[mem ? RMEMORY : RGET], (double)(b - a) / 1000.0);
+            }
+        }
+        for (long i = 0; sdk != NULL && i < 2; i++) {
+            long status = 0;
+            int64_t a = now_ns();
+            CURLcode cc = curl_easy_perform(sdk);
+            int64_t b = now_ns();
+            curl_easy_getinfo(sdk, CURLINFO_RESPONSE_CODE, &status);
+            if (cc != CURLE_OK || status != 200)
+                die("SDK-style POST", cc != CURLE_OK ? curl_easy_strerror(cc) : "not a 200");
+            add(&s[SDK], (double)(b - a) / 1000.0);
+        }
         for (long i = 0; i < http_per_round; i++) {
             long status = 0;
             got = 0;
@@ -306,6 +379,8 @@ int main(int argc, char **argv)
            prompt_len, sizeof(job) - 1, rounds, clock_ns);
     printf("%-40s %9s %10s %10s %10s\n", "operation", "ops", "median_us", "p99_us", "mean_us");
     for (int v = 0; v < NVARIANT; v++) {
+        if (s[v].n == 0)
+            continue;
         qsort(s[v].us, s[v].n, sizeof(double), cmp_double);
         printf("%-40s %9zu %10.3f %10.3f %10.3f\n", names[v], s[v].n, pct(&s[v], 0.5),
                pct(&s[v], 0.99), mean(&s[v]));
@@ -327,6 +402,12 @@ int main(int argc, char **argv)
            pct(&s[MEMORY], 0.5), pct(&batch, 0.5), pct(&batch, 0.5) < 1.0 ? "met" : "NOT met");
     printf("HTTP GET / plcache_get:    median %.1fx; / memory hit %.0fx\n",
            pct(&s[HTTP], 0.5) / pct(&s[GET], 0.5), pct(&s[HTTP], 0.5) / pct(&batch, 0.5));
+    printf("rendered / plain get:      Redis hit %.2fx, memory hit %.2fx (the cost of rendering)\n",
+           pct(&s[RGET], 0.5) / pct(&s[GET], 0.5), pct(&s[RMEMORY], 0.5) / pct(&s[MEMORY], 0.5));
+    if (s[SDK].n > 0)
+        printf("SDK path / rendered get:   Redis hit %.0fx, memory hit %.0fx\n",
+               pct(&s[SDK], 0.5) / pct(&s[RGET], 0.5), pct(&s[SDK], 0.5) / pct(&s[RMEMORY], 0.5));
+    printf("rendered_memory_median_us %.3f\n", pct(&s[RMEMORY], 0.5));
 
     for (int v = 0; v < NVARIANT; v++)
         free(s[v].us);
@@ -337,6 +418,9 @@ int main(int argc, char **argv)
     redisFree(rc);
     curl_slist_free_all(h);
     curl_easy_cleanup(e);
+    curl_slist_free_all(sdk_h);
+    if (sdk != NULL)
+        curl_easy_cleanup(sdk);
     curl_global_cleanup();
     return 0;
 }

@@ -253,6 +253,57 @@ class Get(Case):
 
 # -- track ----------------------------------------------------------------------
 
+class GetRendered(Case):
+    ENTRY = {"id": 1, "version": 2,
+             "prompt_template": {"type": "chat", "messages": [
+                 {"role": "system", "content": [{"type": "text", "text": "Help with {topic}."}]},
+                 {"role": "user", "content": [{"type": "text", "text": "{q} x{n:02d}"}]}]},
+             "metadata": {"model": {"provider": "openai", "name": "gpt-4o",
+                                    "parameters": {"temperature": 0.7}}},
+             "llm_kwargs": {"model": "gpt-4o", "temperature": 0.7, "messages": [
+                 {"role": "system", "content": "Help with {topic}."},
+                 {"role": "user", "content": [{"type": "text", "text": "{q} x{n:02d}"}]}]}}
+
+    def test_vars_render_prompt_template_and_llm_kwargs(self):
+        self.e.r("HSET", "pl:prompt:Hello", "label:prod", json.dumps(self.ENTRY))
+        out = self.ok("get", "Hello", "--label", "prod", "--var", "topic=Redis", "--var", "q=Why",
+                      "--vars-json", '{"n": 7, "q": "How"}', PROMPTLAYER_API_KEY=None)
+        got = json.loads(out)
+        self.assertEqual(got["prompt_template"]["messages"][0]["content"][0]["text"],
+                         "Help with Redis.")
+        self.assertEqual(got["prompt_template"]["messages"][1]["content"][0]["text"], "How x07")
+        self.assertEqual(got["llm_kwargs"]["messages"][0]["content"], "Help with Redis.")
+        self.assertIn('"temperature":0.7,', out)  # numbers as written
+        self.assertEqual(self.e.api.requests("/prompt-templates/"), [])
+        # Without variables: the entry as cached.
+        self.assertEqual(json.loads(self.ok("get", "Hello", "--label", "prod")), self.ENTRY)
+
+    def test_what_plcache_does_not_render_goes_to_the_api(self):
+        ph = {"prompt_template": {"type": "chat", "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be {tone}."}]},
+            {"role": "placeholder", "name": "history"}]}}
+        self.e.api.control("PUT", "/_fake/templates/Ph",
+                           {"id": 9, "versions": {"1": ph}, "labels": {"prod": 1}})
+        out = self.ok("get", "Ph", "--label", "prod", "--var", "tone=brief", "--vars-json",
+                      '{"history": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]}')
+        got = json.loads(out)
+        self.assertEqual(got["prompt_template"]["messages"][0]["content"][0]["text"], "Be brief.")
+        self.assertEqual(got["prompt_template"]["messages"][1]["role"], "user")
+        posts = [r for r in self.e.api.requests("/prompt-templates/Ph") if r["method"] == "POST"]
+        self.assertEqual(len(posts), 1)
+        self.assertEqual(json.loads(posts[0]["body"])["input_variables"]["tone"], "brief")
+        # Without a key nobody can render it: said in one line, exit 1.
+        _, line = self.fails(1, "get", "Ph", "--label", "prod", "--var", "tone=x",
+                             PROMPTLAYER_API_KEY=None)
+        self.assertIn("no API key", line)
+
+    def test_bad_variables_exit_2(self):
+        for args in (["--var", "novalue"], ["--var", "=x"], ["--vars-json", "[1]"],
+                     ["--vars-json", "{"], ["--var"]):
+            _, line = self.fails(2, "get", "Hello", *args)
+            self.assertIn("--var", line)
+
+
 class Track(Case):
     def test_from_file_and_stdin_prints_the_queue_length(self):
         path = os.path.join(self.e.tmp.path, "job.json")

@@ -1387,6 +1387,166 @@ static void test_memory_cache_follows_a_sentinel_failover(void **state)
     assert_int_equal(len, 1);
 }
 
+/* ---- rendering ---- */
+
+/* plcache_render of entry with vars (NULL: none): the status, and the text
+ * when OK (caller frees). */
+static plcache_status render(const char *entry, const char *vars, char **out)
+{
+    *out = NULL;
+    return plcache_render(entry, strlen(entry), vars, vars ? strlen(vars) : 0, out, NULL);
+}
+
+/* The SDKs' local rendering: when it renders, what, and what it leaves to
+ * PromptLayer. */
+static void test_render_is_the_sdks_local_rendering(void **state)
+{
+    (void)state;
+    static const char completion[] =
+        "{\"id\":1,\"prompt_template\":{\"type\":\"completion\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"Hi {name}, {n:>4}|{a.b}|{{x}}\"}]},\"llm_kwargs\":null}";
+    static const char with_kwargs[] =
+        "{\"prompt_template\":{\"type\":\"chat\",\"messages\":[{\"role\":\"system\",\"content\":"
+        "[{\"type\":\"text\",\"text\":\"About {topic}.\"}]}]},\"llm_kwargs\":{\"model\":\"gpt-4o\","
+        "\"temperature\":0.7,\"messages\":[{\"role\":\"system\",\"content\":\"About {topic}.\"}]}}";
+    static const struct {
+        const char *entry, *vars;
+        plcache_status st;
+        const char *want;
+    } rows[] = {
+        /* No llm_kwargs and no variables: as it is (the SDKs keep placeholders). */
+        {completion, NULL, PLCACHE_OK,
+         "{\"id\":1,\"prompt_template\":{\"type\":\"completion\",\"content\":[{\"type\":\"text\","
+         "\"text\":\"Hi {name}, {n:>4}|{a.b}|{{x}}\"}]},\"llm_kwargs\":null}"},
+        {completion, "{}", PLCACHE_OK,
+         "{\"id\":1,\"prompt_template\":{\"type\":\"completion\",\"content\":[{\"type\":\"text\","
+         "\"text\":\"Hi {name}, {n:>4}|{a.b}|{{x}}\"}]},\"llm_kwargs\":null}"},
+        /* str.format with every field resolved; {a.b} makes Python raise: kept. */
+        {completion, "{\"name\":\"Ada\",\"n\":7}", PLCACHE_OK,
+         "{\"id\":1,\"prompt_template\":{\"type\":\"completion\",\"content\":[{\"type\":\"text\","
+         "\"text\":\"Hi {name}, {n:>4}|{a.b}|{{x}}\"}]},\"llm_kwargs\":null}"},
+        {"{\"prompt_template\":{\"type\":\"completion\",\"content\":[{\"type\":\"text\",\"text\":"
+         "\"Hi {name}, {n:>4}|{{x}}|{missing}.\"}]}}",
+         "{\"name\":\"Ada\",\"n\":7}", PLCACHE_OK,
+         "{\"prompt_template\":{\"type\":\"completion\",\"content\":[{\"type\":\"text\",\"text\":"
+         "\"Hi Ada,    7|{x}|.\"}]}}"},
+        /* With llm_kwargs, even no variables render (placeholders become ""); the
+         * temperature stays 0.7. */
+        {with_kwargs, NULL, PLCACHE_OK,
+         "{\"prompt_template\":{\"type\":\"chat\",\"messages\":[{\"role\":\"system\",\"content\":"
+         "[{\"type\":\"text\",\"text\":\"About .\"}]}]},\"llm_kwargs\":{\"model\":\"gpt-4o\","
+         "\"temperature\":0.7,\"messages\":[{\"role\":\"system\",\"content\":\"About .\"}]}}"},
+        {with_kwargs, "{\"topic\":\"Redis\"}", PLCACHE_OK,
+         "{\"prompt_template\":{\"type\":\"chat\",\"messages\":[{\"role\":\"system\",\"content\":"
+         "[{\"type\":\"text\",\"text\":\"About Redis.\"}]}]},\"llm_kwargs\":{\"model\":"
+         "\"gpt-4o\",\"temperature\":0.7,\"messages\":[{\"role\":\"system\",\"content\":"
+         "\"About Redis.\"}]}}"},
+        /* The SDKs send these to PromptLayer. */
+        {"{\"prompt_template\":{\"type\":\"chat\",\"messages\":[{\"role\":\"placeholder\","
+         "\"name\":\"history\"}]}}",
+         "{}", PLCACHE_NOT_RENDERABLE, NULL},
+        {"{\"prompt_template\":{\"type\":\"chat\",\"messages\":[],\"tools\":[{\"type\":"
+         "\"variable\",\"name\":\"t\"}]}}",
+         "{}", PLCACHE_NOT_RENDERABLE, NULL},
+        /* Bad arguments. */
+        {completion, "[1]", PLCACHE_E_ARG, NULL},
+        {completion, "{", PLCACHE_E_ARG, NULL},
+        {"[]", NULL, PLCACHE_E_ARG, NULL},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char *out = NULL;
+        plcache_status st = render(rows[i].entry, rows[i].vars, &out);
+        if (st != rows[i].st)
+            fail_msg("row %zu: %s, want %s", i, plcache_status_str(st),
+                     plcache_status_str(rows[i].st));
+        if (rows[i].want != NULL && strcmp(out, rows[i].want) != 0)
+            fail_msg("row %zu:\n  got  %s\n  want %s", i, out, rows[i].want);
+        if (rows[i].want == NULL)
+            assert_null(out);
+        plcache_free(out);
+    }
+    assert_int_equal(plcache_render(NULL, 0, NULL, 0, NULL, NULL), PLCACHE_E_ARG);
+}
+
+/* A cached entry is rendered here: one Redis command, no API request. */
+static void test_get_rendered_renders_cached_entries_here(void **state)
+{
+    (void)state;
+    cmd_ok("HSET pl:prompt:Hello label:prod %s",
+           "{\"prompt_template\":{\"type\":\"chat\",\"messages\":[{\"role\":\"user\",\"content\":"
+           "[{\"type\":\"text\",\"text\":\"{q}?\"}]}]},\"llm_kwargs\":null}");
+    plcache_options o = opts(KEY);
+    plcache *c = open_client(&o);
+    const char vars[] = "{\"q\":\"Why\"}";
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(plcache_get_rendered(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0, vars,
+                                          strlen(vars), &json, &len),
+                     PLCACHE_OK);
+    assert_string_equal(json, "{\"prompt_template\":{\"type\":\"chat\",\"messages\":[{\"role\":"
+                              "\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Why?\"}]}]},"
+                              "\"llm_kwargs\":null}");
+    assert_int_equal(len, strlen(json));
+    plcache_free(json);
+    assert_int_equal(count_records("/prompt-templates/"), 0);
+    assert_int_equal(plcache_get_rendered(c, "Hello", PLCACHE_SEL_LABEL, "prod", 0, "[]", 2, &json,
+                                          NULL),
+                     PLCACHE_E_ARG);
+    assert_null(json);
+    plcache_close(c);
+}
+
+/* What the SDKs do not render themselves, PromptLayer renders: the POST they
+ * make, with the variables; without a key, the caller is told. */
+static void test_get_rendered_asks_promptlayer_for_what_it_does_not_render(void **state)
+{
+    (void)state;
+    const char *tpl =
+        "{\"id\":40,\"versions\":{\"1\":{\"prompt_template\":{\"type\":\"chat\",\"messages\":["
+        "{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"Be {tone}.\"}]},"
+        "{\"role\":\"placeholder\",\"name\":\"history\"}]}}},\"labels\":{\"prod\":1}}";
+    assert_int_equal(ctl("PUT", "/_fake/templates/Ph", tpl, NULL), 200);
+    const char vars[] = "{\"tone\":\"brief\",\"history\":[{\"role\":\"user\",\"content\":[{"
+                        "\"type\":\"text\",\"text\":\"Hi\"}]}]}";
+    plcache_options o = opts(KEY);
+    plcache *c = open_client(&o);
+    char *json = NULL;
+    assert_int_equal(plcache_get_rendered(c, "Ph", PLCACHE_SEL_LABEL, "prod", 0, vars,
+                                          strlen(vars), &json, NULL),
+                     PLCACHE_OK);
+    json_t *ans = json_loads(json, 0, NULL);
+    json_t *msgs = json_object_get(json_object_get(ans, "prompt_template"), "messages");
+    assert_int_equal(json_array_size(msgs), 2);
+    json_t *sys0 = json_array_get(json_object_get(json_array_get(msgs, 0), "content"), 0);
+    assert_string_equal(json_string_value(json_object_get(sys0, "text")), "Be brief.");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 1), "role")),
+                        "user");
+    json_decref(ans);
+    plcache_free(json);
+    /* The read-through filled the cache (a GET), then PromptLayer rendered (a POST). */
+    json_t *rec = records("/prompt-templates/Ph");
+    assert_int_equal(json_array_size(rec), 2);
+    json_t *post = json_array_get(rec, 1);
+    assert_string_equal(json_string_value(json_object_get(post, "method")), "POST");
+    json_t *body = json_loads(json_string_value(json_object_get(post, "body")), 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(body, "label")), "prod");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(body, "input_variables"), "tone")),
+                        "brief");
+    json_decref(body);
+    json_decref(rec);
+    plcache_close(c);
+    /* Without a key: a hit, but nobody to render it. */
+    o = opts(NULL);
+    c = open_client(&o);
+    assert_int_equal(plcache_get_rendered(c, "Ph", PLCACHE_SEL_LABEL, "prod", 0, vars,
+                                          strlen(vars), &json, NULL),
+                     PLCACHE_NOT_RENDERABLE);
+    assert_null(json);
+    assert_non_null(strstr(plcache_errstr(c), "no API key"));
+    plcache_close(c);
+}
+
 static void test_push_returns_the_queue_length(void **state)
 {
     (void)state;
@@ -1718,6 +1878,9 @@ int main(void)
                                         failover_setup, failover_teardown),
         cmocka_unit_test_setup_teardown(test_memory_cache_follows_a_webhook_applied_by_the_receiver,
                                         setup, webhook_teardown),
+        T(test_render_is_the_sdks_local_rendering),
+        T(test_get_rendered_renders_cached_entries_here),
+        T(test_get_rendered_asks_promptlayer_for_what_it_does_not_render),
         T(test_push_returns_the_queue_length),
         T(test_push_refuses_what_is_not_an_object),
         T(test_push_refuses_jobs_promptlayer_refuses),

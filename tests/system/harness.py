@@ -289,6 +289,7 @@ class TapResult(unittest.TestResult):
     def __init__(self):
         super().__init__()
         self.n = 0
+        self._subtest_failed = set()
 
     def _line(self, ok, test, directive=""):
         self.n += 1
@@ -316,6 +317,18 @@ class TapResult(unittest.TestResult):
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
         self._line(True, test, f" # SKIP {reason}")
+
+    def addSubTest(self, test, subtest, err):
+        # A failing subTest fails its test: one "not ok" line for the test
+        # (its first failing subtest names it), a diagnostic for each. A
+        # test with a failing subtest gets no addSuccess, so no other line.
+        super().addSubTest(test, subtest, err)
+        if err is None:
+            return
+        if test.id() not in self._subtest_failed:
+            self._subtest_failed.add(test.id())
+            self._line(False, test, f" {subtest._subDescription()}")
+        self._diag(err)
 
 
 def main(module_name="__main__"):

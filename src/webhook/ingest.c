@@ -13,7 +13,9 @@
 #include "core/hsrv.h"
 #include "core/keys.h"
 #include "core/log.h"
+#include "core/loglim.h"
 #include "core/metrics.h"
+#include "core/ops.h"
 #include "core/rwait.h"
 #include "core/timeutil.h"
 #include "webhook/verify.h"
@@ -49,6 +51,9 @@ static const char record_script[] =
 #define RECORD_BATCH 64
 #define RECORD_BATCH_BYTES ((size_t)1 << 20)
 
+/* Refused deliveries are logged one per this interval, the rest summed up. */
+#define REFUSAL_LOG_INTERVAL_MS 10000
+
 /* Event types counted by name in metrics; anything else is "other", so an
  * authentic sender cannot grow the metric set without bound. */
 static const char *const known_types[] = {
@@ -79,6 +84,8 @@ struct ingest {
     char *path;
     char events_key[256];
     long tolerance_s;
+    long seen_ttl_s; /* of pl:seen:<hash>: 24 h, or the tolerance when longer */
+    int serve_metrics;
     int retry_after_s;
     rconn *redis;
     rwait *wait; /* NULL when PLCACHE_MIN_REPLICAS is 0 */
@@ -91,6 +98,8 @@ struct ingest {
     size_t batch_n, batch_bytes;
     struct event *flush_ev; /* sends the batch at the end of the loop turn */
     int flush_pending;
+    loglim refusals;          /* one log line per interval for refused deliveries */
+    struct event *refusal_ev; /* logs the summary of an interval */
     /* metrics */
     unsigned long by_status[600];
     unsigned long sig_failures[NFAIL];
@@ -132,6 +141,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     flush_batch(in);
 }
 
+static void refusal_due(evutil_socket_t fd, short what, void *arg);
+
 ingest *ingest_new(struct event_base *base, const ingest_opts *opts, rconn *redis, sign_keys *keys)
 {
     ingest *in = calloc(1, sizeof(*in));
@@ -141,12 +152,18 @@ ingest *ingest_new(struct event_base *base, const ingest_opts *opts, rconn *redi
     in->prefix = strdup(opts->prefix);
     in->path = strdup(opts->path);
     in->flush_ev = event_new(base, -1, 0, on_flush, in);
-    if (in->prefix == NULL || in->path == NULL || in->flush_ev == NULL ||
+    in->refusal_ev = evtimer_new(base, refusal_due, in);
+    loglim_init(&in->refusals, REFUSAL_LOG_INTERVAL_MS);
+    if (in->prefix == NULL || in->path == NULL || in->flush_ev == NULL || in->refusal_ev == NULL ||
         keys_make(in->events_key, sizeof(in->events_key), opts->prefix, KEYS_EVENTS, NULL) < 0) {
         ingest_free(in);
         return NULL;
     }
     in->tolerance_s = opts->tolerance_s;
+    /* The duplicate guard covers every delivery the timestamp check lets in:
+     * a delivery seen once stays known as long as it could be replayed. */
+    in->seen_ttl_s = opts->tolerance_s > KEYS_SEEN_TTL_S ? opts->tolerance_s : KEYS_SEEN_TTL_S;
+    in->serve_metrics = opts->serve_metrics;
     in->retry_after_s = opts->retry_after_s > 0 ? opts->retry_after_s : 5;
     in->redis = redis;
     if (opts->min_replicas > 0) {
@@ -199,6 +216,8 @@ void ingest_free(ingest *in)
     }
     if (in->flush_ev)
         event_free(in->flush_ev);
+    if (in->refusal_ev)
+        event_free(in->refusal_ev);
     rwait_free(in->wait);
     sign_keys_free(&in->keys);
     free(in->prefix);
@@ -344,7 +363,7 @@ static void flush_batch(ingest *in)
     b->n = n;
     char nkeys[24], ttl[16], now[40];
     snprintf(nkeys, sizeof(nkeys), "%zu", n + 1);
-    snprintf(ttl, sizeof(ttl), "%d", KEYS_SEEN_TTL_S);
+    snprintf(ttl, sizeof(ttl), "%ld", in->seen_ttl_s);
     time_format_now(now, sizeof(now));
     /* EVAL script nkeys stream seen-key... ttl now (type payload)... */
     const char *argv[6 + 3 * RECORD_BATCH] = {"EVAL", record_script, nkeys, in->events_key};
@@ -411,6 +430,44 @@ static void record(ingest *in, struct evhttp_request *req, int64_t start_us, ver
     }
 }
 
+/* Logs how many refusals of the past interval were only counted. */
+static void refusal_summary(ingest *in)
+{
+    unsigned long n = loglim_flush(&in->refusals);
+    if (n == 0)
+        return;
+    char count[24], secs[24];
+    snprintf(count, sizeof(count), "%lu", n);
+    snprintf(secs, sizeof(secs), "%d", REFUSAL_LOG_INTERVAL_MS / 1000);
+    log_warn("more deliveries refused, counted but not logged one by one", "count", count,
+             "interval_s", secs);
+}
+
+static void refusal_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    refusal_summary(arg);
+}
+
+/* 1 when this refusal is logged in full: the first of its interval. The rest
+ * are counted (metrics count them all) and summed up when the interval ends,
+ * so a client without the secret cannot flood the log. */
+static int refusal_logged(ingest *in)
+{
+    int64_t now = time_mono_us() / 1000;
+    if (in->refusals.suppressed > 0 && now >= loglim_due_ms(&in->refusals))
+        refusal_summary(in); /* its timer has not run yet */
+    if (loglim_take(&in->refusals, now))
+        return 1;
+    if (!evtimer_pending(in->refusal_ev, NULL)) {
+        int64_t wait = loglim_due_ms(&in->refusals) - now;
+        struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+        evtimer_add(in->refusal_ev, &tv);
+    }
+    return 0;
+}
+
 static void handle_webhook(ingest *in, struct evhttp_request *req, int64_t start_us)
 {
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
@@ -433,16 +490,19 @@ static void handle_webhook(ingest *in, struct evhttp_request *req, int64_t start
         in->sig_failures[v.outcome == VERIFY_NO_SIGNATURE ? FAIL_NO_SIG
                          : v.outcome == VERIFY_STALE      ? FAIL_STALE
                                                           : FAIL_BAD_SIG]++;
-        evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
-        log_warn("webhook rejected", "status", "401", "reason", verify_reason(v.outcome), "peer",
-                 peer);
+        if (refusal_logged(in)) {
+            evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+            log_warn("webhook rejected", "status", "401", "reason", verify_reason(v.outcome),
+                     "peer", peer, "next", "counted for 10 s, then one summary line");
+        }
         finish(in, req, start_us, code, "{\"ok\":false,\"error\":\"unauthorized\"}");
         break;
     default: {
         char msg[96];
         snprintf(msg, sizeof(msg), "{\"ok\":false,\"error\":\"%s\"}", verify_reason(v.outcome));
-        log_warn("webhook rejected", "status", code == 400 ? "400" : "500", "reason",
-                 verify_reason(v.outcome));
+        if (refusal_logged(in))
+            log_warn("webhook rejected", "status", code == 400 ? "400" : "500", "reason",
+                     verify_reason(v.outcome));
         finish(in, req, start_us, code, msg);
         break;
     }
@@ -478,8 +538,10 @@ static void render_metrics(ingest *in, buf *b)
         snprintf(labels, sizeof(labels), "type=\"%s\"", known_types[i]);
         metrics_sample(b, "plcache_webhook_events_total", labels, (double)in->events[i]);
     }
-    metrics_single(b, "plcache_webhook_duplicates_total", "counter",
-                   "Authentic deliveries already seen within 24 h.", (double)in->duplicates);
+    metrics_single(
+        b, "plcache_webhook_duplicates_total", "counter",
+        "Authentic deliveries already seen (within 24 h, or the timestamp tolerance when longer).",
+        (double)in->duplicates);
     metrics_single(b, "plcache_redis_errors_total", "counter",
                    "Redis commands that failed or got no answer.", (double)in->redis_errors);
     metrics_single(b, "plcache_redis_wait_failures_total", "counter",
@@ -500,14 +562,20 @@ static void render_metrics(ingest *in, buf *b)
     }
 }
 
+void ingest_metrics(buf *b, void *arg)
+{
+    ingest *in = arg;
+    render_metrics(in, b);
+    if (in->more_metrics)
+        in->more_metrics(b, in->more_arg);
+}
+
 static void handle_metrics(ingest *in, struct evhttp_request *req, int64_t start_us)
 {
     buf b;
     buf_init(&b, 1 << 20);
     in->by_status[200]++;
-    render_metrics(in, &b);
-    if (in->more_metrics)
-        in->more_metrics(&b, in->more_arg);
+    ingest_metrics(&b, in);
     mhist_observe(&in->latency, (double)(time_mono_us() - start_us) / 1e6);
     hsrv_reply_metrics(req, b.data ? b.data : "", b.len);
     buf_free(&b);
@@ -531,24 +599,19 @@ void ingest_handle(struct evhttp_request *req, void *arg)
         handle_webhook(in, req, start_us);
         return;
     }
-    int is_health = strcmp(path, "/healthz") == 0, is_ready = strcmp(path, "/readyz") == 0,
-        is_metrics = strcmp(path, "/metrics") == 0;
-    if (!is_health && !is_ready && !is_metrics) {
+    ops_route r =
+        ops_route_of(path, m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, in->serve_metrics);
+    if (r == OPS_NOT_OURS) {
         finish(in, req, start_us, 404, "{\"ok\":false,\"error\":\"not found\"}");
         return;
     }
-    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        finish(in, req, start_us, 405, "{\"ok\":false,\"error\":\"method not allowed\"}");
+    if (r == OPS_METRICS) {
+        handle_metrics(in, req, start_us);
         return;
     }
-    if (is_metrics) {
-        handle_metrics(in, req, start_us);
-    } else if (is_health) {
-        finish(in, req, start_us, 200, "{\"ok\":true}");
-    } else if (rconn_ready(in->redis)) {
-        finish(in, req, start_us, 200, "{\"ok\":true,\"redis\":\"up\"}");
-    } else {
-        finish(in, req, start_us, 503, "{\"ok\":false,\"redis\":\"down\"}");
-    }
+    if (r == OPS_BAD_METHOD)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", OPS_ALLOW);
+    const char *json = NULL;
+    int code = ops_reply_of(r, r == OPS_READY && rconn_ready(in->redis), &json);
+    finish(in, req, start_us, code, json);
 }

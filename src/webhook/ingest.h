@@ -1,6 +1,7 @@
 /* ingest.h -- the webhook receiver's HTTP side: route, verify, record, answer.
  *
- * Serves PLCACHE_WEBHOOK_PATH, /healthz, /readyz and /metrics on one listener.
+ * Serves PLCACHE_WEBHOOK_PATH, /healthz, /readyz and /metrics on one listener
+ * (/metrics elsewhere when PLCACHE_METRICS_LISTEN gives it its own).
  * An authentic event is deduplicated and appended to the events stream by one
  * Lua script (SET NX EX + XADD, atomically), and answered 200 only from that
  * script's reply: never before the event is recorded. The events verified in
@@ -34,6 +35,7 @@ typedef struct ingest_opts {
     int retry_after_s;   /* Retry-After of a 503 */
     int min_replicas;    /* PLCACHE_MIN_REPLICAS: 0 answers once recorded */
     int wait_timeout_ms; /* how long one WAIT for them may take */
+    int serve_metrics;   /* serve /metrics on this listener (0: it has its own) */
 } ingest_opts;
 
 /* Makes a receiver that records through redis (not owned) and verifies with
@@ -47,6 +49,10 @@ void ingest_set_server(ingest *in, struct hsrv *srv);
 /* Adds a writer of more metrics to /metrics (the applier's, the fetcher's). */
 typedef void (*ingest_metrics_fn)(buf *b, void *arg);
 void ingest_set_metrics(ingest *in, ingest_metrics_fn fn, void *arg);
+
+/* Writes the receiver's metrics and the more_metrics' (an ops_hooks.metrics:
+ * arg is the ingest). */
+void ingest_metrics(buf *b, void *arg);
 
 /* Replaces the secrets (SIGHUP); ownership moves as in ingest_new. */
 void ingest_set_keys(ingest *in, sign_keys *keys);

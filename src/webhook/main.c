@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
+#include "core/ops.h"
 #include "core/rconn.h"
 #include "core/rurl.h"
 #include "core/sign.h"
@@ -60,6 +61,7 @@ typedef struct settings {
     long events_maxlen;
     long min_replicas;
     long llm_kwargs;
+    char *metrics_listen;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -116,13 +118,18 @@ static const cfg_opt opts[] = {
      "pl:events is trimmed near this many entries, never of events not yet applied "
      "unless it grows to 10 times as many"},
     OPT_MIN_REPLICAS(S(min_replicas)),
+    {"PLCACHE_METRICS_LISTEN", CFG_STRING, NULL, 0, 0, 0, cfg_check_listen, S(metrics_listen), 0,
+     "ADDR",
+     "a listener of its own for /healthz, /readyz and /metrics, host:port (the production "
+     "setting: /metrics is then not served on the public PLCACHE_LISTEN)"},
 };
 #undef S
 
 static const cfg_program program = {
     "plcache-webhook",
     "receives PromptLayer webhooks, verifies them and records them in Redis",
-    "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics.\n"
+    "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics (on\n"
+    "PLCACHE_METRICS_LISTEN instead when it is set).\n"
     "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
     "and the TLS files.\n",
     opts,
@@ -137,6 +144,8 @@ typedef struct app {
     fetcher *fetch;
     applier *apply;
     hsrv *srv;
+    hsrv *msrv; /* PLCACHE_METRICS_LISTEN's, or NULL */
+    ops_hooks ops;
     ingest *in;
     struct event *drain_timer;
     int64_t drain_deadline_us;
@@ -176,6 +185,17 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     applier_stop(a->apply);
     a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
     drain_check(-1, 0, a);
+}
+
+/* The metrics listener (core/ops.h) answers from the receiver. */
+static int ops_ready(void *arg)
+{
+    return rconn_ready(((app *)arg)->redis);
+}
+
+static void ops_metrics(buf *b, void *arg)
+{
+    ingest_metrics(b, ((app *)arg)->in);
 }
 
 static void render_more(buf *b, void *arg)
@@ -347,24 +367,29 @@ int main(int argc, char **argv)
     rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
     a.redis = rconn_new(a.base, &url, &ro, NULL, NULL);
     /* WAIT must end well before the command timeout drops the link. */
-    ingest_opts io = {a.set.prefix,
-                      a.set.path,
-                      a.set.tolerance,
-                      5,
-                      (int)a.set.min_replicas,
-                      (int)a.set.redis_timeout * 500};
+    ingest_opts io = {
+        .prefix = a.set.prefix,
+        .path = a.set.path,
+        .tolerance_s = a.set.tolerance,
+        .retry_after_s = 5,
+        .min_replicas = (int)a.set.min_replicas,
+        .wait_timeout_ms = (int)a.set.redis_timeout * 500,
+        .serve_metrics = a.set.metrics_listen == NULL,
+    };
     snprintf(keyn, sizeof(keyn), "%zu", keys.n);
     a.in = a.redis ? ingest_new(a.base, &io, a.redis, &keys) : NULL;
     if (a.in == NULL) {
         log_error("out of memory");
         goto done;
     }
-    hsrv_opts ho = {a.set.listen,
-                    (size_t)a.set.max_body,
-                    (size_t)a.set.max_headers,
-                    (int)a.set.idle_timeout,
-                    (int)a.set.request_timeout,
-                    (int)a.set.max_conns};
+    hsrv_opts ho = {
+        .listen = a.set.listen,
+        .max_body = (size_t)a.set.max_body,
+        .max_headers = (size_t)a.set.max_headers,
+        .idle_timeout_s = (int)a.set.idle_timeout,
+        .request_timeout_s = (int)a.set.request_timeout,
+        .max_conns = (int)a.set.max_conns,
+    };
     a.srv = hsrv_new(a.base, &ho, ingest_handle, a.in, err, sizeof(err));
     if (a.srv == NULL) {
         fprintf(stderr, "plcache-webhook: PLCACHE_LISTEN (--listen): %s\n", err);
@@ -408,6 +433,24 @@ int main(int argc, char **argv)
         goto done;
     }
     ingest_set_metrics(a.in, render_more, &a);
+    if (a.set.metrics_listen != NULL) {
+        hsrv_opts mo = {
+            .listen = a.set.metrics_listen,
+            .max_body = 1024,
+            .max_headers = 8192,
+            .idle_timeout_s = 30,
+            .request_timeout_s = 10,
+            .max_conns = 64,
+        };
+        a.ops = (ops_hooks){.ready = ops_ready, .metrics = ops_metrics, .arg = &a};
+        a.msrv = hsrv_new(a.base, &mo, ops_handle, &a.ops, err, sizeof(err));
+        if (a.msrv == NULL) {
+            fprintf(stderr, "plcache-webhook: PLCACHE_METRICS_LISTEN (--metrics-listen): %s\n",
+                    err);
+            status = 2;
+            goto done;
+        }
+    }
     a.drain_timer = evtimer_new(a.base, drain_check, &a);
     sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
     sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
@@ -424,8 +467,13 @@ int main(int argc, char **argv)
     snprintf(port, sizeof(port), "%d", hsrv_port(a.srv));
     char where[300];
     rurl_describe(&url, where, sizeof(where));
+    if (a.set.tolerance == 0)
+        log_warn("PLCACHE_TIMESTAMP_TOLERANCE=0: deliveries' timestamps are not checked, so a "
+                 "captured delivery can be replayed once its duplicate guard expires (24 h); "
+                 "a replayed prompt_template_deleted drops the template");
     log_info("plcache-webhook listening", "version", PLCACHE_VERSION, "listen", a.set.listen,
-             "port", port, "path", a.set.path, "redis", where, "secrets", keyn);
+             "port", port, "path", a.set.path, "redis", where, "secrets", keyn, "metrics",
+             a.set.metrics_listen ? a.set.metrics_listen : a.set.listen);
 
     event_base_dispatch(a.base);
     log_info("plcache-webhook stopped");
@@ -441,6 +489,7 @@ done:
      * connections and the receiver exist; then the server, then the rest. */
     rconn_free(a.redis);
     hsrv_free(a.srv);
+    hsrv_free(a.msrv);
     ingest_free(a.in);
     applier_free(a.apply);
     for (int i = 0; i < 3; i++)

@@ -22,6 +22,7 @@
 #include "core/fetch.h"
 #include "core/hsrv.h"
 #include "core/log.h"
+#include "core/ops.h"
 #include "core/loop.h"
 #include "core/rconn.h"
 #include "core/rurl.h"
@@ -114,40 +115,18 @@ typedef struct app {
     struct event *drain_timer;
     int64_t drain_deadline_us;
     int stopping, releasing;
+    ops_hooks ops; /* what the metrics listener answers from */
 } app;
 
-static void on_http(struct evhttp_request *req, void *arg)
+/* The operations endpoints (core/ops.h) answer from the worker. */
+static int ops_ready(void *arg)
 {
-    app *a = arg;
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    if (path == NULL)
-        path = "";
-    int known = !strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/metrics");
-    if (!known) {
-        hsrv_reply(req, 404, "{\"ok\":false,\"error\":\"not found\"}");
-        return;
-    }
-    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        hsrv_reply(req, 405, "{\"ok\":false,\"error\":\"method not allowed\"}");
-        return;
-    }
-    if (!strcmp(path, "/healthz")) {
-        hsrv_reply(req, 200, "{\"ok\":true}");
-    } else if (!strcmp(path, "/readyz")) {
-        if (worker_ready(a->w))
-            hsrv_reply(req, 200, "{\"ok\":true,\"redis\":\"up\"}");
-        else
-            hsrv_reply(req, 503, "{\"ok\":false,\"redis\":\"down\"}");
-    } else {
-        buf b;
-        buf_init(&b, 1 << 20);
-        worker_metrics(a->w, &b);
-        hsrv_reply_metrics(req, b.data ? b.data : "", b.len);
-        buf_free(&b);
-    }
+    return worker_ready(((app *)arg)->w);
+}
+
+static void ops_metrics(buf *b, void *arg)
+{
+    worker_metrics(((app *)arg)->w, b);
 }
 
 static void redis_state(int up, void *arg)
@@ -275,8 +254,16 @@ int main(int argc, char **argv)
         log_error("cannot start (out of memory)");
         goto done;
     }
-    hsrv_opts ho = {a.set.metrics_listen, 1024, 8192, 30, 10, 64};
-    a.srv = hsrv_new(a.base, &ho, on_http, &a, err, sizeof(err));
+    hsrv_opts ho = {
+        .listen = a.set.metrics_listen,
+        .max_body = 1024,
+        .max_headers = 8192,
+        .idle_timeout_s = 30,
+        .request_timeout_s = 10,
+        .max_conns = 64,
+    };
+    a.ops = (ops_hooks){.ready = ops_ready, .metrics = ops_metrics, .arg = &a};
+    a.srv = hsrv_new(a.base, &ho, ops_handle, &a.ops, err, sizeof(err));
     if (a.srv == NULL) {
         fprintf(stderr, "plcache-worker: PLCACHE_METRICS_LISTEN (--metrics-listen): %s\n", err);
         status = 2;

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""test_hostile.py -- plcache-webhook (and the worker) against hostile clients.
+
+The receiver faces the internet, and PromptLayer does not retry a delivery
+that failed: what an attacker without the secret can make it do must stay
+bounded. Each test here is one of the attacks of issue 14, run against the
+real daemons on loopback.
+"""
+import json
+import os
+import re
+import subprocess
+import time
+import unittest
+
+import harness as h
+
+SECRET = "whsec_test_secret"
+
+
+def Env(**settings):
+    return h.WebhookEnv(secret=SECRET, **settings)
+
+
+# -- item 6: /metrics off the public listener, quiet refusals -------------------
+
+class MetricsListener(unittest.TestCase):
+    def test_metrics_on_their_own_listener_are_not_on_the_public_one(self):
+        mport = h.free_port()
+        e = Env(PLCACHE_METRICS_LISTEN=f"127.0.0.1:{mport}").start()
+        self.addCleanup(e.close)
+        st, _, _ = e.get("/metrics")
+        self.assertEqual(st, 404)
+        st, _, body = e.get("/metrics", port=mport)
+        self.assertEqual(st, 200)
+        self.assertIn(b"plcache_http_requests_total", body)
+        self.assertIn(b"plcache_apply_events_total", body)  # the applier's too
+        # The public 404 was counted; /healthz and /readyz answer on both.
+        self.assertIn(b'plcache_http_requests_total{status="404"} 1', body)
+        for port in (e.port, mport):
+            self.assertEqual(e.get("/healthz", port=port)[0], 200)
+            self.assertEqual(e.get("/readyz", port=port)[0], 200)
+        # Only the operations endpoints on the metrics listener.
+        self.assertEqual(e.get("/webhooks/promptlayer", port=mport)[0], 404)
+        st, hd, _ = h.request(mport, "POST", "/metrics", b"{}")
+        self.assertEqual((st, hd.get("Allow")), (405, "GET, HEAD"))
+        # Webhooks still go to the public listener.
+        st, _, data = e.post(h.event("agent_run_finished", agent_name="a"))
+        self.assertEqual((st, data), (200, {"ok": True}))
+
+    def test_without_a_metrics_listener_metrics_stay_where_they_were(self):
+        e = Env().start()
+        self.addCleanup(e.close)
+        self.assertEqual(e.get("/metrics")[0], 200)
+
+    def test_a_bad_metrics_listener_stops_the_start_naming_it(self):
+        e = Env()
+        self.addCleanup(e.close)
+        for bad in ("nope", f"127.0.0.1:{e.port}"):  # not an address; taken (by the webhook)
+            env = dict(os.environ, **e.env)
+            env.update(PLCACHE_METRICS_LISTEN=bad, PLCACHE_LISTEN=f"127.0.0.1:{h.free_port()}")
+            if bad != "nope":
+                e.start()
+            p = subprocess.run([e.daemon.binary], env=env, capture_output=True, text=True,
+                               timeout=20)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("PLCACHE_METRICS_LISTEN", p.stderr)
+
+
+class QuietRefusals(unittest.TestCase):
+    def test_refused_deliveries_are_logged_in_a_summary_not_one_line_each(self):
+        e = Env().start()
+        self.addCleanup(e.close)
+        body = json.dumps(h.event("agent_run_finished", agent_name="a"))
+        for i in range(300):
+            st, _, _ = e.post(body, sig="0" * 64)
+            self.assertEqual(st, 401)
+        self.assertEqual(e.metric("plcache_webhook_signature_failures_total"), 300)
+        # One line for the first refusal, then one summary per interval.
+        h.wait_until(lambda: "more deliveries refused" in e.daemon.log(), 15,
+                     what="the summary line")
+        log = e.daemon.log()
+        lines = [ln for ln in log.splitlines() if "webhook rejected" in ln]
+        self.assertLessEqual(len(lines), 3, lines)
+        m = re.search(r"msg=\"?[^\n]*more deliveries refused[^\n]*count=(\d+)", log)
+        self.assertIsNotNone(m, log[-2000:])
+        self.assertGreaterEqual(int(m.group(1)), 290)
+        # An authentic delivery is still logged as usual.
+        st, _, _ = e.post(body)
+        self.assertEqual(st, 200)
+
+
+# -- item 7: the duplicate guard covers the whole accepted window ---------------
+
+class ReplayWindow(unittest.TestCase):
+    def test_seen_keys_live_at_least_as_long_as_the_timestamp_tolerance(self):
+        tolerance = 3 * 86400
+        e = Env(PLCACHE_TIMESTAMP_TOLERANCE=tolerance).start()
+        self.addCleanup(e.close)
+        ev = h.event("prompt_template_deleted", prompt_template_name="Gone",
+                     prompt_template_id=5)
+        st, _, _ = e.post(ev)
+        self.assertEqual(st, 200)
+        keys = e.redis_cmd("KEYS", "pl:seen:*")
+        self.assertEqual(len(keys), 1)
+        ttl = e.redis_cmd("TTL", keys[0])
+        self.assertGreater(ttl, tolerance - 60)
+        self.assertLessEqual(ttl, tolerance)
+
+    def test_the_default_window_keeps_24_hours(self):
+        e = Env().start()
+        self.addCleanup(e.close)
+        st, _, _ = e.post(h.event("agent_run_finished", agent_name="a"))
+        self.assertEqual(st, 200)
+        ttl = e.redis_cmd("TTL", e.redis_cmd("KEYS", "pl:seen:*")[0])
+        self.assertGreater(ttl, 86400 - 60)
+
+    def test_no_timestamp_check_is_said_loudly_at_start(self):
+        e = Env(PLCACHE_TIMESTAMP_TOLERANCE=0).start()
+        self.addCleanup(e.close)
+        log = e.daemon.log()
+        self.assertIn("PLCACHE_TIMESTAMP_TOLERANCE=0", log)
+        self.assertIn("replay", log)
+
+
+# -- item 8: a job's endpoint cannot leave the API's known paths -----------------
+
+class WorkerEndpoints(unittest.TestCase):
+    def test_an_escaped_path_is_an_invalid_job_and_nothing_is_sent(self):
+        e = h.WorkerEnv()
+        self.addCleanup(e.close)
+        e.start()
+        bad = [{"endpoint": "/%2e%2e/%2e%2e/admin", "body": {"request_id": 1, "score": 1}},
+               {"endpoint": "/rest/%2e%2e/admin", "body": {}},
+               {"endpoint": "/rest/track-score?x=/admin", "body": {"request_id": 1, "score": 1}},
+               {"endpoint": "/log-request", "body": h.log_request(uid="ok"),
+                "then": [{"endpoint": "/%2E%2E/admin", "body": {}}]}]
+        good = {"endpoint": "/rest/track%2Dscore", "body": {"request_id": 1, "score": 9,
+                                                           "uid": "escaped-but-known"}}
+        e.push(*bad, good)
+        h.wait_until(lambda: len(e.dead()) == len(bad) and e.settled(), 20,
+                     what="the bad jobs dead-lettered")
+        for d in e.dead():
+            self.assertIn("invalid_job", d["error"])
+        paths = {r["path"] for r in e.records()}
+        self.assertEqual(paths, {"/rest/track-score"})  # the known path, as written by plcache
+        self.assertEqual(e.delivered(path_prefix="/rest/track-score"), {"escaped-but-known": 1})
+
+
+if __name__ == "__main__":
+    h.main()

@@ -9,10 +9,28 @@
  * returns, before any I/O on that connection: it finds the connection as the
  * argument evhttp gave the bufferevent's callbacks and sets the close callback.
  *
- * The request deadline hangs on the same bufferevent: bytes added to its input
- * arm it, bytes added to its output (an answer) disarm it. When it passes, the
- * connection is failed as a read timeout; a request still held by the handler
- * is detached by evhttp and freed when the handler replies.
+ * Deadlines hang on the same bufferevent, one timer per connection, so that no
+ * connection holds a slot without working for it:
+ *   - from accept, the first byte of a request must come within
+ *     first_byte_timeout_s (a TLS handshake included): a client that connects
+ *     and says nothing is cut off in seconds, not after the idle timeout;
+ *   - from a request's first byte, its answer must be queued within
+ *     request_timeout_s (bytes added to the input arm it, bytes added to the
+ *     output disarm it), so a client trickling bytes is cut off too;
+ *   - once its answer is written, a keep-alive connection waits for the next
+ *     request under evhttp's idle timeout.
+ * When a deadline passes, the connection is failed as a read timeout; a
+ * request still held by the handler is detached by evhttp and freed when the
+ * handler replies.
+ *
+ * Connections that hold no request (waiting for their first byte, or idle
+ * between requests with nothing left to write) are on an LRU list. At the
+ * connection bound a new client is not kept waiting while such a connection
+ * exists: the oldest one is closed to make room (from an event of its own,
+ * outside evhttp's callbacks), and the listener pauses only when every open
+ * connection is working on a request. With max_conns_per_peer, a peer (an IP
+ * address, the trusted ones excepted) may hold at most that many
+ * connections; one more is closed at once.
  *
  * A plain connection also gets a `keep` event: EV_READ on its socket, for
  * as long as the connection lives. evhttp stops reading while a request is
@@ -54,10 +72,137 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "core/log.h"
+
+/* ---- open connections per peer ------------------------------------------- */
+
+/* A peer: its IPv4 (4 bytes) or IPv6 (16 bytes) address. */
+typedef struct hsrv_peer {
+    unsigned char addr[16];
+    int len;
+} hsrv_peer;
+
+typedef struct peer_entry {
+    struct peer_entry *next;
+    hsrv_peer peer;
+    size_t conns;
+} peer_entry;
+
+#define PEER_BUCKETS 1024
+
+/* Counts of open connections by peer, entries freed at 0; and the peers that
+ * are never bounded. */
+typedef struct hsrv_peers {
+    peer_entry *bucket[PEER_BUCKETS];
+    hsrv_peer trusted[HSRV_MAX_TRUSTED];
+    size_t ntrusted;
+} hsrv_peers;
+
+static size_t peer_hash(const hsrv_peer *p)
+{
+    size_t h = 2166136261u; /* FNV-1a */
+    for (int i = 0; i < p->len; i++)
+        h = (h ^ p->addr[i]) * 16777619u;
+    return h % PEER_BUCKETS;
+}
+
+static int peer_same(const hsrv_peer *a, const hsrv_peer *b)
+{
+    return a->len == b->len && memcmp(a->addr, b->addr, (size_t)a->len) == 0;
+}
+
+/* The address of a socket's peer (an IPv4-mapped IPv6 address as IPv4), or
+ * -1 when it has none we can bound (a Unix socket). */
+static int peer_of(evutil_socket_t fd, hsrv_peer *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(out, 0, sizeof(*out));
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET) {
+        memcpy(out->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        out->len = 4;
+        return 0;
+    }
+    if (ss.ss_family != AF_INET6)
+        return -1;
+    const unsigned char *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a, mapped, 12) == 0) {
+        memcpy(out->addr, a + 12, 4);
+        out->len = 4;
+    } else {
+        memcpy(out->addr, a, 16);
+        out->len = 16;
+    }
+    return 0;
+}
+
+static int peer_exempt(const hsrv_peers *t, const hsrv_peer *p)
+{
+    for (size_t i = 0; i < t->ntrusted; i++)
+        if (peer_same(&t->trusted[i], p))
+            return 1;
+    return 0;
+}
+
+/* Counts one more connection of p unless it has `max` already: 1 counted, 0
+ * over the bound, -1 out of memory (counted as allowed: not counted). */
+static int hsrv_peers_take(hsrv_peers *t, const hsrv_peer *p, size_t max)
+{
+    peer_entry **b = &t->bucket[peer_hash(p)];
+    for (peer_entry *e = *b; e != NULL; e = e->next) {
+        if (peer_same(&e->peer, p)) {
+            if (e->conns >= max)
+                return 0;
+            e->conns++;
+            return 1;
+        }
+    }
+    peer_entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    e->peer = *p;
+    e->conns = 1;
+    e->next = *b;
+    *b = e;
+    return 1;
+}
+
+static void hsrv_peers_release(hsrv_peers *t, const hsrv_peer *p)
+{
+    for (peer_entry **b = &t->bucket[peer_hash(p)]; *b != NULL; b = &(*b)->next) {
+        peer_entry *e = *b;
+        if (peer_same(&e->peer, p)) {
+            if (--e->conns == 0) {
+                *b = e->next;
+                free(e);
+            }
+            return;
+        }
+    }
+}
+
+static void hsrv_peers_free(hsrv_peers *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < PEER_BUCKETS; i++) {
+        while (t->bucket[i] != NULL) {
+            peer_entry *e = t->bucket[i];
+            t->bucket[i] = e->next;
+            free(e);
+        }
+    }
+    free(t);
+}
+
+/* ---- the server ----------------------------------------------------------- */
 
 struct hsrv {
     struct event_base *base;
@@ -71,9 +216,21 @@ struct hsrv {
     int paused;
     int stopped;
     unsigned long pauses;
-    size_t unsent; /* answer bytes queued on connections, not yet written */
-    SSL_CTX *tls;  /* one reference of ours, or NULL: plain HTTP */
+    size_t unsent;                         /* answer bytes queued on connections, not yet written */
+    SSL_CTX *tls;                          /* one reference of ours, or NULL: plain HTTP */
+    struct hconn *spare_head, *spare_tail; /* connections holding no request, oldest first */
+    size_t spare_n;
+    struct event *evict; /* closes spare connections while over the bound */
+    hsrv_peers *peers;   /* open connections per peer, when max_conns_per_peer is set */
+    hsrv_stats_t st;
 };
+
+/* Where a connection is in its life (see the top of this file). */
+typedef enum hphase {
+    PHASE_FIRST,   /* accepted, no byte of a request yet: first_byte_timeout_s runs */
+    PHASE_REQUEST, /* a request's bytes came: request_timeout_s runs until its answer */
+    PHASE_IDLE,    /* answered and written: evhttp's idle timeout */
+} hphase;
 
 typedef struct hconn {
     hsrv *srv;
@@ -84,16 +241,72 @@ typedef struct hconn {
     struct event *keep; /* plain connections: see the top of this file */
     int fed;            /* evhttp read bytes since keep last fired */
     int armed;
-    int handshaking; /* TLS: the deadline runs for the handshake */
-    int refuse;      /* TLS wanted but no TLS bufferevent: close at adoption */
+    hphase phase;
+    struct hconn *prev, *next; /* on the spare list (phase FIRST or IDLE, adopted) */
+    int spare;
+    hsrv_peer peer; /* its address, when counted against a per-peer bound */
+    int counted;    /* counted in srv->peers */
+    int refuse;     /* close at adoption: TLS wanted but no TLS bufferevent, or its peer
+                       holds too many connections */
 } hconn;
+
+static void spare_add(hconn *hc)
+{
+    hsrv *s = hc->srv;
+    if (hc->spare)
+        return;
+    hc->spare = 1;
+    hc->prev = s->spare_tail;
+    hc->next = NULL;
+    if (s->spare_tail)
+        s->spare_tail->next = hc;
+    else
+        s->spare_head = hc;
+    s->spare_tail = hc;
+    s->spare_n++;
+}
+
+static void spare_remove(hconn *hc)
+{
+    hsrv *s = hc->srv;
+    if (!hc->spare)
+        return;
+    if (hc->prev)
+        hc->prev->next = hc->next;
+    else
+        s->spare_head = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    else
+        s->spare_tail = hc->prev;
+    hc->prev = hc->next = NULL;
+    hc->spare = 0;
+    s->spare_n--;
+}
+
+/* Arms hc's one timer for `secs` from now, replacing what it waited for. */
+static void arm(hconn *hc, int secs)
+{
+    struct timeval tv = {secs, 0};
+    evtimer_add(hc->deadline, &tv);
+    hc->armed = 1;
+}
+
+static void disarm(hconn *hc)
+{
+    if (hc->armed) {
+        evtimer_del(hc->deadline);
+        hc->armed = 0;
+    }
+}
 
 static void update_listener(hsrv *s)
 {
     struct evconnlistener *l = s->sock ? evhttp_bound_socket_get_listener(s->sock) : NULL;
     if (l == NULL || s->stopped)
         return;
-    int want_pause = s->live >= (size_t)s->opts.max_conns;
+    /* Accept while a slot is free, or a spare connection can give its own. */
+    int want_pause = s->live >= (size_t)s->opts.max_conns + s->spare_n;
     if (want_pause && !s->paused) {
         evconnlistener_disable(l);
         s->paused = 1;
@@ -141,6 +354,9 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
         s->unsent -= left < s->unsent ? left : s->unsent;
         evbuffer_remove_cb_entry(out, hc->out_cb);
     }
+    spare_remove(hc);
+    if (hc->counted)
+        hsrv_peers_release(s->peers, &hc->peer);
     hconn_free(hc);
     s->live--;
     update_listener(s);
@@ -152,6 +368,10 @@ static void deadline_passed(evutil_socket_t fd, short what, void *arg)
     (void)what;
     hconn *hc = arg;
     hc->armed = 0;
+    if (hc->phase == PHASE_FIRST)
+        hc->srv->st.first_byte_timeouts++;
+    else
+        hc->srv->st.request_timeouts++;
     /* Fail the connection as a read timeout: evhttp closes it. */
     bufferevent_trigger_event(hc->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
 }
@@ -177,10 +397,12 @@ static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info,
         if (hc->keep != NULL && !event_pending(hc->keep, EV_READ, NULL))
             event_add(hc->keep, NULL);
     }
-    if (info->n_added > 0 && !hc->armed) {
-        struct timeval tv = {hc->srv->opts.request_timeout_s, 0};
-        evtimer_add(hc->deadline, &tv);
-        hc->armed = 1;
+    if (info->n_added > 0 && hc->phase != PHASE_REQUEST) {
+        /* A request's first byte: its own deadline replaces the first-byte one. */
+        hc->phase = PHASE_REQUEST;
+        spare_remove(hc);
+        arm(hc, hc->srv->opts.request_timeout_s);
+        update_listener(hc->srv);
     }
 }
 
@@ -191,9 +413,18 @@ static void output_changed(struct evbuffer *b, const struct evbuffer_cb_info *in
     hsrv *s = hc->srv;
     s->unsent += info->n_added;
     s->unsent -= info->n_deleted < s->unsent ? info->n_deleted : s->unsent;
-    if (info->n_added > 0 && hc->armed) {
-        evtimer_del(hc->deadline);
-        hc->armed = 0;
+    if (info->n_added > 0 && hc->phase == PHASE_REQUEST)
+        disarm(hc); /* the answer is queued */
+    if (info->n_deleted > 0 && evbuffer_get_length(b) == 0 && hc->phase == PHASE_REQUEST) {
+        /* Written. A pipelined request already read waits under its own
+         * deadline; otherwise the connection idles and may give its slot. */
+        if (evbuffer_get_length(bufferevent_get_input(hc->bev)) > 0) {
+            arm(hc, s->opts.request_timeout_s);
+        } else {
+            hc->phase = PHASE_IDLE;
+            spare_add(hc);
+            update_listener(s);
+        }
     }
 }
 
@@ -223,6 +454,19 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     hc->out_cb = evbuffer_add_cb(bufferevent_get_output(hc->bev), output_changed, hc);
     evhttp_connection_set_closecb(evcon, conn_closed, hc);
     evutil_socket_t sock = bufferevent_getfd(hc->bev);
+    if (!hc->refuse && s->peers != NULL && sock >= 0 && peer_of(sock, &hc->peer) == 0 &&
+        !peer_exempt(s->peers, &hc->peer)) {
+        int took = hsrv_peers_take(s->peers, &hc->peer, (size_t)s->opts.max_conns_per_peer);
+        hc->counted = took == 1;
+        if (took == 0) {
+            hc->refuse = 1;
+            s->st.peer_refusals++;
+        }
+    }
+    if (!hc->refuse && hc->phase == PHASE_FIRST) {
+        spare_add(hc);
+        update_listener(s); /* a burst of accepts may have paused it before adoption */
+    }
     if (!hc->refuse && sock >= 0 && bufferevent_openssl_get_ssl(hc->bev) == NULL) {
         /* Without it (out of memory) the connection works as before. */
         hc->keep =
@@ -232,8 +476,8 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     }
     bufferevent_decref(hc->bev);
     if (hc->refuse) {
-        /* Never plain HTTP on an HTTPS listener: evhttp closes it now (and
-         * conn_closed frees hc). */
+        /* Never plain HTTP on an HTTPS listener, nor a peer past its bound:
+         * evhttp closes it now (and conn_closed frees hc). */
         bufferevent_trigger_event(hc->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, 0);
     }
 }
@@ -244,14 +488,10 @@ static void tls_info(const SSL *ssl, int where, int ret)
     hconn *hc = SSL_get_app_data(ssl);
     if (hc == NULL)
         return;
-    if ((where & SSL_CB_HANDSHAKE_DONE) && hc->handshaking) {
-        hc->handshaking = 0;
-        if (hc->armed) {
-            evtimer_del(hc->deadline);
-            hc->armed = 0;
-        }
-    }
-    if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && hc->handshaking &&
+    /* The first-byte deadline runs on through the handshake: a client that
+     * completes it and says nothing holds no slot longer than one that does
+     * not. */
+    if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && hc->phase == PHASE_FIRST &&
         SSL_alert_type_string(ret)[0] == 'F')
         log_debug("TLS handshake refused", "alert", SSL_alert_desc_string_long(ret));
 }
@@ -282,9 +522,9 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
     if (hc == NULL)
         return NULL;
     hc->srv = s;
+    hc->phase = PHASE_FIRST;
     if (s->tls != NULL) {
         hc->bev = tls_bev(s, hc, base);
-        hc->handshaking = hc->bev != NULL;
         hc->refuse = hc->bev == NULL;
     }
     if (hc->bev == NULL)
@@ -302,16 +542,32 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
         hconn_free(hc);
         return NULL;
     }
-    if (hc->handshaking) {
-        struct timeval tv = {s->opts.request_timeout_s, 0};
-        evtimer_add(hc->deadline, &tv);
-        hc->armed = 1;
-    }
+    arm(hc, s->opts.first_byte_timeout_s);
     bufferevent_incref(hc->bev);
     event_active(hc->adopt, EV_TIMEOUT, 0);
     s->live++;
+    if (s->live > (size_t)s->opts.max_conns)
+        event_active(s->evict, EV_TIMEOUT, 0); /* not here, inside evhttp's accept */
     update_listener(s);
     return hc->bev;
+}
+
+/* Over the bound: the oldest connections holding no request give their slots
+ * (failed as a timeout, evhttp closes them; conn_closed takes them off the
+ * list). Runs from its own event, never inside evhttp's callbacks. */
+static void evict(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hsrv *s = arg;
+    while (s->live > (size_t)s->opts.max_conns && s->spare_head != NULL) {
+        hconn *hc = s->spare_head;
+        spare_remove(hc);
+        s->st.evictions++;
+        disarm(hc);
+        bufferevent_trigger_event(hc->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
+    }
+    update_listener(s);
 }
 
 /* Inside a handler called by evhttp (any server's): evhttp's own frames are
@@ -356,6 +612,8 @@ static int split_listen(const char *listen, char *host, size_t hostlen, int *por
     return 0;
 }
 
+static int hsrv_parse_trusted(const char *list, hsrv_peers *t, char *err, size_t errlen);
+
 hsrv *hsrv_new(struct event_base *base, const hsrv_opts *opts, hsrv_handler handler, void *arg,
                char *err, size_t errlen)
 {
@@ -374,6 +632,23 @@ hsrv *hsrv_new(struct event_base *base, const hsrv_opts *opts, hsrv_handler hand
     s->base = base;
     s->opts = *opts;
     s->opts.listen = NULL;
+    s->opts.trusted = NULL;
+    if (s->opts.first_byte_timeout_s <= 0)
+        s->opts.first_byte_timeout_s = opts->request_timeout_s;
+    s->evict = event_new(base, -1, 0, evict, s);
+    if (s->evict == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    if (opts->max_conns_per_peer > 0) {
+        s->peers = calloc(1, sizeof(*s->peers));
+        if (s->peers == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto err;
+        }
+        if (hsrv_parse_trusted(opts->trusted, s->peers, err, errlen) != 0)
+            goto err;
+    }
     s->handler = handler;
     s->arg = arg;
     if (split_listen(opts->listen, host, sizeof(host), &port) != 0) {
@@ -431,6 +706,41 @@ unsigned long hsrv_paused(const hsrv *s)
     return s->pauses;
 }
 
+void hsrv_stats(const hsrv *s, hsrv_stats_t *out)
+{
+    *out = s->st;
+}
+
+/* Reads "a,b,..." (IPv4 or IPv6 addresses) into t->trusted. */
+static int hsrv_parse_trusted(const char *list, hsrv_peers *t, char *err, size_t errlen)
+{
+    const char *p = list;
+    while (p != NULL && *p != '\0') {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char one[64];
+        if (n == 0 || n >= sizeof(one) || t->ntrusted == HSRV_MAX_TRUSTED) {
+            snprintf(err, errlen, "trusted addresses: a list of at most %d IP addresses",
+                     HSRV_MAX_TRUSTED);
+            return -1;
+        }
+        memcpy(one, p, n);
+        one[n] = '\0';
+        hsrv_peer *peer = &t->trusted[t->ntrusted];
+        if (inet_pton(AF_INET, one, peer->addr) == 1) {
+            peer->len = 4;
+        } else if (inet_pton(AF_INET6, one, peer->addr) == 1) {
+            peer->len = 16;
+        } else {
+            snprintf(err, errlen, "trusted addresses: %.60s is not an IP address", one);
+            return -1;
+        }
+        t->ntrusted++;
+        p = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
 int hsrv_set_tls(hsrv *s, SSL_CTX *ctx)
 {
     if (ctx != NULL && SSL_CTX_up_ref(ctx) != 1)
@@ -461,6 +771,9 @@ void hsrv_free(hsrv *s)
     /* Frees every connection: their close callbacks run now and need s. */
     if (s->http)
         evhttp_free(s->http);
+    if (s->evict)
+        event_free(s->evict);
+    hsrv_peers_free(s->peers);
     SSL_CTX_free(s->tls);
     free(s);
 }

@@ -4,11 +4,18 @@
  * body, 50 s timeouts, no bound on connections. hsrv sets them all:
  *   - header and body size (evhttp answers 431/413 itself, before reading more);
  *   - an idle timeout per connection (evhttp_set_timeout);
+ *   - a first-byte deadline: from accept (a TLS handshake included), a
+ *     request's first byte must come within first_byte_timeout_s;
  *   - a request deadline: once a request's first byte arrives it must be read
  *     and answered within request_timeout_s, so a client that trickles one byte
  *     at a time cannot hold a connection forever;
- *   - a bound on open connections: at the bound the listener stops accepting
- *     (new clients wait in the kernel's backlog) until one closes.
+ *   - a bound on open connections: at the bound, the oldest connection that
+ *     holds no request (silent since accept, or idle between requests) is
+ *     closed to make room for a new client; only when every connection is
+ *     working on a request does the listener stop accepting (new clients wait
+ *     in the kernel's backlog) until one closes;
+ *   - optionally a bound per peer address (trusted addresses, e.g. loopback
+ *     or the proxy in front, excepted).
  * The last two hang on each connection's own bufferevent, made by hsrv
  * (evhttp_set_bevcb): callbacks on its input and output buffers arm and
  * disarm the deadline and count answer bytes not yet written (hsrv_unsent),
@@ -30,18 +37,35 @@ struct ssl_ctx_st; /* SSL_CTX */
 typedef struct hsrv hsrv;
 
 typedef struct hsrv_opts {
-    const char *listen;    /* host:port; port 0 picks a free one */
-    size_t max_body;       /* bytes */
-    size_t max_headers;    /* bytes, all header lines together */
-    int idle_timeout_s;    /* keep-alive connection with nothing to do */
-    int request_timeout_s; /* first byte of a request to its answer */
-    int max_conns;         /* open connections */
+    const char *listen;       /* host:port; port 0 picks a free one */
+    size_t max_body;          /* bytes */
+    size_t max_headers;       /* bytes, all header lines together */
+    int idle_timeout_s;       /* keep-alive connection with nothing to do */
+    int request_timeout_s;    /* first byte of a request to its answer */
+    int max_conns;            /* open connections */
+    int first_byte_timeout_s; /* accept (and TLS handshake) to a request's first byte;
+                                 0: request_timeout_s */
+    int max_conns_per_peer;   /* open connections of one IP address; 0: no bound */
+    const char *trusted;      /* with max_conns_per_peer: comma-separated IP addresses never
+                                 bounded; NULL or "" for none; copied */
 } hsrv_opts;
+
+/* Most addresses `trusted` may list. */
+#define HSRV_MAX_TRUSTED 16
+
+/* What the server did to keep its slots working, for /metrics. */
+typedef struct hsrv_stats_t {
+    unsigned long first_byte_timeouts; /* connections closed: no request within the first-byte
+                                          deadline */
+    unsigned long request_timeouts;    /* connections closed: a request not done in time */
+    unsigned long evictions;           /* connections without a request closed to make room */
+    unsigned long peer_refusals;       /* connections closed: their peer held its bound */
+} hsrv_stats_t;
 
 typedef void (*hsrv_handler)(struct evhttp_request *req, void *arg);
 
 /* Binds and starts serving every request to handler. Returns NULL with err set
- * (cannot bind, bad address, no memory). */
+ * (cannot bind, bad address, a bad trusted address, no memory). */
 hsrv *hsrv_new(struct event_base *base, const hsrv_opts *opts, hsrv_handler handler, void *arg,
                char *err, size_t errlen);
 
@@ -52,6 +76,9 @@ int hsrv_port(const hsrv *s);
  * paused at the bound). */
 size_t hsrv_conns(const hsrv *s);
 unsigned long hsrv_paused(const hsrv *s);
+
+/* Copies the counters into *out. */
+void hsrv_stats(const hsrv *s, hsrv_stats_t *out);
 
 /* Bytes of answers queued on open connections and not yet written: a
  * graceful stop waits for 0, so an answer given is an answer sent. */

@@ -557,8 +557,21 @@ static void render_metrics(ingest *in, buf *b)
         metrics_single(b, "plcache_http_connections", "gauge", "Open HTTP connections.",
                        (double)hsrv_conns(in->srv));
         metrics_single(b, "plcache_http_accept_pauses_total", "counter",
-                       "Times the listener paused at PLCACHE_MAX_CONNECTIONS.",
+                       "Times the listener paused at PLCACHE_MAX_CONNECTIONS, every connection "
+                       "busy with a request.",
                        (double)hsrv_paused(in->srv));
+        hsrv_stats_t hs;
+        hsrv_stats(in->srv, &hs);
+        metrics_header(b, "plcache_http_connections_closed_total", "counter",
+                       "Connections the receiver closed to keep its slots working, by reason.");
+        metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"first_byte_timeout\"",
+                       (double)hs.first_byte_timeouts);
+        metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"request_timeout\"",
+                       (double)hs.request_timeouts);
+        metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"evicted\"",
+                       (double)hs.evictions);
+        metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"peer_limit\"",
+                       (double)hs.peer_refusals);
     }
 }
 

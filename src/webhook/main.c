@@ -7,6 +7,7 @@
  * certificate and key of PLCACHE_TLS_CERT/PLCACHE_TLS_KEY when the listener
  * is HTTPS (new connections get the new ones; a bad file keeps the old).
  */
+#include <arpa/inet.h>
 #include <event2/event.h>
 #include <malloc.h>
 #include <signal.h>
@@ -62,6 +63,9 @@ typedef struct settings {
     long min_replicas;
     long llm_kwargs;
     char *metrics_listen;
+    long first_byte_timeout;
+    long max_conns_per_peer;
+    char *trusted_proxies;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -72,6 +76,32 @@ static int check_path(const char *v, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* A comma-separated list of IP addresses (PLCACHE_TRUSTED_PROXIES). */
+static int check_ips(const char *v, char *err, size_t errlen)
+{
+    if (v[0] == '\0')
+        return 0; /* none */
+    char one[64];
+    size_t n = 0;
+    for (const char *p = v;; p++) {
+        if (*p != ',' && *p != '\0') {
+            if (n + 1 >= sizeof(one))
+                break;
+            one[n++] = *p;
+            continue;
+        }
+        one[n] = '\0';
+        unsigned char addr[16];
+        if (n == 0 || (inet_pton(AF_INET, one, addr) != 1 && inet_pton(AF_INET6, one, addr) != 1))
+            break;
+        n = 0;
+        if (*p == '\0')
+            return 0;
+    }
+    snprintf(err, errlen, "expected IP addresses separated by commas");
+    return -1;
 }
 
 #define S(f) offsetof(settings, f)
@@ -102,6 +132,17 @@ static const cfg_opt opts[] = {
      "an idle keep-alive connection is closed after this"},
     {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0, "SECONDS",
      "a request must be received and answered within this from its first byte"},
+    {"PLCACHE_FIRST_BYTE_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(first_byte_timeout), 0,
+     "SECONDS",
+     "a new connection (TLS handshake included) must send a request's first byte within this"},
+    {"PLCACHE_MAX_CONNECTIONS_PER_PEER", CFG_INT, "0", 0, 0, 1000000, NULL, S(max_conns_per_peer),
+     0, "N",
+     "open connections of one IP address at most, past it a new one is closed at once (0: no "
+     "bound); PLCACHE_TRUSTED_PROXIES are never bounded"},
+    {"PLCACHE_TRUSTED_PROXIES", CFG_STRING, "127.0.0.1,::1", 0, 0, 0, check_ips, S(trusted_proxies),
+     0, "IP[,IP]",
+     "addresses PLCACHE_MAX_CONNECTIONS_PER_PEER never bounds: a proxy or load balancer in "
+     "front, whose connections carry many clients (\"\" for none)"},
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
     OPT_API_KEY(S(api_key), S(api_key_file)),
     OPT_BASE_URL(S(base_url)),
@@ -389,6 +430,9 @@ int main(int argc, char **argv)
         .idle_timeout_s = (int)a.set.idle_timeout,
         .request_timeout_s = (int)a.set.request_timeout,
         .max_conns = (int)a.set.max_conns,
+        .first_byte_timeout_s = (int)a.set.first_byte_timeout,
+        .max_conns_per_peer = (int)a.set.max_conns_per_peer,
+        .trusted = a.set.trusted_proxies,
     };
     a.srv = hsrv_new(a.base, &ho, ingest_handle, a.in, err, sizeof(err));
     if (a.srv == NULL) {

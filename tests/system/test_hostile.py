@@ -9,6 +9,7 @@ real daemons on loopback.
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import unittest
@@ -20,6 +21,93 @@ SECRET = "whsec_test_secret"
 
 def Env(**settings):
     return h.WebhookEnv(secret=SECRET, **settings)
+
+
+# -- item 1: connections that say nothing hold no slot --------------------------
+
+def closed_within(sock, seconds):
+    """True when the server closes sock (EOF or reset) within `seconds`; what
+    it sent before (the rest of an answer) is read and dropped."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        try:
+            if sock.recv(4096) == b"":
+                return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+class SilentConnections(unittest.TestCase):
+    def test_silent_connections_at_the_bound_do_not_keep_clients_out(self):
+        e = Env(PLCACHE_MAX_CONNECTIONS=20).start()
+        self.addCleanup(e.close)
+        silent = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(20)]
+        self.addCleanup(lambda: [x.close() for x in silent])
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        self.assertEqual(e.get("/healthz")[0], 200)  # 59.5 s on the old receiver
+        st, _, data = e.post(h.event("agent_run_finished", agent_name="a"))
+        self.assertEqual((st, data), (200, {"ok": True}))
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertTrue(closed_within(silent[0], 2), "the oldest silent connection gave its slot")
+        self.assertGreaterEqual(
+            e.metric('plcache_http_connections_closed_total{reason="evicted"}'), 1)
+
+    def test_a_silent_connection_is_closed_at_the_first_byte_deadline(self):
+        e = Env(PLCACHE_FIRST_BYTE_TIMEOUT=1, PLCACHE_IDLE_TIMEOUT=60).start()
+        self.addCleanup(e.close)
+        s = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+        self.addCleanup(s.close)
+        t0 = time.monotonic()
+        self.assertTrue(closed_within(s, 5))
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(
+            e.metric('plcache_http_connections_closed_total{reason="first_byte_timeout"}'), 1)
+
+    def test_an_idle_keepalive_connection_gives_its_slot_to_a_new_client(self):
+        e = Env(PLCACHE_MAX_CONNECTIONS=2, PLCACHE_IDLE_TIMEOUT=60).start()
+        self.addCleanup(e.close)
+        kept = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+        self.addCleanup(kept.close)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(kept.recv(100).startswith(b"HTTP/1.1 200"))  # answered, kept alive
+        busy = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+        self.addCleanup(busy.close)
+        busy.sendall(b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\n")  # mid-request
+        time.sleep(0.2)
+        self.assertEqual(e.get("/healthz")[0], 200)
+        self.assertTrue(closed_within(kept, 2))
+        self.assertFalse(closed_within(busy, 0.3))  # a request in progress is never evicted
+
+    def test_one_peer_holds_at_most_its_bound(self):
+        e = Env(PLCACHE_MAX_CONNECTIONS_PER_PEER=3, PLCACHE_TRUSTED_PROXIES="").start()
+        self.addCleanup(e.close)
+        socks = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(4)]
+        self.addCleanup(lambda: [x.close() for x in socks])
+        self.assertTrue(closed_within(socks[3], 2))
+        self.assertFalse(closed_within(socks[0], 0.2))
+        socks[0].close()
+        time.sleep(0.2)
+        for x in socks[1:3]:
+            x.close()
+        time.sleep(0.2)
+        self.assertEqual(e.get("/healthz")[0], 200)  # slots come back as they close
+        self.assertEqual(e.metric('plcache_http_connections_closed_total{reason="peer_limit"}'), 1)
+
+    def test_trusted_addresses_are_not_bounded(self):
+        e = Env(PLCACHE_MAX_CONNECTIONS_PER_PEER=2).start()  # loopback trusted by default
+        self.addCleanup(e.close)
+        socks = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(5)]
+        self.addCleanup(lambda: [x.close() for x in socks])
+        for x in socks:
+            x.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(x.recv(100).startswith(b"HTTP/1.1 200"))
 
 
 # -- item 6: /metrics off the public listener, quiet refusals -------------------

@@ -321,21 +321,56 @@ class Limits(unittest.TestCase):
         finally:
             e.close()
 
-    def test_connections_beyond_the_bound_wait_for_a_slot(self):
+    def test_at_the_bound_silent_tls_connections_make_room(self):
+        # Handshaken and silent: they hold no request, so the oldest gives its
+        # slot to a new client (issue 14: silent sockets held every slot).
         e = TlsEnv(PLCACHE_MAX_CONNECTIONS=3).start()
         try:
             idle = [e.ctx.wrap_socket(socket.create_connection(("127.0.0.1", e.port), timeout=5),
                                       server_hostname="127.0.0.1") for _ in range(3)]
             time.sleep(0.3)
+            t0 = time.monotonic()
+            self.assertEqual(e.request("GET", "/healthz", timeout=5)[0], 200)
+            self.assertLess(time.monotonic() - t0, 2.0)
+            self.assertEqual(idle[0].recv(1), b"")  # the oldest was closed
+            for s in idle[1:]:
+                s.close()
+        finally:
+            e.close()
+
+    def test_at_the_bound_busy_tls_connections_make_new_clients_wait(self):
+        e = TlsEnv(PLCACHE_MAX_CONNECTIONS=3, PLCACHE_REQUEST_TIMEOUT=30).start()
+        try:
+            busy = [e.ctx.wrap_socket(socket.create_connection(("127.0.0.1", e.port), timeout=5),
+                                      server_hostname="127.0.0.1") for _ in range(3)]
+            for s in busy:  # a request begun and not finished
+                s.sendall(b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.3)
             extra = socket.create_connection(("127.0.0.1", e.port), timeout=1.0)
             with self.assertRaises((socket.timeout, ssl.SSLError)):
                 e.ctx.wrap_socket(extra, server_hostname="127.0.0.1")
             extra.close()
-            idle[0].close()
+            busy[0].close()
             h.wait_until(lambda: e.request("GET", "/healthz", timeout=2)[0] == 200, 5,
                          what="a slot")
-            for s in idle[1:]:
+            for s in busy[1:]:
                 s.close()
+        finally:
+            e.close()
+
+    def test_a_handshaken_silent_connection_is_closed_at_the_first_byte_deadline(self):
+        e = TlsEnv(PLCACHE_FIRST_BYTE_TIMEOUT=1, PLCACHE_REQUEST_TIMEOUT=30,
+                   PLCACHE_IDLE_TIMEOUT=60).start()
+        try:
+            s = e.ctx.wrap_socket(socket.create_connection(("127.0.0.1", e.port), timeout=10),
+                                  server_hostname="127.0.0.1")
+            t0 = time.monotonic()
+            try:
+                self.assertEqual(s.recv(1), b"")
+            except ConnectionResetError:
+                pass
+            self.assertLess(time.monotonic() - t0, 4.0)
+            s.close()
         finally:
             e.close()
 

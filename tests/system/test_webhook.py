@@ -381,23 +381,28 @@ class Limits(unittest.TestCase):
         finally:
             e.close()
 
-    def test_connections_beyond_the_bound_wait_for_a_slot(self):
-        e = Env(PLCACHE_MAX_CONNECTIONS=4).start()
+    def test_at_the_bound_busy_connections_make_new_clients_wait(self):
+        # Every slot holds a request begun: the listener pauses, a new client
+        # waits in the backlog until a slot frees.
+        e = Env(PLCACHE_MAX_CONNECTIONS=4, PLCACHE_REQUEST_TIMEOUT=30).start()
         try:
-            idle = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(4)]
+            busy = [socket.create_connection(("127.0.0.1", e.port), timeout=5) for _ in range(4)]
+            for s in busy:
+                s.sendall(b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\n")
             time.sleep(0.3)
             extra = socket.create_connection(("127.0.0.1", e.port), timeout=5)
             extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             extra.settimeout(1.0)
             with self.assertRaises(socket.timeout):
                 extra.recv(100)
-            idle[0].close()
+            busy[0].close()
             extra.settimeout(5.0)
             self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
-            for s in idle[1:] + [extra]:
+            for s in busy[1:] + [extra]:
                 s.close()
             st, _, data = e.get("/metrics")
             self.assertIn("plcache_http_accept_pauses_total", data.decode())
+            self.assertGreaterEqual(h.metric_sum(data.decode(), "plcache_http_accept_pauses_total"), 1)
         finally:
             e.close()
 

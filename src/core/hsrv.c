@@ -44,6 +44,23 @@
  * until evhttp reads from the socket again, so that a level-triggered socket
  * with unread bytes never spins the loop.
  *
+ * Answers are JSON, all of them. libevent writes some answers itself -- 413
+ * for a body over the limit, 400 for headers over theirs or a request it
+ * cannot parse, 417 -- as HTML pages, before any handler sees the request.
+ * Bytes added to a connection's output while no answer of ours is being
+ * written are libevent's; such an answer is rewritten, from an event run
+ * after libevent finished writing it into the buffer and before the socket
+ * can take it, into the same status with a JSON body, and reported to the
+ * owner (hsrv_set_counter) so that it is counted like the others.
+ *
+ * Request framing is checked before a handler sees a request, because a
+ * proxy in front that frames it otherwise lets a request hide inside another
+ * (request smuggling): two Content-Length headers that differ, a
+ * Transfer-Encoding other than exactly "chunked" (libevent 2.1 reads
+ * "gzip, chunked" as no body), Transfer-Encoding with Content-Length, and,
+ * seen in the raw bytes of the header section, obsolete line folding and
+ * lines ended by a bare LF, are answered 400 and the connection closed.
+ *
  * (A pass-through filter bufferevent would count closes too, but libevent
  * 2.1's filter tells evhttp an answer is written when it is only queued, and
  * evhttp then closes the socket under a "Connection: close" answer.)
@@ -223,7 +240,15 @@ struct hsrv {
     struct event *evict; /* closes spare connections while over the bound */
     hsrv_peers *peers;   /* open connections per peer, when max_conns_per_peer is set */
     hsrv_stats_t st;
+    struct hconn **by_fd; /* adopted connections by socket, for the framing check */
+    size_t by_fd_cap;
+    hsrv_counter counter; /* told of the answers hsrv gives itself */
+    void *counter_arg;
 };
+
+/* Set while an answer of ours is written into a connection's output: bytes
+ * added at any other time are an answer libevent writes itself. */
+static int writing_ours;
 
 /* Where a connection is in its life (see the top of this file). */
 typedef enum hphase {
@@ -244,10 +269,19 @@ typedef struct hconn {
     hphase phase;
     struct hconn *prev, *next; /* on the spare list (phase FIRST or IDLE, adopted) */
     int spare;
-    hsrv_peer peer; /* its address, when counted against a per-peer bound */
-    int counted;    /* counted in srv->peers */
-    int refuse;     /* close at adoption: TLS wanted but no TLS bufferevent, or its peer
-                       holds too many connections */
+    struct event *fix; /* rewrites an answer libevent wrote itself (see the top) */
+    int fix_pending;
+    int fd; /* in srv->by_fd, or -1 */
+    /* The raw header section of the request being read: */
+    int hdr_scan;              /* still in it */
+    unsigned char hdr_prev;    /* the byte before */
+    size_t hdr_line_len;       /* bytes of the current line, CR excepted */
+    size_t hdr_lines;          /* lines ended so far */
+    const char *framing_error; /* what was wrong in it, or NULL */
+    hsrv_peer peer;            /* its address, when counted against a per-peer bound */
+    int counted;               /* counted in srv->peers */
+    int refuse;                /* close at adoption: TLS wanted but no TLS bufferevent, or its peer
+                                  holds too many connections */
 } hconn;
 
 static void spare_add(hconn *hc)
@@ -329,6 +363,8 @@ static void hconn_detach_ssl(hconn *hc)
 
 static void hconn_free(hconn *hc)
 {
+    if (hc->fix)
+        event_free(hc->fix);
     if (hc->keep)
         event_free(hc->keep);
     if (hc->adopt)
@@ -357,6 +393,8 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     spare_remove(hc);
     if (hc->counted)
         hsrv_peers_release(s->peers, &hc->peer);
+    if (hc->fd >= 0 && (size_t)hc->fd < s->by_fd_cap && s->by_fd[hc->fd] == hc)
+        s->by_fd[hc->fd] = NULL;
     hconn_free(hc);
     s->live--;
     update_listener(s);
@@ -388,6 +426,61 @@ static void keep_fired(evutil_socket_t fd, short what, void *arg)
     event_del(hc->keep);
 }
 
+/* Reads n raw bytes of the header section of a request (its request line and
+ * header lines, up to the empty line), noting what HTTP/1.1 forbids and
+ * libevent 2.1 lets pass: obsolete line folding, a line ended by a bare LF. */
+static void scan_header_bytes(hconn *hc, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n && hc->hdr_scan; i++) {
+        unsigned char c = p[i];
+        if (c == '\n') {
+            if (hc->hdr_prev != '\r' && hc->framing_error == NULL)
+                hc->framing_error = "a line ended by a bare LF";
+            if (hc->hdr_line_len == 0 && hc->hdr_lines > 0)
+                hc->hdr_scan = 0; /* the empty line: the body (if any) follows */
+            hc->hdr_lines++;
+            hc->hdr_line_len = 0;
+        } else if (c != '\r') {
+            if (hc->hdr_line_len == 0 && hc->hdr_lines > 0 && (c == ' ' || c == '\t') &&
+                hc->framing_error == NULL)
+                hc->framing_error = "obsolete line folding";
+            hc->hdr_line_len++;
+        }
+        hc->hdr_prev = c;
+    }
+}
+
+/* Scans the bytes of b from offset `from` to its end. */
+static void scan_buffer(hconn *hc, struct evbuffer *b, size_t from)
+{
+    struct evbuffer_ptr ptr;
+    if (evbuffer_ptr_set(b, &ptr, from, EVBUFFER_PTR_SET) != 0)
+        return;
+    struct evbuffer_iovec v[8];
+    while (hc->hdr_scan) {
+        int n = evbuffer_peek(b, -1, &ptr, v, 8);
+        if (n <= 0)
+            return;
+        size_t took = 0;
+        for (int i = 0; i < n && i < 8; i++) {
+            scan_header_bytes(hc, v[i].iov_base, v[i].iov_len);
+            took += v[i].iov_len;
+        }
+        if (n <= 8 || evbuffer_ptr_set(b, &ptr, took, EVBUFFER_PTR_ADD) != 0)
+            return;
+    }
+}
+
+/* A new request begins: its header section is read from the start. */
+static void scan_start(hconn *hc)
+{
+    hc->hdr_scan = 1;
+    hc->hdr_prev = '\n';
+    hc->hdr_line_len = 0;
+    hc->hdr_lines = 0;
+    hc->framing_error = NULL;
+}
+
 static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)b;
@@ -403,6 +496,11 @@ static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info,
         spare_remove(hc);
         arm(hc, hc->srv->opts.request_timeout_s);
         update_listener(hc->srv);
+        scan_start(hc);
+    }
+    if (info->n_added > 0 && hc->hdr_scan) {
+        size_t len = evbuffer_get_length(b);
+        scan_buffer(hc, b, len >= info->n_added ? len - info->n_added : 0);
     }
 }
 
@@ -413,19 +511,115 @@ static void output_changed(struct evbuffer *b, const struct evbuffer_cb_info *in
     hsrv *s = hc->srv;
     s->unsent += info->n_added;
     s->unsent -= info->n_deleted < s->unsent ? info->n_deleted : s->unsent;
+    if (info->n_added > 0 && !writing_ours && !hc->fix_pending) {
+        /* libevent writes an answer of its own: rewritten once it is whole. */
+        hc->fix_pending = 1;
+        event_active(hc->fix, EV_TIMEOUT, 0);
+    }
     if (info->n_added > 0 && hc->phase == PHASE_REQUEST)
         disarm(hc); /* the answer is queued */
     if (info->n_deleted > 0 && evbuffer_get_length(b) == 0 && hc->phase == PHASE_REQUEST) {
         /* Written. A pipelined request already read waits under its own
          * deadline; otherwise the connection idles and may give its slot. */
-        if (evbuffer_get_length(bufferevent_get_input(hc->bev)) > 0) {
+        struct evbuffer *in = bufferevent_get_input(hc->bev);
+        if (evbuffer_get_length(in) > 0) {
             arm(hc, s->opts.request_timeout_s);
+            scan_start(hc); /* what is left in the input is the next request */
+            scan_buffer(hc, in, 0);
         } else {
             hc->phase = PHASE_IDLE;
             spare_add(hc);
             update_listener(s);
         }
     }
+}
+
+/* The reason phrase of the codes libevent answers itself. */
+static const char *phrase(int code)
+{
+    switch (code) {
+    case 400:
+        return "Bad Request";
+    case 413:
+        return "Payload Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    default:
+        return "Error";
+    }
+}
+
+/* The JSON body of an answer hsrv gives for code. */
+static const char *error_json(int code)
+{
+    switch (code) {
+    case 400:
+        return "{\"ok\":false,\"error\":\"bad request\"}";
+    case 413:
+        return "{\"ok\":false,\"error\":\"body too large\"}";
+    case 417:
+        return "{\"ok\":false,\"error\":\"expectation failed\"}";
+    case 431:
+        return "{\"ok\":false,\"error\":\"headers too large\"}";
+    default:
+        return code >= 500 ? "{\"ok\":false,\"error\":\"server error\"}"
+                           : "{\"ok\":false,\"error\":\"refused\"}";
+    }
+}
+
+/* Rewrites the answer libevent wrote into hc's output (it is whole now: the
+ * event runs after libevent's call returned, and before the socket can be
+ * written) into the same status with a JSON body, closing the connection as
+ * libevent's error answers do. Informational answers (100 Continue) stay. */
+static void fix(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hconn *hc = arg;
+    hsrv *s = hc->srv;
+    hc->fix_pending = 0;
+    struct evbuffer *out = bufferevent_get_output(hc->bev);
+    char head[16];
+    int code = 0;
+    if (evbuffer_copyout(out, head, 12) != 12 || memcmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ')
+        return; /* not the start of an answer: part of it was written already */
+    head[12] = '\0';
+    code = atoi(head + 9);
+    if (code < 400 || code > 599)
+        return;
+    const char *json = error_json(code);
+    writing_ours = 1;
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                        code, phrase(code), strlen(json), json);
+    writing_ours = 0;
+    if (s->counter != NULL)
+        s->counter(code, s->counter_arg);
+}
+
+/* Records hc under its socket, for on_request. 0, or -1 on no memory. */
+static int by_fd_put(hsrv *s, hconn *hc, int fd)
+{
+    if ((size_t)fd >= s->by_fd_cap) {
+        size_t cap = s->by_fd_cap ? s->by_fd_cap : 256;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        hconn **n = realloc(s->by_fd, cap * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        memset(n + s->by_fd_cap, 0, (cap - s->by_fd_cap) * sizeof(*n));
+        s->by_fd = n;
+        s->by_fd_cap = cap;
+    }
+    s->by_fd[fd] = hc;
+    hc->fd = fd;
+    return 0;
 }
 
 static void adopt(evutil_socket_t fd, short what, void *arg)
@@ -454,6 +648,8 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     hc->out_cb = evbuffer_add_cb(bufferevent_get_output(hc->bev), output_changed, hc);
     evhttp_connection_set_closecb(evcon, conn_closed, hc);
     evutil_socket_t sock = bufferevent_getfd(hc->bev);
+    if (sock >= 0)
+        by_fd_put(s, hc, sock); /* without it (no memory) framing is checked as headers only */
     if (!hc->refuse && s->peers != NULL && sock >= 0 && peer_of(sock, &hc->peer) == 0 &&
         !peer_exempt(s->peers, &hc->peer)) {
         int took = hsrv_peers_take(s->peers, &hc->peer, (size_t)s->opts.max_conns_per_peer);
@@ -529,9 +725,11 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
     }
     if (hc->bev == NULL)
         hc->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    hc->fd = -1;
     hc->adopt = event_new(base, -1, 0, adopt, hc);
     hc->deadline = evtimer_new(base, deadline_passed, hc);
-    if (hc->bev == NULL || hc->adopt == NULL || hc->deadline == NULL) {
+    hc->fix = event_new(base, -1, 0, fix, hc);
+    if (hc->bev == NULL || hc->adopt == NULL || hc->deadline == NULL || hc->fix == NULL) {
         /* evhttp then makes a plain bufferevent: the connection is served
          * but not counted (with TLS on, a TLS client's handshake is not
          * HTTP and is refused). Only happens when memory runs out. */
@@ -574,9 +772,47 @@ static void evict(evutil_socket_t fd, short what, void *arg)
  * on the stack, and an answer must go the usual way. */
 static int in_handler;
 
+/* What makes the framing of req ambiguous, or NULL: see the top of this file. */
+static const char *framing_error(hsrv *s, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    hconn *hc = fd >= 0 && (size_t)fd < s->by_fd_cap ? s->by_fd[fd] : NULL;
+    if (hc != NULL && hc->framing_error != NULL)
+        return hc->framing_error;
+    const char *cl = NULL, *te = NULL;
+    struct evkeyval *h;
+    for (h = evhttp_request_get_input_headers(req)->tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (evutil_ascii_strcasecmp(h->key, "Content-Length") == 0) {
+            if (cl != NULL && strcmp(cl, h->value) != 0)
+                return "two different Content-Length headers";
+            cl = h->value;
+        } else if (evutil_ascii_strcasecmp(h->key, "Transfer-Encoding") == 0) {
+            if (te != NULL || evutil_ascii_strcasecmp(h->value, "chunked") != 0)
+                return "a Transfer-Encoding other than chunked";
+            te = h->value;
+        }
+    }
+    if (cl != NULL && te != NULL)
+        return "Transfer-Encoding with Content-Length";
+    return NULL;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     hsrv *s = arg;
+    const char *bad = framing_error(s, req);
+    if (bad != NULL) {
+        /* Closed after the answer: what follows in the stream cannot be
+         * framed either. */
+        log_debug("request refused", "why", bad);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        hsrv_reply(req, 400, "{\"ok\":false,\"error\":\"bad request\"}");
+        if (s->counter != NULL)
+            s->counter(400, s->counter_arg);
+        return;
+    }
     in_handler++;
     s->handler(req, s->arg);
     in_handler--;
@@ -711,6 +947,12 @@ void hsrv_stats(const hsrv *s, hsrv_stats_t *out)
     *out = s->st;
 }
 
+void hsrv_set_counter(hsrv *s, hsrv_counter fn, void *arg)
+{
+    s->counter = fn;
+    s->counter_arg = arg;
+}
+
 /* Reads "a,b,..." (IPv4 or IPv6 addresses) into t->trusted. */
 static int hsrv_parse_trusted(const char *list, hsrv_peers *t, char *err, size_t errlen)
 {
@@ -774,6 +1016,7 @@ void hsrv_free(hsrv *s)
     if (s->evict)
         event_free(s->evict);
     hsrv_peers_free(s->peers);
+    free(s->by_fd);
     SSL_CTX_free(s->tls);
     free(s);
 }
@@ -813,7 +1056,9 @@ void hsrv_reply(struct evhttp_request *req, int code, const char *json)
         evbuffer_add(out, json, strlen(json));
     /* NULL when the client left: evhttp_send_reply then frees req. */
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    writing_ours = 1;
     evhttp_send_reply(req, code, NULL, NULL);
+    writing_ours = 0;
     send_now(evcon);
 }
 
@@ -822,5 +1067,7 @@ void hsrv_reply_metrics(struct evhttp_request *req, const char *text, size_t n)
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evbuffer_add(evhttp_request_get_output_buffer(req), text, n);
+    writing_ours = 1;
     evhttp_send_reply(req, 200, NULL, NULL);
+    writing_ours = 0;
 }

@@ -80,6 +80,13 @@ unsigned long hsrv_paused(const hsrv *s);
 /* Copies the counters into *out. */
 void hsrv_stats(const hsrv *s, hsrv_stats_t *out);
 
+/* Tells fn of each answer hsrv gives itself, so its owner counts it with its
+ * own: the 400 of a request whose framing is ambiguous, and libevent's own
+ * answers (413, 400, ...) rewritten as JSON. Never called for the handler's
+ * answers. */
+typedef void (*hsrv_counter)(int status, void *arg);
+void hsrv_set_counter(hsrv *s, hsrv_counter fn, void *arg);
+
 /* Bytes of answers queued on open connections and not yet written: a
  * graceful stop waits for 0, so an answer given is an answer sent. */
 size_t hsrv_unsent(const hsrv *s);

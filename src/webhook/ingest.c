@@ -575,6 +575,13 @@ static void render_metrics(ingest *in, buf *b)
     }
 }
 
+void ingest_count(int status, void *arg)
+{
+    ingest *in = arg;
+    if (status >= 100 && status < 600)
+        in->by_status[status]++;
+}
+
 void ingest_metrics(buf *b, void *arg)
 {
     ingest *in = arg;

@@ -54,6 +54,10 @@ void ingest_set_metrics(ingest *in, ingest_metrics_fn fn, void *arg);
  * arg is the ingest). */
 void ingest_metrics(buf *b, void *arg);
 
+/* Counts an answer the server gave itself (an hsrv_counter: arg is the
+ * ingest), in plcache_http_requests_total with the others. */
+void ingest_count(int status, void *arg);
+
 /* Replaces the secrets (SIGHUP); ownership moves as in ingest_new. */
 void ingest_set_keys(ingest *in, sign_keys *keys);
 

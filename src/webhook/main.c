@@ -441,6 +441,7 @@ int main(int argc, char **argv)
         goto done;
     }
     ingest_set_server(a.in, a.srv);
+    hsrv_set_counter(a.srv, ingest_count, a.in);
     if (tls != NULL) {
         if (hsrv_set_tls(a.srv, tls) != 0) {
             log_error("out of memory");

@@ -110,6 +110,119 @@ class SilentConnections(unittest.TestCase):
             self.assertTrue(x.recv(100).startswith(b"HTTP/1.1 200"))
 
 
+# -- items 4 and 5: every answer JSON and counted; no ambiguous framing -------------
+
+def raw_exchange(port, data, timeout=5):
+    """Sends raw bytes on a new connection; returns everything the server sent
+    until it closed (or the timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def answers(raw):
+    """[(status, {header: value}, body)] of the HTTP/1.1 answers in raw."""
+    out = []
+    while raw.startswith(b"HTTP/1."):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        n = int(hdrs.get("content-length", "0"))
+        out.append((int(lines[0].split()[1]), hdrs, rest[:n]))
+        raw = rest[n:]
+    return out
+
+
+class LibeventAnswers(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.e = Env(PLCACHE_MAX_BODY=4096, PLCACHE_MAX_HEADER_SIZE=2048).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.e.close()
+
+    def check_json(self, raw, status):
+        got = answers(raw)
+        self.assertEqual(len(got), 1, raw[:400])
+        st, hdrs, body = got[0]
+        self.assertEqual(st, status, raw[:400])
+        self.assertEqual(hdrs.get("content-type"), "application/json", raw[:400])
+        self.assertEqual(json.loads(body)["ok"], False)
+        return hdrs
+
+    def test_a_body_over_the_limit_is_a_json_413_and_counted(self):
+        before = self.e.metric('plcache_http_requests_total{status="413"}')
+        raw = raw_exchange(self.e.port, b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 5000\r\n\r\n" + b"x" * 5000)
+        self.check_json(raw, 413)
+        chunked = (b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 4096 + b"\r\n"
+                   + b"1000\r\n" + b"x" * 4096 + b"\r\n0\r\n\r\n")
+        self.check_json(raw_exchange(self.e.port, chunked), 413)
+        self.assertEqual(self.e.metric('plcache_http_requests_total{status="413"}'), before + 2)
+
+    def test_headers_over_the_limit_are_a_json_400_and_counted(self):
+        before = self.e.metric('plcache_http_requests_total{status="400"}')
+        raw = raw_exchange(self.e.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                           + b"a" * 4000 + b"\r\n\r\n")
+        self.check_json(raw, 400)
+        raw = raw_exchange(self.e.port, b"NOT A REQUEST\r\n\r\n")
+        self.check_json(raw, 400)
+        self.assertEqual(self.e.metric('plcache_http_requests_total{status="400"}'), before + 2)
+
+    def test_ambiguous_framing_is_refused_and_the_connection_closed(self):
+        ev = json.dumps(h.event("agent_run_finished", agent_name="smuggle")).encode()
+        sig = h.sign(ev, SECRET).encode()
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        post = b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\nX-PromptLayer-Signature: " + sig
+        cases = {
+            "two Content-Lengths": post + b"\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n"
+            % (len(ev), len(ev) + len(smuggled)) + ev + smuggled,
+            "TE not exactly chunked": post + b"\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            + b"%x\r\n" % len(ev) + ev + b"\r\n0\r\n\r\n" + smuggled,
+            "TE with CL": post + b"\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+            % len(ev) + b"%x\r\n" % len(ev) + ev + b"\r\n0\r\n\r\n",
+            "obsolete folding": post + b"\r\nX-Folded: a\r\n b\r\nContent-Length: %d\r\n\r\n"
+            % len(ev) + ev,
+            "bare LF": post.replace(b"\r\n", b"\n") + b"\nContent-Length: %d\n\n" % len(ev) + ev,
+        }
+        before = self.e.redis_cmd("XLEN", "pl:events")
+        for name, data in cases.items():
+            raw = raw_exchange(self.e.port, data)
+            hdrs = self.check_json(raw, 400)  # one answer only: the smuggled one never runs
+            self.assertEqual(hdrs.get("connection"), "close", name)
+        self.assertEqual(self.e.redis_cmd("XLEN", "pl:events"), before)
+
+    def test_well_framed_requests_still_pass(self):
+        ev = json.dumps(h.event("agent_run_finished", agent_name="chunked")).encode()
+        sig = h.sign(ev, SECRET).encode()
+        data = (b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\nX-PromptLayer-Signature: "
+                + sig + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(ev) + ev
+                + b"\r\n0\r\n\r\n" + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close"
+                b"\r\n\r\n")
+        got = answers(raw_exchange(self.e.port, data))
+        self.assertEqual([g[0] for g in got], [200, 200])  # pipelined, both answered
+        same = (b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\nX-PromptLayer-Signature: "
+                + sig + b"\r\nContent-Length: %d\r\nContent-Length: %d\r\nConnection: close"
+                b"\r\n\r\n" % (len(ev), len(ev)) + ev)
+        self.assertEqual([g[0] for g in answers(raw_exchange(self.e.port, same))], [200])
+
+
 # -- item 6: /metrics off the public listener, quiet refusals -------------------
 
 class MetricsListener(unittest.TestCase):

@@ -242,6 +242,7 @@ struct hsrv {
     hsrv_stats_t st;
     struct hconn **by_fd; /* adopted connections by socket, for the framing check */
     size_t by_fd_cap;
+    size_t held;          /* bytes of requests past their first HSRV_SMALL_REQUEST, summed */
     hsrv_counter counter; /* told of the answers hsrv gives itself */
     void *counter_arg;
 };
@@ -278,6 +279,9 @@ typedef struct hconn {
     size_t hdr_line_len;       /* bytes of the current line, CR excepted */
     size_t hdr_lines;          /* lines ended so far */
     const char *framing_error; /* what was wrong in it, or NULL */
+    size_t req_bytes;          /* raw bytes of the request being read */
+    size_t held;               /* its share of srv->held */
+    int over_budget;           /* closed for passing max_buffered */
     hsrv_peer peer;            /* its address, when counted against a per-peer bound */
     int counted;               /* counted in srv->peers */
     int refuse;                /* close at adoption: TLS wanted but no TLS bufferevent, or its peer
@@ -332,6 +336,15 @@ static void disarm(hconn *hc)
         evtimer_del(hc->deadline);
         hc->armed = 0;
     }
+}
+
+/* Gives back hc's share of the bytes held by requests in progress. */
+static void release_held(hconn *hc)
+{
+    hsrv *s = hc->srv;
+    s->held -= hc->held < s->held ? hc->held : s->held;
+    hc->held = 0;
+    hc->req_bytes = 0;
 }
 
 static void update_listener(hsrv *s)
@@ -391,6 +404,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
         evbuffer_remove_cb_entry(out, hc->out_cb);
     }
     spare_remove(hc);
+    release_held(hc);
     if (hc->counted)
         hsrv_peers_release(s->peers, &hc->peer);
     if (hc->fd >= 0 && (size_t)hc->fd < s->by_fd_cap && s->by_fd[hc->fd] == hc)
@@ -406,7 +420,9 @@ static void deadline_passed(evutil_socket_t fd, short what, void *arg)
     (void)what;
     hconn *hc = arg;
     hc->armed = 0;
-    if (hc->phase == PHASE_FIRST)
+    if (hc->over_budget)
+        hc->srv->st.over_budget++;
+    else if (hc->phase == PHASE_FIRST)
         hc->srv->st.first_byte_timeouts++;
     else
         hc->srv->st.request_timeouts++;
@@ -471,6 +487,31 @@ static void scan_buffer(hconn *hc, struct evbuffer *b, size_t from)
     }
 }
 
+/* Counts n more raw bytes of hc's request. Past its first HSRV_SMALL_REQUEST
+ * (every real delivery is smaller) they count against max_buffered, the
+ * bytes all requests in progress may hold together; the connection that would
+ * pass it is closed, from its timer (never here, inside the bufferevent's
+ * read), so stalled large bodies cannot claim the memory of every slot. */
+static void hold(hconn *hc, size_t n)
+{
+    hsrv *s = hc->srv;
+    hc->req_bytes += n;
+    size_t want = hc->req_bytes > HSRV_SMALL_REQUEST ? hc->req_bytes - HSRV_SMALL_REQUEST : 0;
+    if (want <= hc->held)
+        return;
+    size_t more = want - hc->held;
+    if (s->opts.max_buffered > 0 && s->held + more > s->opts.max_buffered) {
+        hc->over_budget = 1;
+        release_held(hc);
+        struct timeval now = {0, 0};
+        evtimer_add(hc->deadline, &now);
+        hc->armed = 1;
+        return;
+    }
+    s->held += more;
+    hc->held = want;
+}
+
 /* A new request begins: its header section is read from the start. */
 static void scan_start(hconn *hc)
 {
@@ -502,6 +543,8 @@ static void input_added(struct evbuffer *b, const struct evbuffer_cb_info *info,
         size_t len = evbuffer_get_length(b);
         scan_buffer(hc, b, len >= info->n_added ? len - info->n_added : 0);
     }
+    if (info->n_added > 0 && !hc->over_budget)
+        hold(hc, info->n_added);
 }
 
 static void output_changed(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
@@ -522,10 +565,12 @@ static void output_changed(struct evbuffer *b, const struct evbuffer_cb_info *in
         /* Written. A pipelined request already read waits under its own
          * deadline; otherwise the connection idles and may give its slot. */
         struct evbuffer *in = bufferevent_get_input(hc->bev);
+        release_held(hc); /* the request is done */
         if (evbuffer_get_length(in) > 0) {
             arm(hc, s->opts.request_timeout_s);
             scan_start(hc); /* what is left in the input is the next request */
             scan_buffer(hc, in, 0);
+            hold(hc, evbuffer_get_length(in));
         } else {
             hc->phase = PHASE_IDLE;
             spare_add(hc);

@@ -13,9 +13,11 @@
  *     holds no request (silent since accept, or idle between requests) is
  *     closed to make room for a new client; only when every connection is
  *     working on a request does the listener stop accepting (new clients wait
- *     in the kernel's backlog) until one closes;
- *   - optionally a bound per peer address (trusted addresses, e.g. loopback
- *     or the proxy in front, excepted).
+ *     in the kernel's backlog) until one closes; *   - optionally a bound per peer address (trusted
+ * addresses, e.g. loopback or the proxy in front, excepted);
+ *   - a bound on the memory requests in progress hold together, beyond a small
+ *     share each: stalled large bodies cannot claim max_body times every
+ *     slot.
  * The last two hang on each connection's own bufferevent, made by hsrv
  * (evhttp_set_bevcb): callbacks on its input and output buffers arm and
  * disarm the deadline and count answer bytes not yet written (hsrv_unsent),
@@ -47,8 +49,15 @@ typedef struct hsrv_opts {
                                  0: request_timeout_s */
     int max_conns_per_peer;   /* open connections of one IP address; 0: no bound */
     const char *trusted;      /* with max_conns_per_peer: comma-separated IP addresses never
-                                 bounded; NULL or "" for none; copied */
+bounded; NULL or "" for none; copied */
+    size_t max_buffered;      /* bytes requests in progress may hold together beyond the
+                                 first HSRV_SMALL_REQUEST of each; the connection that would
+                                 pass it is closed. 0: no bound */
 } hsrv_opts;
+
+/* What a request may hold without counting against max_buffered: its
+ * headers and a body of the size real deliveries have. */
+#define HSRV_SMALL_REQUEST ((size_t)32 << 10)
 
 /* Most addresses `trusted` may list. */
 #define HSRV_MAX_TRUSTED 16
@@ -60,6 +69,8 @@ typedef struct hsrv_stats_t {
     unsigned long request_timeouts;    /* connections closed: a request not done in time */
     unsigned long evictions;           /* connections without a request closed to make room */
     unsigned long peer_refusals;       /* connections closed: their peer held its bound */
+    unsigned long over_budget;         /* connections closed: their request would pass
+                                          max_buffered */
 } hsrv_stats_t;
 
 typedef void (*hsrv_handler)(struct evhttp_request *req, void *arg);

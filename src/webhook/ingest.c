@@ -572,6 +572,8 @@ static void render_metrics(ingest *in, buf *b)
                        (double)hs.evictions);
         metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"peer_limit\"",
                        (double)hs.peer_refusals);
+        metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"over_budget\"",
+                       (double)hs.over_budget);
     }
 }
 

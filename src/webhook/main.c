@@ -66,6 +66,7 @@ typedef struct settings {
     long first_byte_timeout;
     long max_conns_per_peer;
     char *trusted_proxies;
+    long max_buffered;
 } settings;
 
 static int check_path(const char *v, char *err, size_t errlen)
@@ -120,6 +121,9 @@ static const cfg_opt opts[] = {
      S(secret_file), "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
     {"PLCACHE_MAX_BODY", CFG_INT, "1048576", 0, 1, 64L << 20, NULL, S(max_body), 0, "BYTES",
      "largest request body accepted (413 above)"},
+    {"PLCACHE_MAX_BUFFERED", CFG_INT, "33554432", 0, 0, 1L << 40, NULL, S(max_buffered), 0, "BYTES",
+     "bytes requests being received may hold together beyond the first 32 KiB of each (real "
+     "deliveries are smaller); a connection that would pass it is closed (0: no bound)"},
     {"PLCACHE_TIMESTAMP_TOLERANCE", CFG_INT, "300", 0, 0, 366L * 86400, NULL, S(tolerance), 0,
      "SECONDS", "how far an event's timestamp may be from now (0 = no check)"},
     OPT_SHUTDOWN_TIMEOUT(S(shutdown_timeout)),
@@ -433,6 +437,7 @@ int main(int argc, char **argv)
         .first_byte_timeout_s = (int)a.set.first_byte_timeout,
         .max_conns_per_peer = (int)a.set.max_conns_per_peer,
         .trusted = a.set.trusted_proxies,
+        .max_buffered = (size_t)a.set.max_buffered,
     };
     a.srv = hsrv_new(a.base, &ho, ingest_handle, a.in, err, sizeof(err));
     if (a.srv == NULL) {

@@ -110,6 +110,37 @@ class SilentConnections(unittest.TestCase):
             self.assertTrue(x.recv(100).startswith(b"HTTP/1.1 200"))
 
 
+# -- item 3: stalled bodies cannot claim the memory of every slot ----------------
+
+class StalledBodies(unittest.TestCase):
+    def test_stalled_large_bodies_hold_no_more_than_the_budget(self):
+        budget = 8 << 20
+        e = Env(PLCACHE_MAX_BUFFERED=budget, PLCACHE_REQUEST_TIMEOUT=120).start()
+        self.addCleanup(e.close)
+        before = h.rss_kb(e.daemon.proc.pid)
+        socks = []
+        self.addCleanup(lambda: [x.close() for x in socks])
+        part = b"x" * (900 << 10)
+        for _ in range(100):  # 100 bodies of 1 MB, stalled at 900 KB: 90 MB offered
+            x = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+            socks.append(x)
+            try:
+                x.sendall(b"POST /webhooks/promptlayer HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: 1048000\r\n\r\n" + part)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed by the receiver meanwhile: what the budget is for
+        h.wait_until(lambda: e.metric(
+            'plcache_http_connections_closed_total{reason="over_budget"}') >= 85, 20,
+            what="connections over the budget closed")
+        time.sleep(0.5)
+        grown_mb = (h.rss_kb(e.daemon.proc.pid) - before) / 1024
+        print(f"# RSS grew {grown_mb:.1f} MB for 90 MB of stalled bodies (budget 8 MiB)")
+        self.assertLess(grown_mb, 3 * budget / (1 << 20))
+        # A delivery still goes through.
+        st, _, data = e.post(h.event("agent_run_finished", agent_name="after"))
+        self.assertEqual((st, data), (200, {"ok": True}))
+
+
 # -- items 4 and 5: every answer JSON and counted; no ambiguous framing -------------
 
 def raw_exchange(port, data, timeout=5):

@@ -25,27 +25,31 @@
  * per value 24 bytes on the stack plus 24 (array item) or 40 (object member)
  * in the arena, so about 25 times the input at worst ("[1,1,1,...]").
  *
- * Numbers. Integers keep their digit text. Floats are converted by strtod on
- * a rewritten text "<digits>e<exponent>" with no decimal point, which makes
- * the result independent of the locale; mantissas longer than 800 digits are
- * cut to 800 plus a sticky digit, which cannot change the rounding (a halfway
- * point between two doubles has at most 768 significant digits).
+ * Numbers. Integers keep their digit text. Floats are read from their first
+ * 19 significant digits times a power of ten, one 64x128-bit product with a
+ * table of powers of five (canon_pow5.h), correctly rounded; the rare texts
+ * that product cannot decide (a value within 2^-64 of a rounding boundary,
+ * or more than 19 digits that straddle one) go to strtod on a rewritten text
+ * "<digits>e<exponent>" with no decimal point (independent of the locale),
+ * the mantissa cut to 800 digits plus a sticky one, which cannot change the
+ * rounding (a halfway point between two doubles has at most 768 significant
+ * digits). Reading a float is linear in its length either way.
  *
  * Float output is Python's repr: the shortest digit string that reads back
- * to the same double, found with printf's correctly rounded "%.*e" and strtod.
- * At a power of two the gap to the next lower double is half the gap to the
- * next higher one, so the nearest p-digit decimal may fall outside the
- * rounding interval (below) while the next p-digit decimal above is inside;
- * that neighbour is tried as well. Whether some p-digit decimal reads back is
- * monotonic in p, so p is found by bisection.
+ * to the same double, found with exact integer arithmetic and the same table
+ * in a few dozen nanoseconds (see the float repr section), written
+ * positionally or with an exponent as repr() does.
  */
 #include "core/canon.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/canon_pow5.h"
 
 #define CANON_MAX_INT_DIGITS 4300 /* Python 3.11's int/str conversion limit */
 #define CANON_MAX_MANTISSA 800    /* float digits kept before the sticky one */
@@ -157,19 +161,45 @@ void canon_free(canon_doc *doc)
     free(doc);
 }
 
+/* Makes room for one more value on the stack: 0, or -1 out of memory. */
+static int grow(parser *ps)
+{
+    if (ps->n < ps->cap)
+        return 0;
+    size_t cap = ps->cap != 0 ? ps->cap * 2 : 64;
+    if (cap > SIZE_MAX / sizeof(canon_val))
+        return fail(ps, "out of memory");
+    canon_val *s = realloc(ps->stack, cap * sizeof(canon_val));
+    if (s == NULL)
+        return fail(ps, "out of memory");
+    ps->stack = s;
+    ps->cap = cap;
+    return 0;
+}
+
 static int push(parser *ps, canon_val v)
 {
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap != 0 ? ps->cap * 2 : 64;
-        if (cap > SIZE_MAX / sizeof(canon_val))
-            return fail(ps, "out of memory");
-        canon_val *s = realloc(ps->stack, cap * sizeof(canon_val));
-        if (s == NULL)
-            return fail(ps, "out of memory");
-        ps->stack = s;
-        ps->cap = cap;
-    }
+    if (grow(ps) < 0)
+        return -1;
     ps->stack[ps->n++] = v;
+    return 0;
+}
+
+/* push() for a number, written field by field in place. A struct passed by
+ * value is stored in parts and read back whole, which defeats the store
+ * forwarding of x86 CPUs (a stall of a dozen cycles a value): in place,
+ * [1, 1, ...] parses 30% faster and [1E9, ...] 12%. */
+static int push_number(parser *ps, canon_type type, double d, const char *s, size_t n)
+{
+    if (grow(ps) < 0)
+        return -1;
+    canon_val *v = &ps->stack[ps->n++];
+    v->type = type;
+    v->n = n;
+    if (type == CANON_FLOAT)
+        v->u.d = d;
+    else
+        v->u.s = s;
     return 0;
 }
 
@@ -409,8 +439,181 @@ static int is_digit(unsigned c)
     return c >= '0' && c <= '9';
 }
 
+/* The high 64 bits of a * b; the low ones in *lo. */
+static uint64_t mul64(uint64_t a, uint64_t b, uint64_t *lo)
+{
+#if defined(__SIZEOF_INT128__)
+    __extension__ typedef unsigned __int128 u128;
+    u128 p = (u128)a * b;
+    *lo = (uint64_t)p;
+    return (uint64_t)(p >> 64);
+#else
+    uint64_t a0 = a & 0xFFFFFFFFu, a1 = a >> 32;
+    uint64_t b0 = b & 0xFFFFFFFFu, b1 = b >> 32;
+    uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    uint64_t mid = (p00 >> 32) + (p01 & 0xFFFFFFFFu) + (p10 & 0xFFFFFFFFu);
+    *lo = (mid << 32) | (p00 & 0xFFFFFFFFu);
+    return p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+#endif
+}
+
+/* 5^0 .. 5^27: every power of five below 2^64. */
+static const uint64_t pow5_small[28] = {
+    UINT64_C(1),
+    UINT64_C(5),
+    UINT64_C(25),
+    UINT64_C(125),
+    UINT64_C(625),
+    UINT64_C(3125),
+    UINT64_C(15625),
+    UINT64_C(78125),
+    UINT64_C(390625),
+    UINT64_C(1953125),
+    UINT64_C(9765625),
+    UINT64_C(48828125),
+    UINT64_C(244140625),
+    UINT64_C(1220703125),
+    UINT64_C(6103515625),
+    UINT64_C(30517578125),
+    UINT64_C(152587890625),
+    UINT64_C(762939453125),
+    UINT64_C(3814697265625),
+    UINT64_C(19073486328125),
+    UINT64_C(95367431640625),
+    UINT64_C(476837158203125),
+    UINT64_C(2384185791015625),
+    UINT64_C(11920928955078125),
+    UINT64_C(59604644775390625),
+    UINT64_C(298023223876953125),
+    UINT64_C(1490116119384765625),
+    UINT64_C(7450580596923828125),
+};
+
+/* The number of leading zero bits of w (w > 0). */
+static int clz64(uint64_t w)
+{
+#if defined(__GNUC__)
+    return __builtin_clzll(w);
+#else
+    int n = 0;
+    while ((w & (UINT64_C(1) << 63)) == 0) {
+        w <<= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+/* w * 10^x (w > 0, POW5_MIN <= x <= 308) rounded to the nearest double, ties
+ * to even, into *out. Returns 0, or -1 when the 128-bit product cannot
+ * decide (the caller then asks strtod).
+ *
+ * w * 10^x = w * 5^x * 2^x. With w shifted up to 64 significant bits (wn)
+ * and 5^x's table mantissa M, the 192-bit P = wn * M is the exact product
+ * Pe = wn * 5^x * 2^-b or at most wn < 2^64 above it (M exceeds the exact
+ * mantissa by less than 1; it is exact for 0 <= x <= POW5_EXACT_MAX). The
+ * double's 53 bits (fewer for a subnormal) are the top bits of P; the rest, R,
+ * decides the rounding against the halfway point H. R < H: down; R > H + 2^64
+ * or more: up (Pe is above H too). An R a little below the mantissa's last
+ * unit is harmless: Pe then lies just under the same double. Only H <= R <
+ * H + 2^64 with an inexact M is undecided: at R == H, Pe lies below H (down);
+ * otherwise Pe may be on either side, unless 5^-x divides w, when the value is
+ * the integer w / 5^-x times 2^x and converts exactly. */
+static int scale_decimal(uint64_t w, int x, double *out)
+{
+    int lz = clz64(w);
+    uint64_t wn = w << lz;
+    const pow5_u128 *m = &pow5_mant[x - POW5_MIN];
+    uint64_t w0, a = mul64(wn, m->lo, &w0);
+    uint64_t b_lo, b_hi = mul64(wn, m->hi, &b_lo);
+    uint64_t w1 = a + b_lo;
+    uint64_t w2 = b_hi + (w1 < a);
+    /* P's top bit: P >= 2^190, as wn >= 2^63 and M >= 2^127 */
+    int hb = (w2 >> 63) != 0 ? 191 : 190;
+    /* the value's top bit: it is P * 2^(x + b - lz) */
+    int top = hb + x + pow5_exp2[x - POW5_MIN] - lz;
+    if (top > 1023) {
+        *out = HUGE_VAL;
+        return 0;
+    }
+    int sh = hb - 52; /* bits of P below the double's last one */
+    if (top < -1022)
+        sh += -1022 - top; /* a subnormal keeps fewer */
+    if (sh > 192) {
+        *out = 0.0; /* below half the smallest subnormal */
+        return 0;
+    }
+    int rs = sh - 128; /* 10 .. 64: R's bits in w2 */
+    uint64_t mant = rs == 64 ? 0 : w2 >> rs;
+    uint64_t rtop = rs == 64 ? w2 : w2 & ((UINT64_C(1) << rs) - 1);
+    uint64_t htop = UINT64_C(1) << (rs - 1);
+    int exact = x >= 0 && x <= POW5_EXACT_MAX;
+    int up;
+    if (rtop != htop) {
+        up = rtop > htop;
+    } else if ((w1 | w0) == 0) {
+        up = exact && (mant & 1) != 0;
+    } else if (w1 != 0 || exact) {
+        up = 1;
+    } else {
+        if (x < 0 && x >= -27 && w % pow5_small[-x] == 0) {
+            *out = ldexp((double)(w / pow5_small[-x]), x);
+            return 0;
+        }
+        return -1;
+    }
+    mant += (uint64_t)up;
+    /* a normal mantissa carries its hidden bit into the exponent field; a
+     * rounding carry moves to the next binade, or to infinity */
+    uint64_t bits = top < -1022 ? mant : ((uint64_t)(top + 1022) << 52) + mant;
+    memcpy(out, &bits, sizeof(*out));
+    return 0;
+}
+
+/* 10^0 .. 10^22, every power of ten a double holds exactly. */
+static const double exact_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The correctly rounded value of the digits [first, total) of the integer
+ * part ip then the fraction fp (the first one not 0), as an integer, times
+ * 10^x, by strtod: the slow path for what scale_decimal cannot decide.
+ * Mantissas longer than CANON_MAX_MANTISSA digits are cut to that length
+ * plus a sticky 1 when a nonzero digit was cut, which cannot change the
+ * rounding (a halfway point between two doubles has at most 768 significant
+ * digits). */
+static double strtod_decimal(const unsigned char *ip, size_t ilen, const unsigned char *fp,
+                             size_t first, size_t total, long long x)
+{
+    char buf[CANON_MAX_MANTISSA + 40];
+    size_t m = total - first;
+    size_t keep = m > CANON_MAX_MANTISSA ? CANON_MAX_MANTISSA : m;
+    size_t k = 0;
+    for (size_t i = first; i < first + keep; i++)
+        buf[k++] = (char)(i < ilen ? ip[i] : fp[i - ilen]);
+    if (keep < m) {
+        for (size_t i = first + keep; i < total; i++) {
+            if ((i < ilen ? ip[i] : fp[i - ilen]) != '0') {
+                buf[k++] = '1';
+                x--;
+                break;
+            }
+        }
+        x += (long long)(m - keep);
+    }
+    snprintf(buf + k, sizeof(buf) - k, "e%lld", x);
+    return strtod(buf, NULL);
+}
+
 /* The value of the decimal [ip, ip+ilen) "." [fp, fp+flen) "e" exponent,
- * correctly rounded (strtod), overflow to infinity, underflow to zero. */
+ * correctly rounded, overflow to infinity, underflow to zero.
+ *
+ * The first 19 significant digits make w; when that is all of them, w * 10^x
+ * goes to scale_decimal. When more digits follow, the value lies between
+ * w * 10^x and (w + 1) * 10^x, and when both round to the same double so
+ * does the value. Anything else (undecided by scale_decimal, or the two
+ * bounds apart) goes to strtod. The cost is linear in the text: one pass over
+ * the digits, then at most 800 of them for strtod. */
 static double decimal_to_double(const unsigned char *ip, size_t ilen, const unsigned char *fp,
                                 size_t flen, int eneg, const unsigned char *ep, size_t elen)
 {
@@ -436,23 +639,29 @@ static double decimal_to_double(const unsigned char *ip, size_t ilen, const unsi
         return HUGE_VAL;
     if (lead < -400)
         return 0.0;
-    char buf[CANON_MAX_MANTISSA + 40];
-    size_t keep = m > CANON_MAX_MANTISSA ? CANON_MAX_MANTISSA : m;
-    size_t k = 0;
-    for (size_t i = first; i < first + keep; i++)
-        buf[k++] = (char)(i < ilen ? ip[i] : fp[i - ilen]);
-    if (keep < m) {
-        for (size_t i = first + keep; i < total; i++) {
-            if ((i < ilen ? ip[i] : fp[i - ilen]) != '0') {
-                buf[k++] = '1';
-                x--;
-                break;
-            }
-        }
-        x += (long long)(m - keep);
-    }
-    snprintf(buf + k, sizeof(buf) - k, "e%lld", x);
-    return strtod(buf, NULL);
+    size_t take = m < 19 ? m : 19;
+    uint64_t w = 0;
+    for (size_t i = first; i < first + take; i++)
+        w = w * 10 + (uint64_t)((i < ilen ? ip[i] : fp[i - ilen]) - '0');
+    long long wx = x + (long long)(m - take); /* value = (w + cut) * 10^wx */
+    int cut = 0;
+    for (size_t i = first + take; i < total && !cut; i++)
+        cut = (i < ilen ? ip[i] : fp[i - ilen]) != '0';
+    if (wx < POW5_MIN) /* below 10^19 * 10^-343, under half the smallest double */
+        return 0.0;
+    if (wx > 308)
+        return HUGE_VAL;
+    double d, d2;
+#if FLT_EVAL_METHOD == 0
+    /* Clinger's fast path: w and 10^|wx| are exact doubles, so one correctly
+     * rounded multiplication or division gives the answer */
+    if (!cut && w <= (UINT64_C(1) << 53) && wx >= -22 && wx <= 22)
+        return wx >= 0 ? (double)w * exact_pow10[wx] : (double)w / exact_pow10[-wx];
+#endif
+    if (scale_decimal(w, (int)wx, &d) == 0 &&
+        (!cut || (scale_decimal(w + 1, (int)wx, &d2) == 0 && d == d2)))
+        return d;
+    return strtod_decimal(ip, ilen, fp, first, total, x);
 }
 
 /* Parses a number (or -Infinity) at ps->p and pushes it. */
@@ -518,8 +727,7 @@ static int parse_number(parser *ps)
     if (is_float) {
         double d = decimal_to_double(ip, ilen, fp, flen, eneg, ep, elen);
         ps->p = p;
-        canon_val v = {.type = CANON_FLOAT, .u.d = neg ? -d : d};
-        return push(ps, v);
+        return push_number(ps, CANON_FLOAT, neg ? -d : d, NULL, 0);
     }
     if (ilen > CANON_MAX_INT_DIGITS)
         return fail(ps, "integer has more than 4300 digits");
@@ -531,8 +739,7 @@ static int parse_number(parser *ps)
     tl += ilen;
     ps->tlen += tl;
     ps->p = p;
-    canon_val v = {.type = CANON_INT, .n = tl, .u.s = t};
-    return push(ps, v);
+    return push_number(ps, CANON_INT, 0.0, t, tl);
 }
 
 /* ---- containers ------------------------------------------------------- */
@@ -873,53 +1080,221 @@ const char *canon_root_string(const canon_doc *doc, const char *key, size_t *len
 
 /* ---- float repr ------------------------------------------------------- */
 
-/* Reads digits dig[0..p) times 10^(exp10 - p + 1) back as a double. */
-static double read_back(const char *dig, int p, int exp10)
+/* The shortest decimal of a double, and of those the nearest: the digits of
+ * Python's repr(float), which uses David Gay's dtoa in mode 0.
+ *
+ * A positive finite double is v = c * 2^e (c below 2^53). A reader that
+ * rounds to nearest, ties to even, turns a decimal back into v exactly when
+ * the decimal lies in v's rounding interval: from halfway down to the
+ * previous double to halfway up to the next one, both ends included when c
+ * is even (Gay's rule, as Python builds dtoa.c). The spacing is 2^e on both
+ * sides, except at the bottom of a binade (c = 2^52, above the smallest
+ * normal exponent) where the gap below is half as wide. In units of 2^(e-2)
+ * the interval runs from u = 4c - 2 (4c - 1 at a binade bottom) to
+ * w = 4c + 2, and v itself is 4c.
+ *
+ * Take k, the largest power of ten not above the interval's width
+ * (floor(log10(2^e)), or floor(log10(3 * 2^(e-2))) at a binade bottom), and
+ * scale everything by 2^(e-2) / 10^k: the interval becomes [L, H], of width
+ * W in [1, 10), and v becomes V, L < V < H. Then:
+ *   - W < 10, so at most one multiple of 10 lies in [L, H]. If one does, it
+ *     has fewer significant digits than any other decimal in there (a
+ *     shorter one would be a multiple of 100, 1000, ... and so that same
+ *     number): it is the answer, without its trailing zeros.
+ *   - Otherwise the answer is an integer at this scale. The nearest ones
+ *     are floor(V) and floor(V) + 1, and at least one of them is inside
+ *     (W >= 1, and the narrower side of the interval is W/2, or W/3 at a
+ *     binade bottom where the wider one is 2W/3). Take the one inside, or
+ *     when both are, the nearer to V; when V is exactly halfway, the even
+ *     one, as Gay's dtoa does.
+ * So every decision needs only floor(L), floor(H), floor(2V), and whether L,
+ * H and 2V are integers.
+ *
+ * Those floors are floor(X * 2^(e-2) / 10^k) for X = u, w, 8c, all below
+ * 2^56. The factor is 5^-k * 2^(e-2-k); canon_pow5.h holds 5^j, j = -k, as a
+ * 128-bit mantissa rounded up with a binary exponent, so one 64x128-bit
+ * product and a shift give X times the factor, a little too large. That
+ * excess is below the distance from X * 2^(e-2) / 10^k up to the next
+ * integer for every exponent and every X below 2^56, so the floor is exact:
+ * scripts/gen-canon-pow5.py proves it (a Euclid-like walk over the residues
+ * of X * numerator mod denominator) before it writes the table. Whether
+ * X * 2^(e-2) / 10^k is an integer is a question of divisibility: of X by
+ * 5^k when e >= 2 (only possible for k <= 24, since 5^25 > 2^56), of X by
+ * 2^(k-e+2) otherwise.
+ *
+ * Integers below 2^53 are their own shortest decimal (another decimal with
+ * no more significant digits is at least 1 away, the interval reaches 1/2
+ * at most), which answers whole numbers without any scaling.
+ *
+ * This is the approach of Ryu (Adams, 2018) and Schubfach (Giulietti, 2020),
+ * built here from their papers' ideas: exact integer scaling by precomputed
+ * powers of five, and one decimal exponent chosen so that the answer is one
+ * of a handful of candidates. */
+
+/* k = floor((e * MUL - (binade bottom ? IRR : 0)) / 2^SHIFT) is
+ * floor(log10(2^e)) (or floor(log10(3 * 2^(e-2)))) for every double
+ * exponent: scripts/gen-canon-pow5.py checks it with the same numbers. */
+#define CANON_LOG10_2_MUL 315653
+#define CANON_LOG10_2_SHIFT 20
+#define CANON_LOG10_IRR 131008
+
+/* floor(x * m / 2^s) for a table mantissa m and 64 <= s <= 191, where the
+ * caller knows the result fits in 64 bits. */
+static uint64_t scaled_floor(uint64_t x, const pow5_u128 *m, int s)
 {
-    char buf[48];
-    memcpy(buf, dig, (size_t)p);
-    snprintf(buf + p, sizeof(buf) - (size_t)p, "e%d", exp10 - p + 1);
-    return strtod(buf, NULL);
+    uint64_t lo_lo, lo_hi = mul64(x, m->lo, &lo_lo);
+    uint64_t hi_lo, hi_hi = mul64(x, m->hi, &hi_lo);
+    uint64_t w1 = lo_hi + hi_lo;
+    uint64_t w2 = hi_hi + (w1 < lo_hi);
+    (void)lo_lo; /* bits 0..63 lie below every shift */
+    if (s >= 128)
+        return w2 >> (s - 128);
+    if (s == 64)
+        return w1;
+    return (w1 >> (s - 64)) | (w2 << (128 - s));
 }
 
-/* Looks for a p-digit decimal that reads back as v (finite, > 0): the nearest
- * one, else, when that is below v, the next one above. On success writes the
- * p digits and the decimal exponent of the first one and returns 0. */
-static int try_digits(double v, int p, char *dig, int *exp10)
+/* floor(a / 2^s), toward minus infinity for negative a as well. */
+static int floor_shift(long long a, int s)
 {
-    char buf[64];
-    int n = snprintf(buf, sizeof(buf), "%.*e", p - 1, v);
-    if (n <= 0 || (size_t)n >= sizeof(buf))
-        return -1;
-    const char *e = strrchr(buf, 'e');
-    if (e == NULL)
-        return -1;
-    int k = 0;
-    for (const char *s = buf; s < e; s++) {
-        if (is_digit((unsigned char)*s) && k < p)
-            dig[k++] = *s;
+    if (a >= 0)
+        return (int)(a >> s);
+    return (int)-((-a + (1LL << s) - 1) >> s);
+}
+
+/* How one double is scaled: x * 2^e2 / 10^k for the x of its interval. */
+typedef struct fscale {
+    const pow5_u128 *m; /* 5^-k */
+    int s;              /* shift of the 192-bit product */
+    int e2;             /* e - 2 */
+    int k;
+} fscale;
+
+/* 1 when x * 2^e2 / 10^k is an integer. */
+static int scaled_is_int(const fscale *sc, uint64_t x)
+{
+    if (sc->e2 >= 0) /* x * 2^(e2-k) / 5^k, with e2 >= k */
+        return sc->k == 0 || (sc->k <= 24 && x % pow5_small[sc->k] == 0);
+    int r = sc->k - sc->e2; /* x * 5^-k / 2^r, r > 0 */
+    return r < 64 && (x & ((UINT64_C(1) << r) - 1)) == 0;
+}
+
+/* n without its trailing zeros, each one added to *exp10 (0 < n < 10^17,
+ * so at most 16 zeros: two steps of 8, then 4, 2 and 1). */
+static uint64_t strip_zeros(uint64_t n, int *exp10)
+{
+    while (n % 100000000 == 0) {
+        n /= 100000000;
+        *exp10 += 8;
     }
-    if (k != p)
-        return -1;
-    *exp10 = (int)strtol(e + 1, NULL, 10);
-    double w = read_back(dig, p, *exp10);
-    if (w == v)
-        return 0;
-    if (w > v)
-        return -1;
-    int i = p - 1;
-    while (i >= 0 && dig[i] == '9')
-        dig[i--] = '0';
-    if (i < 0) {
-        dig[0] = '1';
-        (*exp10)++;
+    if (n % 10000 == 0) {
+        n /= 10000;
+        *exp10 += 4;
+    }
+    if (n % 100 == 0) {
+        n /= 100;
+        *exp10 += 2;
+    }
+    if (n % 10 == 0) {
+        n /= 10;
+        *exp10 += 1;
+    }
+    return n;
+}
+
+/* The shortest decimal of v (finite, > 0): returns its digits (1 to 17 of
+ * them, the last one not 0) and the power of ten they are multiplied by in
+ * *exp10. */
+static uint64_t shortest(double v, int *exp10)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof(bits));
+    uint64_t frac = bits & ((UINT64_C(1) << 52) - 1);
+    int bexp = (int)((bits >> 52) & 0x7FF);
+    uint64_t c = bexp == 0 ? frac : frac | (UINT64_C(1) << 52);
+    int e = bexp == 0 ? -1074 : bexp - 1075;
+    *exp10 = 0;
+    if (e <= 0 && e >= -52 && (c & ((UINT64_C(1) << -e) - 1)) == 0)
+        return strip_zeros(c >> -e, exp10);
+
+    int bottom = frac == 0 && bexp > 1; /* the gap below is half the one above */
+    fscale sc;
+    sc.e2 = e - 2;
+    sc.k = floor_shift((long long)e * CANON_LOG10_2_MUL - (bottom ? CANON_LOG10_IRR : 0),
+                       CANON_LOG10_2_SHIFT);
+    int j = -sc.k - POW5_MIN;
+    sc.m = &pow5_mant[j];
+    sc.s = sc.k - sc.e2 - pow5_exp2[j];
+
+    uint64_t xu = 4 * c - (bottom ? 1 : 2);
+    uint64_t xw = 4 * c + 2;
+    uint64_t xv = 8 * c;
+    uint64_t lo = scaled_floor(xu, sc.m, sc.s); /* floor(L) */
+    uint64_t hi = scaled_floor(xw, sc.m, sc.s); /* floor(H) */
+    uint64_t v2 = scaled_floor(xv, sc.m, sc.s); /* floor(2V) */
+    int ends_in = (c & 1) == 0;
+
+    /* An integer n is in the interval when it is above L (n > lo, or
+     * n == lo == L with the ends in) and below H (n < hi, or n == hi with
+     * H above hi or the ends in). */
+    uint64_t t10 = hi - hi % 10;
+    if ((t10 > lo || (t10 == lo && ends_in && scaled_is_int(&sc, xu))) &&
+        (t10 < hi || ends_in || !scaled_is_int(&sc, xw))) {
+        *exp10 = sc.k + 1;
+        return strip_zeros(t10 / 10, exp10);
+    }
+    *exp10 = sc.k;
+    uint64_t b = v2 >> 1;
+    int b_in = b > lo || (ends_in && b == lo && scaled_is_int(&sc, xu));
+    int b1_in = b + 1 < hi || (b + 1 == hi && (ends_in || !scaled_is_int(&sc, xw)));
+    if (!b_in)
+        return b + 1;
+    if (!b1_in || (v2 & 1) == 0) /* V - b < 1/2 */
+        return b;
+    if (scaled_is_int(&sc, xv)) /* exactly halfway: the even one */
+        return b + (b & 1);
+    return b + 1;
+}
+
+static const char digit_pairs[] = "00010203040506070809"
+                                  "10111213141516171819"
+                                  "20212223242526272829"
+                                  "30313233343536373839"
+                                  "40414243444546474849"
+                                  "50515253545556575859"
+                                  "60616263646566676869"
+                                  "70717273747576777879"
+                                  "80818283848586878889"
+                                  "90919293949596979899";
+
+/* Writes the decimal digits of n (n > 0) at out (room for 20) and returns
+ * how many. */
+static int put_digits(uint64_t n, char *out)
+{
+    char tmp[20];
+    int i = (int)sizeof(tmp);
+    while (n >= 100) {
+        unsigned d = (unsigned)(n % 100);
+        n /= 100;
+        i -= 2;
+        memcpy(tmp + i, digit_pairs + 2 * d, 2);
+    }
+    if (n >= 10) {
+        i -= 2;
+        memcpy(tmp + i, digit_pairs + 2 * n, 2);
     } else {
-        dig[i]++;
+        tmp[--i] = (char)('0' + n);
     }
-    return read_back(dig, p, *exp10) == v ? 0 : -1;
+    int len = (int)sizeof(tmp) - i;
+    memcpy(out, tmp + i, (size_t)len);
+    return len;
 }
 
-/* Writes Python's repr(v) into out (at least 32 bytes); returns its length. */
+/* Writes Python's repr(v) into out (at least 32 bytes); returns its length.
+ * Python writes the digits positionally when the decimal point falls at most
+ * 3 places before the first digit or at most 16 after it (-4 < decpt <= 16,
+ * decpt counting as in 0.d1d2... * 10^decpt), and as d1.d2...e+XX otherwise,
+ * the exponent with at least two digits. */
 static size_t float_repr(double v, char *out)
 {
     if (isnan(v)) {
@@ -943,68 +1318,40 @@ static size_t float_repr(double v, char *out)
         memcpy(out + o, "0.0", 3);
         return o + 3;
     }
-    char dig[20], best[20];
-    int e = 0, beste = 0, n = 17;
-    /* bisection for the fewest digits, starting at 15 where most land */
-    int lo = 1, hi = 17;
-    if (try_digits(v, 15, dig, &e) == 0) {
-        memcpy(best, dig, 15);
-        beste = e;
-        hi = 15;
-        while (lo < hi) {
-            int mid = lo + (hi - lo) / 2;
-            if (try_digits(v, mid, dig, &e) == 0) {
-                memcpy(best, dig, (size_t)mid);
-                beste = e;
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        n = hi;
-    } else if (try_digits(v, 16, dig, &e) == 0) {
-        memcpy(best, dig, 16);
-        beste = e;
-        n = 16;
-    } else {
-        /* the nearest 17-digit decimal always reads back */
-        (void)try_digits(v, 17, dig, &e);
-        memcpy(best, dig, 17);
-        beste = e;
-        n = 17;
-    }
-    while (n > 1 && best[n - 1] == '0')
-        n--;
-    int decpt = beste + 1; /* digits are 0.ddd times 10^decpt */
-    if (beste < -4 || beste >= 16) {
-        out[o++] = best[0];
+    int exp10;
+    char dig[20];
+    int n = put_digits(shortest(v, &exp10), dig);
+    int decpt = n + exp10;
+    if (decpt <= -4 || decpt > 16) {
+        int x = decpt - 1;
+        int ax = x < 0 ? -x : x;
+        out[o++] = dig[0];
         if (n > 1) {
             out[o++] = '.';
-            memcpy(out + o, best + 1, (size_t)n - 1);
+            memcpy(out + o, dig + 1, (size_t)n - 1);
             o += (size_t)n - 1;
         }
-        int ae = beste < 0 ? -beste : beste;
         out[o++] = 'e';
-        out[o++] = beste < 0 ? '-' : '+';
-        if (ae >= 100)
-            out[o++] = (char)('0' + ae / 100);
-        out[o++] = (char)('0' + ae / 10 % 10);
-        out[o++] = (char)('0' + ae % 10);
+        out[o++] = x < 0 ? '-' : '+';
+        if (ax >= 100)
+            out[o++] = (char)('0' + ax / 100);
+        out[o++] = (char)('0' + ax / 10 % 10);
+        out[o++] = (char)('0' + ax % 10);
     } else if (decpt <= 0) {
         out[o++] = '0';
         out[o++] = '.';
         for (int i = 0; i < -decpt; i++)
             out[o++] = '0';
-        memcpy(out + o, best, (size_t)n);
+        memcpy(out + o, dig, (size_t)n);
         o += (size_t)n;
     } else if (decpt < n) {
-        memcpy(out + o, best, (size_t)decpt);
+        memcpy(out + o, dig, (size_t)decpt);
         o += (size_t)decpt;
         out[o++] = '.';
-        memcpy(out + o, best + decpt, (size_t)(n - decpt));
+        memcpy(out + o, dig + decpt, (size_t)(n - decpt));
         o += (size_t)(n - decpt);
     } else {
-        memcpy(out + o, best, (size_t)n);
+        memcpy(out + o, dig, (size_t)n);
         o += (size_t)n;
         for (int i = n; i < decpt; i++)
             out[o++] = '0';

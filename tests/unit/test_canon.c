@@ -424,6 +424,51 @@ static void test_float_rounding_of_long_decimals(void **state)
                  "1.0");
 }
 
+static void test_float_repr_ties_take_the_even_last_digit(void **state)
+{
+    (void)state;
+    /* exactly halfway between the two nearest 17-digit decimals, both of
+     * which read back: Python (Gay's dtoa) keeps the even one, up or down */
+    EXPECT_CANON("[1.78813934326171875e-7,5.9604644775390625e-7,0.0000131130218505859375]",
+                 "[1.7881393432617188e-07, 5.960464477539062e-07, 1.3113021850585938e-05]");
+    /* 2**-24: the lower neighbour is nearer but outside the narrower gap */
+    EXPECT_CANON("5.9604644775390625e-08", "5.960464477539063e-08");
+}
+
+static void test_float_reading_ties_to_even_on_every_path(void **state)
+{
+    (void)state;
+    /* midpoints between doubles, short enough for the 64x128-bit path */
+    EXPECT_CANON("[2251799813685248.25,2251799813685248.75,4503599627370496.5,4503599627370497.5]",
+                 "[2251799813685248.0, 2251799813685249.0, 4503599627370496.0, "
+                 "4503599627370498.0]");
+    /* 1 + 2**-53 written out in full (54 digits), and a hair either side */
+    EXPECT_CANON("[1.00000000000000011102230246251565404236316680908203125,"
+                 "1.00000000000000011102230246251565404236316680908203124,"
+                 "1.00000000000000011102230246251565404236316680908203126]",
+                 "[1.0, 1.0, 1.0000000000000002]");
+}
+
+static void test_float_reading_of_a_million_digits(void **state)
+{
+    (void)state;
+    enum { n = 1000000 };
+    static char in[n + 32];
+    /* 0.000...0001e1000010 is 1e9: leading zeros count against the exponent */
+    memcpy(in, "0.", 2);
+    memset(in + 2, '0', n);
+    memcpy(in + 2 + n, "1e1000010", 10);
+    expect_canon_n(in, strlen(in), "1000000000.0", 12);
+    /* 1.000...0001: the cut tail does not move 1.0 */
+    memcpy(in, "1.", 2);
+    memcpy(in + 2 + n, "1", 2);
+    expect_canon_n(in, strlen(in), "1.0", 3);
+    /* 999...9e-1000000 rounds up to 1.0 */
+    memset(in, '9', n);
+    memcpy(in + n, "e-1000000", 10);
+    expect_canon_n(in, strlen(in), "1.0", 3);
+}
+
 static void test_nan_and_infinity_literals(void **state)
 {
     (void)state;
@@ -638,6 +683,9 @@ int main(void)
         cmocka_unit_test(test_float_shortest_digits_at_powers_of_two),
         cmocka_unit_test(test_float_overflow_and_underflow),
         cmocka_unit_test(test_float_rounding_of_long_decimals),
+        cmocka_unit_test(test_float_repr_ties_take_the_even_last_digit),
+        cmocka_unit_test(test_float_reading_ties_to_even_on_every_path),
+        cmocka_unit_test(test_float_reading_of_a_million_digits),
         cmocka_unit_test(test_nan_and_infinity_literals),
         cmocka_unit_test(test_trailing_data_is_rejected),
         cmocka_unit_test(test_broken_structure_is_rejected),

@@ -18,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/fstr.h"
+#include "core/jinja.h"
 #include "core/jsonw.h"
 
 typedef enum render_format {
@@ -89,13 +90,20 @@ static render_format format_of(const json_t *v)
 
 /* ---- one text ------------------------------------------------------------ */
 
-/* The SDK's _render_text: renders the string str in place. */
+/* The SDK's _render_text: renders the string str in place, with fstr_render
+ * or jinja_render (the same contract: OK, RAISES = keep the text,
+ * UNSUPPORTED, NOROOM). */
 static render_status render_text(walk *w, json_t *str, render_format fmt)
 {
-    if (fmt == FMT_JINJA2)
-        return RENDER_UNSUPPORTED; /* no jinja2 engine yet: it plugs in here */
     buf_reset(&w->scratch);
-    int rc = fstr_render(&w->scratch, json_string_value(str), json_string_length(str), w->vars);
+    const char *text = json_string_value(str);
+    size_t len = json_string_length(str);
+    int rc = fmt == FMT_JINJA2 ? jinja_render(&w->scratch, text, len, w->vars)
+                               : fstr_render(&w->scratch, text, len, w->vars);
+    _Static_assert(JINJA_OK == (int)FSTR_OK && JINJA_RAISES == (int)FSTR_RAISES &&
+                       JINJA_UNSUPPORTED == (int)FSTR_UNSUPPORTED &&
+                       JINJA_NOROOM == (int)FSTR_NOROOM,
+                   "jinja_rc and fstr_rc agree");
     switch (rc) {
     case FSTR_OK:
         if (json_string_setn(str, w->scratch.data != NULL ? w->scratch.data : "", w->scratch.len) !=

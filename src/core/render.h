@@ -19,17 +19,18 @@
  *     system_instruction (top level, else generation_config's; a dict's parts
  *     or a list of parts), and prompt when it is a str.
  *   - Each text is rendered on its own; where Python raises the text stays as
- *     it was. Only the format string "jinja2" is jinja2; anything else is
+ *     it was. Only the format string "jinja2" is jinja2 (core/jinja.h: the
+ *     SDK's SandboxedEnvironment with ChainableUndefined); anything else is
  *     f-string (core/fstr.h).
  *
  * Where the SDK itself would raise on an odd shape (messages that is a
  * number, content null, a non-dict message, ...) the answer is
  * RENDER_UNSUPPORTED, so the caller asks PromptLayer instead.
  *
- * Formats plug in at render.c's render_text: jinja2 has no engine yet, so
- * every jinja2 text that would be rendered makes the entry RENDER_UNSUPPORTED.
- * An engine with fstr_render's contract (OK, RAISES = keep the text,
- * UNSUPPORTED, NOROOM) takes its place there without changing this API.
+ * Formats plug in at render.c's render_text: each engine has the same
+ * contract (OK, RAISES = keep the text, UNSUPPORTED, NOROOM), and a text
+ * either engine does not reproduce (outside fstr's or jinja's subset) makes
+ * the whole entry RENDER_UNSUPPORTED.
  *
  * Pure: no I/O, no global state, thread-safe, never blocks.
  */

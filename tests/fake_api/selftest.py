@@ -533,7 +533,12 @@ def post_rendering(f):
         "prompt_template": chat, "metadata": {"model": {"provider": "openai", "name": "gpt-4o"}}}}})
     f.ctl("PUT", "/templates/rn-jinja", {"versions": {"1": {
         "prompt_template": {"type": "completion", "template_format": "jinja2",
-                            "content": [text("Hello {{ name }}")]},
+                            "content": [text("Hello {{ name|title }}{% for i in range(n) %}!{% endfor %}"),
+                                        text("{{ missing.x }}[{{ n / 0 }}]")]},
+        "metadata": {"model": {"provider": "openai", "name": "gpt-4o"}}}}})
+    f.ctl("PUT", "/templates/rn-macro", {"versions": {"1": {
+        "prompt_template": {"type": "completion", "template_format": "jinja2",
+                            "content": [text("{% macro m() %}x{% endmacro %}Hello {{ name }}")]},
         "metadata": {"model": {"provider": "openai", "name": "gpt-4o"}}}}})
     history = [msg("user", "earlier {q}"), msg("assistant", "noted")]
     s, _, d = f.post("/prompt-templates/rn-chat", {"input_variables": {
@@ -568,12 +573,20 @@ def post_rendering(f):
               ("list_type", ["body", "input_variables", "history", 0, "content"], "Input should be a valid list"),
               ("union_tag_invalid", ["body", "input_variables", "history", 1],
                f"Input tag 'robot' found using 'role' does not match any of the expected tags: {ROLE_TAGS}")], d)
-    s, _, d = f.post("/prompt-templates/rn-jinja", {"input_variables": {"name": "Ada"}})
-    check("POST: jinja2 is answered unrendered, with a warning saying so",
-          s == 200 and d["prompt_template"]["content"][0]["text"] == "Hello {{ name }}"
+    s, _, d = f.post("/prompt-templates/rn-jinja", {"input_variables": {"name": "ada", "n": 2}})
+    texts = [b["text"] for b in d["prompt_template"]["content"]] if s == 200 else d
+    check("POST renders jinja2 as the SDK does (undefined is empty; a text that raises stays)",
+          s == 200 and texts == ["Hello Ada!!", "{{ missing.x }}[{{ n / 0 }}]"]
+          and d["warning"] is None, texts)
+    s, _, d = f.post("/prompt-templates/rn-macro", {"input_variables": {"name": "Ada"}})
+    check("POST: a jinja2 text the renderer does not reproduce (a macro) is answered unrendered, "
+          "with a warning saying so",
+          s == 200 and d["prompt_template"]["content"][0]["text"]
+          == "{% macro m() %}x{% endmacro %}Hello {{ name }}"
           and isinstance(d["warning"], str) and "jinja2" in d["warning"], d)
     f.ctl("DELETE", "/templates/rn-chat")
     f.ctl("DELETE", "/templates/rn-jinja")
+    f.ctl("DELETE", "/templates/rn-macro")
 
 
 # -- tracking ---------------------------------------------------------------------

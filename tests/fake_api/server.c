@@ -918,10 +918,12 @@ static json_t *with_placeholders(const json_t *msgs, const json_t *rendered, con
  * The texts are rendered by render_entry (the SDK's algorithm). It leaves an
  * entry alone when it has no llm_kwargs and no variables, so it gets an
  * entry whose llm_kwargs is {} (present, nothing to walk); llm_kwargs are
- * built afterwards from the rendered template. Returns 0; 1 with *why set
- * when the fake cannot render the template (jinja2, ...: the answer stays
- * unrendered); 422 with errors appended to `detail`; -1 when memory runs
- * out. */
+ * built afterwards from the rendered template: f-string texts as Python's
+ * str.format, jinja2 texts as the SDK's jinja2 environment (core/jinja.h),
+ * a text on which Python raises left as it was. Returns 0; 1 with *why set
+ * when the fake cannot render the template (a text outside what core/fstr.h
+ * and core/jinja.h reproduce: the answer stays unrendered); 422 with errors
+ * appended to `detail`; -1 when memory runs out. */
 static int render_post(const server *srv, json_t *ans, const json_t *vars, json_t *detail,
                        const char **why)
 {
@@ -965,7 +967,7 @@ static int render_post(const server *srv, json_t *ans, const json_t *vars, json_
     if (rs == RENDER_ERROR)
         goto done;
     if (rs != RENDER_OK) {
-        *why = "the fake API cannot render this template (jinja2, or an f-string its renderer "
+        *why = "the fake API cannot render this template (a jinja2 or f-string text its renderer "
                "does not reproduce); it is answered unrendered";
         rc = 1;
         goto done;

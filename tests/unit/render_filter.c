@@ -1,4 +1,5 @@
-/* render_filter.c -- pyfmt, fstr and render over framed records, for render_oracle.py.
+/* render_filter.c -- pyfmt, fstr, jinja and render over framed records, for
+ * render_oracle.py and jinja_oracle.py.
  *
  * Each input record is a 4-byte big-endian length and that many bytes: one
  * operation byte, then fields, each a 4-byte big-endian length and its bytes.
@@ -7,6 +8,7 @@
  *   'a' JSON              pyfmt_ascii        'p' BITS   pyfmt_float_repr
  *   'f' JSON SPEC         pyfmt_format       'd' BITS SPEC  pyfmt_format_float
  *   't' TEXT VARS         fstr_render        'e' ENTRY VARS render_json
+ *   'j' TEXT VARS         jinja_render
  *
  * JSON is one JSON value (any type; \u0000 allowed); BITS the 8 bytes of a
  * double, big-endian; VARS a JSON object, or empty for none. For each record
@@ -23,6 +25,7 @@
 
 #include "core/buf.h"
 #include "core/fstr.h"
+#include "core/jinja.h"
 #include "core/pyfmt.h"
 #include "core/render.h"
 
@@ -116,6 +119,7 @@ static char run(const unsigned char *rec, size_t n, buf *out)
         rc = nf == 2 ? pyfmt_format_float(out, to_double(&f[0]), f[1].p, f[1].n) : 'x' - '0';
         break;
     case 't':
+    case 'j':
         if (nf == 2 && f[1].n > 0) {
             v = json_loadb(f[1].p, f[1].n, JSON_ALLOW_NUL, &err);
             if (v == NULL) {
@@ -123,7 +127,7 @@ static char run(const unsigned char *rec, size_t n, buf *out)
                 break;
             }
         }
-        rc = fstr_render(out, f[0].p, f[0].n, v);
+        rc = op == 't' ? fstr_render(out, f[0].p, f[0].n, v) : jinja_render(out, f[0].p, f[0].n, v);
         break;
     case 'e': {
         char *txt = NULL; /* owned */

@@ -213,20 +213,30 @@ static const entry_case jinja_cases[] = {
      "[{\"type\": \"text\", \"text\": \"Hi {{ name }}\"}], \"template_format\": \"jinja2\"}]}}"},
     {"{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": "
      "[{\"type\": \"text\", \"text\": \"Hi {{ name }}\"}], \"template_format\": \"jinja2\"}]}}",
-     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_UNSUPPORTED, NULL},
+     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_OK,
+     "{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": "
+     "[{\"type\": \"text\", \"text\": \"Hi Ada\"}], \"template_format\": \"jinja2\"}]}}"},
     {"{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": "
      "[{\"type\": \"text\", \"text\": \"Hi {name}\"}]}, {\"role\": \"user\", \"content\": "
-     "[{\"type\": \"text\", \"text\": \"{{ name }}\"}], \"template_format\": \"jinja2\"}]}}",
-     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_UNSUPPORTED, NULL},
+     "[{\"type\": \"text\", \"text\": \"{{ name }}{% for i in range(n) %}!{% endfor %}\"}], "
+     "\"template_format\": \"jinja2\"}]}}",
+     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_OK,
+     "{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": "
+     "[{\"type\": \"text\", \"text\": \"Hi Ada\"}]}, {\"role\": \"user\", \"content\": "
+     "[{\"type\": \"text\", \"text\": \"Ada!!!\"}], \"template_format\": \"jinja2\"}]}}"},
     {"{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": "
      "[]}], \"template_format\": \"jinja2\"}}",
      "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_OK,
      "{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": "
      "[]}], \"template_format\": \"jinja2\"}}"},
+    /* llm_kwargs take the first message's format */
     {"{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", "
      "\"template_format\": \"jinja2\", \"content\": []}]}, \"llm_kwargs\": {\"messages\": "
-     "[{\"role\": \"user\", \"content\": \"Hi {{ name }}\"}]}}",
-     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_UNSUPPORTED, NULL},
+     "[{\"role\": \"user\", \"content\": \"Hi {{ name }} {name}\"}]}}",
+     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_OK,
+     "{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", "
+     "\"template_format\": \"jinja2\", \"content\": []}]}, \"llm_kwargs\": {\"messages\": "
+     "[{\"role\": \"user\", \"content\": \"Hi Ada {name}\"}]}}"},
     {"{\"prompt_template\": {\"type\": \"chat\", \"messages\": [{\"role\": \"user\", "
      "\"template_format\": \"jinja2\", \"content\": []}]}, \"llm_kwargs\": {\"model\": \"m\"}}",
      "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_OK,
@@ -241,9 +251,22 @@ static const entry_case jinja_cases[] = {
      "[{\"type\": \"text\", \"text\": \"Ada\"}], \"template_format\": \"Jinja2\"}, {\"role\": "
      "\"user\", \"content\": [{\"type\": \"text\", \"text\": \"Ada\"}], \"template_format\": "
      "null}]}}"},
+    /* where jinja2 raises, the text stays as it was */
+    {"{\"prompt_template\": {\"type\": \"completion\", \"template_format\": \"jinja2\", "
+     "\"content\": [{\"type\": \"text\", \"text\": \"{{ n / 0 }}\"}, {\"type\": \"text\", "
+     "\"text\": \"{% if %}\"}, {\"type\": \"text\", \"text\": \"{{ name|upper }}\"}]}}",
+     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_OK,
+     "{\"prompt_template\": {\"type\": \"completion\", \"template_format\": \"jinja2\", "
+     "\"content\": [{\"type\": \"text\", \"text\": \"{{ n / 0 }}\"}, {\"type\": \"text\", "
+     "\"text\": \"{% if %}\"}, {\"type\": \"text\", \"text\": \"ADA\"}]}}"},
+    /* outside jinja.h's subset: the whole entry is for PromptLayer */
+    {"{\"prompt_template\": {\"type\": \"completion\", \"template_format\": \"jinja2\", "
+     "\"content\": [{\"type\": \"text\", \"text\": \"{{ name }}\"}, {\"type\": \"text\", "
+     "\"text\": \"{% macro m() %}{% endmacro %}\"}]}}",
+     "{\"name\": \"Ada\", \"topic\": \"C\", \"n\": 3}", RENDER_UNSUPPORTED, NULL},
 };
 
-static void test_jinja2_texts_to_render_are_unsupported(void **state)
+static void test_jinja2_texts_render_with_the_jinja_module(void **state)
 {
     (void)state;
     run_table(jinja_cases, sizeof(jinja_cases) / sizeof(jinja_cases[0]));
@@ -426,7 +449,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_template_texts_render_and_nothing_else),
         cmocka_unit_test(test_llm_kwargs_render_for_every_provider_shape),
-        cmocka_unit_test(test_jinja2_texts_to_render_are_unsupported),
+        cmocka_unit_test(test_jinja2_texts_render_with_the_jinja_module),
         cmocka_unit_test(test_shapes_follow_python_and_sdk_raises_are_unsupported),
         cmocka_unit_test(test_locally_renderable_refuses_placeholders_and_variable_tools),
         cmocka_unit_test(test_text_jansson_cannot_read_is_unsupported),

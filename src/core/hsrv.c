@@ -78,6 +78,7 @@
  */
 #include "core/hsrv.h"
 
+#include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -628,12 +629,12 @@ static void fix(evutil_socket_t fd, short what, void *arg)
     hsrv *s = hc->srv;
     hc->fix_pending = 0;
     struct evbuffer *out = bufferevent_get_output(hc->bev);
-    char head[16];
-    int code = 0;
+    char head[12];
     if (evbuffer_copyout(out, head, 12) != 12 || memcmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ')
         return; /* not the start of an answer: part of it was written already */
-    head[12] = '\0';
-    code = atoi(head + 9);
+    int code = 0;
+    for (int i = 9; i < 12; i++)
+        code = isdigit((unsigned char)head[i]) ? code * 10 + (head[i] - '0') : -1000;
     if (code < 400 || code > 599)
         return;
     const char *json = error_json(code);

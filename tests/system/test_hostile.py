@@ -115,7 +115,8 @@ class SilentConnections(unittest.TestCase):
 class StalledBodies(unittest.TestCase):
     def test_stalled_large_bodies_hold_no_more_than_the_budget(self):
         budget = 8 << 20
-        e = Env(PLCACHE_MAX_BUFFERED=budget, PLCACHE_REQUEST_TIMEOUT=120).start()
+        e = Env(PLCACHE_MAX_BUFFERED=budget, PLCACHE_REQUEST_TIMEOUT=120,
+                ASAN_OPTIONS=h.small_asan_quarantine()).start()
         self.addCleanup(e.close)
         before = h.rss_kb(e.daemon.proc.pid)
         socks = []

@@ -891,10 +891,7 @@ class Memory(WorkerCase):
 
     def test_a_million_queued_jobs_leave_the_worker_flat(self):
         w = self.e.worker
-        # Under AddressSanitizer, freed memory waits in a quarantine (256 MB by
-        # default) and would look like growth; keep it small for this test.
-        asan = [o for o in os.environ.get("ASAN_OPTIONS", "").split(":") if o]
-        w.env["ASAN_OPTIONS"] = ":".join(asan + ["quarantine_size_mb=1"])
+        w.env["ASAN_OPTIONS"] = h.small_asan_quarantine()
         self.e.start(w)
         # Warm up on a short queue: connections open, every buffer used a few
         # times. The baseline is taken before the million arrive, so a worker

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/buf.h"
-#include "core/keys.h"
+#include "model/keys.h"
 #include "core/sconn.h"
 
 void cli_error(const cli_ctx *c, const char *fmt, ...)

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "cli/cmds.h"
-#include "core/keys.h"
+#include "model/keys.h"
 
 #define DLQ_LIST_DEFAULT 100
 #define DLQ_MAX_RACES 1000
@@ -191,7 +191,7 @@ int cmd_dlq(const cli_ctx *c, int argc, char **argv)
         goto done;
     }
     status = CLI_FAIL;
-    if (cli_key(c, dead, sizeof(dead), KEYS_TRACK, ":dead") != 0 ||
+    if (cli_key(c, dead, sizeof(dead), KEYS_TRACK_DEAD, NULL) != 0 ||
         cli_key(c, track, sizeof(track), KEYS_TRACK, NULL) != 0)
         goto done;
     rc = cli_redis(c);

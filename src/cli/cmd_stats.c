@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "cli/cmds.h"
-#include "core/keys.h"
+#include "model/keys.h"
 #include "core/timeutil.h"
 
 typedef int (*stats_key_fn)(const cli_ctx *c, redisContext *rc, const char *key, size_t plen,
@@ -169,10 +169,10 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
         goto done;
     }
     if (cli_key(c, track, sizeof(track), KEYS_TRACK, NULL) != 0 ||
-        cli_key(c, retry, sizeof(retry), KEYS_TRACK, ":retry") != 0 ||
-        cli_key(c, dead, sizeof(dead), KEYS_TRACK, ":dead") != 0 ||
-        cli_key(c, workers, sizeof(workers), KEYS_TRACK, ":workers") != 0 ||
-        cli_key(c, proc, sizeof(proc), KEYS_TRACK, ":processing:") != 0 ||
+        cli_key(c, retry, sizeof(retry), KEYS_TRACK_RETRY, NULL) != 0 ||
+        cli_key(c, dead, sizeof(dead), KEYS_TRACK_DEAD, NULL) != 0 ||
+        cli_key(c, workers, sizeof(workers), KEYS_TRACK_WORKERS, NULL) != 0 ||
+        cli_key(c, proc, sizeof(proc), KEYS_TRACK_PROCESSING, NULL) != 0 ||
         cli_key(c, prompts, sizeof(prompts), KEYS_PROMPT, NULL) != 0 ||
         cli_key(c, events, sizeof(events), KEYS_EVENTS, NULL) != 0)
         goto done;

@@ -35,11 +35,13 @@
 #include "core/buf.h"
 #include "core/cachew.h"
 #include "core/fetch.h"
-#include "core/ptfetch.h"
-#include "core/keys.h"
 #include "core/log.h"
+#include "core/ptfetch.h"
 #include "core/rconn.h"
 #include "core/timeutil.h"
+#include "model/answer.h"
+#include "model/field.h"
+#include "model/keys.h"
 
 #define SYNC_PER_PAGE 100
 #define SYNC_MAX_RETRIES 5   /* a template redone after a concurrent change */
@@ -404,7 +406,7 @@ static void tpl_fetched(const fetch_result *res, void *arg)
     free(sf);
     f->status = res->status;
     if (res->status == 200) {
-        if (cachew_answer(res->body, res->len, &f->version, &f->id) != 0) {
+        if (answer_template(res->body, res->len, &f->version, &f->id) != 0) {
             f->status = -1;
             sync_fail(t->r, "%s %s: the API's answer is not a template", t->name, f->field);
         } else if ((f->body = malloc(res->len + 1)) == NULL) {
@@ -464,7 +466,9 @@ static void tpl_listed(redisReply *rep, void *priv)
             strcmp(f->str, "latest") == 0)
             continue;
         buf_reset(&url);
-        if (cachew_url(&url, r->c->set->base_url, t->name, f->str, 0) == 0)
+        field fd;
+        if (field_parse(f->str, &fd) == 0 &&
+            field_url(&url, r->c->set->base_url, t->name, &fd, 0) == 0)
             oom = tpl_add_field(t, f->str, f->len) != 0;
     }
     if (oom) {
@@ -484,10 +488,10 @@ static void tpl_listed(redisReply *rep, void *priv)
         sync_fetch *sf = malloc(sizeof(*sf));
         buf_reset(&url);
         buf_reset(&with);
-        const char *field = t->f[i].field;
-        int ok = sf != NULL && cachew_url(&url, r->c->set->base_url, t->name, field, 0) == 0 &&
-                 (!kw || cachew_url(&with, r->c->set->base_url, t->name, field, 1) == 0) &&
-                 !r->stop;
+        field fd;
+        int ok = sf != NULL && field_parse(t->f[i].field, &fd) == 0 &&
+                 field_url(&url, r->c->set->base_url, t->name, &fd, 0) == 0 &&
+                 (!kw || field_url(&with, r->c->set->base_url, t->name, &fd, 1) == 0) && !r->stop;
         if (ok) {
             sf->t = t;
             sf->idx = i;

@@ -1,7 +1,7 @@
 /* cmd_track.c -- plcache track [FILE|-]: push one log job onto the queue.
  *
  * The job (DESIGN.md section 6) is checked against what PromptLayer accepts
- * (core/logreq.h) before anything else, and refused with one line naming the
+ * (model/logreq.h) before anything else, and refused with one line naming the
  * field (exit 2, nothing pushed); then it is pushed through libplcache
  * (plcache_push: one LPUSH), as written, less surrounding whitespace.
  */
@@ -12,9 +12,9 @@
 #include <string.h>
 
 #include "cli/cmds.h"
-#include "core/logreq.h"
+#include "model/logreq.h"
 
-/* Checks the job as libplcache will (core/logreq.h), before any connection,
+/* Checks the job as libplcache will (model/logreq.h), before any connection,
  * so an invalid job is refused with its reason even when Redis is away.
  * Returns 0, or -1 after printing the reason. */
 static int track_check(const cli_ctx *c, const char *text, size_t len)

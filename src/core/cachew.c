@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/keys.h"
-#include "core/pturl.h"
+#include "model/keys.h"
+#include "model/pturl.h"
 
 /* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
  * hash. ARGV[1] channel, ARGV[2] name, ARGV[3] id or "", ARGV[4] old name or
@@ -114,43 +114,4 @@ void cachew_op(rconn_args *c, const char *op, const char *a, size_t alen, const 
     rconn_args_adds(c, op);
     rconn_args_add(c, a, alen);
     rconn_args_add(c, b, blen);
-}
-
-int cachew_answer(const char *body, size_t len, long long *version, long long *id)
-{
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    int rc = -1;
-    if (json_is_object(o)) {
-        json_t *n = json_object_get(o, "version");
-        json_t *i = json_object_get(o, "id");
-        if (json_is_integer(n) && json_integer_value(n) >= 0) {
-            if (version)
-                *version = json_integer_value(n);
-            if (id)
-                *id = json_is_integer(i) && json_integer_value(i) >= 0 ? json_integer_value(i) : -1;
-            rc = 0;
-        }
-    }
-    json_decref(o);
-    return rc;
-}
-
-int cachew_url(buf *b, const char *base, const char *name, const char *field, int llm_kwargs)
-{
-    long long version = -1;
-    const char *label = NULL;
-    if (strncmp(field, "version:", 8) == 0) {
-        char *end = NULL;
-        errno = 0;
-        version = strtoll(field + 8, &end, 10);
-        if (errno != 0 || end == field + 8 || *end != '\0' || version < 0 || field[8] == '-' ||
-            field[8] == '+' || field[8] == ' ')
-            return 1;
-    } else if (strncmp(field, "label:", 6) == 0 && field[6] != '\0') {
-        label = field + 6;
-    } else if (strcmp(field, "latest") != 0) {
-        return 1;
-    }
-    return pturl_template(b, base, name, label, version, llm_kwargs);
 }

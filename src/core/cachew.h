@@ -41,17 +41,4 @@ void cachew_begin(rconn_args *c, const char *prefix, const char *name, long long
 void cachew_op(rconn_args *c, const char *op, const char *a, size_t alen, const char *b,
                size_t blen);
 
-/* Reads an API answer (GET /prompt-templates/<name>...): returns 0 with its
- * "version" (>= 0) in *version and its "id" in *id (-1 when absent), or -1
- * when it is not a template object. Either out pointer may be NULL. */
-int cachew_answer(const char *body, size_t len, long long *version, long long *id);
-
-/* Appends to b the API URL that fills cache field `field` of template `name`:
- * base + "/prompt-templates/" + the percent-encoded name, then "?version=N"
- * for "version:N", "?label=L" (encoded) for "label:L", nothing for "latest",
- * with include_llm_kwargs=true when llm_kwargs is non-zero (pturl_template).
- * Returns 0; 1 when `field` holds no content (id, gen, anything else; b is
- * untouched); -1 when b's maximum is reached. */
-int cachew_url(buf *b, const char *base, const char *name, const char *field, int llm_kwargs);
-
 #endif

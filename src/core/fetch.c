@@ -69,6 +69,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "model/retry.h"
 
 #ifndef PLCACHE_VERSION
 #define PLCACHE_VERSION "dev"
@@ -159,7 +160,7 @@ struct fetcher {
     fdslot *fds; /* by descriptor: its fsock, and whether it is a connection */
     size_t nfds;
     fhdrs *last_hdrs; /* a counted reference, or NULL */
-    uint64_t rng;
+    uint64_t rng; /* retry waits (model/retry.h) */
     int closing;
     int in_cb;
     fetch_stats_t stats;
@@ -170,17 +171,6 @@ static int on_curl_close(void *clientp, curl_socket_t s);
 static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr);
 
 /* ---- small helpers ---- */
-
-static uint64_t rng_next(fetcher *f)
-{
-    /* xorshift64*: plenty for spreading retries apart. */
-    uint64_t x = f->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    f->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
 
 static uint64_t hash_key(const char *s)
 {
@@ -673,11 +663,6 @@ static void kick(fetcher *f)
 
 /* ---- retries ---- */
 
-static int retryable_status(long status)
-{
-    return status == 408 || status == 429 || (status >= 500 && status <= 599);
-}
-
 /* curl results that say nothing about the request itself: another try may
  * get through. Everything else (bad URL, protocol refused, certificate, our
  * own write abort) would fail the same way again. */
@@ -704,19 +689,6 @@ static int retryable_code(CURLcode rc)
     }
 }
 
-/* Full jitter: random in [0, min(max, base * 2^(done-1))]. */
-static long backoff_ms(fetcher *f, int done)
-{
-    long cap = f->opts.backoff_base_ms;
-    long max = f->opts.backoff_max_ms;
-    for (int i = 1; i < done && cap < max; i++)
-        cap = cap > max / 2 ? max : cap * 2;
-    if (cap > max)
-        cap = max;
-    if (cap <= 0)
-        return 0;
-    return (long)(rng_next(f) % ((uint64_t)cap + 1));
-}
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -737,12 +709,11 @@ static void retry_or_finish(fetcher *f, freq *r, long status, const char *error)
         finish(f, r, FETCH_RETRY, status, error);
         return;
     }
-    long delay = backoff_ms(f, r->attempts);
-    long ra = status != 0 ? retry_after_ms(r) : -1;
-    if (ra > f->opts.retry_after_max_ms)
-        ra = f->opts.retry_after_max_ms;
-    if (ra > delay)
-        delay = ra;
+    retry_policy rp = {.base_ms = f->opts.backoff_base_ms,
+                       .max_ms = f->opts.backoff_max_ms,
+                       .retry_after_max_ms = f->opts.retry_after_max_ms};
+    long delay = (long)retry_delay_ms(&rp, r->attempts, status != 0 ? retry_after_ms(r) : -1,
+                                      &f->rng);
     if (r->retry_ev == NULL)
         r->retry_ev = evtimer_new(f->base, on_retry, r);
     struct timeval tv = ms_to_tv(delay);
@@ -797,12 +768,18 @@ static void transfer_done(fetcher *f, CURL *e, CURLcode rc)
 
     if (rc == CURLE_OK) {
         count_answer(f, status);
-        if (status >= 200 && status <= 299)
+        switch (retry_classify(status, 0)) {
+        case RETRY_DONE:
             finish(f, r, FETCH_OK, status, NULL);
-        else if (retryable_status(status))
+            break;
+        case RETRY_AGAIN:
             retry_or_finish(f, r, status, NULL);
-        else
+            break;
+        case RETRY_AUTH:
+        case RETRY_NEVER:
             finish(f, r, FETCH_ERROR, status, NULL);
+            break;
+        }
         return;
     }
     if (r->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
@@ -822,7 +799,7 @@ static void transfer_done(fetcher *f, CURL *e, CURLcode rc)
     /* curl's error text names at most a host and a port, never a path. */
     const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
     log_debug("fetch attempt failed", "error", curl_easy_strerror(rc));
-    if (retryable_code(rc))
+    if (retry_classify(0, retryable_code(rc)) == RETRY_AGAIN)
         retry_or_finish(f, r, 0, why);
     else
         finish(f, r, FETCH_ERROR, 0, why);
@@ -1091,9 +1068,7 @@ fetcher *fetch_new(struct event_base *base, const fetch_opts *opts)
         return NULL;
     f->base = base;
     f->opts = o;
-    f->rng = ((uint64_t)time_mono_us() << 1) ^ (uint64_t)(uintptr_t)f ^ (uint64_t)getpid();
-    if (f->rng == 0)
-        f->rng = 0x9E3779B97F4A7C15ULL;
+    f->rng = retry_seed((uint64_t)(uintptr_t)f);
     f->tsize = FETCH_TABLE_MIN;
     f->table = calloc(f->tsize, sizeof(*f->table));
     f->spare = calloc((size_t)o.max_inflight, sizeof(*f->spare));

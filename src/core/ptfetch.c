@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/pturl.h"
+#include "model/pturl.h"
 
 #define PTFETCH_MAX_HEADERS 16
 

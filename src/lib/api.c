@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/buf.h"
-#include "core/pturl.h"
+#include "model/pturl.h"
 #include "lib/form.h"
 
 struct api {

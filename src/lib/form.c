@@ -4,32 +4,37 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/pturl.h"
+#include "model/field.h"
 
-int form_field(char *out, size_t outlen, plcache_select sel, const char *label, long long version)
+/* The field plcache_get's selector arguments name: a label of
+ * 1..FORM_MAX_LABEL bytes, a version > 0 (PromptLayer counts from 1). Returns
+ * 0, or -1 when an argument is bad. */
+static int form_select(plcache_select sel, const char *label, long long version, field *out)
 {
-    int n = -1;
     switch (sel) {
     case PLCACHE_SEL_LATEST:
-        n = snprintf(out, outlen, "latest");
-        break;
+        *out = (field){.kind = FIELD_LATEST};
+        return 0;
     case PLCACHE_SEL_LABEL:
         if (label == NULL || label[0] == '\0' ||
             strnlen(label, FORM_MAX_LABEL + 1) > FORM_MAX_LABEL)
             return -1;
-        n = snprintf(out, outlen, "label:%s", label);
-        break;
+        *out = (field){.kind = FIELD_LABEL, .label = label};
+        return 0;
     case PLCACHE_SEL_VERSION:
         if (version <= 0)
             return -1;
-        n = snprintf(out, outlen, "version:%lld", version);
-        break;
+        *out = (field){.kind = FIELD_VERSION, .version = version};
+        return 0;
     default:
         return -1;
     }
-    if (n < 0 || (size_t)n >= outlen)
-        return -1;
-    return n;
+}
+
+int form_field(char *out, size_t outlen, plcache_select sel, const char *label, long long version)
+{
+    field f;
+    return form_select(sel, label, version, &f) != 0 ? -1 : field_format(out, outlen, &f);
 }
 
 int form_api_url(buf *b, const char *base, const char *name, plcache_select sel, const char *label,
@@ -40,22 +45,10 @@ int form_api_url(buf *b, const char *base, const char *name, plcache_select sel,
     size_t blen = strlen(base);
     while (blen > 0 && base[blen - 1] == '/')
         blen--;
-    if (blen == 0)
+    field f;
+    if (blen == 0 || form_select(sel, label, version, &f) != 0)
         return -1;
-    switch (sel) {
-    case PLCACHE_SEL_LATEST:
-        return pturl_template(b, base, name, NULL, -1, llm_kwargs);
-    case PLCACHE_SEL_LABEL:
-        if (label == NULL || label[0] == '\0')
-            return -1;
-        return pturl_template(b, base, name, label, -1, llm_kwargs);
-    case PLCACHE_SEL_VERSION:
-        if (version <= 0)
-            return -1;
-        return pturl_template(b, base, name, NULL, version, llm_kwargs);
-    default:
-        return -1;
-    }
+    return field_url(b, base, name, &f, llm_kwargs);
 }
 
 int form_key(char *out, size_t outlen, const char *prefix, const char *middle, const char *name,

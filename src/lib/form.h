@@ -9,13 +9,14 @@
 #include <stddef.h>
 
 #include "core/buf.h"
+#include "model/field.h"
 #include "plcache.h"
 
 #define FORM_MAX_NAME 1024  /* bytes of a template name (PromptLayer's own bound) */
 #define FORM_MAX_LABEL 1024 /* bytes of a release label */
 #define FORM_MAX_PREFIX 128 /* bytes of PLCACHE_PREFIX */
 /* A field: "label:" + label, or "version:" + 19 digits, plus NUL. */
-#define FORM_FIELD_SIZE (FORM_MAX_LABEL + 8)
+#define FORM_FIELD_SIZE FIELD_SIZE(FORM_MAX_LABEL)
 /* A key: prefix + "lease:" + name + ":" + field, plus NUL. */
 #define FORM_KEY_SIZE (FORM_MAX_PREFIX + 8 + FORM_MAX_NAME + 1 + FORM_FIELD_SIZE)
 

@@ -143,8 +143,8 @@ static plcache_status as_winner(plcache *c, const char *name, const char *field,
                                 size_t *len)
 {
     char ids[FORM_KEY_SIZE], chan[FORM_KEY_SIZE];
-    form_key(ids, sizeof(ids), c->prefix, LIB_KEY_PROMPT_IDS, "", NULL);
-    form_key(chan, sizeof(chan), c->prefix, LIB_KEY_INVALIDATE, "", NULL);
+    form_key(ids, sizeof(ids), c->prefix, KEYS_PROMPT_IDS, "", NULL);
+    form_key(chan, sizeof(chan), c->prefix, KEYS_INVALIDATE, "", NULL);
     api_answer ans;
     plcache_status st = fetch(c, name, sel, label, version, &ans);
     if (st != PLCACHE_OK) {
@@ -225,8 +225,8 @@ plcache_status lease_read_through(plcache *c, const char *name, const char *fiel
                                   const char *gen, char **json, size_t *len)
 {
     char hash[FORM_KEY_SIZE], lease[FORM_KEY_SIZE];
-    if (form_key(hash, sizeof(hash), c->prefix, LIB_KEY_PROMPT, name, NULL) < 0 ||
-        form_key(lease, sizeof(lease), c->prefix, LIB_KEY_LEASE, name, field) < 0)
+    if (form_key(hash, sizeof(hash), c->prefix, KEYS_PROMPT, name, NULL) < 0 ||
+        form_key(lease, sizeof(lease), c->prefix, KEYS_LEASE, name, field) < 0)
         return lib_fail(c, PLCACHE_E_ARG, "name too long");
     char token[33], px[24];
     new_token(token);

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/logreq.h"
+#include "model/logreq.h"
 #include "lib/form.h"
 #include "lib/lease.h"
 
@@ -171,7 +171,7 @@ plcache_status plcache_open(plcache **out, const plcache_options *opts, char *er
     }
     if (o.memory_entries > 0) {
         char chan[FORM_KEY_SIZE];
-        form_key(chan, sizeof(chan), c->prefix, LIB_KEY_INVALIDATE, "", NULL);
+        form_key(chan, sizeof(chan), c->prefix, KEYS_INVALIDATE, "", NULL);
         c->mem = memcache_new(o.memory_entries, (int64_t)o.memory_max_age_ms * 1000);
         if (c->mem == NULL) {
             snprintf(err, errlen, "out of memory");
@@ -226,7 +226,7 @@ plcache_status plcache_get(plcache *c, const char *name, plcache_select sel, con
     if (form_field(field, sizeof(field), sel, label, version) < 0)
         return lib_fail(c, PLCACHE_E_ARG, "bad selector (a label of 1..%d bytes, a version > 0)",
                         FORM_MAX_LABEL);
-    form_key(hash, sizeof(hash), c->prefix, LIB_KEY_PROMPT, name, NULL);
+    form_key(hash, sizeof(hash), c->prefix, KEYS_PROMPT, name, NULL);
 
     uint64_t epoch = 0;
     int64_t now = 0;
@@ -305,7 +305,7 @@ done:
 static plcache_status push_text(plcache *c, const char *job, size_t len, long long *queue_len)
 {
     char key[FORM_KEY_SIZE];
-    form_key(key, sizeof(key), c->prefix, LIB_KEY_TRACK, "", NULL);
+    form_key(key, sizeof(key), c->prefix, KEYS_TRACK, "", NULL);
     const char *argv[] = {"LPUSH", key, job};
     size_t argvlen[] = {5, strlen(key), len};
     /* Sent again once when the connection is found broken: a job may then be
@@ -327,7 +327,7 @@ static plcache_status push_text(plcache *c, const char *job, size_t len, long lo
     return st;
 }
 
-/* PLCACHE_OK when job is one PromptLayer accepts (core/logreq.h), else
+/* PLCACHE_OK when job is one PromptLayer accepts (model/logreq.h), else
  * PLCACHE_E_ARG with the field and the rule in errstr. */
 static plcache_status check_job(plcache *c, const json_t *job)
 {

@@ -6,17 +6,12 @@
 #include <stdint.h>
 
 #include "core/rurl.h"
+#include "core/sconn.h"
 #include "lib/api.h"
 #include "lib/memcache.h"
-#include "core/sconn.h"
 #include "lib/sub.h"
+#include "model/keys.h"
 #include "plcache.h"
-
-#define LIB_KEY_PROMPT "prompt:"
-#define LIB_KEY_PROMPT_IDS "prompt-ids"
-#define LIB_KEY_INVALIDATE "invalidate"
-#define LIB_KEY_TRACK "track"
-#define LIB_KEY_LEASE "lease:" /* + name + ":" + field: the read-through lease */
 
 /* A Lua script run by EVALSHA, loaded on first use, EVAL on NOSCRIPT. */
 typedef struct lib_script {

@@ -636,7 +636,7 @@ def render(entry, variables=None):
 # --- the client ------------------------------------------------------------------
 
 def _flag_refused(status):
-    """plcache's rule (src/core/pturl.c pturl_flag_refused): a 4xx that is not
+    """plcache's rule (src/model/pturl.c pturl_flag_refused): a 4xx that is not
     about the key, the template, time or rate means the API refused
     include_llm_kwargs; the same request without it is answered instead."""
     return 400 <= status < 500 and status not in (401, 403, 404, 408, 429)

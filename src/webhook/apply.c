@@ -29,12 +29,14 @@
 #include <string.h>
 
 #include "core/cachew.h"
-#include "core/keys.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/ptfetch.h"
 #include "core/timeutil.h"
-#include "webhook/plan.h"
+#include "model/answer.h"
+#include "model/field.h"
+#include "model/keys.h"
+#include "model/plan.h"
 
 #define GROUP "plcache-applier"
 #define BLOCK_MS 2000
@@ -54,10 +56,9 @@ static const char *const apply_types[] = {
 #define NAPPLY (sizeof(apply_types) / sizeof(apply_types[0]))
 
 typedef struct target {
-    plan_selector sel;
-    long long version;
+    field f;     /* f.label points into label */
     char *label; /* owned */
-    char *field; /* owned: the cache field this target fills */
+    char *field; /* owned: f as text, the cache field this target fills */
     long status; /* answer, 0 until done */
     char *body;  /* owned: the answer when 200 */
     long long got_version;
@@ -205,7 +206,8 @@ static job *job_new(applier *a)
     return j;
 }
 
-static int add_target(job *j, plan_selector sel, long long version, const char *label)
+/* Adds a target for field f (its label copied). Returns 0 or -1 (memory). */
+static int add_target(job *j, field f)
 {
     target *t = realloc(j->targets, (j->ntargets + 1) * sizeof(*t));
     if (t == NULL)
@@ -213,26 +215,16 @@ static int add_target(job *j, plan_selector sel, long long version, const char *
     j->targets = t;
     t = &j->targets[j->ntargets];
     memset(t, 0, sizeof(*t));
-    t->sel = sel;
-    t->version = version;
-    char field[64];
-    if (sel == SEL_LABEL) {
-        t->label = strdup(label);
-        size_t n = strlen(label) + 7;
-        t->field = malloc(n);
-        if (t->field)
-            snprintf(t->field, n, "label:%s", label);
-    } else {
-        if (sel == SEL_VERSION)
-            snprintf(field, sizeof(field), "version:%lld", version);
-        else
-            snprintf(field, sizeof(field), "latest");
-        t->field = strdup(field);
+    t->f = f;
+    if (f.kind == FIELD_LABEL) {
+        t->label = strdup(f.label);
+        t->f.label = t->label;
     }
     j->ntargets++;
-    if (t->field == NULL || (sel == SEL_LABEL && t->label == NULL))
+    if (f.kind == FIELD_LABEL && t->label == NULL)
         return -1;
-    return 0;
+    t->field = field_dup(&t->f);
+    return t->field == NULL ? -1 : 0;
 }
 
 static void add_op(rconn_args *ops, const char *op, const char *x, size_t xlen, const char *y,
@@ -362,21 +354,6 @@ static void pre_written(redisReply *r, void *priv)
         ack(j);
 }
 
-/* Reads the version of an API answer; -1 when it is not a template object. */
-static long long answer_version(const char *body, size_t len)
-{
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    long long v = -1;
-    if (json_is_object(o)) {
-        json_t *n = json_object_get(o, "version");
-        if (json_is_integer(n) && json_integer_value(n) >= 0)
-            v = json_integer_value(n);
-    }
-    json_decref(o);
-    return v;
-}
-
 typedef struct fetch_ctx {
     job *j;
     size_t idx;
@@ -390,8 +367,7 @@ static void fetched(const fetch_result *res, void *arg)
     free(fc);
     t->status = res->status;
     if (res->status == 200) {
-        t->got_version = answer_version(res->body, res->len);
-        if (t->got_version < 0) {
+        if (answer_template(res->body, res->len, &t->got_version, NULL) != 0) {
             t->status = -1; /* not a template: counts as a failure */
         } else {
             t->body = malloc(res->len + 1);
@@ -423,10 +399,9 @@ static void job_fetch(job *j)
         buf_init(&without, 8192);
         fetch_ctx *fc = malloc(sizeof(*fc));
         int ok = fc != NULL &&
-                 plan_url(&without, a->base_url, j->p.name, t->sel, t->version, t->label, 0) == 0 &&
+                 field_url(&without, a->base_url, j->p.name, &t->f, 0) == 0 &&
                  without.data != NULL &&
-                 (!a->llm_kwargs ||
-                  plan_url(&with, a->base_url, j->p.name, t->sel, t->version, t->label, 1) == 0);
+                 (!a->llm_kwargs || field_url(&with, a->base_url, j->p.name, &t->f, 1) == 0);
         if (ok) {
             fc->j = j;
             fc->idx = i;
@@ -460,7 +435,7 @@ static void job_write(job *j)
         target *t = &j->targets[i];
         char num[32];
         if (t->status == 404) {
-            if (t->sel == SEL_LATEST)
+            if (t->f.kind == FIELD_LATEST)
                 add_op(&c, "drop", "", 0, "", 0);
             else
                 add_op(&c, "del", t->field, strlen(t->field), "", 0);
@@ -476,11 +451,11 @@ static void job_write(job *j)
         snprintf(num, sizeof(num), "%lld", t->got_version);
         if (j->p.kind == PLAN_REFRESH_VERSION) {
             add_op(&c, "holding", num, strlen(num), t->body, blen);
-        } else if (t->sel == SEL_LATEST) {
+        } else if (t->f.kind == FIELD_LATEST) {
             add_op(&c, "latest", num, strlen(num), t->body, blen);
         } else {
             add_op(&c, "set", t->field, strlen(t->field), t->body, blen);
-            if (t->sel == SEL_VERSION && j->p.kind == PLAN_VERSION)
+            if (t->f.kind == FIELD_VERSION && j->p.kind == PLAN_VERSION)
                 add_op(&c, "latest", num, strlen(num), t->body, blen);
         }
         ops++;
@@ -512,12 +487,10 @@ static void fields_listed(redisReply *r, void *priv)
     }
     for (size_t i = 0; i < r->elements; i++) {
         redisReply *f = r->element[i];
-        plan_selector sel;
-        long long v = -1;
-        const char *label = NULL;
-        if (f->type != REDIS_REPLY_STRING || plan_field(f->str, &sel, &v, &label) != 0)
+        field fd;
+        if (f->type != REDIS_REPLY_STRING || field_parse(f->str, &fd) != 0)
             continue;
-        if (add_target(j, sel, v, label) != 0) {
+        if (add_target(j, fd) != 0) {
             job_fail(j, "out of memory");
             return;
         }
@@ -631,25 +604,23 @@ static job *job_from_entry(applier *a, redisReply *e)
     switch (j->p.kind) {
     case PLAN_VERSION:
     case PLAN_REFRESH_VERSION:
-        rc = add_target(j, SEL_VERSION, j->p.version, NULL);
+        rc = add_target(j, (field){.kind = FIELD_VERSION, .version = j->p.version});
         break;
     case PLAN_LABEL:
-        rc = add_target(j, SEL_LABEL, -1, j->p.label);
+        rc = add_target(j, (field){.kind = FIELD_LABEL, .label = j->p.label});
         if (rc == 0 && j->p.version >= 0) {
-            char src[48];
-            snprintf(src, sizeof(src), "version:%lld", j->p.version);
+            char src[FIELD_SIZE(32)];
+            field_format(src, sizeof(src), &(field){.kind = FIELD_VERSION, .version = j->p.version});
             add_op(&j->pre, "copy", j->targets[0].field, strlen(j->targets[0].field), src,
                    strlen(src));
         }
         break;
     case PLAN_LABEL_DELETE: {
-        size_t n = strlen(j->p.label) + 7;
-        char *f = malloc(n);
+        char *f = field_dup(&(field){.kind = FIELD_LABEL, .label = j->p.label});
         if (f == NULL) {
             rc = -1;
             break;
         }
-        snprintf(f, n, "label:%s", j->p.label);
         add_op(&j->pre, "del", f, strlen(f), "", 0);
         free(f);
         break;

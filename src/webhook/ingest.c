@@ -11,7 +11,7 @@
 
 #include "core/buf.h"
 #include "core/hsrv.h"
-#include "core/keys.h"
+#include "model/keys.h"
 #include "core/log.h"
 #include "core/loglim.h"
 #include "core/metrics.h"

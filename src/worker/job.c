@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/logreq.h"
+#include "model/logreq.h"
 
 #define RETRY_KEY "__plcache_retry__"
 
@@ -286,7 +286,7 @@ static int read_step(wjob *j, json_t *o)
         j->invalid = "an envelope step needs a string endpoint and an object body";
         return 0;
     }
-    /* The known path itself is sent, never the job's text (core/logreq.h). */
+    /* The known path itself is sent, never the job's text (model/logreq.h). */
     const char *known = logreq_endpoint(json_string_value(ep));
     if (known == NULL) {
         j->invalid = "endpoint is not one of the API paths the worker knows";

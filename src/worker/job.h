@@ -18,7 +18,7 @@
 #define JOB_MAX_STEPS 64
 
 typedef struct job_step {
-    char *endpoint; /* owned; one of the API paths of core/logreq.h */
+    char *endpoint; /* owned; one of the API paths of model/logreq.h */
     char *body;     /* owned; JSON text of the body */
     size_t body_len;
 } job_step;

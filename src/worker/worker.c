@@ -35,16 +35,19 @@
 #include "worker/worker.h"
 
 #include <event2/event.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/keys.h"
 #include "core/log.h"
-#include "core/logreq.h"
 #include "core/metrics.h"
 #include "core/rwait.h"
 #include "core/timeutil.h"
+#include "model/fate.h"
+#include "model/keys.h"
+#include "model/logreq.h"
+#include "model/retry.h"
 #include "worker/job.h"
 
 #define TICK_MS 100
@@ -178,6 +181,7 @@ struct worker {
     int recover, recovering; /* a link dropped: reconcile our processing list */
     int wait_logged;         /* one warning per replica shortfall */
     int64_t auth_until_ms, rate_until_ms;
+    uint64_t rng; /* retry waits (model/retry.h) */
     int64_t last_promote, last_heartbeat, last_reap, last_depth;
     unsigned long nonce;
     /* metrics */
@@ -443,17 +447,9 @@ static void retry_later(inflight *f, int attempts, int64_t delay_ms)
     free(text);
 }
 
-static int64_t backoff_ms(worker *w, int attempts)
-{
-    int64_t cap = w->o.retry_base_ms;
-    for (int i = 1; i < attempts && cap < w->o.retry_max_ms; i++)
-        cap *= 2;
-    if (cap > w->o.retry_max_ms)
-        cap = w->o.retry_max_ms;
-    return cap > 0 ? (int64_t)(random() % (cap + 1)) : 0;
-}
-
 /* ---- forwarding --------------------------------------------------------- */
+
+static void auth_pause(inflight *f, long st);
 
 static void answered(const fetch_result *r, void *arg)
 {
@@ -466,50 +462,46 @@ static void answered(const fetch_result *r, void *arg)
         return;
     }
     long st = r->status;
-    if (st >= 200 && st < 300) {
+    int attempts = f->job.attempts + 1;
+    fate fa = fate_of(&(fate_in){.status = st,
+                                 .transient = r->outcome == FETCH_RETRY,
+                                 .more_steps = f->job.next + 1 < f->job.nsteps,
+                                 .attempts = attempts,
+                                 .max_attempts = w->o.max_attempts});
+    switch (fa.kind) {
+    case FATE_NEXT_STEP:
+    case FATE_DONE:
         if (w->window < w->o.concurrency)
             w->window++;
-        if (f->job.next + 1 < f->job.nsteps) {
-            /* request_id comes from the first call's answer only. */
-            if (f->job.next == 0 && job_set_request_id(&f->job, r->body, r->len) != 0) {
-                retry_later(f, f->job.attempts, 1000);
-                return;
-            }
-            f->job.next++;
-            send_step(f);
+        if (fa.kind == FATE_DONE) {
+            finish(f, FIN_DONE, NULL, 0, NULL); /* counted once written */
             return;
         }
-        finish(f, FIN_DONE, NULL, 0, NULL); /* counted once written */
-        return;
-    }
-    if (st == 401 || st == 403) {
-        int64_t now = time_now_ms();
-        if (w->auth_until_ms <= now) {
-            char s[16], p[24];
-            snprintf(s, sizeof(s), "%ld", st);
-            snprintf(p, sizeof(p), "%ld", w->o.auth_pause_ms / 1000);
-            log_error("PromptLayer refused the API key: not taking jobs, they stay queued; "
-                      "trying again after the pause",
-                      "status", s, "pause_s", p);
-            w->auth_pauses++;
+        /* request_id comes from the first call's answer only. */
+        if (f->job.next == 0 && job_set_request_id(&f->job, r->body, r->len) != 0) {
+            retry_later(f, f->job.attempts, 1000);
+            return;
         }
-        w->auth_until_ms = now + w->o.auth_pause_ms;
-        w->window = 1;
-        retry_later(f, f->job.attempts, w->o.auth_pause_ms);
+        f->job.next++;
+        send_step(f);
         return;
-    }
-    int retryable = st == 0 || st == 408 || st == 429 || st >= 500;
-    if (!retryable) {
+    case FATE_AUTH_PAUSE:
+        auth_pause(f, st);
+        return;
+    case FATE_DEAD_REJECTED: {
         /* What to fix, as PromptLayer said it (its 422 "detail" names the
          * field), bounded, so `plcache dlq list` tells it. */
         char why[1024], err[1100];
-        logreq_detail(r->body, r->len, why, sizeof(why));
-        snprintf(err, sizeof(err), "HTTP %ld: %s", st, why);
-        dead(f, DEAD_REJECTED, err, st, f->job.attempts + 1);
+        if (st == 0) {
+            snprintf(err, sizeof(err), "no answer: %s", r->error);
+        } else {
+            logreq_detail(r->body, r->len, why, sizeof(why));
+            snprintf(err, sizeof(err), "HTTP %ld: %s", st, why);
+        }
+        dead(f, DEAD_REJECTED, err, st, attempts);
         return;
     }
-    int attempts = f->job.attempts + 1;
-    if (attempts >= w->o.max_attempts) {
+    case FATE_DEAD_ATTEMPTS: {
         char err[300];
         if (st == 0)
             snprintf(err, sizeof(err), "no answer: %s", r->error);
@@ -518,10 +510,14 @@ static void answered(const fetch_result *r, void *arg)
         dead(f, DEAD_ATTEMPTS, err, st, attempts);
         return;
     }
-    int64_t delay = backoff_ms(w, attempts);
-    if (r->retry_after_ms >= 0 && r->retry_after_ms > delay)
-        delay = r->retry_after_ms > w->o.retry_max_ms ? w->o.retry_max_ms : r->retry_after_ms;
-    if (st == 429) {
+    case FATE_RETRY:
+        break;
+    }
+    retry_policy rp = {.base_ms = w->o.retry_base_ms,
+                       .max_ms = w->o.retry_max_ms,
+                       .retry_after_max_ms = w->o.retry_max_ms};
+    int64_t delay = retry_delay_ms(&rp, attempts, r->retry_after_ms, &w->rng);
+    if (fa.slow_down) {
         int64_t until = time_now_ms() + delay;
         if (until > w->rate_until_ms) {
             if (w->rate_until_ms <= time_now_ms()) {
@@ -535,6 +531,26 @@ static void answered(const fetch_result *r, void *arg)
         w->window = 1;
     }
     retry_later(f, attempts, delay);
+}
+
+/* The API key was refused (st 401 or 403): the job waits out the pause, its
+ * attempts not counted, and no job is taken meanwhile. */
+static void auth_pause(inflight *f, long st)
+{
+    worker *w = f->w;
+    int64_t now = time_now_ms();
+    if (w->auth_until_ms <= now) {
+        char s[16], p[24];
+        snprintf(s, sizeof(s), "%ld", st);
+        snprintf(p, sizeof(p), "%ld", w->o.auth_pause_ms / 1000);
+        log_error("PromptLayer refused the API key: not taking jobs, they stay queued; "
+                  "trying again after the pause",
+                  "status", s, "pause_s", p);
+        w->auth_pauses++;
+    }
+    w->auth_until_ms = now + w->o.auth_pause_ms;
+    w->window = 1;
+    retry_later(f, f->job.attempts, w->o.auth_pause_ms);
 }
 
 static void send_step(inflight *f)
@@ -957,6 +973,7 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
     w->block = block;
     w->fetch = fetch;
     w->o = *o;
+    w->rng = retry_seed((uint64_t)(uintptr_t)w);
     w->base_url = strdup(o->base_url);
     w->id = strdup(o->id);
     size_t hl = strlen(o->api_key) + 16;
@@ -978,11 +995,11 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
     if (w->base_url == NULL || w->id == NULL || w->key_header == NULL || w->tick == NULL ||
         w->flush_ev == NULL ||
         keys_make(w->track, sizeof(w->track), o->prefix, KEYS_TRACK, NULL) < 0 ||
-        keys_make(w->retry, sizeof(w->retry), o->prefix, KEYS_TRACK, ":retry") < 0 ||
-        keys_make(w->dead, sizeof(w->dead), o->prefix, KEYS_TRACK, ":dead") < 0 ||
-        keys_make(w->workers, sizeof(w->workers), o->prefix, KEYS_TRACK, ":workers") < 0 ||
-        keys_make(w->processing_prefix, sizeof(w->processing_prefix), o->prefix, KEYS_TRACK,
-                  ":processing:") < 0 ||
+        keys_make(w->retry, sizeof(w->retry), o->prefix, KEYS_TRACK_RETRY, NULL) < 0 ||
+        keys_make(w->dead, sizeof(w->dead), o->prefix, KEYS_TRACK_DEAD, NULL) < 0 ||
+        keys_make(w->workers, sizeof(w->workers), o->prefix, KEYS_TRACK_WORKERS, NULL) < 0 ||
+        keys_make(w->processing_prefix, sizeof(w->processing_prefix), o->prefix,
+                  KEYS_TRACK_PROCESSING, NULL) < 0 ||
         snprintf(w->processing, sizeof(w->processing), "%s%s", w->processing_prefix, o->id) >=
             (int)sizeof(w->processing)) {
         worker_free(w);

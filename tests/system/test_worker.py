@@ -16,10 +16,13 @@ Every wait is bounded; the only fixed waits watch for something that must
 memory over a set time.
 """
 import datetime
+import http.server
 import json
 import os
 import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import unittest
@@ -231,6 +234,34 @@ class Exhaustion(WorkerCase):
         self.assertDeadEntry(dead[0], job("nowhere"), None, 3)
         self.assertNothingLeft()
         self.assertEqual(self.e.metric(RETRIED, w), 2)
+
+    def test_a_failure_that_repeats_is_dead_at_once(self):
+        # An API whose certificate does not verify: curl says so, and trying
+        # again cannot cure it (model/retry.h), as the applier's fetches have
+        # always treated it. Dead at once, not after max_attempts of backoff.
+        cert = os.path.join(self.e.tmp.path, "api.crt")
+        key = os.path.join(self.e.tmp.path, "api.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-days", "1", "-keyout", key, "-out", cert],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        self.addCleanup(lambda: (srv.shutdown(), srv.server_close(), t.join(5)))
+        self.assertEqual(self.e.worker.stop(), 0)
+        w = self.e.add_worker(PROMPTLAYER_BASE_URL=f"https://127.0.0.1:{srv.server_address[1]}")
+        self.e.start(w)
+        self.e.push(job("untrusted"))
+        dead = self.wait_dead(1, timeout=20)
+        self.assertDeadEntry(dead[0], job("untrusted"), None, 1, error_has="no answer: ")
+        self.assertIn("certificate", dead[0]["error"].lower(), dead[0])
+        self.assertNothingLeft()
+        self.assertEqual(self.e.metric(RETRIED, w), 0)
+        self.assertEqual(self.e.metric('plcache_worker_dead_total{reason="rejected"}', w), 1)
 
 
 class AuthPause(WorkerCase):

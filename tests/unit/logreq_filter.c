@@ -1,4 +1,4 @@
-/* logreq_filter.c -- core/logreq's verdict on each job of stdin, for tests.
+/* logreq_filter.c -- model/logreq's verdict on each job of stdin, for tests.
  *
  * Reads one JSON job per line on stdin; writes one line per job on stdout:
  * "1" when logreq_check_job accepts it, "0\t<reason>" when it refuses it
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/logreq.h"
+#include "model/logreq.h"
 
 int main(void)
 {

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "core/keys.h"
+#include "model/keys.h"
 
 static void test_match_escapes_glob_characters_then_adds_a_star(void **state)
 {

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/logreq.h"
+#include "model/logreq.h"
 
 /* A valid bare job, then with "%s" replaced by extra members. */
 #define MSG(role, text)                                                                            \

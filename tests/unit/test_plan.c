@@ -1,11 +1,11 @@
-/* test_plan.c -- event payloads to cache plans, API URLs, cache fields. */
+/* test_plan.c -- event payloads to cache plans; the include_llm_kwargs refusal rule. */
 #include "cm.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "core/pturl.h"
-#include "webhook/plan.h"
+#include "model/pturl.h"
+#include "model/plan.h"
 
 static plan parse(const char *type, const char *details)
 {
@@ -124,54 +124,6 @@ static void test_template_events_missing_what_they_need_are_invalid(void **state
     assert_int_equal(p.kind, PLAN_INVALID);
 }
 
-static void test_urls_encode_names_and_labels(void **state)
-{
-    (void)state;
-    buf b;
-    buf_init(&b, 4096);
-    assert_int_equal(plan_url(&b, "http://h:1/", "My Prompt/ü", SEL_VERSION, 3, NULL, 0), 0);
-    assert_string_equal(b.data, "http://h:1/prompt-templates/My%20Prompt%2F%C3%BC?version=3");
-    buf_reset(&b);
-    assert_int_equal(plan_url(&b, "https://api.promptlayer.com", "a", SEL_LABEL, -1, "prod&x", 0),
-                     0);
-    assert_string_equal(b.data, "https://api.promptlayer.com/prompt-templates/a?label=prod%26x");
-    buf_reset(&b);
-    assert_int_equal(plan_url(&b, "http://h", "a.b-c_d~", SEL_LATEST, -1, NULL, 0), 0);
-    assert_string_equal(b.data, "http://h/prompt-templates/a.b-c_d~");
-    buf_free(&b);
-}
-
-/* The cache holds a version with its llm_kwargs (DESIGN.md section 4): the
- * flag follows the selector, or starts the query for latest. */
-static void test_urls_ask_for_llm_kwargs(void **state)
-{
-    (void)state;
-    static const struct {
-        plan_selector sel;
-        long long version;
-        const char *label;
-        const char *want;
-    } rows[] = {
-        {SEL_LATEST, -1, NULL, "http://h/prompt-templates/a?include_llm_kwargs=true"},
-        {SEL_VERSION, 3, NULL, "http://h/prompt-templates/a?version=3&include_llm_kwargs=true"},
-        {SEL_LABEL, -1, "p&q", "http://h/prompt-templates/a?label=p%26q&include_llm_kwargs=true"},
-    };
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        buf b;
-        buf_init(&b, 4096);
-        assert_int_equal(
-            plan_url(&b, "http://h", "a", rows[i].sel, rows[i].version, rows[i].label, 1), 0);
-        assert_string_equal(b.data, rows[i].want);
-        buf_free(&b);
-    }
-    /* Too long with the flag: nothing is left half-written. */
-    buf b;
-    buf_init(&b, 30);
-    assert_int_equal(plan_url(&b, "http://h", "abcdef", SEL_LATEST, -1, NULL, 1), -1);
-    assert_true(b.len == 0);
-    buf_free(&b);
-}
-
 /* Which answers to a request with include_llm_kwargs=true mean "ask again
  * without it" (pturl_flag_refused). */
 static void test_flag_refusals_are_the_4xx_that_do_not_pass(void **state)
@@ -191,24 +143,6 @@ static void test_flag_refusals_are_the_4xx_that_do_not_pass(void **state)
     }
 }
 
-static void test_cache_fields(void **state)
-{
-    (void)state;
-    plan_selector sel;
-    long long v = -1;
-    const char *label = NULL;
-    assert_int_equal(plan_field("latest", &sel, &v, &label), 0);
-    assert_int_equal(sel, SEL_LATEST);
-    assert_int_equal(plan_field("version:12", &sel, &v, &label), 0);
-    assert_true(sel == SEL_VERSION && v == 12);
-    assert_int_equal(plan_field("label:prod", &sel, &v, &label), 0);
-    assert_true(sel == SEL_LABEL && strcmp(label, "prod") == 0);
-    assert_int_equal(plan_field("gen", &sel, &v, &label), -1);
-    assert_int_equal(plan_field("id", &sel, &v, &label), -1);
-    assert_int_equal(plan_field("version:x", &sel, &v, &label), -1);
-    assert_int_equal(plan_field("label:", &sel, &v, &label), -1);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,10 +151,7 @@ int main(void)
         cmocka_unit_test(test_rename_delete_update),
         cmocka_unit_test(test_other_events_only_recorded),
         cmocka_unit_test(test_template_events_missing_what_they_need_are_invalid),
-        cmocka_unit_test(test_urls_encode_names_and_labels),
-        cmocka_unit_test(test_urls_ask_for_llm_kwargs),
         cmocka_unit_test(test_flag_refusals_are_the_4xx_that_do_not_pass),
-        cmocka_unit_test(test_cache_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,7 @@
  * the message roles and what each requires, the content block types and the
  * field each one needs, the enums.
  */
-#include "core/logreq.h"
+#include "model/logreq.h"
 
 #include <limits.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /* keys.c -- Redis key names. */
-#include "core/keys.h"
+#include "model/keys.h"
 
 #include <stdio.h>
 #include <string.h>

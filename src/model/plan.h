@@ -9,8 +9,6 @@
 
 #include <stddef.h>
 
-#include "core/buf.h"
-
 typedef enum plan_kind {
     PLAN_NONE,            /* recorded in pl:events only */
     PLAN_VERSION,         /* fetch version n; set version:n, and latest when newest */
@@ -41,23 +39,5 @@ void plan_free(plan *p);
 
 /* Name of a kind for logs. */
 const char *plan_kind_name(plan_kind k);
-
-typedef enum plan_selector {
-    SEL_LATEST,
-    SEL_VERSION,
-    SEL_LABEL,
-} plan_selector;
-
-/* Appends to b the API URL of a template: base + "/prompt-templates/" + the
- * percent-encoded name, then "?version=N", "?label=L" or nothing (latest),
- * with include_llm_kwargs=true when llm_kwargs is non-zero (pturl_template).
- * Returns 0 or -1 (too long). */
-int plan_url(buf *b, const char *base, const char *name, plan_selector sel, long long version,
-             const char *label, int llm_kwargs);
-
-/* Parses a cache field name: "latest", "version:<n>", "label:<L>". Returns 0
- * with the selector (and *version or *label pointing into field), or -1 for
- * any other field (id, gen, ...). */
-int plan_field(const char *field, plan_selector *sel, long long *version, const char **label);
 
 #endif

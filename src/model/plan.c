@@ -1,5 +1,5 @@
 /* plan.c -- event payloads to cache plans; API URLs. */
-#include "webhook/plan.h"
+#include "model/plan.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/pturl.h"
 
 const char *plan_kind_name(plan_kind k)
 {
@@ -125,33 +124,3 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     return 0;
 }
 
-int plan_url(buf *b, const char *base, const char *name, plan_selector sel, long long version,
-             const char *label, int llm_kwargs)
-{
-    return pturl_template(b, base, name, sel == SEL_LABEL ? label : NULL,
-                          sel == SEL_VERSION ? version : -1, llm_kwargs);
-}
-
-int plan_field(const char *field, plan_selector *sel, long long *version, const char **label)
-{
-    if (strcmp(field, "latest") == 0) {
-        *sel = SEL_LATEST;
-        return 0;
-    }
-    if (strncmp(field, "version:", 8) == 0) {
-        char *end = NULL;
-        errno = 0;
-        long long n = strtoll(field + 8, &end, 10);
-        if (errno != 0 || end == field + 8 || *end != '\0' || n < 0)
-            return -1;
-        *sel = SEL_VERSION;
-        *version = n;
-        return 0;
-    }
-    if (strncmp(field, "label:", 6) == 0 && field[6] != '\0') {
-        *sel = SEL_LABEL;
-        *label = field + 6;
-        return 0;
-    }
-    return -1;
-}

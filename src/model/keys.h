@@ -1,6 +1,8 @@
 /* keys.h -- the Redis key names of DESIGN.md section 4 (contract).
  *
- * Every key is PLCACHE_PREFIX (default "pl:") followed by one of these names.
+ * Every key is PLCACHE_PREFIX (default "pl:") followed by one of these names;
+ * they are spelled here only (the daemons, the command and libplcache alike).
+ * KEYS_LEASE is libplcache's own (not in DESIGN.md): a fill in progress.
  */
 #ifndef PLCACHE_KEYS_H
 #define PLCACHE_KEYS_H
@@ -13,6 +15,11 @@
 #define KEYS_PROMPT_IDS "prompt-ids" /* hash id -> name */
 #define KEYS_INVALIDATE "invalidate" /* pub/sub channel */
 #define KEYS_TRACK "track"           /* list of log jobs */
+#define KEYS_TRACK_PROCESSING "track:processing:" /* + worker id: jobs taken, not finished */
+#define KEYS_TRACK_WORKERS "track:workers"        /* sorted set: worker id -> heartbeat (ms) */
+#define KEYS_TRACK_RETRY "track:retry"            /* sorted set: jobs by due time (ms) */
+#define KEYS_TRACK_DEAD "track:dead"              /* list of dead jobs, wrapped with why */
+#define KEYS_LEASE "lease:" /* + name + ":" + field: libplcache's read-through lease */
 
 #define KEYS_SEEN_TTL_S 86400     /* how long a delivery is remembered */
 #define KEYS_EVENTS_MAXLEN 100000 /* trimmed near this by the applier */

@@ -1,5 +1,5 @@
 /* pturl.c -- the PromptLayer API URL of a template. */
-#include "core/pturl.h"
+#include "model/pturl.h"
 
 #include <string.h>
 

@@ -33,7 +33,7 @@
 
 #include "cli/cmds.h"
 #include "core/buf.h"
-#include "core/cachew.h"
+#include "model/cachew.h"
 #include "core/fetch.h"
 #include "core/log.h"
 #include "core/ptfetch.h"
@@ -356,9 +356,9 @@ static void tpl_write(sync_tpl *t)
     sync_run *r = t->r;
     const sync_field *latest = &t->f[0]; /* always first */
     long long id = latest->status == 200 && latest->id >= 0 ? latest->id : t->cached_id;
-    rconn_args c;
-    rconn_args_init(&c);
-    cachew_begin(&c, r->c->set->prefix, t->name, id, NULL);
+    rargs c;
+    rargs_init(&c);
+    cachew_begin(&c, &(cachew_write){.prefix = r->c->set->prefix, .name = t->name, .id = id});
     cachew_op(&c, "ifgen", t->gen, strlen(t->gen), "", 0);
     int ops = 0;
     if (latest->status == 404) {
@@ -385,7 +385,7 @@ static void tpl_write(sync_tpl *t)
         }
     }
     int rc = ops > 0 && !r->stop ? rconn_send(r->redis, tpl_written, t, &c) : -1;
-    rconn_args_free(&c);
+    rargs_free(&c);
     if (rc != 0) {
         if (ops > 0)
             sync_fail(r, "%s: cache write failed: Redis unavailable", t->name);

@@ -649,63 +649,7 @@ void rconn_free(rconn *c)
     free(c);
 }
 
-void rconn_args_init(rconn_args *a)
-{
-    memset(a, 0, sizeof(*a));
-}
-
-void rconn_args_add(rconn_args *a, const void *p, size_t n)
-{
-    if (a->failed)
-        return;
-    if (a->argc == a->cap) {
-        int cap = a->cap ? a->cap * 2 : 16;
-        char **argv = realloc(a->argv, (size_t)cap * sizeof(*argv));
-        if (argv != NULL)
-            a->argv = argv;
-        size_t *lens = argv ? realloc(a->lens, (size_t)cap * sizeof(*lens)) : NULL;
-        if (argv == NULL || lens == NULL) {
-            a->failed = 1;
-            return;
-        }
-        a->lens = lens;
-        a->cap = cap;
-    }
-    char *copy = malloc(n + 1);
-    if (copy == NULL) {
-        a->failed = 1;
-        return;
-    }
-    if (n > 0)
-        memcpy(copy, p, n);
-    copy[n] = '\0';
-    a->argv[a->argc] = copy;
-    a->lens[a->argc] = n;
-    a->argc++;
-}
-
-void rconn_args_adds(rconn_args *a, const char *s)
-{
-    rconn_args_add(a, s, strlen(s));
-}
-
-void rconn_args_addll(rconn_args *a, long long v)
-{
-    char n[32];
-    int len = snprintf(n, sizeof(n), "%lld", v);
-    rconn_args_add(a, n, (size_t)len);
-}
-
-void rconn_args_free(rconn_args *a)
-{
-    for (int i = 0; i < a->argc; i++)
-        free(a->argv[i]);
-    free(a->argv);
-    free(a->lens);
-    memset(a, 0, sizeof(*a));
-}
-
-int rconn_send(rconn *c, rconn_reply_fn fn, void *priv, const rconn_args *a)
+int rconn_send(rconn *c, rconn_reply_fn fn, void *priv, const rargs *a)
 {
     if (a->failed || a->argc == 0)
         return -1;

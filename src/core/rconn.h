@@ -26,6 +26,7 @@
 #include <stddef.h>
 
 #include "core/rurl.h"
+#include "model/rargs.h"
 
 struct event_base;
 typedef struct rconn rconn;
@@ -64,25 +65,9 @@ unsigned long rconn_drops(const rconn *c);
 int rconn_argv(rconn *c, rconn_reply_fn fn, void *priv, int argc, const char **argv,
                const size_t *lens);
 
-/* A command being built: arguments copied in, owned by the struct. */
-typedef struct rconn_args {
-    int argc;
-    int cap;
-    char **argv;
-    size_t *lens;
-    int failed; /* an add ran out of memory: rconn_send refuses the command */
-} rconn_args;
-
-void rconn_args_init(rconn_args *a);
-/* Appends one argument (n bytes, copied) / a C string / a number. */
-void rconn_args_add(rconn_args *a, const void *p, size_t n);
-void rconn_args_adds(rconn_args *a, const char *s);
-void rconn_args_addll(rconn_args *a, long long v);
-void rconn_args_free(rconn_args *a);
-
 /* rconn_argv with a built command; the arguments stay the caller's (free them
  * after the call: hiredis has copied them). */
-int rconn_send(rconn *c, rconn_reply_fn fn, void *priv, const rconn_args *a);
+int rconn_send(rconn *c, rconn_reply_fn fn, void *priv, const rargs *a);
 
 /* Closes the connection: pending callbacks run with NULL first. NULL is fine.
  * Must not be called from inside an rconn callback. */

@@ -8,6 +8,7 @@
  */
 #include "lib/lease.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,27 +16,9 @@
 #include <unistd.h>
 
 #include "lib/form.h"
+#include "model/cachew.h"
 
 #define POLL_MS 5
-
-/* KEYS[1] the template hash, KEYS[2] id -> name, KEYS[3] the lease.
- * ARGV[1] gen read at the miss ("" = absent), ARGV[2] field, ARGV[3] JSON,
- * ARGV[4] id or "", ARGV[5] channel, ARGV[6] name, ARGV[7] lease token.
- * Returns 1 when written, 0 when a newer write won. */
-static const char fill_text[] =
-    "local w = 0\n"
-    "if (redis.call('HGET', KEYS[1], 'gen') or '') == ARGV[1] then\n"
-    "  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
-    "  redis.call('HINCRBY', KEYS[1], 'gen', 1)\n"
-    "  if ARGV[4] ~= '' then\n"
-    "    redis.call('HSET', KEYS[1], 'id', ARGV[4])\n"
-    "    redis.call('HSET', KEYS[2], ARGV[4], ARGV[6])\n"
-    "  end\n"
-    "  redis.call('PUBLISH', ARGV[5], ARGV[6])\n"
-    "  w = 1\n"
-    "end\n"
-    "if redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end\n"
-    "return w\n";
 
 /* KEYS[1] the lease, ARGV[1] the token: deletes the lease when still ours. */
 static const char release_text[] =
@@ -47,17 +30,14 @@ static int is_noscript(const redisReply *r)
     return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
-/* Runs script s with nkeys keys then args (argc items in all): EVALSHA, with
- * SCRIPT LOAD on first use and EVAL when Redis lost the script. Returns the
- * reply (the caller's) or NULL with c->rc.err set. */
-static redisReply *run_script(plcache *c, lib_script *s, int nkeys, int argc, const char **argv,
-                              const size_t *argvlen)
+/* Sends argv (argc items, argv[0] and argv[1] filled here), written as
+ * EVALSHA of s (loaded by SCRIPT LOAD on first use) and as EVAL of its text
+ * when Redis lost the script. Scripts here write: never sent twice on a
+ * broken connection. Returns the reply (the caller's) or NULL with c->rc.err
+ * set. */
+static redisReply *send_script(plcache *c, lib_script *s, int argc, const char **argv,
+                               size_t *argvlen)
 {
-    const char *a[16];
-    size_t al[16];
-    char nk[8];
-    if (argc + 3 > 16)
-        return NULL;
     if (s->sha[0] == '\0') {
         const char *load[] = {"SCRIPT", "LOAD", s->text};
         redisReply *r = sconn_command(&c->rc, 1, 3, load, NULL);
@@ -67,27 +47,67 @@ static redisReply *run_script(plcache *c, lib_script *s, int nkeys, int argc, co
             memcpy(s->sha, r->str, r->len + 1);
         freeReplyObject(r);
     }
-    snprintf(nk, sizeof(nk), "%d", nkeys);
-    a[0] = s->sha[0] != '\0' ? "EVALSHA" : "EVAL";
-    a[1] = s->sha[0] != '\0' ? s->sha : s->text;
-    a[2] = nk;
-    al[0] = strlen(a[0]);
-    al[1] = strlen(a[1]);
-    al[2] = strlen(a[2]);
-    for (int i = 0; i < argc; i++) {
-        a[3 + i] = argv[i];
-        al[3 + i] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
-    }
-    /* Scripts here write: never sent twice on a broken connection. */
-    redisReply *r = sconn_command(&c->rc, 0, argc + 3, a, al);
+    int sha = s->sha[0] != '\0';
+    argv[0] = sha ? "EVALSHA" : "EVAL";
+    argv[1] = sha ? s->sha : s->text;
+    argvlen[0] = strlen(argv[0]);
+    argvlen[1] = strlen(argv[1]);
+    redisReply *r = sconn_command(&c->rc, 0, argc, argv, argvlen);
     if (r != NULL && is_noscript(r)) {
         freeReplyObject(r);
-        a[0] = "EVAL";
-        a[1] = s->text;
-        al[0] = 4;
-        al[1] = strlen(s->text);
-        r = sconn_command(&c->rc, 0, argc + 3, a, al);
+        argv[0] = "EVAL";
+        argv[1] = s->text;
+        argvlen[0] = 4;
+        argvlen[1] = strlen(s->text);
+        r = sconn_command(&c->rc, 0, argc, argv, argvlen);
     }
+    return r;
+}
+
+/* Runs script s with nkeys keys then args (argc C strings in all). */
+static redisReply *run_script(plcache *c, lib_script *s, int nkeys, int argc, const char **argv)
+{
+    const char *a[8];
+    size_t al[8];
+    char nk[8];
+    if (argc + 3 > 8)
+        return NULL;
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    a[2] = nk;
+    al[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        a[3 + i] = argv[i];
+        al[3 + i] = strlen(argv[i]);
+    }
+    return send_script(c, s, argc + 3, a, al);
+}
+
+/* Runs a template-hash write built by model/cachew: argv[0] "EVAL", argv[1]
+ * its script (the text c->fill is loaded from; one text for every write).
+ * Returns the reply (the caller's) or NULL with c->rc.err set. */
+static redisReply *run_write(plcache *c, const rargs *w)
+{
+    const char **a = NULL;
+    size_t *al = NULL;
+    redisReply *r = NULL;
+    if (!w->failed && w->argc >= 3) {
+        a = malloc((size_t)w->argc * sizeof(*a));
+        al = malloc((size_t)w->argc * sizeof(*al));
+    }
+    if (a == NULL || al == NULL) {
+        snprintf(c->rc.err, sizeof(c->rc.err), "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < w->argc; i++) {
+        a[i] = w->argv[i];
+        al[i] = w->lens[i];
+    }
+    c->fill.text = w->argv[1];
+    r = send_script(c, &c->fill, w->argc, a, al);
+    c->fill.text = NULL; /* the text was w's; the sha stays */
+done:
+    free(a);
+    free(al);
     return r;
 }
 
@@ -139,32 +159,40 @@ static plcache_status give(plcache *c, api_answer *ans, char **json, size_t *len
 /* The lease holder: fetch, then fill with the gen check and release. */
 static plcache_status as_winner(plcache *c, const char *name, const char *field, plcache_select sel,
                                 const char *label, long long version, const char *gen,
-                                const char *hash, const char *lease, const char *token, char **json,
-                                size_t *len)
+                                const char *lease, const char *token, char **json, size_t *len)
 {
-    char ids[FORM_KEY_SIZE], chan[FORM_KEY_SIZE];
-    form_key(ids, sizeof(ids), c->prefix, KEYS_PROMPT_IDS, "", NULL);
-    form_key(chan, sizeof(chan), c->prefix, KEYS_INVALIDATE, "", NULL);
     api_answer ans;
     plcache_status st = fetch(c, name, sel, label, version, &ans);
     if (st != PLCACHE_OK) {
         const char *argv[] = {lease, token};
-        redisReply *r = run_script(c, &c->release, 1, 2, argv, NULL);
+        redisReply *r = run_script(c, &c->release, 1, 2, argv);
         if (r != NULL)
             freeReplyObject(r);
         /* Without a release the lease just expires after lease_ms. */
         return st;
     }
-    const char *argv[] = {hash, ids,  lease, gen != NULL ? gen : "", field, ans.json, ans.id,
-                          chan, name, token};
-    size_t argvlen[10];
-    for (size_t i = 0; i < 10; i++)
-        argvlen[i] = i == 5 ? ans.len : strlen(argv[i]);
-    redisReply *r = run_script(c, &c->fill, 3, 10, argv, argvlen);
+    /* The one writer of a template's hash (model/cachew): set the field only
+     * while gen is what the miss read, and release the lease. */
+    char *end = NULL;
+    long long id = ans.id[0] != '\0' ? strtoll(ans.id, &end, 10) : -1;
+    if (end != NULL && (*end != '\0' || id == LLONG_MAX))
+        id = -1;
+    rargs w;
+    rargs_init(&w);
+    cachew_begin(&w, &(cachew_write){.prefix = c->prefix,
+                                     .name = name,
+                                     .id = id,
+                                     .lease = lease,
+                                     .token = token});
+    const char *g = gen != NULL ? gen : "";
+    cachew_op(&w, "ifgen", g, strlen(g), "", 0);
+    cachew_op(&w, "set", field, strlen(field), ans.json, ans.len);
+    redisReply *r = run_write(c, &w);
+    rargs_free(&w);
     /* The caller gets what the API said even when the fill failed or lost:
      * that is the truth; only the cache is not updated. */
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
-        if (r->integer == 1)
+        if (r->integer >= 0)
             c->st.fills++;
         else
             c->st.fills_refused++;
@@ -245,13 +273,13 @@ plcache_status lease_read_through(plcache *c, const char *name, const char *fiel
     int won = r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);
     if (won)
-        return as_winner(c, name, field, sel, label, version, gen, hash, lease, token, json, len);
+        return as_winner(c, name, field, sel, label, version, gen, lease, token, json, len);
     return as_waiter(c, name, field, sel, label, version, hash, lease, json, len);
 }
 
 void lease_init(plcache *c)
 {
-    c->fill.text = fill_text;
+    c->fill.text = NULL; /* set from the write itself (model/cachew) */
     c->fill.sha[0] = '\0';
     c->release.text = release_text;
     c->release.sha[0] = '\0';

@@ -9,7 +9,8 @@
  * from the API itself and returns what it got WITHOUT writing it: only a
  * lease holder writes, so a herd costs one fetch and one write.
  *
- * Stale set: the fill is a Lua script that writes the field only when the
+ * Stale set: the fill is the template-hash write every writer uses
+ * (model/cachew, "ifgen" then "set"): it writes the field only when the
  * hash's `gen` is still the one the miss read (absent == absent), bumps gen,
  * records the id (`id`, `<prefix>prompt-ids`), publishes the name on
  * `<prefix>invalidate`, and deletes the lease when it still holds the token.
@@ -31,7 +32,8 @@ plcache_status lease_read_through(plcache *c, const char *name, const char *fiel
                                   plcache_select sel, const char *label, long long version,
                                   const char *gen, char **json, size_t *len);
 
-/* Points c's scripts (fill, release) at their text. No I/O. */
+/* Readies c's scripts (the release's text; the fill's comes with each write).
+ * No I/O. */
 void lease_init(plcache *c);
 
 #endif

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cachew.h"
+#include "model/cachew.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/ptfetch.h"
@@ -77,7 +77,7 @@ struct job {
     int64_t received_ms;
     target *targets;
     size_t ntargets, fetches_left;
-    rconn_args pre; /* pre-write operations */
+    rargs pre; /* pre-write operations */
     int failed;
     const char *why; /* failure reason, static */
 };
@@ -189,7 +189,7 @@ static void job_free(job *j)
         free(j->targets[i].body);
     }
     free(j->targets);
-    rconn_args_free(&j->pre);
+    rargs_free(&j->pre);
     plan_free(&j->p);
     free(j);
 }
@@ -202,7 +202,7 @@ static job *job_new(applier *a)
     j->a = a;
     j->p.kind = PLAN_INVALID;
     j->type_idx = NAPPLY - 1;
-    rconn_args_init(&j->pre);
+    rargs_init(&j->pre);
     return j;
 }
 
@@ -227,18 +227,21 @@ static int add_target(job *j, field f)
     return t->field == NULL ? -1 : 0;
 }
 
-static void add_op(rconn_args *ops, const char *op, const char *x, size_t xlen, const char *y,
+static void add_op(rargs *ops, const char *op, const char *x, size_t xlen, const char *y,
                    size_t ylen)
 {
-    rconn_args_adds(ops, op);
-    rconn_args_add(ops, x, xlen);
-    rconn_args_add(ops, y, ylen);
+    rargs_adds(ops, op);
+    rargs_add(ops, x, xlen);
+    rargs_add(ops, y, ylen);
 }
 
 /* The start of a write command for the job's template (core/cachew.h). */
-static void write_prologue(job *j, rconn_args *c, int with_old)
+static void write_prologue(job *j, rargs *c, int with_old)
 {
-    cachew_begin(c, j->a->prefix, j->p.name, j->p.id, with_old ? j->p.old_name : NULL);
+    cachew_begin(c, &(cachew_write){.prefix = j->a->prefix,
+                                  .name = j->p.name,
+                                  .id = j->p.id,
+                                  .old_name = with_old ? j->p.old_name : NULL});
 }
 
 static job *find_running(applier *a, const char *name)
@@ -426,8 +429,8 @@ static void job_fetch(job *j)
 static void job_write(job *j)
 {
     applier *a = j->a;
-    rconn_args c;
-    rconn_args_init(&c);
+    rargs c;
+    rargs_init(&c);
     int rename = j->p.kind == PLAN_RENAME;
     write_prologue(j, &c, rename);
     int ops = 0;
@@ -463,17 +466,17 @@ static void job_write(job *j)
     /* A failed fetch fails the whole job: nothing is written, the entry stays
      * pending and the job runs again once claimed. */
     if (j->failed) {
-        rconn_args_free(&c);
+        rargs_free(&c);
         job_fail(j, j->why);
         return;
     }
     if (ops == 0 && !rename) {
-        rconn_args_free(&c);
+        rargs_free(&c);
         ack(j);
         return;
     }
     int rc = a->closing ? -1 : rconn_send(a->redis, written, j, &c);
-    rconn_args_free(&c);
+    rargs_free(&c);
     if (rc != 0)
         job_fail(j, "redis unavailable");
 }
@@ -522,13 +525,13 @@ static void job_start(job *j)
         return;
     }
     if (j->pre.argc > 0) {
-        rconn_args c;
-        rconn_args_init(&c);
+        rargs c;
+        rargs_init(&c);
         write_prologue(j, &c, 0);
         for (int i = 0; i < j->pre.argc; i++)
-            rconn_args_add(&c, j->pre.argv[i], j->pre.lens[i]);
+            rargs_add(&c, j->pre.argv[i], j->pre.lens[i]);
         int rc = rconn_send(a->redis, pre_written, j, &c);
-        rconn_args_free(&c);
+        rargs_free(&c);
         if (rc != 0)
             job_fail(j, "redis unavailable");
         return;
@@ -652,11 +655,11 @@ static void take_entries(applier *a, redisReply *entries)
     /* Events that change nothing in the cache (most of a busy webhook's
      * traffic: agent runs, reports, datasets) are acknowledged together, in
      * one XACK per read. */
-    rconn_args acks;
-    rconn_args_init(&acks);
-    rconn_args_adds(&acks, "XACK");
-    rconn_args_adds(&acks, a->events_key);
-    rconn_args_adds(&acks, GROUP);
+    rargs acks;
+    rargs_init(&acks);
+    rargs_adds(&acks, "XACK");
+    rargs_adds(&acks, a->events_key);
+    rargs_adds(&acks, GROUP);
     int nacks = 0;
     for (size_t i = 0; entries && i < entries->elements; i++) {
         redisReply *e = entries->element[i];
@@ -672,7 +675,7 @@ static void take_entries(applier *a, redisReply *entries)
         if (j == NULL)
             continue; /* left pending; claimed and tried again later */
         if (j->p.kind == PLAN_NONE || j->p.kind == PLAN_INVALID) {
-            rconn_args_adds(&acks, j->sid);
+            rargs_adds(&acks, j->sid);
             nacks++;
             if (j->p.kind == PLAN_NONE)
                 a->applied[j->type_idx]++;
@@ -683,7 +686,7 @@ static void take_entries(applier *a, redisReply *entries)
     }
     if (nacks > 0 && !a->closing)
         rconn_send(a->redis, batch_acked, a, &acks);
-    rconn_args_free(&acks);
+    rargs_free(&acks);
 }
 
 /* ---- reading the stream ------------------------------------------------------ */
@@ -836,23 +839,23 @@ static void ignore_reply(redisReply *r, void *priv)
 /* Keeps the entries this receiver works on from looking idle to others. */
 static void touch_jobs(applier *a)
 {
-    rconn_args c;
-    rconn_args_init(&c);
-    rconn_args_adds(&c, "XCLAIM");
-    rconn_args_adds(&c, a->events_key);
-    rconn_args_adds(&c, GROUP);
-    rconn_args_adds(&c, a->consumer);
-    rconn_args_adds(&c, "0");
+    rargs c;
+    rargs_init(&c);
+    rargs_adds(&c, "XCLAIM");
+    rargs_adds(&c, a->events_key);
+    rargs_adds(&c, GROUP);
+    rargs_adds(&c, a->consumer);
+    rargs_adds(&c, "0");
     int n = 0;
     for (job *j = a->jobs; j; j = j->next)
         if (j->sid[0]) {
-            rconn_args_adds(&c, j->sid);
+            rargs_adds(&c, j->sid);
             n++;
         }
-    rconn_args_adds(&c, "JUSTID");
+    rargs_adds(&c, "JUSTID");
     if (n > 0)
         rconn_send(a->redis, ignore_reply, a, &c);
-    rconn_args_free(&c);
+    rargs_free(&c);
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)

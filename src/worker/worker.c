@@ -148,7 +148,7 @@ struct inflight {
 /* A job's finishing write: its five arguments of finish_script. */
 typedef struct owed {
     struct owed *next;
-    rconn_args args;
+    rargs args;
     int done; /* counted in plcache_worker_jobs_total{result="done"} once written */
 } owed;
 
@@ -201,7 +201,7 @@ static void flush_owed(worker *w);
 
 static void owed_free(owed *o)
 {
-    rconn_args_free(&o->args);
+    rargs_free(&o->args);
     free(o);
 }
 
@@ -375,14 +375,14 @@ static void finish(inflight *f, int mode, const char *target, double score, cons
     owed *o = calloc(1, sizeof(*o));
     if (o != NULL) {
         char sc[32];
-        rconn_args_init(&o->args);
-        rconn_args_add(&o->args, f->job.raw, f->job.raw_len);
+        rargs_init(&o->args);
+        rargs_add(&o->args, f->job.raw, f->job.raw_len);
         static const char *const modes[] = {"done", "retry", "dead", "back"};
-        rconn_args_adds(&o->args, modes[mode]);
-        rconn_args_adds(&o->args, target ? target : w->track);
+        rargs_adds(&o->args, modes[mode]);
+        rargs_adds(&o->args, target ? target : w->track);
         snprintf(sc, sizeof(sc), "%.0f", score);
-        rconn_args_adds(&o->args, sc);
-        rconn_args_adds(&o->args, value ? value : "");
+        rargs_adds(&o->args, sc);
+        rargs_adds(&o->args, value ? value : "");
         o->done = mode == FIN_DONE;
         if (o->args.failed) {
             owed_free(o);

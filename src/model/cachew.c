@@ -1,18 +1,15 @@
 /* cachew.c -- the one Lua write of a template's hash, and its arguments. */
-#include "core/cachew.h"
+#include "model/cachew.h"
 
-#include <errno.h>
-#include <jansson.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/keys.h"
-#include "model/pturl.h"
 
 /* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
- * hash. ARGV[1] channel, ARGV[2] name, ARGV[3] id or "", ARGV[4] old name or
- * "", then operations as triples (op, a, b):
+ * hash, and last (when ARGV[5] is not "") a lease. ARGV[1] channel, ARGV[2]
+ * name, ARGV[3] id or "", ARGV[4] old name or "", ARGV[5] the lease's token
+ * or "", then operations as triples (op, a, b):
  *   set F V       field F = V
  *   latest N V    latest = V unless the cached latest has a higher version
  *   del F -       remove field F
@@ -21,6 +18,8 @@
  *   drop - -      remove the template (and its id)
  *   ifgen G -     stop now, returning -1, unless the hash's gen is G ("" when
  *                 absent); only as the first operation, before any change
+ * The lease is deleted first when it still holds the token, whatever the
+ * operations do (the script is atomic: nobody sees it gone before the write).
  * Returns how many fields changed (-1: ifgen found another gen, nothing done). */
 static const char cachew_script[] =
     "local function ver(v)\n"
@@ -29,12 +28,15 @@ static const char cachew_script[] =
     "  if ok and type(o) == 'table' then return tonumber(o['version']) end\n"
     "  return nil\n"
     "end\n"
+    "if ARGV[5] ~= '' and redis.call('GET', KEYS[#KEYS]) == ARGV[5] then\n"
+    "  redis.call('DEL', KEYS[#KEYS])\n"
+    "end\n"
     "local h, changed, dropped = KEYS[1], 0, false\n"
     "local function put(f, v)\n"
     "  if redis.call('HGET', h, f) ~= v then redis.call('HSET', h, f, v); changed = changed + 1 "
     "end\n"
     "end\n"
-    "for i = 5, #ARGV, 3 do\n"
+    "for i = 6, #ARGV, 3 do\n"
     "  local op, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
     "  if op == 'ifgen' then\n"
     "    if (redis.call('HGET', h, 'gen') or '') ~= a then return -1 end\n"
@@ -63,7 +65,7 @@ static const char cachew_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "if KEYS[3] and redis.call('DEL', KEYS[3]) == 1 then\n"
+    "if ARGV[4] ~= '' and redis.call('DEL', KEYS[3]) == 1 then\n"
     "  changed = changed + 1\n"
     "  redis.call('PUBLISH', ARGV[1], ARGV[4])\n"
     "end\n"
@@ -78,40 +80,43 @@ static const char cachew_script[] =
     "return changed\n";
 
 /* Appends prefix + name + suffix as one argument. */
-static void add_key(rconn_args *c, const char *prefix, const char *name, const char *suffix)
+static void add_key(rargs *c, const char *prefix, const char *name, const char *suffix)
 {
     size_t n = strlen(prefix) + strlen(name) + (suffix ? strlen(suffix) : 0) + 1;
     char *key = malloc(n);
     if (key == NULL || keys_make(key, n, prefix, name, suffix) < 0)
         c->failed = 1;
     else
-        rconn_args_adds(c, key);
+        rargs_adds(c, key);
     free(key);
 }
 
-void cachew_begin(rconn_args *c, const char *prefix, const char *name, long long id,
-                  const char *old_name)
+void cachew_begin(rargs *c, const cachew_write *w)
 {
-    rconn_args_adds(c, "EVAL");
-    rconn_args_add(c, cachew_script, sizeof(cachew_script) - 1);
-    rconn_args_adds(c, old_name ? "3" : "2");
-    add_key(c, prefix, KEYS_PROMPT, name);
-    add_key(c, prefix, KEYS_PROMPT_IDS, NULL);
-    if (old_name)
-        add_key(c, prefix, KEYS_PROMPT, old_name);
-    add_key(c, prefix, KEYS_INVALIDATE, NULL);
-    rconn_args_adds(c, name);
-    if (id >= 0)
-        rconn_args_addll(c, id);
+    int lease = w->lease != NULL && w->token != NULL && w->token[0] != '\0';
+    rargs_adds(c, "EVAL");
+    rargs_add(c, cachew_script, sizeof(cachew_script) - 1);
+    rargs_addll(c, 2 + (w->old_name != NULL) + lease);
+    add_key(c, w->prefix, KEYS_PROMPT, w->name);
+    add_key(c, w->prefix, KEYS_PROMPT_IDS, NULL);
+    if (w->old_name)
+        add_key(c, w->prefix, KEYS_PROMPT, w->old_name);
+    if (lease)
+        rargs_adds(c, w->lease);
+    add_key(c, w->prefix, KEYS_INVALIDATE, NULL);
+    rargs_adds(c, w->name);
+    if (w->id >= 0)
+        rargs_addll(c, w->id);
     else
-        rconn_args_adds(c, "");
-    rconn_args_adds(c, old_name ? old_name : "");
+        rargs_adds(c, "");
+    rargs_adds(c, w->old_name ? w->old_name : "");
+    rargs_adds(c, lease ? w->token : "");
 }
 
-void cachew_op(rconn_args *c, const char *op, const char *a, size_t alen, const char *b,
+void cachew_op(rargs *c, const char *op, const char *a, size_t alen, const char *b,
                size_t blen)
 {
-    rconn_args_adds(c, op);
-    rconn_args_add(c, a, alen);
-    rconn_args_add(c, b, blen);
+    rargs_adds(c, op);
+    rargs_add(c, a, alen);
+    rargs_add(c, b, blen);
 }

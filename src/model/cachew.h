@@ -1,0 +1,52 @@
+/* cachew.h -- the one writer of a template's hash.
+ *
+ * Every change to a template's hash (DESIGN.md section 4) goes through one Lua
+ * script, so that whoever writes -- the webhook's applier, its reconciliation,
+ * `plcache sync`, libplcache's read-through fill -- writes the same way and
+ * concurrent writers cannot undo each other: `latest` only moves forward,
+ * `gen` is bumped and the name published on the invalidate channel whenever
+ * anything changed, a 404 removes the field (a 404 for `latest` drops the
+ * template and its id).
+ *
+ * A write is one EVAL built as rargs: cachew_begin, then any number of
+ * cachew_op; the daemons send it with rconn_send, libplcache with EVALSHA of
+ * the same text (argv[1]). The reply is an integer, the number of fields that
+ * changed (or -1, see "ifgen"). Pure: no I/O, never blocks.
+ */
+#ifndef PLCACHE_CACHEW_H
+#define PLCACHE_CACHEW_H
+
+#include <stddef.h>
+
+#include "model/rargs.h"
+
+typedef struct cachew_write {
+    const char *prefix;   /* PLCACHE_PREFIX */
+    const char *name;     /* the template */
+    long long id;         /* its id; < 0: unknown (the id field and prompt-ids are left alone) */
+    const char *old_name; /* a rename: the old hash is dropped and its name published; or NULL */
+    const char *lease;    /* libplcache: a lease key (whole) deleted when it holds token; or NULL */
+    const char *token;
+} cachew_write;
+
+/* Appends to c the start of a write w:
+ *   EVAL <script> <nkeys> <prefix>prompt:<name> <prefix>prompt-ids
+ *        [<prefix>prompt:<old_name>] [<lease>]
+ *        <prefix>invalidate <name> <id or ""> <old_name or ""> <token or "">
+ * Memory failures set c->failed (senders then refuse it). */
+void cachew_begin(rargs *c, const cachew_write *w);
+
+/* Appends one operation (op, a, b) to a write begun with cachew_begin:
+ *   "set"     F V   field F = V
+ *   "latest"  N V   latest = V unless the cached latest has a higher version
+ *   "del"     F ""  remove field F
+ *   "copy"    D S   field D = field S when S exists
+ *   "holding" N V   version:N = V, and so every label or latest holding N
+ *   "drop"    "" "" remove the template (and its id when it maps to this name)
+ *   "ifgen"   G ""  first operation only: change nothing and answer -1 unless the
+ *                   hash's gen is G ("" when it has none) -- a stale-set guard for
+ *                   writers that read the hash before fetching */
+void cachew_op(rargs *c, const char *op, const char *a, size_t alen, const char *b,
+               size_t blen);
+
+#endif

@@ -8,16 +8,12 @@
  *              listing (GET /prompt-templates?page=p&per_page=100; page 1
  *              first, then the other pages at once) and every template
  *              already cached (SCAN <prefix>prompt:*), without repeats
- *   templates  a bounded number at a time, each:
- *                read   its cached fields and gen (one small Lua call)
- *                fetch  latest and every cached version:N and label:L
- *                write  one cachew script (core/cachew.h) with every answer:
- *                       latest only moves forward, a 404 removes the field
- *                       (a 404 for latest drops the template), gen bumped
- *                       and the name published when anything changed; it
- *                       starts with "ifgen", so if a webhook changed the
- *                       template meanwhile nothing is written and the
- *                       template is done again (a few times at most)
+ *   templates  a bounded number at a time, each refreshed by core/refresh
+ *              -- the reconciliation the applier runs too: read its cached
+ *              fields and gen, fetch latest (always: sync warms) and every
+ *              cached version:N and label:L, write every answer in one
+ *              model/cachew write behind the gen guard, redone a few times
+ *              when a webhook changed the template meanwhile
  *
  * A template's answers are written even when some of its other fetches
  * failed; each failure is counted and makes the exit status 1.
@@ -33,14 +29,11 @@
 
 #include "cli/cmds.h"
 #include "core/buf.h"
-#include "model/cachew.h"
 #include "core/fetch.h"
 #include "core/log.h"
-#include "core/ptfetch.h"
 #include "core/rconn.h"
+#include "core/refresh.h"
 #include "core/timeutil.h"
-#include "model/answer.h"
-#include "model/field.h"
 #include "model/keys.h"
 
 #define SYNC_PER_PAGE 100
@@ -49,30 +42,7 @@
 #define SYNC_TICK_MS 100
 #define SYNC_MAX_URL (64 * 1024)
 
-/* KEYS[1] the template's hash: its field names, id and gen. */
-static const char sync_read_script[] = "return {redis.call('HKEYS', KEYS[1]), "
-                                       "redis.call('HGET', KEYS[1], 'id') or '', "
-                                       "redis.call('HGET', KEYS[1], 'gen') or ''}\n";
-
 typedef struct sync_run sync_run;
-
-typedef struct sync_field {
-    char *field; /* owned: latest, version:N, label:L */
-    long status; /* 0 until answered; -1 not a template */
-    char *body;  /* owned, when 200 */
-    size_t len;
-    long long version, id;
-} sync_field;
-
-typedef struct sync_tpl {
-    sync_run *r;
-    const char *name; /* owned by the run's names */
-    sync_field *f;
-    size_t n, left;
-    long long cached_id;
-    char gen[32];
-    int tries, cached; /* cached: the hash existed when read */
-} sync_tpl;
 
 struct sync_run {
     const cli_ctx *c;
@@ -89,6 +59,7 @@ struct sync_run {
     int named, started, listing_left, scanning, collected;
     char cursor[32];
     /* templates */
+    refresh_env env;
     size_t next, active, max_active;
     /* results */
     size_t done, refreshed, changed, removed, errors, listed;
@@ -114,18 +85,6 @@ static void sync_fail(sync_run *r, const char *fmt, ...)
         r->progress_shown = 0;
     }
     cli_error(r->c, "%s", msg);
-}
-
-/* Why an answer failed, for messages (never the body: it may echo a key). */
-static void sync_why(const fetch_result *res, char *out, size_t outlen)
-{
-    if (res->status == 401 || res->status == 403)
-        snprintf(out, outlen, "the API refused PROMPTLAYER_API_KEY (%ld)", res->status);
-    else if (res->status > 0)
-        snprintf(out, outlen, "the API answered %ld", res->status);
-    else
-        snprintf(out, outlen, "no answer from the API (%s) after %d attempts",
-                 res->error[0] ? res->error : "failed", res->attempts);
 }
 
 /* ---- names -------------------------------------------------------------- */
@@ -189,7 +148,7 @@ static void listed(const fetch_result *res, void *arg)
         if (res->outcome == FETCH_OK)
             snprintf(why, sizeof(why), "an answer without \"items\"");
         else
-            sync_why(res, why, sizeof(why));
+            refresh_why(res, why, sizeof(why));
         sync_fail(r, "listing the templates: %s", why);
         json_decref(o);
         names_collected(r);
@@ -290,247 +249,28 @@ static void scan_more(sync_run *r)
     }
 }
 
-/* ---- templates ---------------------------------------------------------- */
+/* ---- templates: core/refresh, a bounded number at a time ---------------- */
 
-static void tpl_clear(sync_tpl *t)
+static void tpl_error(const char *name, const char *field, const char *why, void *arg)
 {
-    for (size_t i = 0; i < t->n; i++) {
-        free(t->f[i].field);
-        free(t->f[i].body);
-    }
-    free(t->f);
-    t->f = NULL;
-    t->n = t->left = 0;
+    sync_run *r = arg;
+    if (field != NULL)
+        sync_fail(r, "%s %s: %s", name, field, why);
+    else
+        sync_fail(r, "%s: %s", name, why);
 }
 
-static void tpl_done(sync_tpl *t)
+static void tpl_done(const refresh_report *rep, void *arg)
 {
-    sync_run *r = t->r;
-    tpl_clear(t);
-    free(t);
+    sync_run *r = arg;
+    r->changed += rep->changed;
+    r->refreshed += rep->refreshed;
+    r->removed += rep->removed;
+    if (rep->gone && !rep->cached && r->named)
+        cli_error(r->c, "%s: no such template at the API", rep->name);
     r->active--;
     r->done++;
     sync_more(r);
-}
-
-static void tpl_read(sync_tpl *t);
-
-static void tpl_written(redisReply *rep, void *priv)
-{
-    sync_tpl *t = priv;
-    sync_run *r = t->r;
-    if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
-        sync_fail(r, "%s: cache write failed: %s", t->name,
-                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "Redis unavailable");
-        tpl_done(t);
-        return;
-    }
-    if (rep->integer < 0) {
-        /* The template changed while we fetched: do it again from its new state. */
-        if (++t->tries > SYNC_MAX_RETRIES) {
-            sync_fail(r, "%s: changed under every attempt, left as it is", t->name);
-            tpl_done(t);
-            return;
-        }
-        tpl_clear(t);
-        tpl_read(t);
-        return;
-    }
-    r->changed += (size_t)rep->integer;
-    if (t->f[0].status == 404) {
-        r->removed += t->cached; /* the template, when it was cached */
-    } else {
-        for (size_t i = 0; i < t->n; i++) {
-            if (t->f[i].status == 200)
-                r->refreshed++;
-            else if (t->f[i].status == 404)
-                r->removed++;
-        }
-    }
-    tpl_done(t);
-}
-
-/* Every answer is in: one write with all of them. */
-static void tpl_write(sync_tpl *t)
-{
-    sync_run *r = t->r;
-    const sync_field *latest = &t->f[0]; /* always first */
-    long long id = latest->status == 200 && latest->id >= 0 ? latest->id : t->cached_id;
-    rargs c;
-    rargs_init(&c);
-    cachew_begin(&c, &(cachew_write){.prefix = r->c->set->prefix, .name = t->name, .id = id});
-    cachew_op(&c, "ifgen", t->gen, strlen(t->gen), "", 0);
-    int ops = 0;
-    if (latest->status == 404) {
-        /* The template is gone: drop it whole. */
-        cachew_op(&c, "drop", "", 0, "", 0);
-        ops++;
-        if (r->named && !t->cached)
-            cli_error(r->c, "%s: no such template at the API", t->name);
-    } else {
-        for (size_t i = 0; i < t->n; i++) {
-            sync_field *f = &t->f[i];
-            char num[32];
-            if (f->status == 404) {
-                cachew_op(&c, "del", f->field, strlen(f->field), "", 0);
-                ops++;
-            } else if (f->status == 200) {
-                snprintf(num, sizeof(num), "%lld", f->version);
-                if (i == 0)
-                    cachew_op(&c, "latest", num, strlen(num), f->body, f->len);
-                else
-                    cachew_op(&c, "set", f->field, strlen(f->field), f->body, f->len);
-                ops++;
-            }
-        }
-    }
-    int rc = ops > 0 && !r->stop ? rconn_send(r->redis, tpl_written, t, &c) : -1;
-    rargs_free(&c);
-    if (rc != 0) {
-        if (ops > 0)
-            sync_fail(r, "%s: cache write failed: Redis unavailable", t->name);
-        tpl_done(t);
-    }
-}
-
-typedef struct sync_fetch {
-    sync_tpl *t;
-    size_t idx;
-} sync_fetch;
-
-static void tpl_fetched(const fetch_result *res, void *arg)
-{
-    sync_fetch *sf = arg;
-    sync_tpl *t = sf->t;
-    sync_field *f = &t->f[sf->idx];
-    free(sf);
-    f->status = res->status;
-    if (res->status == 200) {
-        if (answer_template(res->body, res->len, &f->version, &f->id) != 0) {
-            f->status = -1;
-            sync_fail(t->r, "%s %s: the API's answer is not a template", t->name, f->field);
-        } else if ((f->body = malloc(res->len + 1)) == NULL) {
-            f->status = -1;
-            sync_fail(t->r, "out of memory");
-        } else {
-            memcpy(f->body, res->body, res->len + 1);
-            f->len = res->len;
-        }
-    } else if (res->status != 404) {
-        char why[300];
-        sync_why(res, why, sizeof(why));
-        sync_fail(t->r, "%s %s: %s", t->name, f->field, why);
-    }
-    if (--t->left == 0)
-        tpl_write(t);
-}
-
-static int tpl_add_field(sync_tpl *t, const char *field, size_t n)
-{
-    sync_field *f = realloc(t->f, (t->n + 1) * sizeof(*f));
-    if (f == NULL)
-        return -1;
-    t->f = f;
-    f = &t->f[t->n];
-    memset(f, 0, sizeof(*f));
-    f->field = strndup(field, n);
-    if (f->field == NULL)
-        return -1;
-    t->n++;
-    return 0;
-}
-
-static void tpl_listed(redisReply *rep, void *priv)
-{
-    sync_tpl *t = priv;
-    sync_run *r = t->r;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-        rep->element[0]->type != REDIS_REPLY_ARRAY) {
-        sync_fail(r, "%s: cannot read the cached fields: %s", t->name,
-                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "Redis unavailable");
-        tpl_done(t);
-        return;
-    }
-    redisReply *fields = rep->element[0], *id = rep->element[1], *gen = rep->element[2];
-    t->cached_id = -1;
-    t->cached = fields->elements > 0;
-    if (id->type == REDIS_REPLY_STRING && id->len > 0)
-        cli_parse_ll(id->str, 0, (1LL << 62), &t->cached_id);
-    snprintf(t->gen, sizeof(t->gen), "%s", gen->type == REDIS_REPLY_STRING ? gen->str : "");
-    int oom = tpl_add_field(t, "latest", 6) != 0;
-    buf url;
-    buf_init(&url, SYNC_MAX_URL);
-    for (size_t i = 0; i < fields->elements && !oom; i++) {
-        redisReply *f = fields->element[i];
-        if (f->type != REDIS_REPLY_STRING || strlen(f->str) != f->len ||
-            strcmp(f->str, "latest") == 0)
-            continue;
-        buf_reset(&url);
-        field fd;
-        if (field_parse(f->str, &fd) == 0 &&
-            field_url(&url, r->c->set->base_url, t->name, &fd, 0) == 0)
-            oom = tpl_add_field(t, f->str, f->len) != 0;
-    }
-    if (oom) {
-        buf_free(&url);
-        sync_fail(r, "out of memory");
-        tpl_done(t);
-        return;
-    }
-    /* Count the fetches first: an answer may come back only from the loop,
-     * but a refused request is settled here. */
-    t->left = t->n;
-    size_t n = t->n;
-    int kw = r->c->set->llm_kwargs != 0;
-    buf with;
-    buf_init(&with, SYNC_MAX_URL);
-    for (size_t i = 0; i < n; i++) {
-        sync_fetch *sf = malloc(sizeof(*sf));
-        buf_reset(&url);
-        buf_reset(&with);
-        field fd;
-        int ok = sf != NULL && field_parse(t->f[i].field, &fd) == 0 &&
-                 field_url(&url, r->c->set->base_url, t->name, &fd, 0) == 0 &&
-                 (!kw || field_url(&with, r->c->set->base_url, t->name, &fd, 1) == 0) && !r->stop;
-        if (ok) {
-            sf->t = t;
-            sf->idx = i;
-            ok = ptfetch_get(r->fetch, kw ? with.data : NULL, url.data, r->headers, tpl_fetched,
-                             sf) == 0;
-        }
-        if (!ok) {
-            free(sf);
-            t->f[i].status = -1;
-            sync_fail(r, "%s %s: cannot request it (name too long?)", t->name, t->f[i].field);
-            if (--t->left == 0) {
-                buf_free(&url);
-                buf_free(&with);
-                tpl_write(t);
-                return;
-            }
-        }
-    }
-    buf_free(&url);
-    buf_free(&with);
-}
-
-static void tpl_read(sync_tpl *t)
-{
-    sync_run *r = t->r;
-    size_t n = strlen(r->prompt_prefix) + strlen(t->name) + 1;
-    char *key = malloc(n);
-    int rc = -1;
-    if (key != NULL) {
-        snprintf(key, n, "%s%s", r->prompt_prefix, t->name);
-        const char *av[] = {"EVAL", sync_read_script, "1", key};
-        size_t al[] = {4, sizeof(sync_read_script) - 1, 1, strlen(key)};
-        rc = r->stop ? -1 : rconn_argv(r->redis, tpl_listed, t, 4, av, al);
-    }
-    free(key);
-    if (rc != 0) {
-        sync_fail(r, "%s: cannot read the cached fields: Redis unavailable", t->name);
-        tpl_done(t);
-    }
 }
 
 /* Starts templates while there is room; ends the loop when all are done. */
@@ -542,16 +282,13 @@ static void sync_more(sync_run *r)
         return;
     r->in_more = 1;
     while (!r->stop && r->active < r->max_active && r->next < r->nnames) {
-        sync_tpl *t = calloc(1, sizeof(*t));
-        if (t == NULL) {
+        r->active++;
+        if (refresh_start(&r->env, r->names[r->next++], tpl_error, tpl_done, r) != 0) {
+            r->active--;
             sync_fail(r, "out of memory");
             r->stop = 1;
             break;
         }
-        t->r = r;
-        t->name = r->names[r->next++];
-        r->active++;
-        tpl_read(t);
     }
     r->in_more = 0;
     if (r->active == 0 && (r->next >= r->nnames || r->stop))
@@ -681,6 +418,15 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv)
         cli_error(c, "cannot start (out of memory)");
         goto done;
     }
+    r->env = (refresh_env){.redis = r->redis,
+                           .fetch = r->fetch,
+                           .prefix = c->set->prefix,
+                           .base_url = c->set->base_url,
+                           .headers = r->headers,
+                           .llm_kwargs = c->set->llm_kwargs != 0,
+                           .warm = 1,
+                           .max_tries = SYNC_MAX_RETRIES + 1,
+                           .stop = &r->stop};
     r->deadline_us = time_mono_us() + (int64_t)ms * 1000;
     on_tick(-1, 0, r);
     event_base_dispatch(r->base);

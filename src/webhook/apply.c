@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/ptfetch.h"
+#include "core/refresh.h"
 #include "core/timeutil.h"
 #include "model/answer.h"
 #include "model/field.h"
@@ -44,6 +45,7 @@
 #define PENDING_EVERY_MS 10000
 #define STREAM_EVERY_MS 1000
 #define HARD_CAP_FACTOR 10 /* pl:events is cut past 10 times its target length */
+#define RESYNC_TRIES 3     /* a template reconciled while a writer raced it: tries */
 
 /* Event types counted by name; others are "other". */
 static const char *const apply_types[] = {
@@ -88,6 +90,7 @@ struct applier {
     fetcher *fetch;
     char *prefix, *base_url, *consumer;
     char *api_key_header;
+    const char *headers[4]; /* of every API request */
     int llm_kwargs; /* ask the API for include_llm_kwargs (DESIGN.md section 4) */
     char events_key[256], ids_key[256], channel[256];
     long resync_s, claim_idle_ms;
@@ -103,7 +106,8 @@ struct applier {
     char claim_from[64];
     long long events_maxlen;
     int stream_busy;
-    /* reconciliation */
+    /* reconciliation: each cached template through core/refresh */
+    refresh_env refresh;
     int resync_running, resync_due, scan_busy;
     char scan_cursor[32];
     int64_t resync_started_us;
@@ -334,8 +338,6 @@ static void written(redisReply *r, void *priv)
     }
     a->writes++;
     a->changes += (unsigned long)r->integer;
-    if (j->reconcile)
-        a->resync_changes += (unsigned long)r->integer;
     if (j->sid[0] && j->received_ms > 0) {
         int64_t ms = time_now_ms() - j->received_ms;
         mhist_observe(&a->latency, ms > 0 ? (double)ms / 1000.0 : 0.0);
@@ -391,8 +393,6 @@ static void fetched(const fetch_result *res, void *arg)
 static void job_fetch(job *j)
 {
     applier *a = j->a;
-    const char *headers[] = {a->api_key_header, "Cache-Control: no-cache",
-                             "Accept: application/json", NULL};
     j->fetches_left = j->ntargets;
     size_t started = 0;
     for (size_t i = 0; i < j->ntargets; i++) {
@@ -408,7 +408,7 @@ static void job_fetch(job *j)
         if (ok) {
             fc->j = j;
             fc->idx = i;
-            ok = ptfetch_get(a->fetch, a->llm_kwargs ? with.data : NULL, without.data, headers,
+            ok = ptfetch_get(a->fetch, a->llm_kwargs ? with.data : NULL, without.data, a->headers,
                              fetched, fc) == 0;
         }
         buf_free(&with);
@@ -499,22 +499,46 @@ static void fields_listed(redisReply *r, void *priv)
         }
     }
     if (j->ntargets == 0) {
-        if (j->p.kind == PLAN_RENAME)
-            job_write(j); /* nothing cached: drop the old hash, set the id */
-        else
-            ack(j);
+        job_write(j); /* nothing cached: drop the old hash, set the id */
         return;
     }
     job_fetch(j);
+}
+
+/* A field or a template the reconciliation could not bring back: said once
+ * (why is a status or a transport error, never a body). */
+static void reconcile_error(const char *name, const char *field, const char *why, void *arg)
+{
+    (void)arg;
+    log_warn("reconciliation: not refreshed, tried again at the next interval", "template", name,
+             "field", field ? field : "", "why", why);
+}
+
+static void reconciled(const refresh_report *rep, void *arg)
+{
+    job *j = arg;
+    applier *a = j->a;
+    if (rep->written && rep->refreshed + rep->removed > 0) {
+        a->writes++; /* one cachew write with every answer */
+        a->changes += (unsigned long)rep->changed;
+        a->resync_changes += (unsigned long)rep->changed;
+    }
+    j->failed = rep->failed > 0;
+    j->why = j->failed ? "not refreshed" : NULL;
+    job_finish(j);
 }
 
 static void job_start(job *j)
 {
     applier *a = j->a;
     char key[1024];
-    if (j->p.kind == PLAN_RENAME || j->reconcile) {
-        const char *src = j->p.kind == PLAN_RENAME ? j->p.old_name : j->p.name;
-        if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, src) < 0) {
+    if (j->reconcile) {
+        if (refresh_start(&a->refresh, j->p.name, reconcile_error, reconciled, j) != 0)
+            job_fail(j, "out of memory");
+        return;
+    }
+    if (j->p.kind == PLAN_RENAME) {
+        if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.old_name) < 0) {
             job_fail(j, "name too long");
             return;
         }
@@ -613,7 +637,8 @@ static job *job_from_entry(applier *a, redisReply *e)
         rc = add_target(j, (field){.kind = FIELD_LABEL, .label = j->p.label});
         if (rc == 0 && j->p.version >= 0) {
             char src[FIELD_SIZE(32)];
-            field_format(src, sizeof(src), &(field){.kind = FIELD_VERSION, .version = j->p.version});
+            field version = {.kind = FIELD_VERSION, .version = j->p.version};
+            field_format(src, sizeof(src), &version);
             add_op(&j->pre, "copy", j->targets[0].field, strlen(j->targets[0].field), src,
                    strlen(src));
         }
@@ -1028,6 +1053,18 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
     if (a->api_key_header)
         snprintf(a->api_key_header, hl, "X-API-KEY: %s", o->api_key);
     a->llm_kwargs = o->llm_kwargs;
+    a->headers[0] = a->api_key_header;
+    a->headers[1] = "Cache-Control: no-cache";
+    a->headers[2] = "Accept: application/json";
+    a->refresh = (refresh_env){.redis = redis,
+                               .fetch = fetch,
+                               .prefix = a->prefix,
+                               .base_url = a->base_url,
+                               .headers = a->headers,
+                               .llm_kwargs = a->llm_kwargs,
+                               .warm = 0, /* what is cached, and only that */
+                               .max_tries = RESYNC_TRIES,
+                               .stop = &a->closing};
     a->resync_s = o->resync_s;
     a->claim_idle_ms = o->claim_idle_ms > 0 ? o->claim_idle_ms : 60000;
     a->batch = o->batch > 0 ? o->batch : 32;

@@ -1,16 +1,11 @@
 /* main.c -- plcache-worker: settings and wiring only.
  *
- * One event_base: the worker engine (worker.c), two Redis connections (commands,
- * and the blocking moves), the fetcher for PromptLayer, and an HTTP listener
- * for /healthz, /readyz and /metrics. SIGTERM/SIGINT: stop taking, wait for
- * jobs in flight (PLCACHE_SHUTDOWN_TIMEOUT), return the rest to pl:track, exit 0.
+ * In the daemon shell (core/daemon.h), one event_base: the worker engine
+ * (worker.c), two Redis connections (commands, and the blocking moves), the
+ * fetcher for PromptLayer, and an HTTP listener for /healthz, /readyz and
+ * /metrics. SIGTERM/SIGINT: stop taking, wait for jobs in flight
+ * (PLCACHE_SHUTDOWN_TIMEOUT), return the rest to pl:track, exit 0.
  */
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/buffer.h>
-#include <event2/keyvalq_struct.h>
-#include <malloc.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +13,12 @@
 #include <unistd.h>
 
 #include "core/config.h"
-#include "core/options.h"
+#include "core/daemon.h"
 #include "core/fetch.h"
-#include "core/hsrv.h"
 #include "core/log.h"
 #include "core/ops.h"
-#include "core/loop.h"
+#include "core/options.h"
 #include "core/rconn.h"
-#include "core/rurl.h"
 #include "core/timeutil.h"
 #include "worker/worker.h"
 
@@ -49,6 +42,12 @@ typedef struct settings {
     long redis_timeout;
     long min_replicas;
 } settings;
+
+typedef struct app {
+    daemon_shell d; /* the loop, the links (Redis, API), signals, drain, /metrics */
+    settings set;
+    worker *w;
+} app;
 
 static int check_id(const char *v, char *err, size_t errlen)
 {
@@ -105,19 +104,6 @@ static const cfg_program program = {
     sizeof(opts) / sizeof(opts[0]),
 };
 
-typedef struct app {
-    struct event_base *base;
-    settings set;
-    rconn *redis, *block;
-    fetcher *fetch;
-    worker *w;
-    hsrv *srv;
-    struct event *drain_timer;
-    int64_t drain_deadline_us;
-    int stopping, releasing;
-    ops_hooks ops; /* what the metrics listener answers from */
-} app;
-
 /* The operations endpoints (core/ops.h) answer from the worker. */
 static int ops_ready(void *arg)
 {
@@ -135,173 +121,119 @@ static void redis_state(int up, void *arg)
     worker_redis_state(a->w, up);
 }
 
+/* The drain (core/daemon.h): stop taking, wait for the jobs in flight, and
+ * not past a BLMOVE under way, even after the timeout: Redis could hand it a
+ * job the release has just returned, into a processing list that nobody owns
+ * once our heartbeat is gone. A BLMOVE lasts a second; if it never ends
+ * (Redis hung), leave without a release: our heartbeat stays, and another
+ * worker returns our jobs after its timeout. Then return the rest to
+ * pl:track. */
+static void app_stop(void *arg)
+{
+    worker_stop(((app *)arg)->w);
+}
+
+static size_t app_busy(void *arg)
+{
+    return worker_busy(((app *)arg)->w);
+}
+
+static int app_held(void *arg)
+{
+    return worker_blocked(((app *)arg)->w);
+}
+
 static void released(int rc, void *arg)
 {
     app *a = arg;
     if (rc != 0)
         log_warn("could not return unfinished jobs (Redis unavailable): another worker returns "
                  "them after the heartbeat timeout");
-    event_base_loopbreak(a->base);
+    daemon_exit(&a->d);
 }
 
-static void drain_check(evutil_socket_t fd, short what, void *arg)
+static void app_release(void *arg)
 {
-    (void)fd;
-    (void)what;
     app *a = arg;
-    size_t left = worker_busy(a->w);
-    int64_t now = time_mono_us();
-    int due = now >= a->drain_deadline_us;
-    /* Not while a BLMOVE is under way, even past the timeout: Redis could
-     * hand it a job the release has just returned, into a processing list
-     * that nobody owns once our heartbeat is gone. A BLMOVE lasts a second;
-     * if it never ends (Redis hung), leave without a release: our heartbeat
-     * stays, and another worker returns our jobs after its timeout. */
-    if (!a->releasing && due && left > 0 && worker_blocked(a->w)) {
-        if (now >= a->drain_deadline_us + (int64_t)(a->set.redis_timeout + 2) * 1000000) {
-            log_warn("shutdown: a blocking take never ended (Redis unavailable): another "
-                     "worker returns the unfinished jobs after the heartbeat timeout");
-            event_base_loopbreak(a->base);
-            return;
-        }
-    } else if (!a->releasing && (left == 0 || due)) {
-        if (left > 0) {
-            char n[24];
-            snprintf(n, sizeof(n), "%zu", left);
-            log_warn("shutdown timeout: jobs still in flight go back to pl:track", "count", n);
-        }
-        a->releasing = 1;
-        worker_release(a->w, released, a);
-        /* If Redis never answers, leave after one more timeout. */
-        a->drain_deadline_us = time_mono_us() + (int64_t)a->set.redis_timeout * 1000000;
-    } else if (a->releasing && time_mono_us() >= a->drain_deadline_us) {
-        event_base_loopbreak(a->base);
-        return;
-    }
-    struct timeval tv = {0, 20 * 1000};
-    evtimer_add(a->drain_timer, &tv);
+    worker_release(a->w, released, a);
 }
 
-static void on_stop(evutil_socket_t sig, short what, void *arg)
+/* Before the links go: the worker ends its jobs as the fetcher and the
+ * connections give their pending callbacks a last call. */
+static void app_close(void *arg)
 {
-    (void)what;
     app *a = arg;
-    if (a->stopping)
-        return;
-    a->stopping = 1;
-    log_info("stopping: no new jobs, finishing those in flight", "signal",
-             sig == SIGINT ? "INT" : "TERM");
-    worker_stop(a->w);
-    a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
-    drain_check(-1, 0, a);
+    if (a->w)
+        worker_close(a->w);
 }
+
+static const daemon_hooks hooks = {
+    .stop = app_stop,
+    .busy = app_busy,
+    .held = app_held,
+    .finish = app_release,
+    .stop_msg = "stopping: no new jobs, finishing those in flight",
+    .timeout_msg = "shutdown timeout: jobs still in flight go back to pl:track",
+    .held_msg = "shutdown: a blocking take never ended (Redis unavailable): another worker "
+                "returns the unfinished jobs after the heartbeat timeout",
+};
 
 int main(int argc, char **argv)
 {
     app a;
-    char err[512];
-    int status = 2;
-    rurl url = {0};
-    struct event *sigs[2] = {NULL, NULL};
     memset(&a, 0, sizeof(a));
 
-    if (opt_start(&program, argc, argv, &a.set, &a.set.log_level, &a.set.redis_url, &url,
-                  &status) != 0)
+    if (daemon_load(&a.d, &program, argc, argv, &a.set) != 0)
         goto done;
     char id[300];
-    if (a.set.worker_id[0]) {
-        snprintf(id, sizeof(id), "%s", a.set.worker_id);
-    } else {
-        char host[256] = "host";
-        gethostname(host, sizeof(host) - 1);
-        snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
-    }
-    signal(SIGPIPE, SIG_IGN);
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    daemon_instance_id(id, sizeof(id), a.set.worker_id);
+    /* Full jitter of the retries and of the reconnections: each worker its
+     * own sequence. */
     srandom((unsigned)(time_mono_us() ^ getpid()));
-    status = 1;
-    if (fetch_global_init() != 0) {
-        fprintf(stderr, "plcache-worker: cannot initialise libcurl\n");
+    /* A BLMOVE blocks 1 s on its own link. */
+    daemon_links links = {
+        .block_ms = 1000,
+        .fetch = {.max_inflight = (int)a.set.concurrency,
+                  .max_attempts = 1,
+                  .timeout_ms = a.set.forward_timeout * 1000,
+                  .max_pending = (size_t)a.set.concurrency * 2 + 16},
+        .on_state = redis_state,
+        .arg = &a,
+    };
+    if (daemon_open(&a.d, &links) != 0)
         goto done;
-    }
-    a.base = loop_base_new();
-    if (a.base == NULL)
-        goto done;
-    rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
-    rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 1000, 0, 0};
-    a.redis = rconn_new(a.base, &url, &ro, redis_state, &a);
-    a.block = rconn_new(a.base, &url, &bo, redis_state, &a);
-    fetch_opts fo = {0};
-    fo.max_inflight = (int)a.set.concurrency;
-    fo.max_attempts = 1;
-    fo.timeout_ms = a.set.forward_timeout * 1000;
-    fo.max_pending = (size_t)a.set.concurrency * 2 + 16;
-    a.fetch = fetch_new(a.base, &fo);
-    worker_opts wo = {a.set.prefix,
-                      a.set.base_url,
-                      a.set.api_key,
-                      id,
-                      (int)a.set.concurrency,
-                      (int)a.set.max_attempts,
-                      a.set.heartbeat_timeout * 1000,
-                      a.set.auth_pause * 1000,
-                      a.set.retry_base_ms,
-                      a.set.retry_max_ms,
-                      (int)a.set.min_replicas,
-                      (int)a.set.redis_timeout * 500};
-    a.w = a.redis && a.block && a.fetch ? worker_new(a.base, &wo, a.redis, a.block, a.fetch) : NULL;
+    worker_opts wo = {
+        .prefix = a.set.prefix,
+        .base_url = a.set.base_url,
+        .api_key = a.set.api_key,
+        .id = id,
+        .concurrency = (int)a.set.concurrency,
+        .max_attempts = (int)a.set.max_attempts,
+        .heartbeat_timeout_ms = a.set.heartbeat_timeout * 1000,
+        .auth_pause_ms = a.set.auth_pause * 1000,
+        .retry_base_ms = a.set.retry_base_ms,
+        .retry_max_ms = a.set.retry_max_ms,
+        .min_replicas = (int)a.set.min_replicas,
+        /* WAIT must end well before the command timeout drops the link. */
+        .wait_timeout_ms = (int)a.set.redis_timeout * 500,
+    };
+    a.w = worker_new(a.d.base, &wo, a.d.redis, a.d.block, a.d.fetch);
     if (a.w == NULL) {
         log_error("cannot start (out of memory)");
         goto done;
     }
-    hsrv_opts ho = {
-        .listen = a.set.metrics_listen,
-        .max_body = 1024,
-        .max_headers = 8192,
-        .idle_timeout_s = 30,
-        .request_timeout_s = 10,
-        .max_conns = 64,
-    };
-    a.ops = (ops_hooks){.ready = ops_ready, .metrics = ops_metrics, .arg = &a};
-    a.srv = hsrv_new(a.base, &ho, ops_handle, &a.ops, err, sizeof(err));
-    if (a.srv == NULL) {
-        fprintf(stderr, "plcache-worker: PLCACHE_METRICS_LISTEN (--metrics-listen): %s\n", err);
-        status = 2;
+    if (daemon_serve_ops(&a.d, a.set.metrics_listen, ops_ready, ops_metrics, &a) != 0)
         goto done;
-    }
-    a.drain_timer = evtimer_new(a.base, drain_check, &a);
-    sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
-    sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
-    if (a.drain_timer == NULL || sigs[0] == NULL || sigs[1] == NULL ||
-        evsignal_add(sigs[0], NULL) != 0 || evsignal_add(sigs[1], NULL) != 0) {
-        log_error("cannot install signal handlers");
+    if (daemon_arm(&a.d, &hooks, &a) != 0)
         goto done;
-    }
-    char where[300], conc[16];
-    rurl_describe(&url, where, sizeof(where));
+    char conc[16];
     snprintf(conc, sizeof(conc), "%ld", a.set.concurrency);
-    log_info("plcache-worker started", "version", PLCACHE_VERSION, "id", id, "redis", where,
+    log_info("plcache-worker started", "version", PLCACHE_VERSION, "id", id, "redis", a.d.where,
              "concurrency", conc, "metrics", a.set.metrics_listen);
-    event_base_dispatch(a.base);
-    log_info("plcache-worker stopped");
-    status = 0;
+    daemon_run(&a.d);
 done:
-    if (a.w)
-        worker_close(a.w);
-    fetch_free(a.fetch);
-    rconn_free(a.block);
-    rconn_free(a.redis);
-    hsrv_free(a.srv);
+    daemon_disconnect(&a.d, app_close, &a);
     worker_free(a.w);
-    for (int i = 0; i < 2; i++)
-        if (sigs[i])
-            event_free(sigs[i]);
-    if (a.drain_timer)
-        event_free(a.drain_timer);
-    if (a.base)
-        event_base_free(a.base);
-    rurl_free(&url);
-    cfg_free(&program, &a.set);
-    fetch_global_cleanup();
-    return status;
+    daemon_free(&a.d);
+    return a.d.status;
 }

@@ -664,13 +664,14 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv)
     r->base = event_base_new();
     if (r->base == NULL)
         goto done;
-    fetch_opts fo = {0};
-    fo.max_inflight = (int)c->set->fetch_concurrency;
-    fo.timeout_ms = c->set->fetch_timeout * 1000;
-    fo.max_pending = 1000000;
+    fetch_opts fo = {
+        .max_inflight = (int)c->set->fetch_concurrency,
+        .timeout_ms = c->set->fetch_timeout * 1000,
+        .max_pending = 1000000,
+    };
     r->fetch = fetch_new(r->base, &fo);
     int ms = (int)c->set->redis_timeout * 1000;
-    rconn_opts ro = {ms, ms, 0, 0};
+    rconn_opts ro = {.connect_timeout_ms = ms, .command_timeout_ms = ms};
     r->redis = rconn_new(r->base, c->url, &ro, redis_state, r);
     r->tick = evtimer_new(r->base, on_tick, r);
     if (r->fetch == NULL || r->redis == NULL || r->tick == NULL) {

@@ -111,76 +111,98 @@ static int check_ips(const char *v, char *err, size_t errlen)
 static const cfg_opt opts[] = {
     OPT_REDIS_URL(S(redis_url)),
     OPT_PREFIX(S(prefix)),
-    {"PLCACHE_LISTEN", CFG_STRING, "127.0.0.1:8080", 0, 0, 0, cfg_check_listen, S(listen), 0,
-     "ADDR", "HTTP listener, host:port"},
-    {"PLCACHE_TLS_CERT", CFG_STRING, NULL, 0, 0, 0, NULL, S(tls_cert), 0, "PATH",
-     "PEM certificate (then its chain): the listener speaks HTTPS only; needs PLCACHE_TLS_KEY"},
-    {"PLCACHE_TLS_KEY", CFG_STRING, NULL, 0, 0, 0, NULL, S(tls_key), 0, "PATH",
-     "PEM private key of PLCACHE_TLS_CERT, without passphrase (never logged)"},
-    {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path), 0,
-     "PATH", "path PromptLayer posts to"},
-    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, sign_check_list, S(secret),
-     S(secret_file), "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
-    {"PLCACHE_MAX_BODY", CFG_INT, "1048576", 0, 1, 64L << 20, NULL, S(max_body), 0, "BYTES",
-     "largest request body accepted (413 above)"},
-    {"PLCACHE_MAX_BUFFERED", CFG_INT, "33554432", 0, 0, 1L << 40, NULL, S(max_buffered), 0, "BYTES",
-     "bytes requests being received may hold together beyond the first 32 KiB of each (real "
-     "deliveries are smaller); a connection that would pass it is closed (0: no bound)"},
-    {"PLCACHE_TIMESTAMP_TOLERANCE", CFG_INT, "300", 0, 0, 366L * 86400, NULL, S(tolerance), 0,
-     "SECONDS", "how far an event's timestamp may be from now (0 = no check)"},
+    CFG_OPT(.env = "PLCACHE_LISTEN", .type = CFG_STRING, .def = "127.0.0.1:8080",
+            .check = cfg_check_listen, .offset = S(listen), .metavar = "ADDR",
+            .help = "HTTP listener, host:port"),
+    CFG_OPT(.env = "PLCACHE_TLS_CERT", .type = CFG_STRING, .offset = S(tls_cert), .metavar = "PATH",
+            .help = "PEM certificate (then its chain): the listener speaks HTTPS only; needs "
+                    "PLCACHE_TLS_KEY"),
+    CFG_OPT(.env = "PLCACHE_TLS_KEY", .type = CFG_STRING, .offset = S(tls_key), .metavar = "PATH",
+            .help = "PEM private key of PLCACHE_TLS_CERT, without passphrase (never logged)"),
+    CFG_OPT(.env = "PLCACHE_WEBHOOK_PATH", .type = CFG_STRING, .def = "/webhooks/promptlayer",
+            .check = check_path, .offset = S(path), .metavar = "PATH",
+            .help = "path PromptLayer posts to"),
+    CFG_OPT(.env = "PLCACHE_WEBHOOK_SECRET", .type = CFG_SECRET, .required = 1,
+            .check = sign_check_list, .offset = S(secret), .file_offset = S(secret_file),
+            .metavar = "S1[,S2]",
+            .help = "webhook signing secret(s), comma-separated for rotation"),
+    CFG_OPT(.env = "PLCACHE_MAX_BODY", .type = CFG_INT, .def = "1048576", .min = 1,
+            .max = 64L << 20, .offset = S(max_body), .metavar = "BYTES",
+            .help = "largest request body accepted (413 above)"),
+    CFG_OPT(.env = "PLCACHE_MAX_BUFFERED", .type = CFG_INT, .def = "33554432", .min = 0,
+            .max = 1L << 40, .offset = S(max_buffered), .metavar = "BYTES",
+            .help = "bytes requests being received may hold together beyond the first 32 KiB of "
+                    "each (real deliveries are smaller); a connection that would pass it is closed "
+                    "(0: no bound)"),
+    CFG_OPT(.env = "PLCACHE_TIMESTAMP_TOLERANCE", .type = CFG_INT, .def = "300", .min = 0,
+            .max = 366L * 86400, .offset = S(tolerance), .metavar = "SECONDS",
+            .help = "how far an event's timestamp may be from now (0 = no check)"),
     OPT_SHUTDOWN_TIMEOUT(S(shutdown_timeout)),
     OPT_LOG_LEVEL(S(log_level)),
-    {"PLCACHE_MAX_CONNECTIONS", CFG_INT, "1024", 0, 1, 1000000, NULL, S(max_conns), 0, "N",
-     "open HTTP connections at most; more wait in the kernel's backlog"},
-    {"PLCACHE_MAX_HEADER_SIZE", CFG_INT, "16384", 0, 1024, 1L << 20, NULL, S(max_headers), 0,
-     "BYTES", "request line and headers at most (400 above)"},
-    {"PLCACHE_IDLE_TIMEOUT", CFG_INT, "60", 0, 1, 3600, NULL, S(idle_timeout), 0, "SECONDS",
-     "an idle keep-alive connection is closed after this"},
-    {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0, "SECONDS",
-     "a request must be received and answered within this from its first byte"},
-    {"PLCACHE_FIRST_BYTE_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(first_byte_timeout), 0,
-     "SECONDS",
-     "a new connection (TLS handshake included) must send a request's first byte within this"},
-    {"PLCACHE_MAX_CONNECTIONS_PER_PEER", CFG_INT, "0", 0, 0, 1000000, NULL, S(max_conns_per_peer),
-     0, "N",
-     "open connections of one IP address at most, past it a new one is closed at once (0: no "
-     "bound); PLCACHE_TRUSTED_PROXIES are never bounded"},
-    {"PLCACHE_TRUSTED_PROXIES", CFG_STRING, "127.0.0.1,::1", 0, 0, 0, check_ips, S(trusted_proxies),
-     0, "IP[,IP]",
-     "addresses PLCACHE_MAX_CONNECTIONS_PER_PEER never bounds: a proxy or load balancer in "
-     "front, whose connections carry many clients (\"\" for none)"},
+    CFG_OPT(.env = "PLCACHE_MAX_CONNECTIONS", .type = CFG_INT, .def = "1024", .min = 1,
+            .max = 1000000, .offset = S(max_conns), .metavar = "N",
+            .help = "open HTTP connections at most; more wait in the kernel's backlog"),
+    CFG_OPT(.env = "PLCACHE_MAX_HEADER_SIZE", .type = CFG_INT, .def = "16384", .min = 1024,
+            .max = 1L << 20, .offset = S(max_headers), .metavar = "BYTES",
+            .help = "request line and headers at most (400 above)"),
+    CFG_OPT(.env = "PLCACHE_IDLE_TIMEOUT", .type = CFG_INT, .def = "60", .min = 1, .max = 3600,
+            .offset = S(idle_timeout), .metavar = "SECONDS",
+            .help = "an idle keep-alive connection is closed after this"),
+    CFG_OPT(.env = "PLCACHE_REQUEST_TIMEOUT", .type = CFG_INT, .def = "10", .min = 1, .max = 3600,
+            .offset = S(request_timeout), .metavar = "SECONDS",
+            .help = "a request must be received and answered within this from its first byte"),
+    CFG_OPT(.env = "PLCACHE_FIRST_BYTE_TIMEOUT", .type = CFG_INT, .def = "5", .min = 1, .max = 3600,
+            .offset = S(first_byte_timeout), .metavar = "SECONDS",
+            .help = "a new connection (TLS handshake included) must send a request's first byte "
+                    "within this"),
+    CFG_OPT(.env = "PLCACHE_MAX_CONNECTIONS_PER_PEER", .type = CFG_INT, .def = "0", .min = 0,
+            .max = 1000000, .offset = S(max_conns_per_peer), .metavar = "N",
+            .help = "open connections of one IP address at most, past it a new one is closed at "
+                    "once (0: no bound); PLCACHE_TRUSTED_PROXIES are never bounded"),
+    CFG_OPT(.env = "PLCACHE_TRUSTED_PROXIES", .type = CFG_STRING, .def = "127.0.0.1,::1",
+            .check = check_ips, .offset = S(trusted_proxies), .metavar = "IP[,IP]",
+            .help = "addresses PLCACHE_MAX_CONNECTIONS_PER_PEER never bounds: a proxy or load "
+                    "balancer in front, whose connections carry many clients (\"\" for none)"),
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
     OPT_API_KEY(S(api_key), S(api_key_file)),
     OPT_BASE_URL(S(base_url)),
     OPT_LLM_KWARGS(S(llm_kwargs)),
-    {"PLCACHE_RESYNC_INTERVAL", CFG_INT, "600", 0, 0, 86400L * 7, NULL, S(resync), 0, "SECONDS",
-     "reconcile every cached template with the API at start and this often (0 = off)"},
-    {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "32", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",
-     "API requests in flight at most"},
-    {"PLCACHE_FETCH_TIMEOUT", CFG_INT, "10", 0, 1, 600, NULL, S(fetch_timeout), 0, "SECONDS",
-     "one API request, connect to last byte"},
-    {"PLCACHE_CLAIM_IDLE", CFG_INT, "60", 0, 1, 86400, NULL, S(claim_idle), 0, "SECONDS",
-     "events left pending this long by a receiver are taken over by another"},
-    {"PLCACHE_EVENTS_MAXLEN", CFG_INT, "100000", 0, 10, 100000000L, NULL, S(events_maxlen), 0, "N",
-     "pl:events is trimmed near this many entries, never of events not yet applied "
-     "unless it grows to 10 times as many"},
+    CFG_OPT(.env = "PLCACHE_RESYNC_INTERVAL", .type = CFG_INT, .def = "600", .min = 0,
+            .max = 86400L * 7, .offset = S(resync), .metavar = "SECONDS",
+            .help =
+                "reconcile every cached template with the API at start and this often (0 = off)"),
+    CFG_OPT(.env = "PLCACHE_FETCH_CONCURRENCY", .type = CFG_INT, .def = "32", .min = 1, .max = 1024,
+            .offset = S(fetch_concurrency), .metavar = "N",
+            .help = "API requests in flight at most"),
+    CFG_OPT(.env = "PLCACHE_FETCH_TIMEOUT", .type = CFG_INT, .def = "10", .min = 1, .max = 600,
+            .offset = S(fetch_timeout), .metavar = "SECONDS",
+            .help = "one API request, connect to last byte"),
+    CFG_OPT(.env = "PLCACHE_CLAIM_IDLE", .type = CFG_INT, .def = "60", .min = 1, .max = 86400,
+            .offset = S(claim_idle), .metavar = "SECONDS",
+            .help = "events left pending this long by a receiver are taken over by another"),
+    CFG_OPT(.env = "PLCACHE_EVENTS_MAXLEN", .type = CFG_INT, .def = "100000", .min = 10,
+            .max = 100000000L, .offset = S(events_maxlen), .metavar = "N",
+            .help = "pl:events is trimmed near this many entries, never of events not yet applied "
+                    "unless it grows to 10 times as many"),
     OPT_MIN_REPLICAS(S(min_replicas)),
-    {"PLCACHE_METRICS_LISTEN", CFG_STRING, NULL, 0, 0, 0, cfg_check_listen, S(metrics_listen), 0,
-     "ADDR",
-     "a listener of its own for /healthz, /readyz and /metrics, host:port (the production "
-     "setting: /metrics is then not served on the public PLCACHE_LISTEN)"},
+    CFG_OPT(.env = "PLCACHE_METRICS_LISTEN", .type = CFG_STRING, .check = cfg_check_listen,
+            .offset = S(metrics_listen), .metavar = "ADDR",
+            .help =
+                "a listener of its own for /healthz, /readyz and /metrics, host:port (the "
+                "production setting: /metrics is then not served on the public PLCACHE_LISTEN)"),
 };
 #undef S
 
 static const cfg_program program = {
-    "plcache-webhook",
-    "receives PromptLayer webhooks, verifies them and records them in Redis",
-    "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics (on\n"
-    "PLCACHE_METRICS_LISTEN instead when it is set).\n"
-    "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
-    "and the TLS files.\n",
-    opts,
-    sizeof(opts) / sizeof(opts[0]),
+    .name = "plcache-webhook",
+    .summary = "receives PromptLayer webhooks, verifies them and records them in Redis",
+    .usage_tail =
+        "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics (on\n"
+        "PLCACHE_METRICS_LISTEN instead when it is set).\n"
+        "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
+        "and the TLS files.\n",
+    .opts = opts,
+    .nopts = sizeof(opts) / sizeof(opts[0]),
 };
 
 /* SIGTERM/SIGINT (core/daemon.h): no new connections, no new events. */
@@ -266,8 +288,12 @@ static int tls_wanted(const settings *set, char *err, size_t errlen)
 /* A new server TLS context from the settings' files (see tls_ctx_new). */
 static struct ssl_ctx_st *tls_load(const settings *set, char *err, size_t errlen)
 {
-    tls_files f = {set->tls_cert, set->tls_key, "PLCACHE_TLS_CERT (--tls-cert)",
-                   "PLCACHE_TLS_KEY (--tls-key)"};
+    tls_files f = {
+        .cert = set->tls_cert,
+        .key = set->tls_key,
+        .cert_label = "PLCACHE_TLS_CERT (--tls-cert)",
+        .key_label = "PLCACHE_TLS_KEY (--tls-key)",
+    };
     return tls_ctx_new(&f, err, errlen);
 }
 

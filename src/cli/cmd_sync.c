@@ -24,6 +24,7 @@
  */
 #include <event2/event.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -704,7 +705,7 @@ done:
         free(r->names[i]);
     free(r->names);
     if (r->key_header) {
-        memset(r->key_header, 0, strlen(r->key_header));
+        OPENSSL_cleanse(r->key_header, strlen(r->key_header));
         free(r->key_header);
     }
     return status;

@@ -9,6 +9,7 @@
 
 #include "core/buf.h"
 #include "core/pturl.h"
+#include "core/wipe.h"
 #include "lib/form.h"
 
 struct api {
@@ -56,13 +57,11 @@ api *api_new(const char *base, const char *key, int timeout_ms, int llm_kwargs)
     if (a->headers == NULL || a->post_headers == NULL)
         goto err;
     /* The key is in h: wipe it before the memory goes back. */
-    if (h.data != NULL)
-        memset(h.data, 0, h.len);
+    wipe_mem(h.data, h.len);
     buf_free(&h);
     return a;
 err:
-    if (h.data != NULL)
-        memset(h.data, 0, h.len);
+    wipe_mem(h.data, h.len);
     buf_free(&h);
     api_free(a);
     return NULL;

@@ -80,7 +80,7 @@ int cmd_get(const cli_ctx *c, int argc, char **argv)
                 cli_error(c, "give --label or --version, not both");
                 goto done;
             }
-            if (a[2] == 'l') {
+            if (strcmp(a, "--label") == 0) {
                 if (v[0] == '\0') {
                     cli_error(c, "--label is empty");
                     goto done;

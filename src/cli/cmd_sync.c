@@ -20,6 +20,7 @@
  */
 #include <event2/event.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -405,13 +406,14 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv)
     r->base = event_base_new();
     if (r->base == NULL)
         goto done;
-    fetch_opts fo = {0};
-    fo.max_inflight = (int)c->set->fetch_concurrency;
-    fo.timeout_ms = c->set->fetch_timeout * 1000;
-    fo.max_pending = 1000000;
+    fetch_opts fo = {
+        .max_inflight = (int)c->set->fetch_concurrency,
+        .timeout_ms = c->set->fetch_timeout * 1000,
+        .max_pending = 1000000,
+    };
     r->fetch = fetch_new(r->base, &fo);
     int ms = (int)c->set->redis_timeout * 1000;
-    rconn_opts ro = {ms, ms, 0, 0};
+    rconn_opts ro = {.connect_timeout_ms = ms, .command_timeout_ms = ms};
     r->redis = rconn_new(r->base, c->url, &ro, redis_state, r);
     r->tick = evtimer_new(r->base, on_tick, r);
     if (r->fetch == NULL || r->redis == NULL || r->tick == NULL) {
@@ -453,7 +455,7 @@ done:
         free(r->names[i]);
     free(r->names);
     if (r->key_header) {
-        memset(r->key_header, 0, strlen(r->key_header));
+        OPENSSL_cleanse(r->key_header, strlen(r->key_header));
         free(r->key_header);
     }
     return status;

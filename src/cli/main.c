@@ -23,29 +23,34 @@ static const cfg_opt opts[] = {
     OPT_REDIS_URL(S(redis_url)),
     OPT_PREFIX(S(prefix)),
     /* OPT_API_KEY, but optional: only sync needs it, get reads through with it. */
-    {"PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 0, 0, 0, NULL, S(api_key), S(api_key_file), "KEY",
-     "PromptLayer API key (never printed); get reads through with it, sync needs it"},
+    CFG_OPT(.env = "PROMPTLAYER_API_KEY", .type = CFG_SECRET, .offset = S(api_key),
+            .file_offset = S(api_key_file), .metavar = "KEY",
+            .help =
+                "PromptLayer API key (never printed); get reads through with it, sync needs it"),
     OPT_BASE_URL(S(base_url)),
     OPT_LLM_KWARGS(S(llm_kwargs)),
-    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 0, 0, 0, sign_check_list, S(secret),
-     S(secret_file), "S1[,S2]", "webhook signing secret(s), for sign (the first one signs)"},
+    CFG_OPT(.env = "PLCACHE_WEBHOOK_SECRET", .type = CFG_SECRET, .check = sign_check_list,
+            .offset = S(secret), .file_offset = S(secret_file), .metavar = "S1[,S2]",
+            .help = "webhook signing secret(s), for sign (the first one signs)"),
     /* OPT_LOG_LEVEL, but quieter: a command's stderr is for its errors. */
-    {"PLCACHE_LOG_LEVEL", CFG_STRING, "warn", 0, 0, 0, opt_check_log_level, S(log_level), 0,
-     "LEVEL", "debug, info, warn or error"},
+    CFG_OPT(.env = "PLCACHE_LOG_LEVEL", .type = CFG_STRING, .def = "warn",
+            .check = opt_check_log_level, .offset = S(log_level), .metavar = "LEVEL",
+            .help = "debug, info, warn or error"),
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
-    {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "16", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",
-     "sync: API requests in flight at most"},
-    {"PLCACHE_FETCH_TIMEOUT", CFG_INT, "10", 0, 1, 600, NULL, S(fetch_timeout), 0, "SECONDS",
-     "one API request, connect to last byte (sync tries it up to 5 times)"},
+    CFG_OPT(.env = "PLCACHE_FETCH_CONCURRENCY", .type = CFG_INT, .def = "16", .min = 1, .max = 1024,
+            .offset = S(fetch_concurrency), .metavar = "N",
+            .help = "sync: API requests in flight at most"),
+    CFG_OPT(.env = "PLCACHE_FETCH_TIMEOUT", .type = CFG_INT, .def = "10", .min = 1, .max = 600,
+            .offset = S(fetch_timeout), .metavar = "SECONDS",
+            .help = "one API request, connect to last byte (sync tries it up to 5 times)"),
 };
 #undef S
 
 static const cfg_program program = {
-    "plcache",
-    "reads and warms plcache's prompt cache, pushes and repairs log jobs",
-    NULL,
-    opts,
-    sizeof(opts) / sizeof(opts[0]),
+    .name = "plcache",
+    .summary = "reads and warms plcache's prompt cache, pushes and repairs log jobs",
+    .opts = opts,
+    .nopts = sizeof(opts) / sizeof(opts[0]),
 };
 
 static const char commands_help[] =

@@ -37,6 +37,15 @@ typedef struct cfg_opt {
     const char *help;
 } cfg_opt;
 
+/* One row of a table, its fields named: CFG_OPT(.env = "PLCACHE_LISTEN",
+ * .type = CFG_STRING, .def = "127.0.0.1:8080", ...). A field left out is 0 or
+ * NULL. The macro is the brace list itself; it only lets a row keep to a few
+ * lines where clang-format would give each field a line of its own. */
+#define CFG_OPT(...)                                                                               \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
+
 typedef struct cfg_program {
     const char *name;       /* plcache-webhook */
     const char *summary;    /* one line for --help */

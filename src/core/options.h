@@ -23,53 +23,43 @@ int opt_check_log_level(const char *value, char *err, size_t errlen);
 int opt_check_http_url(const char *value, char *err, size_t errlen);
 
 #define OPT_REDIS_URL(off)                                                                         \
-    {                                                                                              \
-        "PLCACHE_REDIS_URL", CFG_STRING, "redis://127.0.0.1:6379/0", 0, 0, 0, rurl_check, (off),   \
-            0, "URL",                                                                              \
-            "Redis: redis://[user:pass@]host:port/db, unix:///path.sock?db=N or "                  \
-            "redis-sentinel://[user:pass@]host:port,host:port/master?db=N"                         \
-    }
+    CFG_OPT(.env = "PLCACHE_REDIS_URL", .type = CFG_STRING, .def = "redis://127.0.0.1:6379/0",     \
+            .check = rurl_check, .offset = (off), .metavar = "URL",                                \
+            .help = "Redis: redis://[user:pass@]host:port/db, unix:///path.sock?db=N or "          \
+                    "redis-sentinel://[user:pass@]host:port,host:port/master?db=N")
 #define OPT_PREFIX(off)                                                                            \
-    {                                                                                              \
-        "PLCACHE_PREFIX", CFG_STRING, "pl:", 0, 0, 0, NULL, (off), 0, "TEXT",                      \
-            "prefix of every Redis key"                                                            \
-    }
+    CFG_OPT(.env = "PLCACHE_PREFIX", .type = CFG_STRING, .def = "pl:", .offset = (off),            \
+            .metavar = "TEXT", .help = "prefix of every Redis key")
 #define OPT_API_KEY(off, file_off)                                                                 \
-    {                                                                                              \
-        "PROMPTLAYER_API_KEY", CFG_SECRET, NULL, 1, 0, 0, NULL, (off), (file_off), "KEY",          \
-            "PromptLayer API key (never logged)"                                                   \
-    }
+    CFG_OPT(.env = "PROMPTLAYER_API_KEY", .type = CFG_SECRET, .required = 1, .offset = (off),      \
+            .file_offset = (file_off), .metavar = "KEY",                                           \
+            .help = "PromptLayer API key (never logged)")
 #define OPT_BASE_URL(off)                                                                          \
-    {                                                                                              \
-        "PROMPTLAYER_BASE_URL", CFG_STRING, "https://api.promptlayer.com", 0, 0, 0,                \
-            opt_check_http_url, (off), 0, "URL", "PromptLayer API base"                            \
-    }
+    CFG_OPT(.env = "PROMPTLAYER_BASE_URL", .type = CFG_STRING,                                     \
+            .def = "https://api.promptlayer.com", .check = opt_check_http_url, .offset = (off),    \
+            .metavar = "URL", .help = "PromptLayer API base")
 #define OPT_LLM_KWARGS(off)                                                                        \
-    {                                                                                              \
-        "PLCACHE_LLM_KWARGS", CFG_BOOL, "true", 0, 0, 0, NULL, (off), 0, "BOOL",                   \
-            "cache each version with its provider-ready llm_kwargs (include_llm_kwargs=true, "     \
-            "asked again without it when the API refuses it); false: without"                     \
-    }
+    CFG_OPT(.env = "PLCACHE_LLM_KWARGS", .type = CFG_BOOL, .def = "true", .offset = (off),         \
+            .metavar = "BOOL",                                                                     \
+            .help =                                                                                \
+                "cache each version with its provider-ready llm_kwargs (include_llm_kwargs=true, " \
+                "asked again without it when the API refuses it); false: without")
 #define OPT_SHUTDOWN_TIMEOUT(off)                                                                  \
-    {                                                                                              \
-        "PLCACHE_SHUTDOWN_TIMEOUT", CFG_INT, "30", 0, 0, 3600, NULL, (off), 0, "SECONDS",          \
-            "on SIGTERM, how long work in flight may take"                                         \
-    }
+    CFG_OPT(.env = "PLCACHE_SHUTDOWN_TIMEOUT", .type = CFG_INT, .def = "30", .min = 0,             \
+            .max = 3600, .offset = (off), .metavar = "SECONDS",                                    \
+            .help = "on SIGTERM, how long work in flight may take")
 #define OPT_LOG_LEVEL(off)                                                                         \
-    {                                                                                              \
-        "PLCACHE_LOG_LEVEL", CFG_STRING, "info", 0, 0, 0, opt_check_log_level, (off), 0, "LEVEL",  \
-            "debug, info, warn or error"                                                           \
-    }
+    CFG_OPT(.env = "PLCACHE_LOG_LEVEL", .type = CFG_STRING, .def = "info",                         \
+            .check = opt_check_log_level, .offset = (off), .metavar = "LEVEL",                     \
+            .help = "debug, info, warn or error")
 #define OPT_REDIS_TIMEOUT(off)                                                                     \
-    {                                                                                              \
-        "PLCACHE_REDIS_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, (off), 0, "SECONDS",              \
-            "a Redis command unanswered this long drops the link (then reconnect)"                 \
-    }
+    CFG_OPT(.env = "PLCACHE_REDIS_TIMEOUT", .type = CFG_INT, .def = "5", .min = 1, .max = 3600,    \
+            .offset = (off), .metavar = "SECONDS",                                                 \
+            .help = "a Redis command unanswered this long drops the link (then reconnect)")
 #define OPT_MIN_REPLICAS(off)                                                                      \
-    {                                                                                              \
-        "PLCACHE_MIN_REPLICAS", CFG_INT, "0", 0, 0, 100, NULL, (off), 0, "N",                      \
-            "replicas that must hold a write (WAIT, at most half PLCACHE_REDIS_TIMEOUT) before "   \
-            "it is acknowledged"                                                                   \
-    }
+    CFG_OPT(.env = "PLCACHE_MIN_REPLICAS", .type = CFG_INT, .def = "0", .min = 0, .max = 100,      \
+            .offset = (off), .metavar = "N",                                                       \
+            .help = "replicas that must hold a write (WAIT, at most half "                         \
+                    "PLCACHE_REDIS_TIMEOUT) before it is acknowledged")
 
 #endif

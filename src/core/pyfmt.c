@@ -755,7 +755,7 @@ static int format_float_spec(buf *out, double v, const fspec *sp)
     int add_dot_0 = t == 0;
     char mode = t == 0 ? (sp->precision < 0 ? 'r' : 'g') : pct ? 'f' : (char)(t | 0x20);
     int64_t p = sp->precision < 0 ? 6 : sp->precision;
-    numparts np = {0, "", "", 0, 0, "", 0, 3};
+    numparts np = {.prefix = "", .digits = "", .rest = "", .group_size = 3};
 
     if (pct)
         v *= 100;
@@ -875,7 +875,8 @@ static int format_int(buf *out, long long v, const char *spec, size_t speclen)
     if (sp.precision >= 0 || sp.no_neg_0)
         return PYFMT_RAISES;
     unsigned long long mag = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    numparts np = {sign_char(&sp, v < 0), "", "", 0, 0, "", 0, 3};
+    numparts np = {
+        .sign = sign_char(&sp, v < 0), .prefix = "", .digits = "", .rest = "", .group_size = 3};
     char digits[72];
     size_t nd = 0;
     if (t == 'c') {

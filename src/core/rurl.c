@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 
 #include "core/text.h"
+#include "core/wipe.h"
 
 /* Percent-decodes n bytes into a new string; NULL on a bad escape or NUL. */
 static char *pct_decode(const char *s, size_t n)
@@ -320,10 +321,7 @@ void rurl_describe(const rurl *u, char *out, size_t outlen)
 void rurl_free(rurl *u)
 {
     free(u->user);
-    if (u->password) {
-        memset(u->password, 0, strlen(u->password));
-        free(u->password);
-    }
+    wipe_free(u->password);
     u->user = NULL;
     u->password = NULL;
 }

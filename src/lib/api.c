@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/wipe.h"
 #include "model/pturl.h"
 #include "lib/form.h"
 
@@ -56,13 +57,11 @@ api *api_new(const char *base, const char *key, int timeout_ms, int llm_kwargs)
     if (a->headers == NULL || a->post_headers == NULL)
         goto err;
     /* The key is in h: wipe it before the memory goes back. */
-    if (h.data != NULL)
-        memset(h.data, 0, h.len);
+    wipe_mem(h.data, h.len);
     buf_free(&h);
     return a;
 err:
-    if (h.data != NULL)
-        memset(h.data, 0, h.len);
+    wipe_mem(h.data, h.len);
     buf_free(&h);
     api_free(a);
     return NULL;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/wipe.h"
 #include "model/logreq.h"
 #include "lib/form.h"
 #include "lib/lease.h"
@@ -447,9 +448,7 @@ void plcache_close(plcache *c)
     api_free(c->api);
     sconn_close(&c->rc);
     rurl_free(&c->url);
-    if (c->api_key != NULL)
-        memset(c->api_key, 0, strlen(c->api_key));
-    free(c->api_key);
+    wipe_free(c->api_key);
     free(c->api_base);
     free(c->prefix);
     free(c);

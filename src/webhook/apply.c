@@ -239,7 +239,7 @@ static void add_op(rargs *ops, const char *op, const char *x, size_t xlen, const
     rargs_add(ops, y, ylen);
 }
 
-/* The start of a write command for the job's template (core/cachew.h). */
+/* The start of a write command for the job's template (model/cachew.h). */
 static void write_prologue(job *j, rargs *c, int with_old)
 {
     cachew_begin(c, &(cachew_write){.prefix = j->a->prefix,

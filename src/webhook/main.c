@@ -1,36 +1,30 @@
 /* main.c -- plcache-webhook: settings and wiring only.
  *
  * One event_base carries everything: the HTTP listener (hsrv), the Redis link
- * (rconn) and the signals. SIGTERM/SIGINT stop accepting, let the deliveries
- * waiting on Redis finish (at most PLCACHE_SHUTDOWN_TIMEOUT), then exit 0.
- * SIGHUP re-reads the secrets from PLCACHE_WEBHOOK_SECRET_FILE, and the
- * certificate and key of PLCACHE_TLS_CERT/PLCACHE_TLS_KEY when the listener
- * is HTTPS (new connections get the new ones; a bad file keeps the old).
+ * (rconn) and the signals, in the daemon shell (core/daemon.h) that starts,
+ * drains and stops the process. SIGTERM/SIGINT stop accepting, let the
+ * deliveries waiting on Redis finish (at most PLCACHE_SHUTDOWN_TIMEOUT), then
+ * exit 0. SIGHUP re-reads the secrets from PLCACHE_WEBHOOK_SECRET_FILE, and
+ * the certificate and key of PLCACHE_TLS_CERT/PLCACHE_TLS_KEY when the
+ * listener is HTTPS (new connections get the new ones; a bad file keeps the
+ * old).
  */
 #include <arpa/inet.h>
-#include <event2/event.h>
-#include <malloc.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "core/config.h"
-#include "core/options.h"
+#include "core/daemon.h"
+#include "core/fetch.h"
 #include "core/hsrv.h"
 #include "core/log.h"
-#include "core/loop.h"
 #include "core/metrics.h"
 #include "core/ops.h"
+#include "core/options.h"
 #include "core/rconn.h"
-#include "core/rurl.h"
 #include "core/sign.h"
-#include "core/timeutil.h"
 #include "core/tls.h"
-#include "core/fetch.h"
 #include "webhook/apply.h"
 #include "webhook/ingest.h"
 
@@ -68,6 +62,14 @@ typedef struct settings {
     char *trusted_proxies;
     long max_buffered;
 } settings;
+
+typedef struct app {
+    daemon_shell d; /* the loop, the links (Redis, API), signals, drain, /metrics */
+    settings set;
+    applier *apply;
+    hsrv *srv;
+    ingest *in;
+} app;
 
 static int check_path(const char *v, char *err, size_t errlen)
 {
@@ -109,133 +111,130 @@ static int check_ips(const char *v, char *err, size_t errlen)
 static const cfg_opt opts[] = {
     OPT_REDIS_URL(S(redis_url)),
     OPT_PREFIX(S(prefix)),
-    {"PLCACHE_LISTEN", CFG_STRING, "127.0.0.1:8080", 0, 0, 0, cfg_check_listen, S(listen), 0,
-     "ADDR", "HTTP listener, host:port"},
-    {"PLCACHE_TLS_CERT", CFG_STRING, NULL, 0, 0, 0, NULL, S(tls_cert), 0, "PATH",
-     "PEM certificate (then its chain): the listener speaks HTTPS only; needs PLCACHE_TLS_KEY"},
-    {"PLCACHE_TLS_KEY", CFG_STRING, NULL, 0, 0, 0, NULL, S(tls_key), 0, "PATH",
-     "PEM private key of PLCACHE_TLS_CERT, without passphrase (never logged)"},
-    {"PLCACHE_WEBHOOK_PATH", CFG_STRING, "/webhooks/promptlayer", 0, 0, 0, check_path, S(path), 0,
-     "PATH", "path PromptLayer posts to"},
-    {"PLCACHE_WEBHOOK_SECRET", CFG_SECRET, NULL, 1, 0, 0, sign_check_list, S(secret),
-     S(secret_file), "S1[,S2]", "webhook signing secret(s), comma-separated for rotation"},
-    {"PLCACHE_MAX_BODY", CFG_INT, "1048576", 0, 1, 64L << 20, NULL, S(max_body), 0, "BYTES",
-     "largest request body accepted (413 above)"},
-    {"PLCACHE_MAX_BUFFERED", CFG_INT, "33554432", 0, 0, 1L << 40, NULL, S(max_buffered), 0, "BYTES",
-     "bytes requests being received may hold together beyond the first 32 KiB of each (real "
-     "deliveries are smaller); a connection that would pass it is closed (0: no bound)"},
-    {"PLCACHE_TIMESTAMP_TOLERANCE", CFG_INT, "300", 0, 0, 366L * 86400, NULL, S(tolerance), 0,
-     "SECONDS", "how far an event's timestamp may be from now (0 = no check)"},
+    CFG_OPT(.env = "PLCACHE_LISTEN", .type = CFG_STRING, .def = "127.0.0.1:8080",
+            .check = cfg_check_listen, .offset = S(listen), .metavar = "ADDR",
+            .help = "HTTP listener, host:port"),
+    CFG_OPT(.env = "PLCACHE_TLS_CERT", .type = CFG_STRING, .offset = S(tls_cert), .metavar = "PATH",
+            .help = "PEM certificate (then its chain): the listener speaks HTTPS only; needs "
+                    "PLCACHE_TLS_KEY"),
+    CFG_OPT(.env = "PLCACHE_TLS_KEY", .type = CFG_STRING, .offset = S(tls_key), .metavar = "PATH",
+            .help = "PEM private key of PLCACHE_TLS_CERT, without passphrase (never logged)"),
+    CFG_OPT(.env = "PLCACHE_WEBHOOK_PATH", .type = CFG_STRING, .def = "/webhooks/promptlayer",
+            .check = check_path, .offset = S(path), .metavar = "PATH",
+            .help = "path PromptLayer posts to"),
+    CFG_OPT(.env = "PLCACHE_WEBHOOK_SECRET", .type = CFG_SECRET, .required = 1,
+            .check = sign_check_list, .offset = S(secret), .file_offset = S(secret_file),
+            .metavar = "S1[,S2]",
+            .help = "webhook signing secret(s), comma-separated for rotation"),
+    CFG_OPT(.env = "PLCACHE_MAX_BODY", .type = CFG_INT, .def = "1048576", .min = 1,
+            .max = 64L << 20, .offset = S(max_body), .metavar = "BYTES",
+            .help = "largest request body accepted (413 above)"),
+    CFG_OPT(.env = "PLCACHE_MAX_BUFFERED", .type = CFG_INT, .def = "33554432", .min = 0,
+            .max = 1L << 40, .offset = S(max_buffered), .metavar = "BYTES",
+            .help = "bytes requests being received may hold together beyond the first 32 KiB of "
+                    "each (real deliveries are smaller); a connection that would pass it is closed "
+                    "(0: no bound)"),
+    CFG_OPT(.env = "PLCACHE_TIMESTAMP_TOLERANCE", .type = CFG_INT, .def = "300", .min = 0,
+            .max = 366L * 86400, .offset = S(tolerance), .metavar = "SECONDS",
+            .help = "how far an event's timestamp may be from now (0 = no check)"),
     OPT_SHUTDOWN_TIMEOUT(S(shutdown_timeout)),
     OPT_LOG_LEVEL(S(log_level)),
-    {"PLCACHE_MAX_CONNECTIONS", CFG_INT, "1024", 0, 1, 1000000, NULL, S(max_conns), 0, "N",
-     "open HTTP connections at most; more wait in the kernel's backlog"},
-    {"PLCACHE_MAX_HEADER_SIZE", CFG_INT, "16384", 0, 1024, 1L << 20, NULL, S(max_headers), 0,
-     "BYTES", "request line and headers at most (400 above)"},
-    {"PLCACHE_IDLE_TIMEOUT", CFG_INT, "60", 0, 1, 3600, NULL, S(idle_timeout), 0, "SECONDS",
-     "an idle keep-alive connection is closed after this"},
-    {"PLCACHE_REQUEST_TIMEOUT", CFG_INT, "10", 0, 1, 3600, NULL, S(request_timeout), 0, "SECONDS",
-     "a request must be received and answered within this from its first byte"},
-    {"PLCACHE_FIRST_BYTE_TIMEOUT", CFG_INT, "5", 0, 1, 3600, NULL, S(first_byte_timeout), 0,
-     "SECONDS",
-     "a new connection (TLS handshake included) must send a request's first byte within this"},
-    {"PLCACHE_MAX_CONNECTIONS_PER_PEER", CFG_INT, "0", 0, 0, 1000000, NULL, S(max_conns_per_peer),
-     0, "N",
-     "open connections of one IP address at most, past it a new one is closed at once (0: no "
-     "bound); PLCACHE_TRUSTED_PROXIES are never bounded"},
-    {"PLCACHE_TRUSTED_PROXIES", CFG_STRING, "127.0.0.1,::1", 0, 0, 0, check_ips, S(trusted_proxies),
-     0, "IP[,IP]",
-     "addresses PLCACHE_MAX_CONNECTIONS_PER_PEER never bounds: a proxy or load balancer in "
-     "front, whose connections carry many clients (\"\" for none)"},
+    CFG_OPT(.env = "PLCACHE_MAX_CONNECTIONS", .type = CFG_INT, .def = "1024", .min = 1,
+            .max = 1000000, .offset = S(max_conns), .metavar = "N",
+            .help = "open HTTP connections at most; more wait in the kernel's backlog"),
+    CFG_OPT(.env = "PLCACHE_MAX_HEADER_SIZE", .type = CFG_INT, .def = "16384", .min = 1024,
+            .max = 1L << 20, .offset = S(max_headers), .metavar = "BYTES",
+            .help = "request line and headers at most (400 above)"),
+    CFG_OPT(.env = "PLCACHE_IDLE_TIMEOUT", .type = CFG_INT, .def = "60", .min = 1, .max = 3600,
+            .offset = S(idle_timeout), .metavar = "SECONDS",
+            .help = "an idle keep-alive connection is closed after this"),
+    CFG_OPT(.env = "PLCACHE_REQUEST_TIMEOUT", .type = CFG_INT, .def = "10", .min = 1, .max = 3600,
+            .offset = S(request_timeout), .metavar = "SECONDS",
+            .help = "a request must be received and answered within this from its first byte"),
+    CFG_OPT(.env = "PLCACHE_FIRST_BYTE_TIMEOUT", .type = CFG_INT, .def = "5", .min = 1, .max = 3600,
+            .offset = S(first_byte_timeout), .metavar = "SECONDS",
+            .help = "a new connection (TLS handshake included) must send a request's first byte "
+                    "within this"),
+    CFG_OPT(.env = "PLCACHE_MAX_CONNECTIONS_PER_PEER", .type = CFG_INT, .def = "0", .min = 0,
+            .max = 1000000, .offset = S(max_conns_per_peer), .metavar = "N",
+            .help = "open connections of one IP address at most, past it a new one is closed at "
+                    "once (0: no bound); PLCACHE_TRUSTED_PROXIES are never bounded"),
+    CFG_OPT(.env = "PLCACHE_TRUSTED_PROXIES", .type = CFG_STRING, .def = "127.0.0.1,::1",
+            .check = check_ips, .offset = S(trusted_proxies), .metavar = "IP[,IP]",
+            .help = "addresses PLCACHE_MAX_CONNECTIONS_PER_PEER never bounds: a proxy or load "
+                    "balancer in front, whose connections carry many clients (\"\" for none)"),
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
     OPT_API_KEY(S(api_key), S(api_key_file)),
     OPT_BASE_URL(S(base_url)),
     OPT_LLM_KWARGS(S(llm_kwargs)),
-    {"PLCACHE_RESYNC_INTERVAL", CFG_INT, "600", 0, 0, 86400L * 7, NULL, S(resync), 0, "SECONDS",
-     "reconcile every cached template with the API at start and this often (0 = off)"},
-    {"PLCACHE_FETCH_CONCURRENCY", CFG_INT, "32", 0, 1, 1024, NULL, S(fetch_concurrency), 0, "N",
-     "API requests in flight at most"},
-    {"PLCACHE_FETCH_TIMEOUT", CFG_INT, "10", 0, 1, 600, NULL, S(fetch_timeout), 0, "SECONDS",
-     "one API request, connect to last byte"},
-    {"PLCACHE_CLAIM_IDLE", CFG_INT, "60", 0, 1, 86400, NULL, S(claim_idle), 0, "SECONDS",
-     "events left pending this long by a receiver are taken over by another"},
-    {"PLCACHE_EVENTS_MAXLEN", CFG_INT, "100000", 0, 10, 100000000L, NULL, S(events_maxlen), 0, "N",
-     "pl:events is trimmed near this many entries, never of events not yet applied "
-     "unless it grows to 10 times as many"},
+    CFG_OPT(.env = "PLCACHE_RESYNC_INTERVAL", .type = CFG_INT, .def = "600", .min = 0,
+            .max = 86400L * 7, .offset = S(resync), .metavar = "SECONDS",
+            .help =
+                "reconcile every cached template with the API at start and this often (0 = off)"),
+    CFG_OPT(.env = "PLCACHE_FETCH_CONCURRENCY", .type = CFG_INT, .def = "32", .min = 1, .max = 1024,
+            .offset = S(fetch_concurrency), .metavar = "N",
+            .help = "API requests in flight at most"),
+    CFG_OPT(.env = "PLCACHE_FETCH_TIMEOUT", .type = CFG_INT, .def = "10", .min = 1, .max = 600,
+            .offset = S(fetch_timeout), .metavar = "SECONDS",
+            .help = "one API request, connect to last byte"),
+    CFG_OPT(.env = "PLCACHE_CLAIM_IDLE", .type = CFG_INT, .def = "60", .min = 1, .max = 86400,
+            .offset = S(claim_idle), .metavar = "SECONDS",
+            .help = "events left pending this long by a receiver are taken over by another"),
+    CFG_OPT(.env = "PLCACHE_EVENTS_MAXLEN", .type = CFG_INT, .def = "100000", .min = 10,
+            .max = 100000000L, .offset = S(events_maxlen), .metavar = "N",
+            .help = "pl:events is trimmed near this many entries, never of events not yet applied "
+                    "unless it grows to 10 times as many"),
     OPT_MIN_REPLICAS(S(min_replicas)),
-    {"PLCACHE_METRICS_LISTEN", CFG_STRING, NULL, 0, 0, 0, cfg_check_listen, S(metrics_listen), 0,
-     "ADDR",
-     "a listener of its own for /healthz, /readyz and /metrics, host:port (the production "
-     "setting: /metrics is then not served on the public PLCACHE_LISTEN)"},
+    CFG_OPT(.env = "PLCACHE_METRICS_LISTEN", .type = CFG_STRING, .check = cfg_check_listen,
+            .offset = S(metrics_listen), .metavar = "ADDR",
+            .help =
+                "a listener of its own for /healthz, /readyz and /metrics, host:port (the "
+                "production setting: /metrics is then not served on the public PLCACHE_LISTEN)"),
 };
 #undef S
 
 static const cfg_program program = {
-    "plcache-webhook",
-    "receives PromptLayer webhooks, verifies them and records them in Redis",
-    "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics (on\n"
-    "PLCACHE_METRICS_LISTEN instead when it is set).\n"
-    "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
-    "and the TLS files.\n",
-    opts,
-    sizeof(opts) / sizeof(opts[0]),
+    .name = "plcache-webhook",
+    .summary = "receives PromptLayer webhooks, verifies them and records them in Redis",
+    .usage_tail =
+        "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics (on\n"
+        "PLCACHE_METRICS_LISTEN instead when it is set).\n"
+        "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
+        "and the TLS files.\n",
+    .opts = opts,
+    .nopts = sizeof(opts) / sizeof(opts[0]),
 };
 
-typedef struct app {
-    struct event_base *base;
-    settings set;
-    rconn *redis;
-    rconn *block;
-    fetcher *fetch;
-    applier *apply;
-    hsrv *srv;
-    hsrv *msrv; /* PLCACHE_METRICS_LISTEN's, or NULL */
-    ops_hooks ops;
-    ingest *in;
-    struct event *drain_timer;
-    int64_t drain_deadline_us;
-    int stopping;
-} app;
-
-static void drain_check(evutil_socket_t fd, short what, void *arg)
+/* SIGTERM/SIGINT (core/daemon.h): no new connections, no new events. */
+static void app_stop(void *arg)
 {
-    (void)fd;
-    (void)what;
     app *a = arg;
-    /* Deliveries waiting for Redis, events being applied, and answers not yet
-     * written to their sockets. */
-    size_t left = ingest_inflight(a->in) + applier_busy(a->apply) + (hsrv_unsent(a->srv) > 0);
-    if (left == 0 || time_mono_us() >= a->drain_deadline_us) {
-        if (left > 0) {
-            char n[32];
-            snprintf(n, sizeof(n), "%zu", left);
-            log_warn("shutdown timeout: work still in flight (events stay pending)", "count", n);
-        }
-        event_base_loopbreak(a->base);
-        return;
-    }
-    struct timeval tv = {0, 20 * 1000};
-    evtimer_add(a->drain_timer, &tv);
-}
-
-static void on_stop(evutil_socket_t sig, short what, void *arg)
-{
-    (void)what;
-    app *a = arg;
-    if (a->stopping)
-        return;
-    a->stopping = 1;
-    log_info("stopping: no new connections, draining", "signal", sig == SIGINT ? "INT" : "TERM");
     hsrv_stop_accepting(a->srv);
     applier_stop(a->apply);
-    a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
-    drain_check(-1, 0, a);
+}
+
+/* Deliveries waiting for Redis, events being applied, and answers not yet
+ * written to their sockets. */
+static size_t app_busy(void *arg)
+{
+    app *a = arg;
+    return ingest_inflight(a->in) + applier_busy(a->apply) + (hsrv_unsent(a->srv) > 0);
+}
+
+/* Before the links go (core/daemon.h): the applier ends its jobs as the
+ * fetcher and the connections give their pending callbacks a last call.
+ * Deliveries still waiting get their 503 while the receiver exists. */
+static void app_close(void *arg)
+{
+    app *a = arg;
+    if (a->apply)
+        applier_close(a->apply);
 }
 
 /* The metrics listener (core/ops.h) answers from the receiver. */
 static int ops_ready(void *arg)
 {
-    return rconn_ready(((app *)arg)->redis);
+    return rconn_ready(((app *)arg)->d.redis);
 }
 
 static void ops_metrics(buf *b, void *arg)
@@ -249,7 +248,7 @@ static void render_more(buf *b, void *arg)
     fetch_stats_t st;
     char labels[64];
     applier_metrics(a->apply, b);
-    fetch_stats(a->fetch, &st);
+    fetch_stats(a->d.fetch, &st);
     metrics_header(b, "plcache_api_requests_total", "counter",
                    "PromptLayer API answers, by status (0: no answer).");
     for (int code = FETCH_STATUS_MIN; code <= FETCH_STATUS_MAX; code++) {
@@ -268,7 +267,7 @@ static void render_more(buf *b, void *arg)
     metrics_single(b, "plcache_api_connections_total", "counter",
                    "New connections to the API (the rest reused one).", (double)st.connects);
     metrics_single(b, "plcache_api_inflight", "gauge", "API requests in flight.",
-                   (double)fetch_inflight(a->fetch));
+                   (double)fetch_inflight(a->d.fetch));
 }
 
 /* 1 when both TLS files are given, 0 when neither; -1 with err naming the
@@ -289,8 +288,12 @@ static int tls_wanted(const settings *set, char *err, size_t errlen)
 /* A new server TLS context from the settings' files (see tls_ctx_new). */
 static struct ssl_ctx_st *tls_load(const settings *set, char *err, size_t errlen)
 {
-    tls_files f = {set->tls_cert, set->tls_key, "PLCACHE_TLS_CERT (--tls-cert)",
-                   "PLCACHE_TLS_KEY (--tls-key)"};
+    tls_files f = {
+        .cert = set->tls_cert,
+        .key = set->tls_key,
+        .cert_label = "PLCACHE_TLS_CERT (--tls-cert)",
+        .key_label = "PLCACHE_TLS_KEY (--tls-key)",
+    };
     return tls_ctx_new(&f, err, errlen);
 }
 
@@ -318,10 +321,9 @@ static void reload_tls(app *a)
     tls_ctx_free(ctx);
 }
 
-static void on_hup(evutil_socket_t sig, short what, void *arg)
+/* SIGHUP: the TLS files and the secrets' file again. */
+static void app_reload(void *arg)
 {
-    (void)sig;
-    (void)what;
     app *a = arg;
     char err[300];
     if (hsrv_tls(a->srv))
@@ -344,73 +346,47 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     log_info("SIGHUP: secrets reloaded", "count", n);
 }
 
-/* Makes sure the descriptors we may open fit the process's limit. */
-static int check_fd_limit(long want, char *err, size_t errlen)
-{
-    struct rlimit rl;
-    rlim_t need = (rlim_t)want + 64;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
-        return 0;
-    if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) {
-        rl.rlim_cur = need;
-        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-            return 0;
-    }
-    snprintf(err, errlen,
-             "PLCACHE_MAX_CONNECTIONS (--max-connections): %ld needs %lu file descriptors, the "
-             "limit is %lu",
-             want, (unsigned long)need, (unsigned long)rl.rlim_max);
-    return -1;
-}
+static const daemon_hooks hooks = {
+    .stop = app_stop,
+    .busy = app_busy,
+    .reload = app_reload,
+    .stop_msg = "stopping: no new connections, draining",
+    .timeout_msg = "shutdown timeout: work still in flight (events stay pending)",
+};
 
 int main(int argc, char **argv)
 {
     app a;
     char err[512];
-    int status = 2;
-    rurl url = {0};
     sign_keys keys = {0};
     struct ssl_ctx_st *tls = NULL;
-    struct event *sigs[4] = {NULL, NULL, NULL, NULL};
     memset(&a, 0, sizeof(a));
 
-    if (opt_start(&program, argc, argv, &a.set, &a.set.log_level, &a.set.redis_url, &url,
-                  &status) != 0)
+    if (daemon_load(&a.d, &program, argc, argv, &a.set) != 0)
         goto done;
     if (sign_keys_parse(&keys, a.set.secret, err, sizeof(err)) != 0) {
-        fprintf(stderr, "plcache-webhook: PLCACHE_WEBHOOK_SECRET: %s\n", err);
+        daemon_bad_setting(&a.d, "PLCACHE_WEBHOOK_SECRET: %s", err);
         goto done;
     }
-    if (check_fd_limit(a.set.max_conns, err, sizeof(err)) != 0) {
-        fprintf(stderr, "plcache-webhook: %s\n", err);
+    const char *conns = "PLCACHE_MAX_CONNECTIONS (--max-connections)";
+    if (daemon_reserve_fds(&a.d, conns, a.set.max_conns) != 0)
         goto done;
-    }
     int want_tls = tls_wanted(&a.set, err, sizeof(err));
     if (want_tls == 1)
         tls = tls_load(&a.set, err, sizeof(err));
     if (want_tls < 0 || (want_tls == 1 && tls == NULL)) {
-        fprintf(stderr, "plcache-webhook: %s\n", err);
+        daemon_bad_setting(&a.d, "%s", err);
         goto done;
     }
-    signal(SIGPIPE, SIG_IGN);
-    if (fetch_global_init() != 0) {
-        fprintf(stderr, "plcache-webhook: cannot initialise libcurl\n");
+    /* The applier's reads block 2 s (XREADGROUP BLOCK) on their own link. */
+    daemon_links links = {
+        .block_ms = 2000,
+        .fetch = {.max_inflight = (int)a.set.fetch_concurrency,
+                  .timeout_ms = a.set.fetch_timeout * 1000},
+    };
+    if (daemon_open(&a.d, &links) != 0)
         goto done;
-    }
-    /* Large request bodies make large transient allocations (the body, its
-     * parse). A fixed mmap threshold gives them back to the kernel when freed,
-     * instead of glibc's adaptive threshold keeping them in the heap: resident
-     * memory stays near its idle size after a burst of big bodies. */
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    status = 1;
-    a.base = loop_base_new();
-    if (a.base == NULL) {
-        log_error("cannot create the event loop");
-        goto done;
-    }
     char keyn[16];
-    rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
-    a.redis = rconn_new(a.base, &url, &ro, NULL, NULL);
     /* WAIT must end well before the command timeout drops the link. */
     ingest_opts io = {
         .prefix = a.set.prefix,
@@ -422,7 +398,7 @@ int main(int argc, char **argv)
         .serve_metrics = a.set.metrics_listen == NULL,
     };
     snprintf(keyn, sizeof(keyn), "%zu", keys.n);
-    a.in = a.redis ? ingest_new(a.base, &io, a.redis, &keys) : NULL;
+    a.in = ingest_new(a.d.base, &io, a.d.redis, &keys);
     if (a.in == NULL) {
         log_error("out of memory");
         goto done;
@@ -439,10 +415,9 @@ int main(int argc, char **argv)
         .trusted = a.set.trusted_proxies,
         .max_buffered = (size_t)a.set.max_buffered,
     };
-    a.srv = hsrv_new(a.base, &ho, ingest_handle, a.in, err, sizeof(err));
+    a.srv = hsrv_new(a.d.base, &ho, ingest_handle, a.in, err, sizeof(err));
     if (a.srv == NULL) {
-        fprintf(stderr, "plcache-webhook: PLCACHE_LISTEN (--listen): %s\n", err);
-        status = 2;
+        daemon_bad_setting(&a.d, "PLCACHE_LISTEN (--listen): %s", err);
         goto done;
     }
     ingest_set_server(a.in, a.srv);
@@ -455,21 +430,13 @@ int main(int argc, char **argv)
         tls_log(tls, "HTTPS on the listener");
     }
 
-    /* The applier: its own connection for the blocking reads, the fetcher. */
-    rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 2000, 0, 0};
-    a.block = rconn_new(a.base, &url, &bo, NULL, NULL);
-    fetch_opts fo = {0};
-    fo.max_inflight = (int)a.set.fetch_concurrency;
-    fo.timeout_ms = a.set.fetch_timeout * 1000;
-    a.fetch = fetch_new(a.base, &fo);
-    char consumer[300], host[256] = "host";
-    gethostname(host, sizeof(host) - 1);
-    snprintf(consumer, sizeof(consumer), "%s-%ld", host, (long)getpid());
+    /* The applier: the blocking link for its reads, the fetcher. */
+    char consumer[300];
     applier_opts ao = {
         .prefix = a.set.prefix,
         .base_url = a.set.base_url,
         .api_key = a.set.api_key,
-        .consumer = consumer,
+        .consumer = daemon_instance_id(consumer, sizeof(consumer), NULL),
         .resync_s = a.set.resync,
         .claim_idle_ms = a.set.claim_idle * 1000,
         .batch = 32,
@@ -477,82 +444,36 @@ int main(int argc, char **argv)
         .events_maxlen = a.set.events_maxlen,
         .llm_kwargs = (int)a.set.llm_kwargs,
     };
-    a.apply = a.block && a.fetch ? applier_new(a.base, &ao, a.redis, a.block, a.fetch) : NULL;
+    a.apply = applier_new(a.d.base, &ao, a.d.redis, a.d.block, a.d.fetch);
     if (a.apply == NULL) {
         log_error("cannot start the applier (out of memory)");
         goto done;
     }
     ingest_set_metrics(a.in, render_more, &a);
-    if (a.set.metrics_listen != NULL) {
-        hsrv_opts mo = {
-            .listen = a.set.metrics_listen,
-            .max_body = 1024,
-            .max_headers = 8192,
-            .idle_timeout_s = 30,
-            .request_timeout_s = 10,
-            .max_conns = 64,
-        };
-        a.ops = (ops_hooks){.ready = ops_ready, .metrics = ops_metrics, .arg = &a};
-        a.msrv = hsrv_new(a.base, &mo, ops_handle, &a.ops, err, sizeof(err));
-        if (a.msrv == NULL) {
-            fprintf(stderr, "plcache-webhook: PLCACHE_METRICS_LISTEN (--metrics-listen): %s\n",
-                    err);
-            status = 2;
-            goto done;
-        }
-    }
-    a.drain_timer = evtimer_new(a.base, drain_check, &a);
-    sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
-    sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
-    sigs[2] = evsignal_new(a.base, SIGHUP, on_hup, &a);
-    for (int i = 0; i < 3; i++)
-        if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) != 0) {
-            log_error("cannot install signal handlers");
-            goto done;
-        }
-    if (a.drain_timer == NULL)
+    if (a.set.metrics_listen != NULL &&
+        daemon_serve_ops(&a.d, a.set.metrics_listen, ops_ready, ops_metrics, &a) != 0)
+        goto done;
+    if (daemon_arm(&a.d, &hooks, &a) != 0)
         goto done;
 
     char port[16];
     snprintf(port, sizeof(port), "%d", hsrv_port(a.srv));
-    char where[300];
-    rurl_describe(&url, where, sizeof(where));
     if (a.set.tolerance == 0)
         log_warn("PLCACHE_TIMESTAMP_TOLERANCE=0: deliveries' timestamps are not checked, so a "
                  "captured delivery can be replayed once its duplicate guard expires (24 h); "
                  "a replayed prompt_template_deleted drops the template");
     log_info("plcache-webhook listening", "version", PLCACHE_VERSION, "listen", a.set.listen,
-             "port", port, "path", a.set.path, "redis", where, "secrets", keyn, "metrics",
+             "port", port, "path", a.set.path, "redis", a.d.where, "secrets", keyn, "metrics",
              a.set.metrics_listen ? a.set.metrics_listen : a.set.listen);
-
-    event_base_dispatch(a.base);
-    log_info("plcache-webhook stopped");
-    status = 0;
+    daemon_run(&a.d);
 done:
-    /* The applier ends its jobs as the fetcher and the connections give
-     * their pending callbacks a last call. */
-    if (a.apply)
-        applier_close(a.apply);
-    fetch_free(a.fetch);
-    rconn_free(a.block);
-    /* Redis first: deliveries still waiting get their 503 while the
-     * connections and the receiver exist; then the server, then the rest. */
-    rconn_free(a.redis);
+    daemon_disconnect(&a.d, app_close, &a);
+    /* Then the server, then the rest. */
     hsrv_free(a.srv);
-    hsrv_free(a.msrv);
     ingest_free(a.in);
     applier_free(a.apply);
-    for (int i = 0; i < 3; i++)
-        if (sigs[i])
-            event_free(sigs[i]);
-    if (a.drain_timer)
-        event_free(a.drain_timer);
-    if (a.base)
-        event_base_free(a.base);
     sign_keys_free(&keys);
     tls_ctx_free(tls);
-    rurl_free(&url);
-    cfg_free(&program, &a.set);
-    fetch_global_cleanup();
-    return status;
+    daemon_free(&a.d);
+    return a.d.status;
 }

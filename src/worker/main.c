@@ -1,16 +1,11 @@
 /* main.c -- plcache-worker: settings and wiring only.
  *
- * One event_base: the worker engine (worker.c), two Redis connections (commands,
- * and the blocking moves), the fetcher for PromptLayer, and an HTTP listener
- * for /healthz, /readyz and /metrics. SIGTERM/SIGINT: stop taking, wait for
- * jobs in flight (PLCACHE_SHUTDOWN_TIMEOUT), return the rest to pl:track, exit 0.
+ * In the daemon shell (core/daemon.h), one event_base: the worker engine
+ * (worker.c), two Redis connections (commands, and the blocking moves), the
+ * fetcher for PromptLayer, and an HTTP listener for /healthz, /readyz and
+ * /metrics. SIGTERM/SIGINT: stop taking, wait for jobs in flight
+ * (PLCACHE_SHUTDOWN_TIMEOUT), return the rest to pl:track, exit 0.
  */
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/buffer.h>
-#include <event2/keyvalq_struct.h>
-#include <malloc.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +13,12 @@
 #include <unistd.h>
 
 #include "core/config.h"
-#include "core/options.h"
+#include "core/daemon.h"
 #include "core/fetch.h"
-#include "core/hsrv.h"
 #include "core/log.h"
 #include "core/ops.h"
-#include "core/loop.h"
+#include "core/options.h"
 #include "core/rconn.h"
-#include "core/rurl.h"
 #include "core/timeutil.h"
 #include "worker/worker.h"
 
@@ -50,6 +43,12 @@ typedef struct settings {
     long min_replicas;
 } settings;
 
+typedef struct app {
+    daemon_shell d; /* the loop, the links (Redis, API), signals, drain, /metrics */
+    settings set;
+    worker *w;
+} app;
+
 static int check_id(const char *v, char *err, size_t errlen)
 {
     size_t n = strlen(v);
@@ -71,52 +70,48 @@ static const cfg_opt opts[] = {
     OPT_PREFIX(S(prefix)),
     OPT_API_KEY(S(api_key), S(api_key_file)),
     OPT_BASE_URL(S(base_url)),
-    {"PLCACHE_CONCURRENCY", CFG_INT, "64", 0, 1, 4096, NULL, S(concurrency), 0, "N",
-     "requests in flight at most"},
-    {"PLCACHE_MAX_ATTEMPTS", CFG_INT, "8", 0, 1, 1000, NULL, S(max_attempts), 0, "N",
-     "attempts of a job before it is dead (408, 429, 5xx, no answer)"},
-    {"PLCACHE_WORKER_ID", CFG_STRING, "", 0, 0, 0, check_id, S(worker_id), 0, "ID",
-     "this worker's name in pl:track:workers (default host-pid)"},
-    {"PLCACHE_HEARTBEAT_TIMEOUT", CFG_INT, "10", 0, 2, 86400, NULL, S(heartbeat_timeout), 0,
-     "SECONDS", "a worker silent this long is presumed dead; its jobs go back to pl:track"},
-    {"PLCACHE_AUTH_PAUSE", CFG_INT, "15", 0, 1, 86400, NULL, S(auth_pause), 0, "SECONDS",
-     "after a 401/403, how long to wait before trying the key again"},
+    CFG_OPT(.env = "PLCACHE_CONCURRENCY", .type = CFG_INT, .def = "64", .min = 1, .max = 4096,
+            .offset = S(concurrency), .metavar = "N", .help = "requests in flight at most"),
+    CFG_OPT(.env = "PLCACHE_MAX_ATTEMPTS", .type = CFG_INT, .def = "8", .min = 1, .max = 1000,
+            .offset = S(max_attempts), .metavar = "N",
+            .help = "attempts of a job before it is dead (408, 429, 5xx, no answer)"),
+    CFG_OPT(.env = "PLCACHE_WORKER_ID", .type = CFG_STRING, .def = "", .check = check_id,
+            .offset = S(worker_id), .metavar = "ID",
+            .help = "this worker's name in pl:track:workers (default host-pid)"),
+    CFG_OPT(.env = "PLCACHE_HEARTBEAT_TIMEOUT", .type = CFG_INT, .def = "10", .min = 2,
+            .max = 86400, .offset = S(heartbeat_timeout), .metavar = "SECONDS",
+            .help = "a worker silent this long is presumed dead; its jobs go back to pl:track"),
+    CFG_OPT(.env = "PLCACHE_AUTH_PAUSE", .type = CFG_INT, .def = "15", .min = 1, .max = 86400,
+            .offset = S(auth_pause), .metavar = "SECONDS",
+            .help = "after a 401/403, how long to wait before trying the key again"),
     OPT_SHUTDOWN_TIMEOUT(S(shutdown_timeout)),
-    {"PLCACHE_METRICS_LISTEN", CFG_STRING, "127.0.0.1:9464", 0, 0, 0, cfg_check_listen,
-     S(metrics_listen), 0, "ADDR", "/healthz, /readyz and /metrics, host:port"},
+    CFG_OPT(.env = "PLCACHE_METRICS_LISTEN", .type = CFG_STRING, .def = "127.0.0.1:9464",
+            .check = cfg_check_listen, .offset = S(metrics_listen), .metavar = "ADDR",
+            .help = "/healthz, /readyz and /metrics, host:port"),
     OPT_LOG_LEVEL(S(log_level)),
-    {"PLCACHE_RETRY_BASE_MS", CFG_INT, "1000", 0, 1, 3600000, NULL, S(retry_base_ms), 0, "MS",
-     "backoff of the first retry (full jitter, doubling per attempt)"},
-    {"PLCACHE_RETRY_MAX_MS", CFG_INT, "300000", 0, 1, 86400000, NULL, S(retry_max_ms), 0, "MS",
-     "the longest wait before a retry (also caps Retry-After)"},
-    {"PLCACHE_FORWARD_TIMEOUT", CFG_INT, "30", 0, 1, 3600, NULL, S(forward_timeout), 0, "SECONDS",
-     "one request to PromptLayer, connect to last byte"},
+    CFG_OPT(.env = "PLCACHE_RETRY_BASE_MS", .type = CFG_INT, .def = "1000", .min = 1,
+            .max = 3600000, .offset = S(retry_base_ms), .metavar = "MS",
+            .help = "backoff of the first retry (full jitter, doubling per attempt)"),
+    CFG_OPT(.env = "PLCACHE_RETRY_MAX_MS", .type = CFG_INT, .def = "300000", .min = 1,
+            .max = 86400000, .offset = S(retry_max_ms), .metavar = "MS",
+            .help = "the longest wait before a retry (also caps Retry-After)"),
+    CFG_OPT(.env = "PLCACHE_FORWARD_TIMEOUT", .type = CFG_INT, .def = "30", .min = 1, .max = 3600,
+            .offset = S(forward_timeout), .metavar = "SECONDS",
+            .help = "one request to PromptLayer, connect to last byte"),
     OPT_REDIS_TIMEOUT(S(redis_timeout)),
     OPT_MIN_REPLICAS(S(min_replicas)),
 };
 #undef S
 
 static const cfg_program program = {
-    "plcache-worker",
-    "forwards log jobs from Redis (pl:track) to PromptLayer",
-    "Endpoints on PLCACHE_METRICS_LISTEN: GET /healthz, /readyz, /metrics.\n"
-    "Signals: SIGTERM/SIGINT stop taking, finish jobs in flight, return the rest, exit 0.\n",
-    opts,
-    sizeof(opts) / sizeof(opts[0]),
+    .name = "plcache-worker",
+    .summary = "forwards log jobs from Redis (pl:track) to PromptLayer",
+    .usage_tail =
+        "Endpoints on PLCACHE_METRICS_LISTEN: GET /healthz, /readyz, /metrics.\n"
+        "Signals: SIGTERM/SIGINT stop taking, finish jobs in flight, return the rest, exit 0.\n",
+    .opts = opts,
+    .nopts = sizeof(opts) / sizeof(opts[0]),
 };
-
-typedef struct app {
-    struct event_base *base;
-    settings set;
-    rconn *redis, *block;
-    fetcher *fetch;
-    worker *w;
-    hsrv *srv;
-    struct event *drain_timer;
-    int64_t drain_deadline_us;
-    int stopping, releasing;
-    ops_hooks ops; /* what the metrics listener answers from */
-} app;
 
 /* The operations endpoints (core/ops.h) answer from the worker. */
 static int ops_ready(void *arg)
@@ -135,173 +130,119 @@ static void redis_state(int up, void *arg)
     worker_redis_state(a->w, up);
 }
 
+/* The drain (core/daemon.h): stop taking, wait for the jobs in flight, and
+ * not past a BLMOVE under way, even after the timeout: Redis could hand it a
+ * job the release has just returned, into a processing list that nobody owns
+ * once our heartbeat is gone. A BLMOVE lasts a second; if it never ends
+ * (Redis hung), leave without a release: our heartbeat stays, and another
+ * worker returns our jobs after its timeout. Then return the rest to
+ * pl:track. */
+static void app_stop(void *arg)
+{
+    worker_stop(((app *)arg)->w);
+}
+
+static size_t app_busy(void *arg)
+{
+    return worker_busy(((app *)arg)->w);
+}
+
+static int app_held(void *arg)
+{
+    return worker_blocked(((app *)arg)->w);
+}
+
 static void released(int rc, void *arg)
 {
     app *a = arg;
     if (rc != 0)
         log_warn("could not return unfinished jobs (Redis unavailable): another worker returns "
                  "them after the heartbeat timeout");
-    event_base_loopbreak(a->base);
+    daemon_exit(&a->d);
 }
 
-static void drain_check(evutil_socket_t fd, short what, void *arg)
+static void app_release(void *arg)
 {
-    (void)fd;
-    (void)what;
     app *a = arg;
-    size_t left = worker_busy(a->w);
-    int64_t now = time_mono_us();
-    int due = now >= a->drain_deadline_us;
-    /* Not while a BLMOVE is under way, even past the timeout: Redis could
-     * hand it a job the release has just returned, into a processing list
-     * that nobody owns once our heartbeat is gone. A BLMOVE lasts a second;
-     * if it never ends (Redis hung), leave without a release: our heartbeat
-     * stays, and another worker returns our jobs after its timeout. */
-    if (!a->releasing && due && left > 0 && worker_blocked(a->w)) {
-        if (now >= a->drain_deadline_us + (int64_t)(a->set.redis_timeout + 2) * 1000000) {
-            log_warn("shutdown: a blocking take never ended (Redis unavailable): another "
-                     "worker returns the unfinished jobs after the heartbeat timeout");
-            event_base_loopbreak(a->base);
-            return;
-        }
-    } else if (!a->releasing && (left == 0 || due)) {
-        if (left > 0) {
-            char n[24];
-            snprintf(n, sizeof(n), "%zu", left);
-            log_warn("shutdown timeout: jobs still in flight go back to pl:track", "count", n);
-        }
-        a->releasing = 1;
-        worker_release(a->w, released, a);
-        /* If Redis never answers, leave after one more timeout. */
-        a->drain_deadline_us = time_mono_us() + (int64_t)a->set.redis_timeout * 1000000;
-    } else if (a->releasing && time_mono_us() >= a->drain_deadline_us) {
-        event_base_loopbreak(a->base);
-        return;
-    }
-    struct timeval tv = {0, 20 * 1000};
-    evtimer_add(a->drain_timer, &tv);
+    worker_release(a->w, released, a);
 }
 
-static void on_stop(evutil_socket_t sig, short what, void *arg)
+/* Before the links go: the worker ends its jobs as the fetcher and the
+ * connections give their pending callbacks a last call. */
+static void app_close(void *arg)
 {
-    (void)what;
     app *a = arg;
-    if (a->stopping)
-        return;
-    a->stopping = 1;
-    log_info("stopping: no new jobs, finishing those in flight", "signal",
-             sig == SIGINT ? "INT" : "TERM");
-    worker_stop(a->w);
-    a->drain_deadline_us = time_mono_us() + a->set.shutdown_timeout * 1000000L;
-    drain_check(-1, 0, a);
+    if (a->w)
+        worker_close(a->w);
 }
+
+static const daemon_hooks hooks = {
+    .stop = app_stop,
+    .busy = app_busy,
+    .held = app_held,
+    .finish = app_release,
+    .stop_msg = "stopping: no new jobs, finishing those in flight",
+    .timeout_msg = "shutdown timeout: jobs still in flight go back to pl:track",
+    .held_msg = "shutdown: a blocking take never ended (Redis unavailable): another worker "
+                "returns the unfinished jobs after the heartbeat timeout",
+};
 
 int main(int argc, char **argv)
 {
     app a;
-    char err[512];
-    int status = 2;
-    rurl url = {0};
-    struct event *sigs[2] = {NULL, NULL};
     memset(&a, 0, sizeof(a));
 
-    if (opt_start(&program, argc, argv, &a.set, &a.set.log_level, &a.set.redis_url, &url,
-                  &status) != 0)
+    if (daemon_load(&a.d, &program, argc, argv, &a.set) != 0)
         goto done;
     char id[300];
-    if (a.set.worker_id[0]) {
-        snprintf(id, sizeof(id), "%s", a.set.worker_id);
-    } else {
-        char host[256] = "host";
-        gethostname(host, sizeof(host) - 1);
-        snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
-    }
-    signal(SIGPIPE, SIG_IGN);
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    daemon_instance_id(id, sizeof(id), a.set.worker_id);
+    /* Full jitter of the retries and of the reconnections: each worker its
+     * own sequence. */
     srandom((unsigned)(time_mono_us() ^ getpid()));
-    status = 1;
-    if (fetch_global_init() != 0) {
-        fprintf(stderr, "plcache-worker: cannot initialise libcurl\n");
+    /* A BLMOVE blocks 1 s on its own link. */
+    daemon_links links = {
+        .block_ms = 1000,
+        .fetch = {.max_inflight = (int)a.set.concurrency,
+                  .max_attempts = 1,
+                  .timeout_ms = a.set.forward_timeout * 1000,
+                  .max_pending = (size_t)a.set.concurrency * 2 + 16},
+        .on_state = redis_state,
+        .arg = &a,
+    };
+    if (daemon_open(&a.d, &links) != 0)
         goto done;
-    }
-    a.base = loop_base_new();
-    if (a.base == NULL)
-        goto done;
-    rconn_opts ro = {0, (int)a.set.redis_timeout * 1000, 0, 0};
-    rconn_opts bo = {0, (int)a.set.redis_timeout * 1000 + 1000, 0, 0};
-    a.redis = rconn_new(a.base, &url, &ro, redis_state, &a);
-    a.block = rconn_new(a.base, &url, &bo, redis_state, &a);
-    fetch_opts fo = {0};
-    fo.max_inflight = (int)a.set.concurrency;
-    fo.max_attempts = 1;
-    fo.timeout_ms = a.set.forward_timeout * 1000;
-    fo.max_pending = (size_t)a.set.concurrency * 2 + 16;
-    a.fetch = fetch_new(a.base, &fo);
-    worker_opts wo = {a.set.prefix,
-                      a.set.base_url,
-                      a.set.api_key,
-                      id,
-                      (int)a.set.concurrency,
-                      (int)a.set.max_attempts,
-                      a.set.heartbeat_timeout * 1000,
-                      a.set.auth_pause * 1000,
-                      a.set.retry_base_ms,
-                      a.set.retry_max_ms,
-                      (int)a.set.min_replicas,
-                      (int)a.set.redis_timeout * 500};
-    a.w = a.redis && a.block && a.fetch ? worker_new(a.base, &wo, a.redis, a.block, a.fetch) : NULL;
+    worker_opts wo = {
+        .prefix = a.set.prefix,
+        .base_url = a.set.base_url,
+        .api_key = a.set.api_key,
+        .id = id,
+        .concurrency = (int)a.set.concurrency,
+        .max_attempts = (int)a.set.max_attempts,
+        .heartbeat_timeout_ms = a.set.heartbeat_timeout * 1000,
+        .auth_pause_ms = a.set.auth_pause * 1000,
+        .retry_base_ms = a.set.retry_base_ms,
+        .retry_max_ms = a.set.retry_max_ms,
+        .min_replicas = (int)a.set.min_replicas,
+        /* WAIT must end well before the command timeout drops the link. */
+        .wait_timeout_ms = (int)a.set.redis_timeout * 500,
+    };
+    a.w = worker_new(a.d.base, &wo, a.d.redis, a.d.block, a.d.fetch);
     if (a.w == NULL) {
         log_error("cannot start (out of memory)");
         goto done;
     }
-    hsrv_opts ho = {
-        .listen = a.set.metrics_listen,
-        .max_body = 1024,
-        .max_headers = 8192,
-        .idle_timeout_s = 30,
-        .request_timeout_s = 10,
-        .max_conns = 64,
-    };
-    a.ops = (ops_hooks){.ready = ops_ready, .metrics = ops_metrics, .arg = &a};
-    a.srv = hsrv_new(a.base, &ho, ops_handle, &a.ops, err, sizeof(err));
-    if (a.srv == NULL) {
-        fprintf(stderr, "plcache-worker: PLCACHE_METRICS_LISTEN (--metrics-listen): %s\n", err);
-        status = 2;
+    if (daemon_serve_ops(&a.d, a.set.metrics_listen, ops_ready, ops_metrics, &a) != 0)
         goto done;
-    }
-    a.drain_timer = evtimer_new(a.base, drain_check, &a);
-    sigs[0] = evsignal_new(a.base, SIGTERM, on_stop, &a);
-    sigs[1] = evsignal_new(a.base, SIGINT, on_stop, &a);
-    if (a.drain_timer == NULL || sigs[0] == NULL || sigs[1] == NULL ||
-        evsignal_add(sigs[0], NULL) != 0 || evsignal_add(sigs[1], NULL) != 0) {
-        log_error("cannot install signal handlers");
+    if (daemon_arm(&a.d, &hooks, &a) != 0)
         goto done;
-    }
-    char where[300], conc[16];
-    rurl_describe(&url, where, sizeof(where));
+    char conc[16];
     snprintf(conc, sizeof(conc), "%ld", a.set.concurrency);
-    log_info("plcache-worker started", "version", PLCACHE_VERSION, "id", id, "redis", where,
+    log_info("plcache-worker started", "version", PLCACHE_VERSION, "id", id, "redis", a.d.where,
              "concurrency", conc, "metrics", a.set.metrics_listen);
-    event_base_dispatch(a.base);
-    log_info("plcache-worker stopped");
-    status = 0;
+    daemon_run(&a.d);
 done:
-    if (a.w)
-        worker_close(a.w);
-    fetch_free(a.fetch);
-    rconn_free(a.block);
-    rconn_free(a.redis);
-    hsrv_free(a.srv);
+    daemon_disconnect(&a.d, app_close, &a);
     worker_free(a.w);
-    for (int i = 0; i < 2; i++)
-        if (sigs[i])
-            event_free(sigs[i]);
-    if (a.drain_timer)
-        event_free(a.drain_timer);
-    if (a.base)
-        event_base_free(a.base);
-    rurl_free(&url);
-    cfg_free(&program, &a.set);
-    fetch_global_cleanup();
-    return status;
+    daemon_free(&a.d);
+    return a.d.status;
 }

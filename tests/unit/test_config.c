@@ -26,14 +26,17 @@ static int check_no_x(const char *v, char *err, size_t errlen)
 }
 
 static const cfg_opt opts[] = {
-    {"PLCACHE_T_NAME", CFG_STRING, "dflt", 0, 0, 0, check_no_x, offsetof(st, name), 0, "N",
-     "a name"},
-    {"PLCACHE_T_SECRET", CFG_SECRET, NULL, 1, 0, 0, NULL, offsetof(st, secret),
-     offsetof(st, secret_file), "S", "a secret"},
-    {"PLCACHE_T_COUNT", CFG_INT, "7", 0, 1, 100, NULL, offsetof(st, n), 0, "N", "a count"},
-    {"PLCACHE_T_ON", CFG_BOOL, "true", 0, 0, 0, NULL, offsetof(st, on), 0, "BOOL", "a switch"},
+    CFG_OPT(.env = "PLCACHE_T_NAME", .type = CFG_STRING, .def = "dflt", .check = check_no_x,
+            .offset = offsetof(st, name), .metavar = "N", .help = "a name"),
+    CFG_OPT(.env = "PLCACHE_T_SECRET", .type = CFG_SECRET, .required = 1,
+            .offset = offsetof(st, secret), .file_offset = offsetof(st, secret_file),
+            .metavar = "S", .help = "a secret"),
+    CFG_OPT(.env = "PLCACHE_T_COUNT", .type = CFG_INT, .def = "7", .min = 1, .max = 100,
+            .offset = offsetof(st, n), .metavar = "N", .help = "a count"),
+    CFG_OPT(.env = "PLCACHE_T_ON", .type = CFG_BOOL, .def = "true", .offset = offsetof(st, on),
+            .metavar = "BOOL", .help = "a switch"),
 };
-static const cfg_program prog = {"t", "test", NULL, opts, 4};
+static const cfg_program prog = {.name = "t", .summary = "test", .opts = opts, .nopts = 4};
 
 static void clear_env(void)
 {

@@ -1,4 +1,4 @@
-/* test_keys.c -- key names and SCAN patterns (core/keys). */
+/* test_keys.c -- key names and SCAN patterns (model/keys). */
 #include "cm.h"
 
 #include <string.h>

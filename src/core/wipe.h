@@ -7,8 +7,8 @@
  * (<string.h>, glibc 2.25; Debian 12 has 2.36) is never removed. Code that
  * links OpenSSL uses OPENSSL_cleanse, as core/sign.c does; this module is
  * for the code that must not depend on OpenSSL: libplcache (src/lib) is
- * linked by applications without it, and compiles core/rurl.c and this
- * file into itself (src/lib/meson.build).
+ * linked by applications without it, and links core/rurl.c and this file
+ * from the pure library (src/lib/meson.build). The daemons use it too.
  */
 #ifndef PLCACHE_WIPE_H
 #define PLCACHE_WIPE_H

@@ -2,7 +2,7 @@
  *
  * The table of DESIGN.md section 6 as one pure function: the answer's retry
  * class (model/retry.h), the job's step and attempts decide; the worker
- * carries the decision out (core I/O, worker/worker.c). Table-tested in
+ * carries the decision out (core I/O, worker/send.c). Table-tested in
  * tests/unit/test_fate.c.
  *
  *   answer                          more steps   fate

@@ -1,7 +1,7 @@
 /* main.c -- plcache-worker: settings and wiring only.
  *
  * In the daemon shell (core/daemon.h), one event_base: the worker engine
- * (worker.c), two Redis connections (commands, and the blocking moves), the
+ * (worker.h), two Redis connections (commands, and the blocking moves), the
  * fetcher for PromptLayer, and an HTTP listener for /healthz, /readyz and
  * /metrics. SIGTERM/SIGINT: stop taking, wait for jobs in flight
  * (PLCACHE_SHUTDOWN_TIMEOUT), return the rest to pl:track, exit 0.

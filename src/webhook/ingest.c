@@ -28,7 +28,7 @@
  * The stream's type is checked first: an XADD refused after its SET NX would
  * leave the event marked seen but not recorded, and its retry would then be
  * answered as a duplicate.
- * The receiver never trims pl:events: the applier does (apply.c), because
+ * The receiver never trims pl:events: the applier does (apply_stream.c), because
  * only it can tell read entries from entries a trim would lose. */
 static const char record_script[] =
     "local t = redis.call('TYPE', KEYS[1]).ok\n"

@@ -1,0 +1,594 @@
+/* apply_job.c -- the applier's jobs: one event's targets, fetches, write, XACK.
+ *
+ * A job is one event (or one template being reconciled): it is made from a
+ * stream entry (ajob_take_entries), runs its pre-write, its fetches and one
+ * model/cachew write, then XACKs its entry; a reconcile job hands its
+ * template to core/refresh instead. Jobs of one template run one after the
+ * other, chained behind the running one (ajob_submit); when a job ends, the
+ * next of its chain starts, and the reconciliation and the stream reading get
+ * a chance to take the room it left. The life of a job is told at the top of
+ * apply.c.
+ */
+#include "webhook/apply_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/ptfetch.h"
+#include "core/refresh.h"
+#include "core/timeutil.h"
+#include "model/answer.h"
+#include "model/cachew.h"
+#include "model/field.h"
+#include "model/keys.h"
+#include "model/plan.h"
+
+const char *const ajob_types[] = {
+    "prompt_template_created",       "prompt_template_version_created",
+    "prompt_template_name_changed",  "prompt_template_deleted",
+    "prompt_template_label_created", "prompt_template_label_deleted",
+    "prompt_template_label_moved",   "prompt_template_label_change_approved",
+    "prompt_template_updated",       "other",
+};
+_Static_assert(sizeof(ajob_types) / sizeof(ajob_types[0]) == NAPPLY,
+               "NAPPLY counts the event types");
+
+static void job_start(job *j);
+static void job_fetch(job *j);
+static void job_write(job *j);
+
+void ajob_free(job *j)
+{
+    for (size_t i = 0; i < j->ntargets; i++) {
+        free(j->targets[i].label);
+        free(j->targets[i].field);
+        free(j->targets[i].body);
+    }
+    free(j->targets);
+    rargs_free(&j->pre);
+    plan_free(&j->p);
+    free(j);
+}
+
+job *ajob_new(applier *a)
+{
+    job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->a = a;
+    j->p.kind = PLAN_INVALID;
+    j->type_idx = NAPPLY - 1;
+    rargs_init(&j->pre);
+    return j;
+}
+
+/* Adds a target for field f (its label copied). Returns 0 or -1 (memory). */
+static int add_target(job *j, field f)
+{
+    target *t = realloc(j->targets, (j->ntargets + 1) * sizeof(*t));
+    if (t == NULL)
+        return -1;
+    j->targets = t;
+    t = &j->targets[j->ntargets];
+    memset(t, 0, sizeof(*t));
+    t->f = f;
+    if (f.kind == FIELD_LABEL) {
+        t->label = strdup(f.label);
+        t->f.label = t->label;
+    }
+    j->ntargets++;
+    if (f.kind == FIELD_LABEL && t->label == NULL)
+        return -1;
+    t->field = field_dup(&t->f);
+    return t->field == NULL ? -1 : 0;
+}
+
+static void add_op(rargs *ops, const char *op, const char *x, size_t xlen, const char *y,
+                   size_t ylen)
+{
+    rargs_adds(ops, op);
+    rargs_add(ops, x, xlen);
+    rargs_add(ops, y, ylen);
+}
+
+/* The start of a write command for the job's template (model/cachew.h). */
+static void write_prologue(job *j, rargs *c, int with_old)
+{
+    cachew_begin(c, &(cachew_write){.prefix = j->a->prefix,
+                                    .name = j->p.name,
+                                    .id = j->p.id,
+                                    .old_name = with_old ? j->p.old_name : NULL});
+}
+
+static job *find_running(applier *a, const char *name)
+{
+    for (job *j = a->jobs; j; j = j->next)
+        if (j->running && j->p.name && strcmp(j->p.name, name) == 0)
+            return j;
+    return NULL;
+}
+
+static void job_finish(job *j)
+{
+    applier *a = j->a;
+    if (j->sid[0]) {
+        if (j->failed) {
+            a->failed[j->type_idx]++;
+            log_warn("event not applied, left pending for a retry", "id", j->sid, "type",
+                     ajob_types[j->type_idx], "why", j->why ? j->why : "failed");
+        } else {
+            a->applied[j->type_idx]++;
+            char ms[24];
+            snprintf(ms, sizeof(ms), "%lld",
+                     (long long)(j->received_ms > 0 ? time_now_ms() - j->received_ms : 0));
+            log_info("event applied", "id", j->sid, "type", ajob_types[j->type_idx], "template",
+                     j->p.name ? j->p.name : "", "ms", ms);
+        }
+    } else if (j->reconcile) {
+        a->resync_templates++;
+    }
+    /* Unlink, then start the next job of the same template. */
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        a->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    a->njobs--;
+    job *next = j->chain;
+    ajob_free(j);
+    if (a->closing)
+        return;
+    if (next) {
+        next->running = 1;
+        job_start(next);
+    }
+    if (a->resync_running && !a->scan_busy)
+        resync_step(a);
+    stream_read_more(a);
+}
+
+static void job_fail(job *j, const char *why)
+{
+    j->failed = 1;
+    j->why = why;
+    job_finish(j);
+}
+
+static void acked(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        job_fail(j, "XACK failed");
+        return;
+    }
+    job_finish(j);
+}
+
+static void ack(job *j)
+{
+    applier *a = j->a;
+    if (j->sid[0] == '\0') {
+        job_finish(j);
+        return;
+    }
+    const char *argv[] = {"XACK", a->events_key, GROUP, j->sid};
+    size_t lens[] = {4, strlen(a->events_key), strlen(GROUP), strlen(j->sid)};
+    if (a->closing || rconn_argv(a->redis, acked, j, 4, argv, lens) != 0)
+        job_fail(j, "redis unavailable");
+}
+
+static void written(redisReply *r, void *priv)
+{
+    job *j = priv;
+    applier *a = j->a;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r && r->type == REDIS_REPLY_ERROR)
+            log_error("cache write refused", "error", r->str);
+        job_fail(j, "cache write failed");
+        return;
+    }
+    a->writes++;
+    a->changes += (unsigned long)r->integer;
+    if (j->sid[0] && j->received_ms > 0) {
+        int64_t ms = time_now_ms() - j->received_ms;
+        mhist_observe(&a->latency, ms > 0 ? (double)ms / 1000.0 : 0.0);
+    }
+    ack(j);
+}
+
+static void pre_written(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        job_fail(j, "cache write failed");
+        return;
+    }
+    j->a->changes += (unsigned long)r->integer;
+    if (j->ntargets > 0)
+        job_fetch(j);
+    else
+        ack(j);
+}
+
+typedef struct fetch_ctx {
+    job *j;
+    size_t idx;
+} fetch_ctx;
+
+static void fetched(const fetch_result *res, void *arg)
+{
+    fetch_ctx *fc = arg;
+    job *j = fc->j;
+    target *t = &j->targets[fc->idx];
+    free(fc);
+    t->status = res->status;
+    if (res->status == 200) {
+        if (answer_template(res->body, res->len, &t->got_version, NULL) != 0) {
+            t->status = -1; /* not a template: counts as a failure */
+        } else {
+            t->body = malloc(res->len + 1);
+            if (t->body == NULL)
+                t->status = -1;
+            else
+                memcpy(t->body, res->body, res->len + 1);
+        }
+    }
+    if (--j->fetches_left == 0) {
+        if (j->a->closing)
+            job_fail(j, "shutting down");
+        else
+            job_write(j);
+    }
+}
+
+static void job_fetch(job *j)
+{
+    applier *a = j->a;
+    j->fetches_left = j->ntargets;
+    size_t started = 0;
+    for (size_t i = 0; i < j->ntargets; i++) {
+        target *t = &j->targets[i];
+        buf with, without;
+        buf_init(&with, 8192);
+        buf_init(&without, 8192);
+        fetch_ctx *fc = malloc(sizeof(*fc));
+        int ok = fc != NULL && field_url(&without, a->base_url, j->p.name, &t->f, 0) == 0 &&
+                 without.data != NULL &&
+                 (!a->llm_kwargs || field_url(&with, a->base_url, j->p.name, &t->f, 1) == 0);
+        if (ok) {
+            fc->j = j;
+            fc->idx = i;
+            ok = ptfetch_get(a->fetch, a->llm_kwargs ? with.data : NULL, without.data, a->headers,
+                             fetched, fc) == 0;
+        }
+        buf_free(&with);
+        buf_free(&without);
+        if (!ok) {
+            free(fc);
+            t->status = -1;
+            j->fetches_left--;
+        } else {
+            started++;
+        }
+    }
+    if (started == 0)
+        job_write(j);
+}
+
+/* Adds to write c the operation of each target's answer: a 200 sets its
+ * field (or latest, or holds a version), a 404 removes it. Any other answer
+ * marks the job failed (j->failed, j->why). Returns the operations added. */
+static int add_answers(job *j, rargs *c)
+{
+    int ops = 0;
+    for (size_t i = 0; i < j->ntargets; i++) {
+        target *t = &j->targets[i];
+        char num[32];
+        if (t->status == 404) {
+            if (t->f.kind == FIELD_LATEST)
+                add_op(c, "drop", "", 0, "", 0);
+            else
+                add_op(c, "del", t->field, strlen(t->field), "", 0);
+            ops++;
+            continue;
+        }
+        if (t->status != 200) {
+            j->failed = 1;
+            j->why = t->status == 0 ? "API unreachable" : "API answer not usable";
+            continue;
+        }
+        size_t blen = strlen(t->body);
+        snprintf(num, sizeof(num), "%lld", t->got_version);
+        if (j->p.kind == PLAN_REFRESH_VERSION) {
+            add_op(c, "holding", num, strlen(num), t->body, blen);
+        } else if (t->f.kind == FIELD_LATEST) {
+            add_op(c, "latest", num, strlen(num), t->body, blen);
+        } else {
+            add_op(c, "set", t->field, strlen(t->field), t->body, blen);
+            if (t->f.kind == FIELD_VERSION && j->p.kind == PLAN_VERSION)
+                add_op(c, "latest", num, strlen(num), t->body, blen);
+        }
+        ops++;
+    }
+    return ops;
+}
+
+/* Every answer is in: one atomic write, then XACK. */
+static void job_write(job *j)
+{
+    applier *a = j->a;
+    rargs c;
+    rargs_init(&c);
+    int rename = j->p.kind == PLAN_RENAME;
+    write_prologue(j, &c, rename);
+    int ops = add_answers(j, &c);
+    /* A failed fetch fails the whole job: nothing is written, the entry stays
+     * pending and the job runs again once claimed. */
+    if (j->failed) {
+        rargs_free(&c);
+        job_fail(j, j->why);
+        return;
+    }
+    if (ops == 0 && !rename) {
+        rargs_free(&c);
+        ack(j);
+        return;
+    }
+    int rc = a->closing ? -1 : rconn_send(a->redis, written, j, &c);
+    rargs_free(&c);
+    if (rc != 0)
+        job_fail(j, "redis unavailable");
+}
+
+static void fields_listed(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        job_fail(j, "cannot list the cached fields");
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *f = r->element[i];
+        field fd;
+        if (f->type != REDIS_REPLY_STRING || field_parse(f->str, &fd) != 0)
+            continue;
+        if (add_target(j, fd) != 0) {
+            job_fail(j, "out of memory");
+            return;
+        }
+    }
+    if (j->ntargets == 0) {
+        job_write(j); /* nothing cached: drop the old hash, set the id */
+        return;
+    }
+    job_fetch(j);
+}
+
+/* A field or a template the reconciliation could not bring back: said once
+ * (why is a status or a transport error, never a body). */
+static void reconcile_error(const char *name, const char *field, const char *why, void *arg)
+{
+    (void)arg;
+    log_warn("reconciliation: not refreshed, tried again at the next interval", "template", name,
+             "field", field ? field : "", "why", why);
+}
+
+static void reconciled(const refresh_report *rep, void *arg)
+{
+    job *j = arg;
+    applier *a = j->a;
+    if (rep->written && rep->refreshed + rep->removed > 0) {
+        a->writes++; /* one cachew write with every answer */
+        a->changes += (unsigned long)rep->changed;
+        a->resync_changes += (unsigned long)rep->changed;
+    }
+    j->failed = rep->failed > 0;
+    j->why = j->failed ? "not refreshed" : NULL;
+    job_finish(j);
+}
+
+static void job_start(job *j)
+{
+    applier *a = j->a;
+    char key[1024];
+    if (j->reconcile) {
+        if (refresh_start(&a->refresh, j->p.name, reconcile_error, reconciled, j) != 0)
+            job_fail(j, "out of memory");
+        return;
+    }
+    if (j->p.kind == PLAN_RENAME) {
+        if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.old_name) < 0) {
+            job_fail(j, "name too long");
+            return;
+        }
+        const char *argv[] = {"HKEYS", key};
+        size_t lens[] = {5, strlen(key)};
+        if (rconn_argv(a->redis, fields_listed, j, 2, argv, lens) != 0)
+            job_fail(j, "redis unavailable");
+        return;
+    }
+    if (j->pre.argc > 0) {
+        rargs c;
+        rargs_init(&c);
+        write_prologue(j, &c, 0);
+        for (int i = 0; i < j->pre.argc; i++)
+            rargs_add(&c, j->pre.argv[i], j->pre.lens[i]);
+        int rc = rconn_send(a->redis, pre_written, j, &c);
+        rargs_free(&c);
+        if (rc != 0)
+            job_fail(j, "redis unavailable");
+        return;
+    }
+    if (j->ntargets > 0)
+        job_fetch(j);
+    else
+        ack(j);
+}
+
+/* Puts a job on the active list and runs it, or chains it behind the running
+ * job of the same template. Takes ownership. */
+void ajob_submit(applier *a, job *j)
+{
+    j->next = a->jobs;
+    if (a->jobs)
+        a->jobs->prev = j;
+    a->jobs = j;
+    a->njobs++;
+    job *head = j->p.name ? find_running(a, j->p.name) : NULL;
+    if (head) {
+        while (head->chain)
+            head = head->chain;
+        head->chain = j;
+        return;
+    }
+    j->running = 1;
+    job_start(j);
+}
+
+/* Reads an entry's [field, value, ...]: its type and payload (pointing into
+ * kv, left as they are when absent) and its received_at (into j). */
+static void read_entry_fields(job *j, redisReply *kv, const char **type, const char **payload,
+                              size_t *plen)
+{
+    if (kv->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < kv->elements; i += 2) {
+            redisReply *k = kv->element[i], *v = kv->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(k->str, "type") == 0)
+                *type = v->str;
+            else if (strcmp(k->str, "payload") == 0) {
+                *payload = v->str;
+                *plen = v->len;
+            } else if (strcmp(k->str, "received_at") == 0) {
+                int64_t ms;
+                if (time_parse_iso8601(v->str, v->len, &ms) == 0)
+                    j->received_ms = ms;
+            }
+        }
+    }
+}
+
+/* The targets and pre-write operations of the job's plan. Returns 0, or -1
+ * when memory ran out (j->pre.failed says so for the operations). */
+static int add_plan_targets(job *j)
+{
+    int rc = 0;
+    switch (j->p.kind) {
+    case PLAN_VERSION:
+    case PLAN_REFRESH_VERSION:
+        rc = add_target(j, (field){.kind = FIELD_VERSION, .version = j->p.version});
+        break;
+    case PLAN_LABEL:
+        rc = add_target(j, (field){.kind = FIELD_LABEL, .label = j->p.label});
+        if (rc == 0 && j->p.version >= 0) {
+            char src[FIELD_SIZE(32)];
+            field version = {.kind = FIELD_VERSION, .version = j->p.version};
+            field_format(src, sizeof(src), &version);
+            add_op(&j->pre, "copy", j->targets[0].field, strlen(j->targets[0].field), src,
+                   strlen(src));
+        }
+        break;
+    case PLAN_LABEL_DELETE: {
+        char *f = field_dup(&(field){.kind = FIELD_LABEL, .label = j->p.label});
+        if (f == NULL) {
+            rc = -1;
+            break;
+        }
+        add_op(&j->pre, "del", f, strlen(f), "", 0);
+        free(f);
+        break;
+    }
+    case PLAN_DELETE:
+        add_op(&j->pre, "drop", "", 0, "", 0);
+        break;
+    default:
+        break;
+    }
+    return rc;
+}
+
+/* Builds the job of one stream entry: [id, [field, value, ...]]. NULL when
+ * the entry is malformed or memory ran out (the entry stays pending); an
+ * event that cannot be applied gives a job of kind PLAN_INVALID. */
+static job *job_from_entry(applier *a, redisReply *e)
+{
+    if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= 48)
+        return NULL;
+    job *j = ajob_new(a);
+    if (j == NULL)
+        return NULL;
+    memcpy(j->sid, e->element[0]->str, e->element[0]->len + 1);
+    const char *type = "", *payload = "";
+    size_t plen = 0;
+    read_entry_fields(j, e->element[1], &type, &payload, &plen);
+    for (size_t i = 0; i + 1 < NAPPLY; i++)
+        if (strcmp(type, ajob_types[i]) == 0)
+            j->type_idx = i;
+    char err[128];
+    if (plan_from_event(type, payload, plen, &j->p, err, sizeof(err)) != 0 ||
+        j->p.kind == PLAN_INVALID) {
+        a->invalid++;
+        log_warn("event cannot be applied, acknowledged", "id", j->sid, "type", type, "why", err);
+        j->p.kind = PLAN_INVALID;
+        return j;
+    }
+    int rc = add_plan_targets(j);
+    if (rc != 0 || j->pre.failed) {
+        ajob_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static void batch_acked(redisReply *r, void *priv)
+{
+    (void)priv;
+    /* On failure the entries stay pending and are claimed and acked later. */
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn("XACK refused; the events are acknowledged when claimed again", "error", r->str);
+}
+
+/* Runs the jobs of an array of entries (XREADGROUP or XAUTOCLAIM). */
+void ajob_take_entries(applier *a, redisReply *entries)
+{
+    /* Events that change nothing in the cache (most of a busy webhook's
+     * traffic: agent runs, reports, datasets) are acknowledged together, in
+     * one XACK per read. */
+    rargs acks;
+    rargs_init(&acks);
+    rargs_adds(&acks, "XACK");
+    rargs_adds(&acks, a->events_key);
+    rargs_adds(&acks, GROUP);
+    int nacks = 0;
+    for (size_t i = 0; entries && i < entries->elements; i++) {
+        redisReply *e = entries->element[i];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[0]->type == REDIS_REPLY_STRING) {
+            int dup = 0;
+            for (job *j = a->jobs; j && !dup; j = j->next)
+                dup = strcmp(j->sid, e->element[0]->str) == 0;
+            if (dup)
+                continue;
+        }
+        job *j = job_from_entry(a, e);
+        if (j == NULL)
+            continue; /* left pending; claimed and tried again later */
+        if (j->p.kind == PLAN_NONE || j->p.kind == PLAN_INVALID) {
+            rargs_adds(&acks, j->sid);
+            nacks++;
+            if (j->p.kind == PLAN_NONE)
+                a->applied[j->type_idx]++;
+            ajob_free(j);
+            continue;
+        }
+        ajob_submit(a, j);
+    }
+    if (nacks > 0 && !a->closing)
+        rconn_send(a->redis, batch_acked, a, &acks);
+    rargs_free(&acks);
+}

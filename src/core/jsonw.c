@@ -118,3 +118,15 @@ int jsonw_compact(buf *out, const json_t *v)
     }
     return 0;
 }
+
+char *jsonw_dump(const json_t *v, size_t max, size_t *n)
+{
+    buf b;
+    buf_init(&b, max);
+    size_t len = 0;
+    char *out = jsonw_compact(&b, v) == 0 ? buf_steal(&b, &len) : NULL;
+    buf_free(&b);
+    if (out != NULL && n != NULL)
+        *n = len;
+    return out;
+}

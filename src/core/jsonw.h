@@ -23,6 +23,11 @@
  * then holds what it held before). */
 int jsonw_compact(buf *out, const json_t *v);
 
+/* The compact text of v in a new string of at most max bytes (the caller's:
+ * free it), its length in *n (may be NULL); NULL on the failures of
+ * jsonw_compact. */
+char *jsonw_dump(const json_t *v, size_t max, size_t *n);
+
 #define JSONW_MAX_DEPTH 512
 
 #endif

@@ -473,18 +473,9 @@ render_status render_json(const char *entry, size_t entrylen, const char *vars, 
     st = render_entry(e, v, max_text);
     if (st != RENDER_OK)
         goto done;
-    buf b;
-    buf_init(&b, RENDER_JSON_MAX);
-    size_t n = 0;
-    if (jsonw_compact(&b, e) == 0)
-        *out = buf_steal(&b, &n);
-    buf_free(&b);
-    if (*out == NULL) {
+    *out = jsonw_dump(e, RENDER_JSON_MAX, outlen);
+    if (*out == NULL)
         st = RENDER_ERROR;
-        goto done;
-    }
-    if (outlen != NULL)
-        *outlen = n;
 done:
     json_decref(e);
     json_decref(v);

@@ -59,12 +59,8 @@ static plcache_status render_text(const char *entry, size_t entry_len, const jso
         *why = "out of memory, or a rendered text over its limit";
         st = PLCACHE_E_NOMEM;
     } else {
-        buf b;
-        buf_init(&b, RENDER_JSON_MAX);
         size_t n = 0;
-        if (jsonw_compact(&b, e) == 0)
-            *out = buf_steal(&b, &n);
-        buf_free(&b);
+        *out = jsonw_dump(e, RENDER_JSON_MAX, &n);
         if (*out == NULL) {
             *why = "out of memory";
             st = PLCACHE_E_NOMEM;

@@ -30,6 +30,7 @@
 
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "model/retry.h"
 
 enum rc_state { RC_DOWN, RC_DISCOVER, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
 
@@ -37,6 +38,7 @@ enum rc_state { RC_DOWN, RC_DISCOVER, RC_CONNECTING, RC_HANDSHAKE, RC_READY };
 
 struct rconn {
     struct event_base *base;
+    uint64_t rng; /* reconnect jitter (model/retry.h's generator) */
     rurl url;
     rconn_opts opts;
     rconn_state_fn on_state;
@@ -86,7 +88,7 @@ static void schedule_reconnect(rconn *c)
         return;
     int ms = c->backoff_ms;
     /* +-25% jitter so that many daemons do not reconnect in step. */
-    int jitter = ms / 4 > 0 ? (int)(random() % (ms / 2 + 1)) - ms / 4 : 0;
+    int jitter = ms / 4 > 0 ? (int)(retry_rng_next(&c->rng) % (uint64_t)(ms / 2 + 1)) - ms / 4 : 0;
     struct timeval tv = {(ms + jitter) / 1000, ((ms + jitter) % 1000) * 1000};
     evtimer_add(c->retry_timer, &tv);
     c->backoff_ms = ms * 2 > c->opts.backoff_max_ms ? c->opts.backoff_max_ms : ms * 2;
@@ -565,6 +567,7 @@ rconn *rconn_new(struct event_base *base, const rurl *url, const rconn_opts *opt
     rconn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->rng = retry_seed((uint64_t)(uintptr_t)c);
     c->base = base;
     c->url = *url;
     c->url.user = url->user ? strdup(url->user) : NULL;

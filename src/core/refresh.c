@@ -11,6 +11,7 @@
 #include "model/cachew.h"
 #include "model/field.h"
 #include "model/keys.h"
+#include "model/plan.h"
 
 #define REFRESH_MAX_URL (64 * 1024)
 
@@ -149,16 +150,22 @@ static void write_answers(refresh *t)
         for (size_t i = 0; i < t->n; i++) {
             rfield *f = &t->f[i];
             char num[32];
-            if (f->status == 404) {
+            snprintf(num, sizeof(num), "%lld", f->version);
+            switch (plan_write_of(PLAN_NONE, f->f.kind, f->status)) {
+            case PLAN_W_DEL:
                 cachew_op(&c, "del", f->text, strlen(f->text), "", 0);
                 ops++;
-            } else if (f->status == 200) {
-                snprintf(num, sizeof(num), "%lld", f->version);
-                if (f->f.kind == FIELD_LATEST)
-                    cachew_op(&c, "latest", num, strlen(num), f->body, f->len);
-                else
-                    cachew_op(&c, "set", f->text, strlen(f->text), f->body, f->len);
+                break;
+            case PLAN_W_LATEST:
+                cachew_op(&c, "latest", num, strlen(num), f->body, f->len);
                 ops++;
+                break;
+            case PLAN_W_SET:
+                cachew_op(&c, "set", f->text, strlen(f->text), f->body, f->len);
+                ops++;
+                break;
+            default: /* failed (said when it came), or drop (handled above) */
+                break;
             }
         }
     }

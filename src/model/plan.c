@@ -124,3 +124,52 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     return 0;
 }
 
+plan_steps plan_steps_of(const plan *p)
+{
+    plan_steps s = {.pre = PLAN_PRE_NONE};
+    switch (p->kind) {
+    case PLAN_VERSION:
+    case PLAN_REFRESH_VERSION:
+        s.fetch = 1;
+        s.target = (field){.kind = FIELD_VERSION, .version = p->version};
+        break;
+    case PLAN_LABEL:
+        s.fetch = 1;
+        s.target = (field){.kind = FIELD_LABEL, .label = p->label};
+        if (p->version >= 0) {
+            s.pre = PLAN_PRE_COPY;
+            s.pre_field = s.target;
+            s.pre_from = (field){.kind = FIELD_VERSION, .version = p->version};
+        }
+        break;
+    case PLAN_LABEL_DELETE:
+        s.pre = PLAN_PRE_DEL;
+        s.pre_field = (field){.kind = FIELD_LABEL, .label = p->label};
+        break;
+    case PLAN_DELETE:
+        s.pre = PLAN_PRE_DROP;
+        break;
+    case PLAN_RENAME:
+        s.rebuild_old = 1;
+        break;
+    case PLAN_NONE:
+    case PLAN_INVALID:
+        break;
+    }
+    return s;
+}
+
+plan_write plan_write_of(plan_kind kind, field_kind target, long status)
+{
+    if (status == 404)
+        return target == FIELD_LATEST ? PLAN_W_DROP : PLAN_W_DEL;
+    if (status != 200)
+        return PLAN_W_FAIL;
+    if (kind == PLAN_REFRESH_VERSION)
+        return PLAN_W_HOLDING;
+    if (target == FIELD_LATEST)
+        return PLAN_W_LATEST;
+    if (target == FIELD_VERSION && kind == PLAN_VERSION)
+        return PLAN_W_SET_LATEST;
+    return PLAN_W_SET;
+}

@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "model/field.h"
+
 typedef enum plan_kind {
     PLAN_NONE,            /* recorded in pl:events only */
     PLAN_VERSION,         /* fetch version n; set version:n, and latest when newest */
@@ -39,5 +41,41 @@ void plan_free(plan *p);
 
 /* Name of a kind for logs. */
 const char *plan_kind_name(plan_kind k);
+
+/* ---- from a plan to cache operations (model/cachew's ops) ------------------ */
+
+typedef enum plan_pre_kind {
+    PLAN_PRE_NONE,
+    PLAN_PRE_COPY, /* "copy" pre_field <- pre_from: a label moving to a cached version */
+    PLAN_PRE_DEL,  /* "del" pre_field: a deleted label */
+    PLAN_PRE_DROP, /* "drop": a deleted template */
+} plan_pre_kind;
+
+/* What a plan does: at once (pre), then with the API's answer (target). */
+typedef struct plan_steps {
+    int fetch;         /* fetch `target` and write its answer (plan_write_of) */
+    field target;      /* when fetch */
+    plan_pre_kind pre; /* written at once, before any fetch */
+    field pre_field;   /* PLAN_PRE_COPY: the destination; PLAN_PRE_DEL: the field removed */
+    field pre_from;    /* PLAN_PRE_COPY: the source (version:N) */
+    int rebuild_old;   /* rename: every cached field of old_name is fetched under name */
+} plan_steps;
+
+/* The steps of p (labels point into p). Pure; never fails. */
+plan_steps plan_steps_of(const plan *p);
+
+typedef enum plan_write {
+    PLAN_W_FAIL,       /* no usable answer: nothing written, the event is retried */
+    PLAN_W_DROP,       /* "drop": the template is gone (404 for latest) */
+    PLAN_W_DEL,        /* "del" the field (404) */
+    PLAN_W_SET,        /* "set" the field */
+    PLAN_W_LATEST,     /* "latest": only moves forward */
+    PLAN_W_SET_LATEST, /* "set" version:N, and "latest" (a new version) */
+    PLAN_W_HOLDING,    /* "holding": version:N and every field holding it (a snippet changed) */
+} plan_write;
+
+/* How the answer `status` for a field of kind `target`, fetched for a plan of
+ * kind `kind` (PLAN_NONE: a reconciliation), is written. Pure. */
+plan_write plan_write_of(plan_kind kind, field_kind target, long status);
 
 #endif

@@ -286,30 +286,36 @@ static int add_answers(job *j, rargs *c)
     int ops = 0;
     for (size_t i = 0; i < j->ntargets; i++) {
         target *t = &j->targets[i];
-        char num[32];
-        if (t->status == 404) {
-            if (t->f.kind == FIELD_LATEST)
-                add_op(c, "drop", "", 0, "", 0);
-            else
-                add_op(c, "del", t->field, strlen(t->field), "", 0);
-            ops++;
-            continue;
-        }
-        if (t->status != 200) {
+        plan_write w = plan_write_of(j->p.kind, t->f.kind, t->status);
+        if (w == PLAN_W_FAIL) {
             j->failed = 1;
             j->why = t->status == 0 ? "API unreachable" : "API answer not usable";
             continue;
         }
-        size_t blen = strlen(t->body);
+        char num[32];
         snprintf(num, sizeof(num), "%lld", t->got_version);
-        if (j->p.kind == PLAN_REFRESH_VERSION) {
+        size_t blen = t->body ? strlen(t->body) : 0;
+        switch (w) {
+        case PLAN_W_DROP:
+            add_op(c, "drop", "", 0, "", 0);
+            break;
+        case PLAN_W_DEL:
+            add_op(c, "del", t->field, strlen(t->field), "", 0);
+            break;
+        case PLAN_W_HOLDING:
             add_op(c, "holding", num, strlen(num), t->body, blen);
-        } else if (t->f.kind == FIELD_LATEST) {
+            break;
+        case PLAN_W_LATEST:
             add_op(c, "latest", num, strlen(num), t->body, blen);
-        } else {
+            break;
+        case PLAN_W_SET:
+        case PLAN_W_SET_LATEST:
             add_op(c, "set", t->field, strlen(t->field), t->body, blen);
-            if (t->f.kind == FIELD_VERSION && j->p.kind == PLAN_VERSION)
+            if (w == PLAN_W_SET_LATEST)
                 add_op(c, "latest", num, strlen(num), t->body, blen);
+            break;
+        case PLAN_W_FAIL:
+            break;
         }
         ops++;
     }
@@ -476,38 +482,35 @@ static void read_entry_fields(job *j, redisReply *kv, const char **type, const c
  * when memory ran out (j->pre.failed says so for the operations). */
 static int add_plan_targets(job *j)
 {
+    plan_steps s = plan_steps_of(&j->p);
+    if (s.fetch && add_target(j, s.target) != 0)
+        return -1;
+    char *to = NULL, *from = NULL;
     int rc = 0;
-    switch (j->p.kind) {
-    case PLAN_VERSION:
-    case PLAN_REFRESH_VERSION:
-        rc = add_target(j, (field){.kind = FIELD_VERSION, .version = j->p.version});
-        break;
-    case PLAN_LABEL:
-        rc = add_target(j, (field){.kind = FIELD_LABEL, .label = j->p.label});
-        if (rc == 0 && j->p.version >= 0) {
-            char src[FIELD_SIZE(32)];
-            field version = {.kind = FIELD_VERSION, .version = j->p.version};
-            field_format(src, sizeof(src), &version);
-            add_op(&j->pre, "copy", j->targets[0].field, strlen(j->targets[0].field), src,
-                   strlen(src));
-        }
-        break;
-    case PLAN_LABEL_DELETE: {
-        char *f = field_dup(&(field){.kind = FIELD_LABEL, .label = j->p.label});
-        if (f == NULL) {
+    switch (s.pre) {
+    case PLAN_PRE_COPY:
+        to = field_dup(&s.pre_field);
+        from = field_dup(&s.pre_from);
+        if (to == NULL || from == NULL)
             rc = -1;
-            break;
-        }
-        add_op(&j->pre, "del", f, strlen(f), "", 0);
-        free(f);
+        else
+            add_op(&j->pre, "copy", to, strlen(to), from, strlen(from));
         break;
-    }
-    case PLAN_DELETE:
+    case PLAN_PRE_DEL:
+        to = field_dup(&s.pre_field);
+        if (to == NULL)
+            rc = -1;
+        else
+            add_op(&j->pre, "del", to, strlen(to), "", 0);
+        break;
+    case PLAN_PRE_DROP:
         add_op(&j->pre, "drop", "", 0, "", 0);
         break;
-    default:
+    case PLAN_PRE_NONE:
         break;
     }
+    free(to);
+    free(from);
     return rc;
 }
 

@@ -196,9 +196,6 @@ int main(int argc, char **argv)
         goto done;
     char id[300];
     daemon_instance_id(id, sizeof(id), a.set.worker_id);
-    /* Full jitter of the retries and of the reconnections: each worker its
-     * own sequence. */
-    srandom((unsigned)(time_mono_us() ^ getpid()));
     /* A BLMOVE blocks 1 s on its own link. */
     daemon_links links = {
         .block_ms = 1000,

@@ -143,6 +143,94 @@ static void test_flag_refusals_are_the_4xx_that_do_not_pass(void **state)
     }
 }
 
+/* DESIGN.md section 4's table, as steps: what each kind fetches and what
+ * it writes at once. */
+static void test_steps_of_each_plan(void **state)
+{
+    (void)state;
+    static const struct {
+        plan_kind kind;
+        long long version;
+        const char *label;
+        int fetch;
+        field_kind target;
+        plan_pre_kind pre;
+        int rebuild_old;
+    } rows[] = {
+        {PLAN_VERSION, 3, NULL, 1, FIELD_VERSION, PLAN_PRE_NONE, 0},
+        {PLAN_REFRESH_VERSION, 3, NULL, 1, FIELD_VERSION, PLAN_PRE_NONE, 0},
+        {PLAN_LABEL, 3, "prod", 1, FIELD_LABEL, PLAN_PRE_COPY, 0},
+        {PLAN_LABEL, -1, "prod", 1, FIELD_LABEL, PLAN_PRE_NONE, 0},
+        {PLAN_LABEL_DELETE, -1, "prod", 0, 0, PLAN_PRE_DEL, 0},
+        {PLAN_DELETE, -1, NULL, 0, 0, PLAN_PRE_DROP, 0},
+        {PLAN_RENAME, -1, NULL, 0, 0, PLAN_PRE_NONE, 1},
+        {PLAN_NONE, -1, NULL, 0, 0, PLAN_PRE_NONE, 0},
+        {PLAN_INVALID, 3, "x", 0, 0, PLAN_PRE_NONE, 0},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        plan p = {.kind = rows[i].kind, .version = rows[i].version, .label = (char *)rows[i].label};
+        plan_steps s = plan_steps_of(&p);
+        if (s.fetch != rows[i].fetch || s.pre != rows[i].pre ||
+            s.rebuild_old != rows[i].rebuild_old ||
+            (s.fetch && s.target.kind != rows[i].target))
+            fail_msg("row %zu (%s): fetch %d pre %d rebuild %d", i, plan_kind_name(p.kind), s.fetch,
+                     s.pre, s.rebuild_old);
+        char a[64], b[64];
+        if (s.fetch && s.target.kind == FIELD_VERSION)
+            assert_true(s.target.version == rows[i].version);
+        if (s.fetch && s.target.kind == FIELD_LABEL)
+            assert_string_equal(s.target.label, rows[i].label);
+        if (s.pre == PLAN_PRE_COPY) {
+            assert_true(field_format(a, sizeof(a), &s.pre_field) > 0);
+            assert_true(field_format(b, sizeof(b), &s.pre_from) > 0);
+            assert_string_equal(a, "label:prod");
+            assert_string_equal(b, "version:3");
+        }
+        if (s.pre == PLAN_PRE_DEL) {
+            assert_true(field_format(a, sizeof(a), &s.pre_field) > 0);
+            assert_string_equal(a, "label:prod");
+        }
+    }
+}
+
+/* How each answer is written, for each plan kind and field. */
+static void test_write_of_each_answer(void **state)
+{
+    (void)state;
+    static const struct {
+        plan_kind kind;
+        field_kind target;
+        long status;
+        plan_write want;
+    } rows[] = {
+        {PLAN_VERSION, FIELD_VERSION, 200, PLAN_W_SET_LATEST},
+        {PLAN_VERSION, FIELD_VERSION, 404, PLAN_W_DEL},
+        {PLAN_VERSION, FIELD_VERSION, 500, PLAN_W_FAIL},
+        {PLAN_VERSION, FIELD_VERSION, 0, PLAN_W_FAIL},
+        {PLAN_REFRESH_VERSION, FIELD_VERSION, 200, PLAN_W_HOLDING},
+        {PLAN_REFRESH_VERSION, FIELD_VERSION, 404, PLAN_W_DEL},
+        {PLAN_LABEL, FIELD_LABEL, 200, PLAN_W_SET},
+        {PLAN_LABEL, FIELD_LABEL, 404, PLAN_W_DEL},
+        {PLAN_LABEL, FIELD_LABEL, 401, PLAN_W_FAIL},
+        {PLAN_RENAME, FIELD_LATEST, 200, PLAN_W_LATEST},
+        {PLAN_RENAME, FIELD_LATEST, 404, PLAN_W_DROP},
+        {PLAN_RENAME, FIELD_VERSION, 200, PLAN_W_SET},
+        {PLAN_RENAME, FIELD_LABEL, 200, PLAN_W_SET},
+        {PLAN_NONE, FIELD_LATEST, 200, PLAN_W_LATEST},
+        {PLAN_NONE, FIELD_LATEST, 404, PLAN_W_DROP},
+        {PLAN_NONE, FIELD_VERSION, 200, PLAN_W_SET},
+        {PLAN_NONE, FIELD_LABEL, 404, PLAN_W_DEL},
+        {PLAN_NONE, FIELD_LABEL, 429, PLAN_W_FAIL},
+        {PLAN_NONE, FIELD_LABEL, -1, PLAN_W_FAIL},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        plan_write w = plan_write_of(rows[i].kind, rows[i].target, rows[i].status);
+        if (w != rows[i].want)
+            fail_msg("row %zu (%s, status %ld): %d, want %d", i, plan_kind_name(rows[i].kind),
+                     rows[i].status, w, rows[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +240,8 @@ int main(void)
         cmocka_unit_test(test_other_events_only_recorded),
         cmocka_unit_test(test_template_events_missing_what_they_need_are_invalid),
         cmocka_unit_test(test_flag_refusals_are_the_4xx_that_do_not_pass),
+        cmocka_unit_test(test_steps_of_each_plan),
+        cmocka_unit_test(test_write_of_each_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

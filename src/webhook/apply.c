@@ -106,6 +106,19 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
     return a;
 }
 
+int applier_set_api_key(applier *a, const char *key)
+{
+    size_t hl = strlen(key) + 16;
+    char *h = malloc(hl);
+    if (h == NULL)
+        return -1;
+    snprintf(h, hl, "X-API-KEY: %s", key);
+    wipe_free(a->api_key_header);
+    a->api_key_header = h;
+    a->headers[0] = h; /* the reconciliation's too (a->refresh points here) */
+    return 0;
+}
+
 void applier_stop(applier *a)
 {
     a->stopping = 1;
@@ -181,6 +194,9 @@ void applier_metrics(applier *a, buf *b)
     metrics_single(b, "plcache_apply_events_lost_total", "counter",
                    "Events removed from pl:events before they were applied (when counted).",
                    (double)a->lost);
+    metrics_single(b, "plcache_apply_consumers_removed_total", "counter",
+                   "Consumers of the group removed: idle, holding nothing (receivers gone).",
+                   (double)a->consumers_removed);
     metrics_single(b, "plcache_events_trimmed_total", "counter",
                    "Entries this receiver trimmed from pl:events.", (double)a->trimmed);
     metrics_single(b, "plcache_apply_pending", "gauge",

@@ -50,6 +50,11 @@ applier *applier_new(struct event_base *base, const applier_opts *opts, rconn *r
 /* Stops reading, claiming and reconciling; work already started goes on. */
 void applier_stop(applier *a);
 
+/* Fetches with this API key from now on (a SIGHUP re-read it); fetches
+ * under way keep theirs. Returns 0, or -1 when memory ran out (the old key
+ * stays). */
+int applier_set_api_key(applier *a, const char *key);
+
 /* Jobs (events and reconciled templates) in progress, plus a read in flight. */
 size_t applier_busy(const applier *a);
 

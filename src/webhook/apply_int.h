@@ -26,6 +26,7 @@
 #define BLOCK_MS 2000
 #define TICK_MS 200
 #define PENDING_EVERY_MS 10000
+#define CONSUMER_IDLE_FACTOR 10 /* a consumer idle 10 claim times, holding nothing, goes */
 #define STREAM_EVERY_MS 1000
 #define HARD_CAP_FACTOR 10 /* pl:events is cut past 10 times its target length */
 #define RESYNC_TRIES 3     /* a template reconciled while a writer raced it: tries */
@@ -93,7 +94,7 @@ struct applier {
     /* metrics */
     unsigned long applied[NAPPLY], failed[NAPPLY], invalid, writes, changes;
     unsigned long resync_runs, resync_found, claimed;
-    unsigned long gaps, lost, trimmed;
+    unsigned long gaps, lost, trimmed, consumers_removed;
     long long pending;
     mhist latency;
 };

@@ -256,6 +256,46 @@ static void count_pending(applier *a)
     rconn_argv(a->redis, pending_counted, a, 3, argv, lens);
 }
 
+/* KEYS[1] the stream; ARGV[1] our group, ARGV[2] idle ms, ARGV[3] our
+ * consumer. Removes the group's consumers other than ours that hold nothing
+ * (no pending entry) and were idle that long: the receivers that stopped or
+ * restarted under another name. In one script, so none is removed between
+ * reading its pending count and deleting it. Returns how many went. */
+static const char sweep_script[] =
+    "local n = 0\n"
+    "for _, raw in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
+    "  local c = {}\n"
+    "  for i = 1, #raw, 2 do c[raw[i]] = raw[i + 1] end\n"
+    "  if c['name'] ~= ARGV[3] and c['pending'] == 0 and c['idle'] >= tonumber(ARGV[2]) then\n"
+    "    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+static void swept(redisReply *r, void *priv)
+{
+    applier *a = priv;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        a->consumers_removed += (unsigned long)r->integer;
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", r->integer);
+        log_info("idle consumers holding nothing removed from the group", "count", n);
+    }
+}
+
+/* Removes the consumers left by receivers that are gone (sweep_script). */
+static void sweep_consumers(applier *a)
+{
+    char idle[24];
+    snprintf(idle, sizeof(idle), "%ld", a->claim_idle_ms * CONSUMER_IDLE_FACTOR);
+    const char *argv[] = {"EVAL", sweep_script, "1", a->events_key, GROUP, idle, a->consumer};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    rconn_argv(a->redis, swept, a, 7, argv, lens);
+}
+
 static void ignore_reply(redisReply *r, void *priv)
 {
     (void)r;
@@ -305,6 +345,7 @@ void stream_tick(evutil_socket_t fd, short what, void *arg)
             }
             if (now - a->last_pending_ms >= PENDING_EVERY_MS) {
                 count_pending(a);
+                sweep_consumers(a);
                 a->last_pending_ms = now;
             }
             if (a->resync_due && !a->resync_running)

@@ -199,8 +199,8 @@ static const cfg_program program = {
     .usage_tail =
         "Endpoints: POST <PLCACHE_WEBHOOK_PATH>, GET /healthz, /readyz, /metrics (on\n"
         "PLCACHE_METRICS_LISTEN instead when it is set).\n"
-        "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE\n"
-        "and the TLS files.\n",
+        "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads PLCACHE_WEBHOOK_SECRET_FILE,\n"
+        "PROMPTLAYER_API_KEY_FILE and the TLS files (a file that fails keeps the old value).\n",
     .opts = opts,
     .nopts = sizeof(opts) / sizeof(opts[0]),
 };
@@ -321,13 +321,30 @@ static void reload_tls(app *a)
     tls_ctx_free(ctx);
 }
 
-/* SIGHUP: the TLS files and the secrets' file again. */
+/* SIGHUP: the API key's file again (PROMPTLAYER_API_KEY_FILE), for the
+ * applier's fetches; nothing to do when the key came from the environment. */
+static void reload_api_key(app *a)
+{
+    char err[300];
+    int rc = cfg_reload_secret(cfg_find(&program, "PROMPTLAYER_API_KEY"), &a->set, err, sizeof(err));
+    if (rc == 1)
+        return;
+    if (rc != 0 || applier_set_api_key(a->apply, a->set.api_key) != 0) {
+        log_error("SIGHUP: API key not reloaded, the old one stays", "why",
+                  rc != 0 ? err : "out of memory");
+        return;
+    }
+    log_info("SIGHUP: API key reloaded");
+}
+
+/* SIGHUP: the TLS files, the API key's file and the secrets' file again. */
 static void app_reload(void *arg)
 {
     app *a = arg;
     char err[300];
     if (hsrv_tls(a->srv))
         reload_tls(a);
+    reload_api_key(a);
     int rc =
         cfg_reload_secret(cfg_find(&program, "PLCACHE_WEBHOOK_SECRET"), &a->set, err, sizeof(err));
     if (rc == 1) {

@@ -108,7 +108,8 @@ static const cfg_program program = {
     .summary = "forwards log jobs from Redis (pl:track) to PromptLayer",
     .usage_tail =
         "Endpoints on PLCACHE_METRICS_LISTEN: GET /healthz, /readyz, /metrics.\n"
-        "Signals: SIGTERM/SIGINT stop taking, finish jobs in flight, return the rest, exit 0.\n",
+        "Signals: SIGTERM/SIGINT stop taking, finish jobs in flight, return the rest, exit 0;\n"
+        "SIGHUP re-reads PROMPTLAYER_API_KEY_FILE (the old key stays if it cannot).\n",
     .opts = opts,
     .nopts = sizeof(opts) / sizeof(opts[0]),
 };
@@ -167,6 +168,26 @@ static void app_release(void *arg)
     worker_release(a->w, released, a);
 }
 
+/* SIGHUP: the API key's file again (PROMPTLAYER_API_KEY_FILE); the worker
+ * never stops on it. */
+static void app_reload(void *arg)
+{
+    app *a = arg;
+    char err[300];
+    int rc = cfg_reload_secret(cfg_find(&program, "PROMPTLAYER_API_KEY"), &a->set, err, sizeof(err));
+    if (rc == 1) {
+        log_warn("SIGHUP: the API key comes from the environment, nothing to re-read "
+                 "(use PROMPTLAYER_API_KEY_FILE)");
+        return;
+    }
+    if (rc != 0 || worker_set_api_key(a->w, a->set.api_key) != 0) {
+        log_error("SIGHUP: API key not reloaded, the old one stays", "why",
+                  rc != 0 ? err : "out of memory");
+        return;
+    }
+    log_info("SIGHUP: API key reloaded");
+}
+
 /* Before the links go: the worker ends its jobs as the fetcher and the
  * connections give their pending callbacks a last call. */
 static void app_close(void *arg)
@@ -181,6 +202,7 @@ static const daemon_hooks hooks = {
     .busy = app_busy,
     .held = app_held,
     .finish = app_release,
+    .reload = app_reload,
     .stop_msg = "stopping: no new jobs, finishing those in flight",
     .timeout_msg = "shutdown timeout: jobs still in flight go back to pl:track",
     .held_msg = "shutdown: a blocking take never ended (Redis unavailable): another worker "

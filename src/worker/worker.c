@@ -280,6 +280,18 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
     return w;
 }
 
+int worker_set_api_key(worker *w, const char *key)
+{
+    size_t hl = strlen(key) + 16;
+    char *h = malloc(hl);
+    if (h == NULL)
+        return -1;
+    snprintf(h, hl, "X-API-KEY: %s", key);
+    wipe_free(w->key_header);
+    w->key_header = h;
+    return 0;
+}
+
 void worker_stop(worker *w)
 {
     w->stopping = 1;

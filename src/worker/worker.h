@@ -45,6 +45,11 @@ worker *worker_new(struct event_base *base, const worker_opts *opts, rconn *redi
 /* Stops taking jobs; in-flight jobs go on. */
 void worker_stop(worker *w);
 
+/* Sends requests from now on with this API key (a SIGHUP re-read it); the
+ * requests in flight keep the one they were sent with. Returns 0, or -1 when
+ * memory ran out (the old key stays). */
+int worker_set_api_key(worker *w, const char *key);
+
 /* Jobs in flight plus Redis writes still owed (0: nothing left to wait for). */
 size_t worker_busy(const worker *w);
 

@@ -5,6 +5,7 @@ changes the fake's state as PromptLayer would, posts the webhook PromptLayer
 would send, and waits (bounded) until the cache holds what the API serves.
 """
 import json
+import os
 import signal
 import socket
 import threading
@@ -324,6 +325,62 @@ class Receivers(Case):
         total = self.e.metric("plcache_apply_events_total") + self.e.metric(
             "plcache_apply_events_total", port2)
         self.assertEqual(total, 10)
+
+
+class ApiKeyReload(unittest.TestCase):
+    def test_sighup_rereads_the_api_key_file(self):
+        # PromptLayer's key rotated; the receiver's file is rewritten and it
+        # gets SIGHUP: the next fetch uses the new key, no restart.
+        e = h.WebhookEnv(fixture=FIXTURE, PLCACHE_RESYNC_INTERVAL=0, PROMPTLAYER_API_KEY=None)
+        self.addCleanup(e.close)
+        key_file = os.path.join(e.tmp.path, "api-key")
+        with open(key_file, "w") as f:
+            f.write("test-key\n")
+        e.daemon.env["PROMPTLAYER_API_KEY_FILE"] = key_file
+        e.start()
+        e.api.control("PUT", "/_fake/config", {"api_key": "rotated-key"})
+        with open(key_file, "w") as f:
+            f.write("rotated-key\n")
+        e.daemon.proc.send_signal(signal.SIGHUP)
+        h.wait_until(lambda: "SIGHUP: API key reloaded" in e.daemon.log(), 10, what="the reload")
+        st, _, data = e.post(h.event("prompt_template_version_created", prompt_template_name="Hello",
+                                     prompt_template_id=1, prompt_template_version_number=1))
+        self.assertEqual(st, 200, data)
+        h.wait_until(lambda: e.redis_cmd("HEXISTS", "pl:prompt:Hello", "version:1") == 1, 15,
+                     what="version:1 fetched with the new key")
+        self.assertIsNone(e.daemon.proc.poll())
+        self.assertNotIn("rotated-key", e.daemon.log())
+
+
+class Consumers(Case):
+    """The group keeps no consumer of a receiver that is gone (issue 16)."""
+    settings = {"PLCACHE_CLAIM_IDLE": 1}
+
+    def consumers(self):
+        """{name: {field: value}} of the group's consumers."""
+        out = {}
+        for r in self.e.redis_cmd("XINFO", "CONSUMERS", "pl:events", "plcache-applier"):
+            c = {k.decode(): v.decode() if isinstance(v, bytes) else v
+                 for k, v in zip(r[0::2], r[1::2])}
+            out[c["name"]] = c
+        return out
+
+    def test_idle_consumers_holding_nothing_leave_the_group(self):
+        self.send("agent_run_finished", agent_name="a")  # the group exists, ours in it
+        h.wait_until(lambda: len(self.consumers()) >= 1, 10, what="our consumer")
+        ours = set(self.consumers())
+        # What restarts used to leave: consumers of receivers that are gone.
+        for name in ("gone-1", "gone-2"):
+            self.e.redis_cmd("XGROUP", "CREATECONSUMER", "pl:events", "plcache-applier", name)
+        self.assertEqual(set(self.consumers()), ours | {"gone-1", "gone-2"})
+        # Idle 10 x PLCACHE_CLAIM_IDLE (1 s) and holding nothing: they go
+        # (one script reads a consumer's pending count and removes it, so one
+        # that holds an entry is never removed); ours stays.
+        h.wait_until(lambda: set(self.consumers()) == ours, 40,
+                     what="only our consumer left in the group")
+        h.wait_until(lambda: self.e.metric("plcache_apply_consumers_removed_total") >= 2, 5,
+                     what="the removals counted")
+        self.assertEqual(self.e.redis_cmd("XPENDING", "pl:events", "plcache-applier")[0], 0)
 
 
 class Reconcile(Case):

@@ -316,6 +316,29 @@ class AuthPause(WorkerCase):
             lambda: self.e.api.control("PUT", "/_fake/config",
                                        {"api_key": "test-key", "delay_ms": 0}))
 
+    def test_sighup_rereads_the_api_key_file_and_never_stops_the_worker(self):
+        # A rotated key: PromptLayer now wants "rotated-key"; the file still
+        # holds the old one, so the worker pauses. The operator writes the new
+        # key and sends SIGHUP (systemctl reload): the worker carries on with
+        # it, without a restart (on the old worker SIGHUP killed it: exit 129).
+        self.assertEqual(self.e.worker.stop(), 0)
+        key_file = os.path.join(self.e.tmp.path, "api-key")
+        with open(key_file, "w") as f:
+            f.write("test-key\n")
+        w = self.e.add_worker(PROMPTLAYER_API_KEY=None, PROMPTLAYER_API_KEY_FILE=key_file)
+        self.e.start(w)
+        self.e.api.control("PUT", "/_fake/config", {"api_key": "rotated-key"})
+        self.e.push(job("rotated"))
+        self.wait_metric(PAUSED_AUTH, 1, worker=w, timeout=10)
+        with open(key_file, "w") as f:
+            f.write("rotated-key\n")
+        w.proc.send_signal(signal.SIGHUP)
+        self.e.wait_delivered(["rotated"], timeout=20)
+        self.assertIsNone(w.proc.poll(), "SIGHUP stopped the worker")
+        self.assertIn("SIGHUP: API key reloaded", w.log())
+        self.assertNotIn("rotated-key", w.log())
+        self.assertEqual(self.e.dead(), [])
+
     def test_403_pauses_keeps_the_jobs_and_resumes(self):
         self.pause_then_resume(
             403,

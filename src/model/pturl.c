@@ -1,6 +1,8 @@
 /* pturl.c -- the PromptLayer API URL of a template. */
 #include "model/pturl.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* RFC 3986 unreserved characters pass as they are; every other byte is %XX. */
@@ -51,4 +53,13 @@ int pturl_flag_refused(long status)
 {
     return status >= 400 && status < 500 && status != 401 && status != 403 && status != 404 &&
            status != 408 && status != 429;
+}
+
+char *pturl_key_header(const char *key)
+{
+    size_t n = strlen(key) + sizeof("X-API-KEY: ");
+    char *h = malloc(n);
+    if (h != NULL)
+        snprintf(h, n, "X-API-KEY: %s", key);
+    return h;
 }

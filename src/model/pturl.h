@@ -28,4 +28,9 @@ int pturl_template(buf *b, const char *base, const char *name, const char *label
  * 0 otherwise. Pure. */
 int pturl_flag_refused(long status);
 
+/* "X-API-KEY: <key>", the header of every API request, in a new string (the
+ * caller's: wipe it before freeing, core/wipe.h), or NULL when memory ran
+ * out. */
+char *pturl_key_header(const char *key);
+
 #endif

@@ -44,6 +44,7 @@
 #include "core/timeutil.h"
 #include "core/wipe.h"
 #include "model/keys.h"
+#include "model/pturl.h"
 
 /* Longer than a screen, and flat: each option is copied or defaulted, then
  * one check of everything that can fail frees a half-made applier
@@ -61,10 +62,7 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
     a->prefix = strdup(o->prefix);
     a->base_url = strdup(o->base_url);
     a->consumer = strdup(o->consumer);
-    size_t hl = strlen(o->api_key) + 16;
-    a->api_key_header = malloc(hl);
-    if (a->api_key_header)
-        snprintf(a->api_key_header, hl, "X-API-KEY: %s", o->api_key);
+    a->api_key_header = pturl_key_header(o->api_key);
     a->llm_kwargs = o->llm_kwargs;
     a->headers[0] = a->api_key_header;
     a->headers[1] = "Cache-Control: no-cache";
@@ -108,11 +106,9 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
 
 int applier_set_api_key(applier *a, const char *key)
 {
-    size_t hl = strlen(key) + 16;
-    char *h = malloc(hl);
+    char *h = pturl_key_header(key);
     if (h == NULL)
         return -1;
-    snprintf(h, hl, "X-API-KEY: %s", key);
     wipe_free(a->api_key_header);
     a->api_key_header = h;
     a->headers[0] = h; /* the reconciliation's too (a->refresh points here) */

@@ -53,6 +53,7 @@
 #include "core/rwait.h"
 #include "core/timeutil.h"
 #include "model/keys.h"
+#include "model/pturl.h"
 #include "model/retry.h"
 #include "worker/engine.h"
 #include "worker/job.h"
@@ -246,10 +247,7 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
     w->rng = retry_seed((uint64_t)(uintptr_t)w);
     w->base_url = strdup(o->base_url);
     w->id = strdup(o->id);
-    size_t hl = strlen(o->api_key) + 16;
-    w->key_header = malloc(hl);
-    if (w->key_header)
-        snprintf(w->key_header, hl, "X-API-KEY: %s", o->api_key);
+    w->key_header = pturl_key_header(o->api_key);
     w->o.prefix = w->o.base_url = w->o.api_key = w->o.id = NULL;
     w->window = o->concurrency;
     if (o->min_replicas > 0) {
@@ -282,11 +280,9 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
 
 int worker_set_api_key(worker *w, const char *key)
 {
-    size_t hl = strlen(key) + 16;
-    char *h = malloc(hl);
+    char *h = pturl_key_header(key);
     if (h == NULL)
         return -1;
-    snprintf(h, hl, "X-API-KEY: %s", key);
     wipe_free(w->key_header);
     w->key_header = h;
     return 0;

@@ -162,7 +162,8 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
     int status = CLI_FAIL;
     redisContext *rc = NULL;
     json_t *out = NULL, *processing = json_object();
-    char track[512], retry[512], dead[512], workers[512], proc[512], prompts[512], events[512];
+    char track[512], retry[512], dead[512], workers[512], proc[512], prompts[512], events[512],
+        evdead[512];
     if (argc > 1) {
         cli_error(c, "takes no arguments (see plcache help stats)");
         status = CLI_USAGE;
@@ -174,7 +175,8 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
         cli_key(c, workers, sizeof(workers), KEYS_TRACK_WORKERS, NULL) != 0 ||
         cli_key(c, proc, sizeof(proc), KEYS_TRACK_PROCESSING, NULL) != 0 ||
         cli_key(c, prompts, sizeof(prompts), KEYS_PROMPT, NULL) != 0 ||
-        cli_key(c, events, sizeof(events), KEYS_EVENTS, NULL) != 0)
+        cli_key(c, events, sizeof(events), KEYS_EVENTS, NULL) != 0 ||
+        cli_key(c, evdead, sizeof(evdead), KEYS_EVENTS_DEAD, NULL) != 0)
         goto done;
     rc = cli_redis(c);
     if (rc == NULL || processing == NULL)
@@ -183,8 +185,9 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
     long long retrying = queued < 0 ? -1 : stats_int(c, rc, "ZCARD", retry);
     long long deadn = retrying < 0 ? -1 : stats_int(c, rc, "LLEN", dead);
     long long evlen = deadn < 0 ? -1 : stats_int(c, rc, "XLEN", events);
+    long long evdeadn = evlen < 0 ? -1 : stats_int(c, rc, "XLEN", evdead);
     long long templates = 0;
-    if (evlen < 0 || stats_scan(c, rc, proc, NULL, processing_depth, processing) != 0 ||
+    if (evdeadn < 0 || stats_scan(c, rc, proc, NULL, processing_depth, processing) != 0 ||
         stats_scan(c, rc, prompts, "hash", count_key, &templates) != 0)
         goto done;
     json_t *wk = stats_workers(c, rc, workers);
@@ -193,10 +196,11 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
         json_decref(wk);
         goto done;
     }
-    out = json_pack("{s:{s:I, s:I, s:I, s:O}, s:o, s:I, s:{s:I, s:o}}", "track", "queued",
+    out = json_pack("{s:{s:I, s:I, s:I, s:O}, s:o, s:I, s:{s:I, s:I, s:o}}", "track", "queued",
                     (json_int_t)queued, "retry", (json_int_t)retrying, "dead", (json_int_t)deadn,
                     "processing", processing, "workers", wk, "templates", (json_int_t)templates,
-                    "events", "length", (json_int_t)evlen, "groups", groups);
+                    "events", "length", (json_int_t)evlen, "dead", (json_int_t)evdeadn, "groups",
+                    groups);
     char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
     if (text == NULL) {
         cli_error(c, "out of memory");

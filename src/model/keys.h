@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #define KEYS_EVENTS "events"         /* stream of authentic events */
+#define KEYS_EVENTS_DEAD "events:dead" /* stream of events given up after MAX deliveries */
 #define KEYS_SEEN "seen:"            /* + sha256 hex: duplicate guard, 24 h */
 #define KEYS_PROMPT "prompt:"        /* + template name: hash */
 #define KEYS_PROMPT_IDS "prompt-ids" /* hash id -> name */

@@ -87,6 +87,7 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
     if (a->prefix == NULL || a->base_url == NULL || a->consumer == NULL ||
         a->api_key_header == NULL || a->tick == NULL || a->resync_timer == NULL ||
         keys_make(a->events_key, sizeof(a->events_key), o->prefix, KEYS_EVENTS, NULL) < 0 ||
+        keys_make(a->dead_key, sizeof(a->dead_key), o->prefix, KEYS_EVENTS_DEAD, NULL) < 0 ||
         keys_make(a->ids_key, sizeof(a->ids_key), o->prefix, KEYS_PROMPT_IDS, NULL) < 0 ||
         keys_make(a->channel, sizeof(a->channel), o->prefix, KEYS_INVALIDATE, NULL) < 0) {
         applier_free(a);
@@ -190,6 +191,10 @@ void applier_metrics(applier *a, buf *b)
     metrics_single(b, "plcache_apply_events_lost_total", "counter",
                    "Events removed from pl:events before they were applied (when counted).",
                    (double)a->lost);
+    metrics_single(b, "plcache_apply_events_given_up_total", "counter",
+                   "Events delivered 10 times without being applied: moved to pl:events:dead, "
+                   "acknowledged, their templates reconciled.",
+                   (double)a->given_up);
     metrics_single(b, "plcache_apply_consumers_removed_total", "counter",
                    "Consumers of the group removed: idle, holding nothing (receivers gone).",
                    (double)a->consumers_removed);

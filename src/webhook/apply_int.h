@@ -27,6 +27,8 @@
 #define TICK_MS 200
 #define PENDING_EVERY_MS 10000
 #define CONSUMER_IDLE_FACTOR 10 /* a consumer idle 10 claim times, holding nothing, goes */
+#define MAX_DELIVERIES 10       /* an event delivered this often unapplied is given up */
+#define DEAD_EVENTS_MAXLEN 10000
 #define STREAM_EVERY_MS 1000
 #define HARD_CAP_FACTOR 10 /* pl:events is cut past 10 times its target length */
 #define RESYNC_TRIES 3     /* a template reconciled while a writer raced it: tries */
@@ -71,7 +73,7 @@ struct applier {
     char *api_key_header;
     const char *headers[4]; /* of every API request */
     int llm_kwargs;         /* ask the API for include_llm_kwargs (DESIGN.md section 4) */
-    char events_key[256], ids_key[256], channel[256];
+    char events_key[256], dead_key[256], ids_key[256], channel[256];
     long resync_s, claim_idle_ms;
     int batch, max_jobs;
     struct event *tick, *resync_timer;
@@ -93,7 +95,7 @@ struct applier {
     unsigned long resync_templates, resync_changes;
     /* metrics */
     unsigned long applied[NAPPLY], failed[NAPPLY], invalid, writes, changes;
-    unsigned long resync_runs, resync_found, claimed;
+    unsigned long resync_runs, resync_found, claimed, given_up;
     unsigned long gaps, lost, trimmed, consumers_removed;
     long long pending;
     mhist latency;
@@ -113,6 +115,10 @@ void ajob_free(job *j);
  * job of the same template. Takes ownership; never fails (a job that cannot
  * go on ends as failed, its entry left pending). */
 void ajob_submit(applier *a, job *j);
+
+/* Reconciles template `name` (core/refresh) as a job behind its chain.
+ * Returns 0, or -1 when memory ran out. */
+int resync_template(applier *a, const char *name);
 
 /* Runs the jobs of an array of stream entries (an XREADGROUP or XAUTOCLAIM
  * reply; NULL: none). Entries already worked on are skipped; entries that

@@ -43,6 +43,22 @@ void resync_begin(applier *a)
     resync_step(a);
 }
 
+int resync_template(applier *a, const char *name)
+{
+    job *j = ajob_new(a);
+    if (j == NULL)
+        return -1;
+    j->reconcile = 1;
+    j->p.kind = PLAN_NONE;
+    j->p.name = strdup(name);
+    if (j->p.name == NULL) {
+        ajob_free(j);
+        return -1;
+    }
+    ajob_submit(a, j);
+    return 0;
+}
+
 static void scanned(redisReply *r, void *priv)
 {
     applier *a = priv;
@@ -62,17 +78,8 @@ static void scanned(redisReply *r, void *priv)
         redisReply *k = keys->element[i];
         if (k->type != REDIS_REPLY_STRING || k->len <= plen || strlen(k->str) != k->len)
             continue;
-        job *j = ajob_new(a);
-        if (j == NULL)
+        if (resync_template(a, k->str + plen) != 0)
             break;
-        j->reconcile = 1;
-        j->p.kind = PLAN_NONE;
-        j->p.name = strdup(k->str + plen);
-        if (j->p.name == NULL) {
-            ajob_free(j);
-            break;
-        }
-        ajob_submit(a, j);
     }
     if (strcmp(a->scan_cursor, "0") == 0)
         a->scan_cursor[0] = '\0'; /* the scan is complete */

@@ -192,11 +192,83 @@ static void keep_stream(applier *a)
         a->stream_busy = 1;
 }
 
+/* KEYS[1] the stream, KEYS[2] the dead-letter stream; ARGV[1] group,
+ * ARGV[2] consumer, ARGV[3] idle ms, ARGV[4] from, ARGV[5] count, ARGV[6]
+ * deliveries at most, ARGV[7] the dead stream's length. XAUTOCLAIM, then
+ * each claimed entry delivered more than ARGV[6] times is given up in the
+ * same step: copied to the dead-letter stream with why, and acknowledged, so
+ * it no longer holds the trim floor nor comes back. Returns XAUTOCLAIM's
+ * {cursor, entries kept, deleted ids} and the entries given up. */
+static const char claim_script[] =
+    "local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', "
+    "ARGV[5])\n"
+    "local keep, dead = {}, {}\n"
+    "for _, e in ipairs(r[2]) do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)[1]\n"
+    "  local n = p and p[4] or 0\n"
+    "  if n > tonumber(ARGV[6]) then\n"
+    "    local f, t, payload, at = e[2], '', '', ''\n"
+    "    for i = 1, #f, 2 do\n"
+    "      if f[i] == 'type' then t = f[i + 1]\n"
+    "      elseif f[i] == 'payload' then payload = f[i + 1]\n"
+    "      elseif f[i] == 'received_at' then at = f[i + 1] end\n"
+    "    end\n"
+    "    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'id', e[1], 'type', t,\n"
+    "               'payload', payload, 'received_at', at, 'deliveries', n,\n"
+    "               'reason', 'not applied after ' .. n .. ' deliveries (the receivers log why)')\n"
+    "    redis.call('XACK', KEYS[1], ARGV[1], e[1])\n"
+    "    dead[#dead + 1] = e\n"
+    "  else\n"
+    "    keep[#keep + 1] = e\n"
+    "  end\n"
+    "end\n"
+    "return {r[1], keep, r[3] or {}, dead}\n";
+
+/* The events claim_script gave up: said, counted, their templates
+ * reconciled (the cache then holds what the API says, whatever they were). */
+static void given_up(applier *a, redisReply *dead)
+{
+    for (size_t i = 0; i < dead->elements; i++) {
+        redisReply *e = dead->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        a->given_up++;
+        plan p = {.kind = PLAN_INVALID};
+        const char *type = "", *payload = NULL;
+        size_t plen = 0;
+        redisReply *f = e->element[1];
+        for (size_t k = 0; f->type == REDIS_REPLY_ARRAY && k + 1 < f->elements; k += 2) {
+            if (f->element[k]->type != REDIS_REPLY_STRING ||
+                f->element[k + 1]->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(f->element[k]->str, "type") == 0)
+                type = f->element[k + 1]->str;
+            else if (strcmp(f->element[k]->str, "payload") == 0) {
+                payload = f->element[k + 1]->str;
+                plen = f->element[k + 1]->len;
+            }
+        }
+        log_error("event given up after too many deliveries: moved to the dead-letter stream",
+                  "id", e->element[0]->str, "type", type);
+        char err[128];
+        if (payload == NULL || plan_from_event(type, payload, plen, &p, err, sizeof(err)) != 0)
+            continue;
+        if (p.name != NULL)
+            resync_template(a, p.name);
+        if (p.old_name != NULL)
+            resync_template(a, p.old_name);
+        plan_free(&p);
+    }
+}
+
 static void claimed(redisReply *r, void *priv)
 {
     applier *a = priv;
     if (a->closing || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
         return;
+    if (r->elements >= 4 && r->element[3]->type == REDIS_REPLY_ARRAY)
+        given_up(a, r->element[3]);
     /* Redis 7: the third element lists pending entries that no longer exist
      * (trimmed while a stopped receiver held them); they are gone from the
      * group now, and their events with them. */
@@ -227,15 +299,17 @@ static void claim_idle(applier *a, int64_t now)
     int scanning = strcmp(a->claim_from, "0-0") != 0;
     if ((scanning || now - a->last_claim_ms >= a->claim_idle_ms / 2) &&
         a->njobs < (size_t)a->max_jobs) {
-        char idle[32], count[16];
+        char idle[32], count[16], most[16], keep[16];
         snprintf(idle, sizeof(idle), "%ld", a->claim_idle_ms);
         snprintf(count, sizeof(count), "%d", a->batch);
-        const char *argv[] = {"XAUTOCLAIM", a->events_key, GROUP,   a->consumer,
-                              idle,         a->claim_from, "COUNT", count};
-        size_t lens[8];
-        for (int i = 0; i < 8; i++)
+        snprintf(most, sizeof(most), "%d", MAX_DELIVERIES);
+        snprintf(keep, sizeof(keep), "%d", DEAD_EVENTS_MAXLEN);
+        const char *argv[] = {"EVAL", claim_script, "2",   a->events_key, a->dead_key, GROUP,
+                              a->consumer, idle, a->claim_from, count, most, keep};
+        size_t lens[12];
+        for (int i = 0; i < 12; i++)
             lens[i] = strlen(argv[i]);
-        rconn_argv(a->redis, claimed, a, 8, argv, lens);
+        rconn_argv(a->redis, claimed, a, 12, argv, lens);
         a->last_claim_ms = now;
     }
 }

@@ -352,6 +352,35 @@ class ApiKeyReload(unittest.TestCase):
         self.assertNotIn("rotated-key", e.daemon.log())
 
 
+class GiveUp(Case):
+    """An event no retry can apply is given up after MAX_DELIVERIES (10)
+    deliveries: it moves to pl:events:dead with why, is acknowledged (so it
+    no longer holds pl:events' trim floor), and its template is reconciled."""
+    settings = {"PLCACHE_CLAIM_IDLE": 1}
+
+    def test_an_event_that_never_applies_is_given_up_and_acknowledged(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "latest", self.api("Hello", version=2))
+        # A signed rename whose old name is too long for a key: it fails on
+        # every delivery (on the old receiver it stayed pending for ever).
+        self.send("prompt_template_name_changed", prompt_template_id=1,
+                  prompt_template_name="Hello", old_prompt_template_name="x" * 2000)
+        h.wait_until(lambda: self.e.redis_cmd("XLEN", "pl:events:dead") == 1, 60,
+                     what="the event in pl:events:dead")
+        h.wait_until(lambda: self.e.redis_cmd("XPENDING", "pl:events", "plcache-applier")[0] == 0,
+                     10, what="nothing pending")
+        (_, fields), = self.e.redis_cmd("XRANGE", "pl:events:dead", "-", "+")
+        d = {k.decode(): v.decode() for k, v in zip(fields[0::2], fields[1::2])}
+        self.assertEqual(d["type"], "prompt_template_name_changed")
+        self.assertEqual(json.loads(d["payload"])["details"]["prompt_template_name"], "Hello")
+        self.assertGreater(int(d["deliveries"]), 10)
+        self.assertIn("not applied after", d["reason"])
+        h.wait_until(lambda: self.e.metric("plcache_apply_events_given_up_total") == 1, 5,
+                     what="the metric")
+        # The template it concerns is reconciled: Hello is what the API says.
+        self.assertEqual(self.cached("Hello", "latest"), self.api("Hello", version=2))
+
+
 class Consumers(Case):
     """The group keeps no consumer of a receiver that is gone (issue 16)."""
     settings = {"PLCACHE_CLAIM_IDLE": 1}

@@ -690,6 +690,7 @@ class Stats(Case):
         r("XADD", "pl:events", "*", "type", "y", "payload", "{}")
         r("XGROUP", "CREATE", "pl:events", "plcache-applier", "0")
         r("XREADGROUP", "GROUP", "plcache-applier", "c1", "COUNT", "1", "STREAMS", "pl:events", ">")
+        r("XADD", "pl:events:dead", "*", "id", "1-0", "type", "z", "payload", "{}")
         s = json.loads(self.ok("stats"))
         self.assertEqual(s["track"], {"queued": 3, "retry": 1, "dead": 2,
                                       "processing": {"w1": 1, "w2": 2}})
@@ -701,6 +702,7 @@ class Stats(Case):
         self.assertTrue(workers["w1"]["last_heartbeat"].endswith("Z"))
         self.assertEqual(s["templates"], 2)
         self.assertEqual(s["events"]["length"], 2)
+        self.assertEqual(s["events"]["dead"], 1)
         g = s["events"]["groups"]
         self.assertEqual(len(g), 1)
         self.assertEqual((g[0]["name"], g[0]["pending"], g[0]["consumers"]),
@@ -711,7 +713,7 @@ class Stats(Case):
         s = json.loads(self.ok("stats"))
         self.assertEqual(s, {"track": {"queued": 0, "retry": 0, "dead": 0, "processing": {}},
                              "workers": [], "templates": 0,
-                             "events": {"length": 0, "groups": []}})
+                             "events": {"length": 0, "dead": 0, "groups": []}})
         self.fails(2, "stats", "now")
 
 

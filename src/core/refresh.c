@@ -12,6 +12,7 @@
 #include "model/field.h"
 #include "model/keys.h"
 #include "model/plan.h"
+#include "model/pturl.h"
 
 #define REFRESH_MAX_URL (64 * 1024)
 
@@ -214,6 +215,9 @@ static void fetched(const fetch_result *res, void *arg)
 
 static int add_field(refresh *t, const char *text, size_t n)
 {
+    for (size_t i = 0; i < t->n; i++)
+        if (strlen(t->f[i].text) == n && memcmp(t->f[i].text, text, n) == 0)
+            return 1; /* already asked */
     rfield *f = realloc(t->f, (t->n + 1) * sizeof(*f));
     if (f == NULL)
         return -1;
@@ -277,6 +281,52 @@ static void fetch_fields(refresh *t)
     buf_free(&without);
 }
 
+/* One release label the API lists: its field and the version it points at
+ * are fetched too, cached or not (a Redis that lost them gets them back). */
+static int add_label(const char *label, long long version, void *arg)
+{
+    refresh *t = arg;
+    char *lf = field_dup(&(field){.kind = FIELD_LABEL, .label = label});
+    char *vf = field_dup(&(field){.kind = FIELD_VERSION, .version = version});
+    int rc = lf != NULL && vf != NULL && add_field(t, lf, strlen(lf)) >= 0 &&
+                     add_field(t, vf, strlen(vf)) >= 0
+                 ? 0
+                 : -1;
+    free(lf);
+    free(vf);
+    return rc;
+}
+
+static void labels_listed(const fetch_result *res, void *arg)
+{
+    refresh *t = arg;
+    if (res->status == 200) {
+        if (answer_labels(res->body, res->len, add_label, t) != 0)
+            fail(t, NULL, "listing its labels: the API's answer is not a list of labels");
+    } else if (res->status != 404) { /* 404: gone; latest's own answer says so */
+        char why[300], msg[340];
+        refresh_why(res, why, sizeof(why));
+        snprintf(msg, sizeof(msg), "listing its labels: %s", why);
+        fail(t, NULL, msg);
+    }
+    fetch_fields(t);
+}
+
+/* Asks the API for the template's release labels, then fetches every field. */
+static void list_labels(refresh *t)
+{
+    buf url;
+    buf_init(&url, REFRESH_MAX_URL);
+    int ok = !stopped(t) && pturl_labels(&url, t->env->base_url, t->name) == 0 &&
+             fetch_get(t->env->fetch, url.data, t->env->headers, url.data, labels_listed, t) == 0;
+    buf_free(&url);
+    if (!ok) {
+        if (!stopped(t))
+            fail(t, NULL, "listing its labels: cannot request it (name too long?)");
+        fetch_fields(t);
+    }
+}
+
 static void fields_read(redisReply *rep, void *priv)
 {
     refresh *t = priv;
@@ -313,7 +363,7 @@ static void fields_read(redisReply *rep, void *priv)
         finish(t);
         return;
     }
-    fetch_fields(t);
+    list_labels(t);
 }
 
 static void read_fields(refresh *t)

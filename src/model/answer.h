@@ -15,4 +15,14 @@
  * be NULL. */
 int answer_template(const char *body, size_t len, long long *version, long long *id);
 
+/* Called for each release label of a labels answer with its name and the
+ * version number it points at; returns 0, or -1 to stop. */
+typedef int (*answer_label_fn)(const char *label, long long version, void *arg);
+
+/* Reads the answer of GET /prompt-templates/<name>/labels ({"release_labels":
+ * [{"release_label", "prompt_version_number", ...}]}), calling fn for each
+ * well-formed item (a non-empty label, a version >= 1). Returns 0, or -1 when
+ * the answer is not that object or fn stopped. */
+int answer_labels(const char *body, size_t len, answer_label_fn fn, void *arg);
+
 #endif

@@ -49,6 +49,22 @@ int pturl_template(buf *b, const char *base, const char *name, const char *label
     return 0;
 }
 
+int pturl_labels(buf *b, const char *base, const char *name)
+{
+    size_t start = b->len;
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    if (buf_append(b, base, blen) != 0 || buf_puts(b, "/prompt-templates/") != 0 ||
+        put_encoded(b, name) != 0 || buf_puts(b, "/labels") != 0) {
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
 int pturl_flag_refused(long status)
 {
     return status >= 400 && status < 500 && status != 401 && status != 403 && status != 404 &&

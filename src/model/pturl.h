@@ -28,6 +28,11 @@ int pturl_template(buf *b, const char *base, const char *name, const char *label
  * 0 otherwise. Pure. */
 int pturl_flag_refused(long status);
 
+/* Appends base (trailing slashes dropped) + "/prompt-templates/" + the
+ * percent-encoded name + "/labels" ("Get Prompt Template Labels") to b.
+ * Returns 0, or -1 when b's maximum is reached (b then as before). */
+int pturl_labels(buf *b, const char *base, const char *name);
+
 /* "X-API-KEY: <key>", the header of every API request, in a new string (the
  * caller's: wipe it before freeing, core/wipe.h), or NULL when memory ran
  * out. */

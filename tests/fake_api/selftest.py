@@ -200,7 +200,24 @@ def run_checks(f):
 
 # -- GET /prompt-templates/<identifier> ------------------------------------------
 
+def labels(f):
+    s, _, d = f.req("GET", "/prompt-templates/Hello/labels")
+    items = d.get("release_labels") if isinstance(d, dict) else None
+    check("GET .../labels lists every release label with the version it points at",
+          s == 200 and isinstance(items, list)
+          and {i["release_label"]: i["prompt_version_number"] for i in items} == {"prod": 1}
+          and all(set(i) == {"prompt_version_id", "prompt_version_number", "release_label",
+                             "release_label_id"} for i in items), d)
+    s2, _, d2 = f.req("GET", "/prompt-templates/12/labels")
+    check("... by id too", s2 == 200 and d2 == d, d2)
+    s, _, d = f.req("GET", "/prompt-templates/Nope/labels")
+    check("... 404 for an unknown template", s == 404 and "message" in d, d)
+    s, _, d = f.req("GET", "/prompt-templates/Hello/labels", key=None)
+    check("... 401 without the key", s == 401, d)
+
+
 def reads(f):
+    labels(f)
     s, _, d = f.req("GET", "/prompt-templates/Hello", key=None)
     check("a request without the API key gets 401", s == 401 and d == {"message": "Invalid API key"}, d)
     s, _, d = f.req("GET", "/prompt-templates/Hello")

@@ -1092,6 +1092,39 @@ static void api_track(server *srv, struct evhttp_request *req, const track_endpo
     answer_json(a, status, out);
 }
 
+/* GET /prompt-templates/<identifier>/labels: "Get Prompt Template Labels". */
+static void api_labels(server *srv, const char *ident_raw, size_t n, answer *a)
+{
+    char err[512];
+    json_t *out = NULL;
+    char *ident = text_decode_segment(ident_raw, n);
+    store_rc rc = ident ? store_labels(srv->store, ident, &out, err, sizeof(err)) : STORE_NOT_FOUND;
+    if (ident == NULL)
+        snprintf(err, sizeof(err), "Prompt template not found");
+    if (rc != STORE_OK)
+        answer_message(a, store_status(rc), err);
+    else
+        answer_json(a, 200, out);
+    free(ident);
+}
+
+/* The raw identifier of /prompt-templates/<identifier>/labels (its length in
+ * *n), else NULL. */
+static const char *labels_ident(const char *path, size_t *n)
+{
+    size_t tlen = strlen(TEMPLATES_PATH);
+    static const char tail[] = "/labels";
+    size_t plen = strlen(path);
+    if (strncmp(path, TEMPLATES_PATH "/", tlen + 1) != 0 || plen <= tlen + 1 + sizeof(tail) - 1 ||
+        strcmp(path + plen - (sizeof(tail) - 1), tail) != 0)
+        return NULL;
+    const char *id = path + tlen + 1;
+    *n = plen - (tlen + 1) - (sizeof(tail) - 1);
+    if (memchr(id, '/', *n) != NULL)
+        return NULL;
+    return id;
+}
+
 /* The raw identifier when path is /prompt-templates/<identifier>, else NULL. */
 static const char *template_ident(const char *path)
 {
@@ -1128,12 +1161,14 @@ static void api_answer(server *srv, struct evhttp_request *req, const char *path
         answer_message(a, 405, "Method not allowed");
         return;
     }
-    size_t tlen = strlen(TEMPLATES_PATH);
+    size_t tlen = strlen(TEMPLATES_PATH), lid_len = 0;
     if (strcmp(path, TEMPLATES_PATH) == 0 ||
         (strncmp(path, TEMPLATES_PATH, tlen) == 0 && strcmp(path + tlen, "/") == 0)) {
         api_list(srv, query, a);
     } else if (template_ident(path) != NULL) {
         api_get(srv, template_ident(path), query, a);
+    } else if (labels_ident(path, &lid_len) != NULL) {
+        api_labels(srv, labels_ident(path, &lid_len), lid_len, a);
     } else {
         answer_message(a, 404, "Not found");
     }

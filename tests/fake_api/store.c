@@ -765,6 +765,41 @@ store_rc store_get(const store *s, const char *ident, const store_query *q, json
     return STORE_OK;
 }
 
+store_rc store_labels(const store *s, const char *ident, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    long i = find_by_name(s, ident);
+    int64_t id = 0;
+    if (i < 0 && text_parse_i64(ident, 0, INT64_MAX, &id) == 0)
+        i = find_by_id(s, id);
+    if (i < 0)
+        return not_found_template(ident, err, errlen);
+    const tmpl *t = &s->items[i];
+    json_t *list = json_array();
+    const char *label;
+    json_t *v;
+    json_int_t n = 0;
+    json_object_foreach((json_t *)t->labels, label, v)
+    {
+        json_int_t num = json_integer_value(v);
+        if (list == NULL ||
+            json_array_append_new(list, json_pack("{s:I, s:I, s:s, s:I}", "prompt_version_id",
+                                                  (json_int_t)t->id * 1000 + num,
+                                                  "prompt_version_number", num, "release_label",
+                                                  label, "release_label_id", ++n)) != 0) {
+            json_decref(list);
+            snprintf(err, errlen, "out of memory");
+            return STORE_NO_MEMORY;
+        }
+    }
+    *out = json_pack("{s:o}", "release_labels", list);
+    if (*out == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return STORE_NO_MEMORY;
+    }
+    return STORE_OK;
+}
+
 /* The version t shows in a listing filtered by f, 0 when t is left out. */
 static int64_t listed_version(const tmpl *t, const store_filter *f)
 {

@@ -103,6 +103,14 @@ typedef struct store_query {
 store_rc store_get(const store *s, const char *ident, const store_query *q, json_t **out, char *err,
                    size_t errlen);
 
+/* The answer of GET /prompt-templates/<ident>/labels ("Get Prompt Template
+ * Labels"): {"release_labels": [{"prompt_version_id", "prompt_version_number",
+ * "release_label", "release_label_id"}]}, in label order. The two ids are
+ * the fake's own (the real ones are database ids nobody reads): a version's
+ * is template id * 1000 + its number, a label's its position + 1.
+ * STORE_NOT_FOUND for an unknown template; *out is the caller's. */
+store_rc store_labels(const store *s, const char *ident, json_t **out, char *err, size_t errlen);
+
 /* Filters of the listing; NULL members filter nothing. */
 typedef struct store_filter {
     const char *label;    /* only templates with this label, at its version */

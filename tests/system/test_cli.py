@@ -356,14 +356,19 @@ class Sync(Case):
         self.e.r("HSET", "pl:prompt:Hello", "label:prod", stale, "version:1", stale,
                  "label:staging", stale)
         s = self.summary(self.ok("sync", "Hello"))
-        self.assertEqual((s["templates"], s["refreshed"], s["removed"], s["errors"]), (1, 4, 0, 0))
-        self.assertEqual(s["changed"], 4)
+        # latest, the three cached fields, and version:2 that staging (listed
+        # by GET /prompt-templates/Hello/labels) points at.
+        self.assertEqual((s["templates"], s["refreshed"], s["removed"], s["errors"]), (1, 5, 0, 0))
+        self.assertEqual(s["changed"], 5)
         # What it asked: by name, with the key and no-cache.
         reqs = self.e.api.requests("/prompt-templates/Hello")
-        self.assertEqual(sorted(r["query"] or "" for r in reqs),
-                         ["include_llm_kwargs=true", "label=prod&include_llm_kwargs=true",
-                          "label=staging&include_llm_kwargs=true",
-                          "version=1&include_llm_kwargs=true"])
+        self.assertEqual(sorted((r["path"], r["query"] or "") for r in reqs),
+                         [("/prompt-templates/Hello", "include_llm_kwargs=true"),
+                          ("/prompt-templates/Hello", "label=prod&include_llm_kwargs=true"),
+                          ("/prompt-templates/Hello", "label=staging&include_llm_kwargs=true"),
+                          ("/prompt-templates/Hello", "version=1&include_llm_kwargs=true"),
+                          ("/prompt-templates/Hello", "version=2&include_llm_kwargs=true"),
+                          ("/prompt-templates/Hello/labels", "")])
         self.assertTrue(all(r["api_key"] == "test-key" and r["cache_control"] == "no-cache"
                             for r in reqs))
         self.assertEqual(self.e.cached("Hello", "latest"), self.e.api_get("Hello"))
@@ -371,13 +376,28 @@ class Sync(Case):
         self.assertEqual(self.e.cached("Hello", "label:staging"),
                          self.e.api_get("Hello", label="staging"))
         self.assertEqual(self.e.cached("Hello", "version:1"), self.e.api_get("Hello", version=1))
+        self.assertEqual(self.e.cached("Hello", "version:2"), self.e.api_get("Hello", version=2))
         self.assertEqual(self.e.r("HGET", "pl:prompt:Hello", "id"), b"1")
         self.assertEqual(self.e.r("HGET", "pl:prompt-ids", "1"), b"Hello")
         gen = int(self.e.r("HGET", "pl:prompt:Hello", "gen"))
         # Again: nothing changes, gen stays.
         s = self.summary(self.ok("sync", "Hello"))
-        self.assertEqual((s["refreshed"], s["changed"]), (4, 0))
+        self.assertEqual((s["refreshed"], s["changed"]), (5, 0))
         self.assertEqual(int(self.e.r("HGET", "pl:prompt:Hello", "gen")), gen)
+
+    def test_sync_refills_a_redis_that_lost_everything(self):
+        # Nothing cached, no name: every template of the listing with every
+        # label the API lists, the versions they point at, and latest -- what
+        # apps read (before, only latest came back).
+        s = self.summary(self.ok("sync"))
+        self.assertEqual((s["templates"], s["errors"]), (2, 0))
+        self.assertEqual(sorted(self.e.r("HKEYS", "pl:prompt:Hello")),
+                         [b"gen", b"id", b"label:prod", b"label:staging", b"latest", b"version:1",
+                          b"version:2"])
+        self.assertEqual(sorted(self.e.r("HKEYS", "pl:prompt:Other thing/ü")),
+                         [b"gen", b"id", b"label:prod", b"latest", b"version:1"])
+        self.assertEqual(self.e.cached("Hello", "label:staging"),
+                         self.e.api_get("Hello", label="staging"))
 
     def test_a_change_publishes_the_name_and_bumps_gen(self):
         sub = h.RedisClient(self.e.redis.port, timeout=10)
@@ -401,8 +421,10 @@ class Sync(Case):
         self.e.r("HSET", "pl:prompt-ids", "77", "Gone")
         s = self.summary(self.ok("sync", "Hello", "Gone"))
         self.assertEqual((s["templates"], s["removed"], s["errors"]), (2, 3, 0))
+        # label:gone and version:5 removed; what the API lists kept or added.
         self.assertEqual(sorted(self.e.r("HKEYS", "pl:prompt:Hello")),
-                         [b"gen", b"id", b"latest", b"version:1"])
+                         [b"gen", b"id", b"label:prod", b"label:staging", b"latest", b"version:1",
+                          b"version:2"])
         self.assertEqual(self.e.r("EXISTS", "pl:prompt:Gone"), 0)
         self.assertIsNone(self.e.r("HGET", "pl:prompt-ids", "77"))
 
@@ -423,7 +445,9 @@ class Sync(Case):
         self.assertEqual(s["templates"], 233)
         self.assertEqual(s["errors"], 0)
         self.assertEqual(s["removed"], 1)
-        self.assertEqual(s["refreshed"], 233)  # 232 latest + Hello's label
+        # Every label the API lists and the version it points at, and latest:
+        # 230 x (latest, label:prod, version:1), Hello's five, Other's three.
+        self.assertEqual(s["refreshed"], 230 * 3 + 5 + 3)
         pages = [r["query"] for r in self.e.api.requests("/prompt-templates")
                  if r["path"] == "/prompt-templates"]
         self.assertEqual(sorted(pages), [f"page={p}&per_page=100" for p in (1, 2, 3)])
@@ -474,8 +498,9 @@ class Sync(Case):
         dead = f"http://127.0.0.1:{h.free_port()}"
         rc, out, err = self.e.run("sync", "Hello", PROMPTLAYER_BASE_URL=dead, timeout=120)
         self.assertEqual(rc, 1, err)
-        self.assertEqual(self.summary(out)["errors"], 1)
-        self.assertIn("no answer from the API", err)
+        self.assertEqual(self.summary(out)["errors"], 2)  # its labels, its latest
+        self.assertIn("Hello: listing its labels: no answer from the API", err)
+        self.assertIn("Hello latest: no answer from the API", err)
         self.assertEqual(self.e.r("EXISTS", "pl:prompt:Hello"), 0)
         rc, out, err = self.e.run("sync", PROMPTLAYER_BASE_URL=dead, timeout=120)
         self.assertEqual(rc, 1, err)
@@ -495,8 +520,10 @@ class Sync(Case):
         rc, out, err = self.e.run("sync", "Hello", "Other thing/ü", timeout=120)
         self.assertEqual(rc, 1, err)
         s = self.summary(out)
-        self.assertEqual((s["templates"], s["refreshed"], s["errors"]), (2, 1, 1))
+        # Other: latest, label:prod, version:1; Hello: its labels and its latest fail.
+        self.assertEqual((s["templates"], s["refreshed"], s["errors"]), (2, 3, 2))
         self.assertIn("Hello latest: the API answered 500", err)
+        self.assertIn("Hello: listing its labels: the API answered 500", err)
         self.assertEqual(self.e.r("EXISTS", "pl:prompt:Hello"), 0)
         self.e.api.control("DELETE", "/_fake/faults")
         self.assertEqual(self.e.cached("Other thing/ü", "latest"), self.e.api_get("Other thing/ü"))
@@ -508,9 +535,10 @@ class Sync(Case):
         names = [f"T{i:04d}" for i in range(24)]
         s = self.summary(self.ok("sync", *names, PLCACHE_FETCH_CONCURRENCY=4))
         took = time.monotonic() - t0
-        self.assertEqual((s["templates"], s["refreshed"], s["errors"]), (24, 24, 0))
+        # Each: its labels, then latest, label:prod and version:1.
+        self.assertEqual((s["templates"], s["refreshed"], s["errors"]), (24, 72, 0))
         arrivals = sorted(r["at_ms"] for r in self.e.api.requests("/prompt-templates/"))
-        self.assertEqual(len(arrivals), 24)
+        self.assertEqual(len(arrivals), 96)
         # Each answer takes 300 ms: never more than 4 arrivals within 250 ms.
         most = max(sum(1 for b in arrivals if a <= b < a + 250) for a in arrivals)
         self.assertLessEqual(most, 4)

@@ -743,14 +743,22 @@ static json_t *build_answer(const store *s, const tmpl *t, int64_t v, const stor
     return o;
 }
 
-store_rc store_get(const store *s, const char *ident, const store_query *q, json_t **out, char *err,
-                   size_t errlen)
+/* The template an API path names: its name first, else its id; -1 when
+ * neither. */
+static long find_ident(const store *s, const char *ident)
 {
-    *out = NULL;
     long i = find_by_name(s, ident);
     int64_t id = 0;
     if (i < 0 && text_parse_i64(ident, 0, INT64_MAX, &id) == 0)
         i = find_by_id(s, id);
+    return i;
+}
+
+store_rc store_get(const store *s, const char *ident, const store_query *q, json_t **out, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    long i = find_ident(s, ident);
     if (i < 0)
         return not_found_template(ident, err, errlen);
     const tmpl *t = &s->items[i];
@@ -768,10 +776,7 @@ store_rc store_get(const store *s, const char *ident, const store_query *q, json
 store_rc store_labels(const store *s, const char *ident, json_t **out, char *err, size_t errlen)
 {
     *out = NULL;
-    long i = find_by_name(s, ident);
-    int64_t id = 0;
-    if (i < 0 && text_parse_i64(ident, 0, INT64_MAX, &id) == 0)
-        i = find_by_id(s, id);
+    long i = find_ident(s, ident);
     if (i < 0)
         return not_found_template(ident, err, errlen);
     const tmpl *t = &s->items[i];

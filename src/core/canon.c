@@ -120,6 +120,13 @@ static int fail(parser *ps, const char *msg)
     return -1;
 }
 
+/* fail() with the offset of p: the parser stops there. */
+static int fail_at(parser *ps, const unsigned char *p, const char *msg)
+{
+    ps->p = p;
+    return fail(ps, msg);
+}
+
 /* Returns `size` bytes (8-aligned) owned by doc, or NULL when out of memory. */
 static void *arena_alloc(canon_doc *doc, size_t size)
 {
@@ -331,8 +338,77 @@ static long hex4(const unsigned char *p)
     return v;
 }
 
+/* The character a one-letter escape (\" \\ \/ \b \f \n \r \t) stands for,
+ * given the letter; -1 for any other. */
+static int short_escape(unsigned c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+    case '/':
+        return (int)c;
+    case 'b':
+        return '\b';
+    case 'f':
+        return '\f';
+    case 'n':
+        return '\n';
+    case 'r':
+        return '\r';
+    case 't':
+        return '\t';
+    default:
+        return -1;
+    }
+}
+
+/* The \uXXXX escape at p (its backslash, p + 2 <= end) into *cp, joined with
+ * a \uXXXX low surrogate right after a high one, as Python's json does; a
+ * lone surrogate stays alone. Returns the bytes read (6 or 12), or 0 when
+ * the four hex digits are not there. */
+static size_t u_escape(const unsigned char *p, const unsigned char *end, uint32_t *cp)
+{
+    long hi = end - p >= 6 ? hex4(p + 2) : -1;
+    if (hi < 0)
+        return 0;
+    *cp = (uint32_t)hi;
+    if (hi >= 0xD800 && hi < 0xDC00 && end - p >= 12 && p[6] == '\\' && p[7] == 'u') {
+        long lo = hex4(p + 8);
+        if (lo >= 0xDC00 && lo < 0xE000) {
+            *cp = (uint32_t)(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00));
+            return 12;
+        }
+    }
+    return 6;
+}
+
+/* Decodes the escape at *pp (a backslash) into *op and moves both past it.
+ * 0, or -1 with the error set. */
+static int decode_escape(parser *ps, const unsigned char **pp, unsigned char **op)
+{
+    const unsigned char *p = *pp;
+    if (ps->end - p < 2)
+        return fail_at(ps, p, "unterminated string");
+    int e = short_escape(p[1]);
+    if (e >= 0) {
+        *(*op)++ = (unsigned char)e;
+        *pp = p + 2;
+        return 0;
+    }
+    if (p[1] != 'u')
+        return fail_at(ps, p, "invalid escape");
+    uint32_t cp = 0;
+    size_t k = u_escape(p, ps->end, &cp);
+    if (k == 0)
+        return fail_at(ps, p, "invalid \\u escape");
+    *op = put_utf8(*op, cp);
+    *pp = p + k;
+    return 0;
+}
+
 /* Parses the string whose opening quote is at ps->p into a fresh slot of the
- * text buffer (decoded, then a NUL) and pushes it. */
+ * text buffer (decoded, then a NUL) and pushes it. Runs of plain ASCII are
+ * copied at once; UTF-8 is checked, escapes decoded (decode_escape). */
 static int parse_string(parser *ps)
 {
     const unsigned char *p = ps->p + 1;
@@ -347,82 +423,26 @@ static int parse_string(parser *ps)
             memcpy(o, run, (size_t)(p - run));
             o += p - run;
         }
-        if (p == end) {
-            ps->p = p;
-            return fail(ps, "unterminated string");
-        }
+        if (p == end)
+            return fail_at(ps, p, "unterminated string");
         unsigned c = *p;
         if (c == '"') {
             p++;
             break;
         }
-        if (c < 0x20) {
-            ps->p = p;
-            return fail(ps, "control character in string");
-        }
+        if (c < 0x20)
+            return fail_at(ps, p, "control character in string");
         if (c >= 0x80) {
             size_t k = utf8_seq(p, end);
-            if (k == 0) {
-                ps->p = p;
-                return fail(ps, "invalid UTF-8");
-            }
+            if (k == 0)
+                return fail_at(ps, p, "invalid UTF-8");
             memcpy(o, p, k);
             o += k;
             p += k;
             continue;
         }
-        /* a backslash */
-        if (end - p < 2) {
-            ps->p = p;
-            return fail(ps, "unterminated string");
-        }
-        switch (p[1]) {
-        case '"':
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            break;
-        case '/':
-            *o++ = '/';
-            break;
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        case 'u': {
-            long cp = end - p >= 6 ? hex4(p + 2) : -1;
-            if (cp < 0) {
-                ps->p = p;
-                return fail(ps, "invalid \\u escape");
-            }
-            p += 6;
-            if (cp >= 0xD800 && cp < 0xDC00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-                long lo = hex4(p + 2);
-                if (lo >= 0xDC00 && lo < 0xE000) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    p += 6;
-                }
-            }
-            o = put_utf8(o, (uint32_t)cp);
-            continue;
-        }
-        default:
-            ps->p = p;
-            return fail(ps, "invalid escape");
-        }
-        p += 2;
+        if (decode_escape(ps, &p, &o) < 0) /* a backslash */
+            return -1;
     }
     size_t slen = (size_t)(o - base);
     *o = '\0';
@@ -664,7 +684,66 @@ static double decimal_to_double(const unsigned char *ip, size_t ilen, const unsi
     return strtod_decimal(ip, ilen, fp, first, total, x);
 }
 
-/* Parses a number (or -Infinity) at ps->p and pushes it. */
+/* The fraction after the '.' at p: its digits into *fp and *flen. Returns
+ * the end of them, or NULL ("bad number" at the point) when none follows. */
+static const unsigned char *scan_fraction(parser *ps, const unsigned char *p,
+                                          const unsigned char **fp, size_t *flen)
+{
+    const unsigned char *end = ps->end;
+    if (end - p < 2 || !is_digit(p[1])) {
+        fail_at(ps, p, "bad number");
+        return NULL;
+    }
+    *fp = ++p;
+    while (p < end && is_digit(*p))
+        p++;
+    *flen = (size_t)(p - *fp);
+    return p;
+}
+
+/* The exponent at p ('e' or 'E', a sign, digits): its digits into *ep and
+ * *elen, a '-' into *eneg. Returns the end of it, or NULL ("bad number" at
+ * the 'e') when no digit follows. */
+static const unsigned char *scan_exponent(parser *ps, const unsigned char *p,
+                                          const unsigned char **ep, size_t *elen, int *eneg)
+{
+    const unsigned char *end = ps->end;
+    const unsigned char *q = p + 1;
+    if (q < end && (*q == '+' || *q == '-')) {
+        *eneg = *q == '-';
+        q++;
+    }
+    if (q == end || !is_digit(*q)) {
+        fail_at(ps, p, "bad number");
+        return NULL;
+    }
+    *ep = q;
+    while (q < end && is_digit(*q))
+        q++;
+    *elen = (size_t)(q - *ep);
+    return q;
+}
+
+/* Pushes the integer of digits [ip, ip+ilen), negative when neg ("-0" is
+ * written "0"), as its text; ps->p moves on to p. */
+static int push_int(parser *ps, int neg, const unsigned char *ip, size_t ilen,
+                    const unsigned char *p)
+{
+    if (ilen > CANON_MAX_INT_DIGITS)
+        return fail(ps, "integer has more than 4300 digits");
+    char *t = ps->doc->text + ps->tlen;
+    size_t tl = 0;
+    if (neg && !(ilen == 1 && ip[0] == '0'))
+        t[tl++] = '-';
+    memcpy(t + tl, ip, ilen);
+    tl += ilen;
+    ps->tlen += tl;
+    ps->p = p;
+    return push_number(ps, CANON_INT, 0.0, t, tl);
+}
+
+/* Parses a number (or -Infinity) at ps->p and pushes it: the sign, the
+ * integer digits, then a fraction or an exponent make it a float. */
 static int parse_number(parser *ps)
 {
     const unsigned char *p = ps->p;
@@ -686,60 +765,29 @@ static int parse_number(parser *ps)
         while (p < end && is_digit(*p))
             p++;
     } else {
-        ps->p = p;
-        return fail(ps, "expected a value");
+        return fail_at(ps, p, "expected a value");
     }
     size_t ilen = (size_t)(p - ip);
-    const unsigned char *fp = NULL;
-    size_t flen = 0;
-    const unsigned char *ep = NULL;
-    size_t elen = 0;
-    int eneg = 0;
-    int is_float = 0;
+    const unsigned char *fp = NULL, *ep = NULL;
+    size_t flen = 0, elen = 0;
+    int eneg = 0, is_float = 0;
     if (p < end && *p == '.') {
-        if (end - p < 2 || !is_digit(p[1])) {
-            ps->p = p;
-            return fail(ps, "bad number");
-        }
-        fp = ++p;
-        while (p < end && is_digit(*p))
-            p++;
-        flen = (size_t)(p - fp);
+        p = scan_fraction(ps, p, &fp, &flen);
+        if (p == NULL)
+            return -1;
         is_float = 1;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
-        const unsigned char *q = p + 1;
-        if (q < end && (*q == '+' || *q == '-')) {
-            eneg = *q == '-';
-            q++;
-        }
-        if (q == end || !is_digit(*q)) {
-            ps->p = p;
-            return fail(ps, "bad number");
-        }
-        ep = q;
-        while (q < end && is_digit(*q))
-            q++;
-        elen = (size_t)(q - ep);
-        p = q;
+        p = scan_exponent(ps, p, &ep, &elen, &eneg);
+        if (p == NULL)
+            return -1;
         is_float = 1;
     }
-    if (is_float) {
-        double d = decimal_to_double(ip, ilen, fp, flen, eneg, ep, elen);
-        ps->p = p;
-        return push_number(ps, CANON_FLOAT, neg ? -d : d, NULL, 0);
-    }
-    if (ilen > CANON_MAX_INT_DIGITS)
-        return fail(ps, "integer has more than 4300 digits");
-    char *t = ps->doc->text + ps->tlen;
-    size_t tl = 0;
-    if (neg && !(ilen == 1 && ip[0] == '0'))
-        t[tl++] = '-';
-    memcpy(t + tl, ip, ilen);
-    tl += ilen;
-    ps->tlen += tl;
+    if (!is_float)
+        return push_int(ps, neg, ip, ilen, p);
+    double d = decimal_to_double(ip, ilen, fp, flen, eneg, ep, elen);
     ps->p = p;
-    return push_number(ps, CANON_INT, 0.0, t, tl);
+    return push_number(ps, CANON_FLOAT, neg ? -d : d, NULL, 0);
 }
 
 /* ---- containers ------------------------------------------------------- */
@@ -782,6 +830,63 @@ static int member_cmp(const void *pa, const void *pb)
     return (uintptr_t)a->key < (uintptr_t)b->key ? -1 : 1;
 }
 
+/* Closes an array: the count values at kids, copied into the arena. */
+static int close_array(parser *ps, const canon_val *kids, size_t count, canon_val *done)
+{
+    if (count > 0) {
+        canon_val *items = count <= SIZE_MAX / sizeof(*items)
+                               ? arena_alloc(ps->doc, count * sizeof(*items))
+                               : NULL;
+        if (items == NULL)
+            return fail(ps, "out of memory");
+        memcpy(items, kids, count * sizeof(*items));
+        done->u.items = items;
+    }
+    done->n = count;
+    return 0;
+}
+
+/* Sorts the members ms[0..pairs) by key, then position, and keeps of each
+ * run of equal keys only the last, as a dict followed by sorted() would.
+ * Returns how many are kept. */
+static size_t sort_members(canon_member *ms, size_t pairs)
+{
+    qsort(ms, pairs, sizeof(*ms), member_cmp);
+    size_t kept = 0;
+    for (size_t i = 0; i < pairs; i++) {
+        if (i + 1 < pairs && key_cmp(&ms[i], &ms[i + 1]) == 0)
+            continue; /* a later one of the same key wins */
+        ms[kept++] = ms[i];
+    }
+    return kept;
+}
+
+/* Closes an object: the key, value pairs of the count values at kids, as
+ * members in the arena, sorted unless they already are. */
+static int close_object(parser *ps, const canon_val *kids, size_t count, canon_val *done)
+{
+    size_t pairs = count / 2;
+    if (pairs == 0)
+        return 0;
+    canon_member *ms =
+        pairs <= SIZE_MAX / sizeof(*ms) ? arena_alloc(ps->doc, pairs * sizeof(*ms)) : NULL;
+    if (ms == NULL)
+        return fail(ps, "out of memory");
+    int sorted = 1;
+    for (size_t i = 0; i < pairs; i++) {
+        ms[i].key = kids[2 * i].u.s;
+        ms[i].klen = kids[2 * i].n;
+        ms[i].val = kids[2 * i + 1];
+        if (i > 0 && sorted && key_cmp(&ms[i - 1], &ms[i]) >= 0)
+            sorted = 0;
+    }
+    done->u.members = ms;
+    done->n = sorted ? pairs : sort_members(ms, pairs);
+    return 0;
+}
+
+/* Replaces the innermost open container's placeholder and children on the
+ * stack with the finished container. */
 static int close_container(parser *ps)
 {
     size_t open = ps->top;
@@ -789,46 +894,10 @@ static int close_container(parser *ps)
     size_t parent = ps->stack[open].n;
     size_t count = ps->n - open - 1;
     const canon_val *kids = ps->stack + open + 1;
-    if (done.type == CANON_ARRAY) {
-        if (count > 0) {
-            canon_val *items = count <= SIZE_MAX / sizeof(*items)
-                                   ? arena_alloc(ps->doc, count * sizeof(*items))
-                                   : NULL;
-            if (items == NULL)
-                return fail(ps, "out of memory");
-            memcpy(items, kids, count * sizeof(*items));
-            done.u.items = items;
-        }
-        done.n = count;
-    } else {
-        size_t pairs = count / 2;
-        if (pairs > 0) {
-            canon_member *ms =
-                pairs <= SIZE_MAX / sizeof(*ms) ? arena_alloc(ps->doc, pairs * sizeof(*ms)) : NULL;
-            if (ms == NULL)
-                return fail(ps, "out of memory");
-            int sorted = 1;
-            for (size_t i = 0; i < pairs; i++) {
-                ms[i].key = kids[2 * i].u.s;
-                ms[i].klen = kids[2 * i].n;
-                ms[i].val = kids[2 * i + 1];
-                if (i > 0 && sorted && key_cmp(&ms[i - 1], &ms[i]) >= 0)
-                    sorted = 0;
-            }
-            size_t kept = pairs;
-            if (!sorted) {
-                qsort(ms, pairs, sizeof(*ms), member_cmp);
-                kept = 0;
-                for (size_t i = 0; i < pairs; i++) {
-                    if (i + 1 < pairs && key_cmp(&ms[i], &ms[i + 1]) == 0)
-                        continue; /* a later one of the same key wins */
-                    ms[kept++] = ms[i];
-                }
-            }
-            done.u.members = ms;
-            done.n = kept;
-        }
-    }
+    int rc = done.type == CANON_ARRAY ? close_array(ps, kids, count, &done)
+                                      : close_object(ps, kids, count, &done);
+    if (rc < 0)
+        return -1;
     ps->stack[open] = done;
     ps->n = open + 1;
     ps->top = parent;
@@ -987,6 +1056,26 @@ static input_encoding detect_encoding(const unsigned char *b, size_t len)
     return enc;
 }
 
+/* A new document with a text buffer for tlen bytes of input (decoded strings,
+ * each with its NUL, and integer texts never outgrow it); NULL with err set
+ * when out of memory. */
+static canon_doc *new_doc(size_t tlen, char *err, size_t errlen)
+{
+    canon_doc *doc = calloc(1, sizeof(*doc));
+    if (doc == NULL || tlen > SIZE_MAX - 16) {
+        set_err(err, errlen, "out of memory");
+        canon_free(doc);
+        return NULL;
+    }
+    doc->text = malloc(tlen + 16);
+    if (doc->text == NULL) {
+        set_err(err, errlen, "out of memory");
+        canon_free(doc);
+        return NULL;
+    }
+    return doc;
+}
+
 canon_doc *canon_parse(const char *in, size_t len, char *err, size_t errlen)
 {
     const unsigned char *b = (const unsigned char *)(in != NULL ? in : "");
@@ -1009,17 +1098,9 @@ canon_doc *canon_parse(const char *in, size_t len, char *err, size_t errlen)
         text = decoded;
     }
 
-    doc = calloc(1, sizeof(*doc));
-    if (doc == NULL || tlen > SIZE_MAX - 16) {
-        set_err(err, errlen, "out of memory");
+    doc = new_doc(tlen, err, errlen);
+    if (doc == NULL)
         goto err;
-    }
-    /* decoded strings (+ NUL each) and integer texts never outgrow the input */
-    doc->text = malloc(tlen + 16);
-    if (doc->text == NULL) {
-        set_err(err, errlen, "out of memory");
-        goto err;
-    }
     ps.start = text;
     ps.p = text;
     ps.end = text + tlen;
@@ -1290,6 +1371,58 @@ static int put_digits(uint64_t n, char *out)
     return len;
 }
 
+/* The n digits dig as d1.d2...e+XX, the exponent decpt - 1 with at least
+ * two digits, into out; returns the bytes written. */
+static size_t put_exponent_form(char *out, const char *dig, int n, int decpt)
+{
+    size_t o = 0;
+    int x = decpt - 1;
+    int ax = x < 0 ? -x : x;
+    out[o++] = dig[0];
+    if (n > 1) {
+        out[o++] = '.';
+        memcpy(out + o, dig + 1, (size_t)n - 1);
+        o += (size_t)n - 1;
+    }
+    out[o++] = 'e';
+    out[o++] = x < 0 ? '-' : '+';
+    if (ax >= 100)
+        out[o++] = (char)('0' + ax / 100);
+    out[o++] = (char)('0' + ax / 10 % 10);
+    out[o++] = (char)('0' + ax % 10);
+    return o;
+}
+
+/* The n digits dig written positionally, the point decpt places after the
+ * first digit ("0.000ddd" when decpt <= 0, "ddd00.0" past the digits), into
+ * out; returns the bytes written. */
+static size_t put_positional_form(char *out, const char *dig, int n, int decpt)
+{
+    size_t o = 0;
+    if (decpt <= 0) {
+        out[o++] = '0';
+        out[o++] = '.';
+        for (int i = 0; i < -decpt; i++)
+            out[o++] = '0';
+        memcpy(out + o, dig, (size_t)n);
+        o += (size_t)n;
+    } else if (decpt < n) {
+        memcpy(out + o, dig, (size_t)decpt);
+        o += (size_t)decpt;
+        out[o++] = '.';
+        memcpy(out + o, dig + decpt, (size_t)(n - decpt));
+        o += (size_t)(n - decpt);
+    } else {
+        memcpy(out + o, dig, (size_t)n);
+        o += (size_t)n;
+        for (int i = n; i < decpt; i++)
+            out[o++] = '0';
+        out[o++] = '.';
+        out[o++] = '0';
+    }
+    return o;
+}
+
 /* Writes Python's repr(v) into out (at least 32 bytes); returns its length.
  * Python writes the digits positionally when the decimal point falls at most
  * 3 places before the first digit or at most 16 after it (-4 < decpt <= 16,
@@ -1322,43 +1455,9 @@ static size_t float_repr(double v, char *out)
     char dig[20];
     int n = put_digits(shortest(v, &exp10), dig);
     int decpt = n + exp10;
-    if (decpt <= -4 || decpt > 16) {
-        int x = decpt - 1;
-        int ax = x < 0 ? -x : x;
-        out[o++] = dig[0];
-        if (n > 1) {
-            out[o++] = '.';
-            memcpy(out + o, dig + 1, (size_t)n - 1);
-            o += (size_t)n - 1;
-        }
-        out[o++] = 'e';
-        out[o++] = x < 0 ? '-' : '+';
-        if (ax >= 100)
-            out[o++] = (char)('0' + ax / 100);
-        out[o++] = (char)('0' + ax / 10 % 10);
-        out[o++] = (char)('0' + ax % 10);
-    } else if (decpt <= 0) {
-        out[o++] = '0';
-        out[o++] = '.';
-        for (int i = 0; i < -decpt; i++)
-            out[o++] = '0';
-        memcpy(out + o, dig, (size_t)n);
-        o += (size_t)n;
-    } else if (decpt < n) {
-        memcpy(out + o, dig, (size_t)decpt);
-        o += (size_t)decpt;
-        out[o++] = '.';
-        memcpy(out + o, dig + decpt, (size_t)(n - decpt));
-        o += (size_t)(n - decpt);
-    } else {
-        memcpy(out + o, dig, (size_t)n);
-        o += (size_t)n;
-        for (int i = n; i < decpt; i++)
-            out[o++] = '0';
-        out[o++] = '.';
-        out[o++] = '0';
-    }
-    return o;
+    if (decpt <= -4 || decpt > 16)
+        return o + put_exponent_form(out + o, dig, n, decpt);
+    return o + put_positional_form(out + o, dig, n, decpt);
 }
 
 /* ---- the dumper ------------------------------------------------------- */
@@ -1410,6 +1509,72 @@ static char *put_u(char *o, uint32_t u)
     return o;
 }
 
+/* The escape json.dumps writes for an ASCII byte c other than a printable
+ * one: \" \\ \n \r \t \b \f, or \u00XX. */
+static char *put_ascii_escape(char *o, unsigned c)
+{
+    *o++ = '\\';
+    switch (c) {
+    case '"':
+        *o++ = '"';
+        break;
+    case '\\':
+        *o++ = '\\';
+        break;
+    case '\n':
+        *o++ = 'n';
+        break;
+    case '\r':
+        *o++ = 'r';
+        break;
+    case '\t':
+        *o++ = 't';
+        break;
+    case '\b':
+        *o++ = 'b';
+        break;
+    case '\f':
+        *o++ = 'f';
+        break;
+    default:
+        o = put_u(o - 1, c);
+        break;
+    }
+    return o;
+}
+
+/* The code point of the multi-byte sequence at *sp (generalized UTF-8 the
+ * parser validated); *sp moves past it. */
+static uint32_t read_utf8(const unsigned char **sp)
+{
+    const unsigned char *s = *sp;
+    unsigned c = *s;
+    uint32_t cp;
+    if (c < 0xE0) {
+        cp = (uint32_t)(c & 0x1F) << 6 | (s[1] & 0x3F);
+        s += 2;
+    } else if (c < 0xF0) {
+        cp = (uint32_t)(c & 0x0F) << 12 | (uint32_t)(s[1] & 0x3F) << 6 | (s[2] & 0x3F);
+        s += 3;
+    } else {
+        cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[1] & 0x3F) << 12 |
+             (uint32_t)(s[2] & 0x3F) << 6 | (s[3] & 0x3F);
+        s += 4;
+    }
+    *sp = s;
+    return cp;
+}
+
+/* cp as \uXXXX, or as a surrogate pair of them above U+FFFF. */
+static char *put_u_pair(char *o, uint32_t cp)
+{
+    if (cp < 0x10000)
+        return put_u(o, cp);
+    cp -= 0x10000;
+    o = put_u(o, 0xD800 | (cp >> 10));
+    return put_u(o, 0xDC00 | (cp & 0x3FF));
+}
+
 /* Writes a string as json.dumps (ensure_ascii) does: s is generalized UTF-8
  * that the parser validated. */
 static int put_string(outbuf *ob, const char *str, size_t n)
@@ -1425,57 +1590,11 @@ static int put_string(outbuf *ob, const char *str, size_t n)
         if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
             *o++ = (char)c;
             s++;
-            continue;
-        }
-        if (c < 0x80) {
+        } else if (c < 0x80) {
+            o = put_ascii_escape(o, c);
             s++;
-            *o++ = '\\';
-            switch (c) {
-            case '"':
-                *o++ = '"';
-                break;
-            case '\\':
-                *o++ = '\\';
-                break;
-            case '\n':
-                *o++ = 'n';
-                break;
-            case '\r':
-                *o++ = 'r';
-                break;
-            case '\t':
-                *o++ = 't';
-                break;
-            case '\b':
-                *o++ = 'b';
-                break;
-            case '\f':
-                *o++ = 'f';
-                break;
-            default:
-                o = put_u(o - 1, c);
-                break;
-            }
-            continue;
-        }
-        uint32_t cp;
-        if (c < 0xE0) {
-            cp = (uint32_t)(c & 0x1F) << 6 | (s[1] & 0x3F);
-            s += 2;
-        } else if (c < 0xF0) {
-            cp = (uint32_t)(c & 0x0F) << 12 | (uint32_t)(s[1] & 0x3F) << 6 | (s[2] & 0x3F);
-            s += 3;
         } else {
-            cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[1] & 0x3F) << 12 |
-                 (uint32_t)(s[2] & 0x3F) << 6 | (s[3] & 0x3F);
-            s += 4;
-        }
-        if (cp >= 0x10000) {
-            cp -= 0x10000;
-            o = put_u(o, 0xD800 | (cp >> 10));
-            o = put_u(o, 0xDC00 | (cp & 0x3FF));
-        } else {
-            o = put_u(o, cp);
+            o = put_u_pair(o, read_utf8(&s));
         }
     }
     *o++ = '"';
@@ -1533,6 +1652,29 @@ static const canon_val *enter(outbuf *ob, const canon_val *v, size_t i)
     return &m->val;
 }
 
+/* After a value: closes the containers it finished and, at the first one with
+ * another member or item, writes ", " and what leads to it. Returns 1 with
+ * *v the value to write next, 0 when the document is written, -1 out of
+ * memory. */
+static int next_value(outbuf *ob, dump_frame *frames, size_t *sp, const canon_val **v)
+{
+    for (;;) {
+        if (*sp == 0)
+            return 0;
+        dump_frame *f = &frames[*sp - 1];
+        f->i++;
+        if (f->i < f->v->n) {
+            if (put(ob, ", ", 2) < 0)
+                return -1;
+            *v = enter(ob, f->v, f->i);
+            return *v != NULL ? 1 : -1;
+        }
+        if (put(ob, f->v->type == CANON_ARRAY ? "]" : "}", 1) < 0)
+            return -1;
+        (*sp)--;
+    }
+}
+
 char *canon_dump(const canon_doc *doc, size_t *outlen)
 {
     outbuf ob = {NULL, 0, 0};
@@ -1560,25 +1702,12 @@ char *canon_dump(const canon_doc *doc, size_t *outlen)
         }
         if (put_scalar(&ob, v) < 0)
             goto err;
-        for (;;) {
-            if (sp == 0)
-                goto done;
-            dump_frame *f = &frames[sp - 1];
-            f->i++;
-            if (f->i < f->v->n) {
-                if (put(&ob, ", ", 2) < 0)
-                    goto err;
-                v = enter(&ob, f->v, f->i);
-                if (v == NULL)
-                    goto err;
-                break;
-            }
-            if (put(&ob, f->v->type == CANON_ARRAY ? "]" : "}", 1) < 0)
-                goto err;
-            sp--;
-        }
+        int more = next_value(&ob, frames, &sp, &v);
+        if (more < 0)
+            goto err;
+        if (more == 0)
+            break;
     }
-done:
     free(frames);
     ob.b[ob.len] = '\0';
     if (outlen != NULL)

@@ -71,8 +71,67 @@ typedef struct fval {
 
 /* ---- the tokenizer ------------------------------------------------------- */
 
-/* Reads the next piece of s[*pos..n). Returns 1 with *p set, 0 at the end,
- * -1 where Python raises ValueError. */
+/* A field name from s[*i]: runs to ':', '!' or '}', which is returned with
+ * *i past it, skipping over [...]; -1 on a '{' in it or the end of s. */
+static int scan_field_name(const char *s, size_t n, size_t *i)
+{
+    for (;;) {
+        if (*i >= n)
+            return -1; /* expected '}' before end of string */
+        char c = s[(*i)++];
+        if (c == '{')
+            return -1; /* unexpected '{' in field name */
+        if (c == '[') {
+            while (*i < n && s[*i] != ']')
+                (*i)++;
+            continue;
+        }
+        if (c == '}' || c == ':' || c == '!')
+            return c;
+    }
+}
+
+/* After '!': one character, the conversion, into p; then '}' or ':' is
+ * returned with *i past it, 0 at the end of s (no '}' will follow), -1 for
+ * anything else. */
+static int scan_conversion(const char *s, size_t n, size_t *i, piece *p)
+{
+    if (*i >= n)
+        return -1; /* end of string while looking for conversion */
+    p->has_conv = 1;
+    p->conv = pyfmt_utf8_next(s, n, i);
+    if (*i >= n)
+        return 0;
+    char c = s[(*i)++];
+    if (c != '}' && c != ':')
+        return -1; /* expected ':' after conversion specifier */
+    return c;
+}
+
+/* The spec from s[i]: up to the '}' that balances the field's '{'. Returns 1
+ * with *pos past that '}', -1 when there is none. */
+static int scan_spec(const char *s, size_t n, size_t i, size_t *pos, piece *p)
+{
+    size_t spec_start = i;
+    int depth = 1;
+    while (i < n) {
+        char c = s[i++];
+        if (c == '{') {
+            p->spec_expand = 1;
+            depth++;
+        } else if (c == '}' && --depth == 0) {
+            p->spec = s + spec_start;
+            p->speclen = i - 1 - spec_start;
+            *pos = i;
+            return 1;
+        }
+    }
+    return -1; /* unmatched '{' in format spec */
+}
+
+/* Reads the next piece of s[*pos..n): the literal, then the field's name,
+ * conversion and spec. Returns 1 with *p set, 0 at the end, -1 where Python
+ * raises ValueError. */
 static int next_piece(const char *s, size_t n, size_t *pos, piece *p)
 {
     size_t i = *pos, start = i;
@@ -95,62 +154,22 @@ static int next_piece(const char *s, size_t n, size_t *pos, piece *p)
     }
     if (brace == '}' || i >= n)
         return -1; /* single '}', or '{' at the end */
-
-    /* the field name */
     size_t name_start = i;
-    char c = 0;
-    for (;;) {
-        if (i >= n)
-            return -1; /* expected '}' before end of string */
-        c = s[i++];
-        if (c == '{')
-            return -1; /* unexpected '{' in field name */
-        if (c == '[') {
-            while (i < n && s[i] != ']')
-                i++;
-            continue;
-        }
-        if (c == '}' || c == ':' || c == '!')
-            break;
-    }
+    int c = scan_field_name(s, n, &i);
+    if (c < 0)
+        return -1;
     p->has_field = 1;
     p->name = s + name_start;
     p->namelen = i - 1 - name_start;
+    if (c == '!')
+        c = scan_conversion(s, n, &i, p);
+    if (c < 0)
+        return -1;
     if (c == '}') {
         *pos = i;
         return 1;
     }
-    if (c == '!') {
-        if (i >= n)
-            return -1; /* end of string while looking for conversion */
-        p->has_conv = 1;
-        p->conv = pyfmt_utf8_next(s, n, &i);
-        if (i < n) {
-            c = s[i++];
-            if (c == '}') {
-                *pos = i;
-                return 1;
-            }
-            if (c != ':')
-                return -1; /* expected ':' after conversion specifier */
-        }
-    }
-    /* the spec: up to the '}' that balances the field's '{' */
-    size_t spec_start = i;
-    int depth = 1;
-    while (i < n) {
-        c = s[i++];
-        if (c == '{') {
-            p->spec_expand = 1;
-            depth++;
-        } else if (c == '}' && --depth == 0) {
-            p->spec = s + spec_start;
-            p->speclen = i - 1 - spec_start;
-            *pos = i;
-            return 1;
-        }
-    }
-    return -1; /* unmatched '{' in format spec */
+    return scan_spec(s, n, i, pos, p);
 }
 
 /* ---- resolved ------------------------------------------------------------ */

@@ -384,9 +384,77 @@ static int group_fits_type(uint32_t group, uint32_t type)
     return group == '_' && strchr("boxX", (int)type) != NULL;
 }
 
-/* Reads spec into *sp; default_type stands in for a missing type when the
- * grouping mark is checked, default_align decides what a '0' flag does.
- * PYFMT_OK or PYFMT_RAISES. */
+/* [[fill]align] at the start of s into sp; returns where the rest begins. */
+static size_t read_fill_align(const char *s, size_t n, fspec *sp)
+{
+    if (n == 0)
+        return 0;
+    size_t j = 0;
+    uint32_t c0 = pyfmt_utf8_next(s, n, &j);
+    size_t k = j;
+    uint32_t c1 = j < n ? pyfmt_utf8_next(s, n, &k) : 0;
+    if (j < n && is_align(c1)) {
+        sp->fill = c0;
+        sp->fill_given = 1;
+        sp->align = c1;
+        return k;
+    }
+    if (is_align(c0)) {
+        sp->align = c0;
+        return j;
+    }
+    return 0;
+}
+
+/* [sign][z][#][0] from s[*i] into sp, *i moved past them; default_align as
+ * for parse_spec. */
+static void read_flags(const char *s, size_t n, size_t *i, uint32_t default_align, fspec *sp)
+{
+    uint32_t c = peek(s, n, *i);
+    if (*i < n && (c == '+' || c == '-' || c == ' ')) {
+        sp->sign = c;
+        c = peek(s, n, ++*i);
+    }
+    if (*i < n && c == 'z') {
+        sp->no_neg_0 = 1;
+        c = peek(s, n, ++*i);
+    }
+    if (*i < n && c == '#') {
+        sp->alt = 1;
+        c = peek(s, n, ++*i);
+    }
+    if (*i < n && c == '0' && !sp->fill_given) {
+        sp->fill = '0';
+        if (sp->align == 0 && default_align == '>')
+            sp->align = '=';
+        ++*i;
+    }
+}
+
+/* [, or _] from s[*i] into sp, *i moved past it. PYFMT_OK, or PYFMT_RAISES
+ * when both marks are given. */
+static int read_grouping(const char *s, size_t n, size_t *i, fspec *sp)
+{
+    uint32_t c = peek(s, n, *i);
+    if (*i < n && c == ',') {
+        sp->group = ',';
+        c = peek(s, n, ++*i);
+    }
+    if (*i < n && c == '_') {
+        if (sp->group != 0)
+            return PYFMT_RAISES;
+        sp->group = '_';
+        c = peek(s, n, ++*i);
+    }
+    if (*i < n && c == ',' && sp->group == '_')
+        return PYFMT_RAISES;
+    return PYFMT_OK;
+}
+
+/* Reads spec into *sp, one part of the grammar above after the other;
+ * default_type stands in for a missing type when the grouping mark is
+ * checked, default_align decides what a '0' flag does. PYFMT_OK or
+ * PYFMT_RAISES. */
 static int parse_spec(const char *s, size_t n, uint32_t default_type, uint32_t default_align,
                       fspec *sp)
 {
@@ -394,57 +462,11 @@ static int parse_spec(const char *s, size_t n, uint32_t default_type, uint32_t d
     sp->fill = ' ';
     sp->width = -1;
     sp->precision = -1;
-    size_t i = 0;
-    if (n > 0) {
-        size_t j = 0;
-        uint32_t c0 = pyfmt_utf8_next(s, n, &j);
-        size_t k = j;
-        uint32_t c1 = j < n ? pyfmt_utf8_next(s, n, &k) : 0;
-        if (j < n && is_align(c1)) {
-            sp->fill = c0;
-            sp->fill_given = 1;
-            sp->align = c1;
-            i = k;
-        } else if (is_align(c0)) {
-            sp->align = c0;
-            i = j;
-        }
-    }
-    uint32_t c = peek(s, n, i);
-    if (i < n && (c == '+' || c == '-' || c == ' ')) {
-        sp->sign = c;
-        c = peek(s, n, ++i);
-    }
-    if (i < n && c == 'z') {
-        sp->no_neg_0 = 1;
-        c = peek(s, n, ++i);
-    }
-    if (i < n && c == '#') {
-        sp->alt = 1;
-        c = peek(s, n, ++i);
-    }
-    if (i < n && c == '0' && !sp->fill_given) {
-        sp->fill = '0';
-        if (sp->align == 0 && default_align == '>')
-            sp->align = '=';
-        i++;
-    }
-    if (read_number(s, n, &i, &sp->width) != 0)
+    size_t i = read_fill_align(s, n, sp);
+    read_flags(s, n, &i, default_align, sp);
+    if (read_number(s, n, &i, &sp->width) != 0 || read_grouping(s, n, &i, sp) != PYFMT_OK)
         return PYFMT_RAISES;
-    c = peek(s, n, i);
-    if (i < n && c == ',') {
-        sp->group = ',';
-        c = peek(s, n, ++i);
-    }
-    if (i < n && c == '_') {
-        if (sp->group != 0)
-            return PYFMT_RAISES;
-        sp->group = '_';
-        c = peek(s, n, ++i);
-    }
-    if (i < n && c == ',' && sp->group == '_')
-        return PYFMT_RAISES;
-    if (i < n && c == '.') {
+    if (i < n && peek(s, n, i) == '.') {
         i++;
         if (read_number(s, n, &i, &sp->precision) != 0 || sp->precision < 0)
             return PYFMT_RAISES;
@@ -740,7 +762,129 @@ static int lay_out_digits(const buf *dig, int x, int sci, int alt, int add_dot_0
     return PYFMT_OK;
 }
 
-/* float.__format__ once the spec is read (int's e f g % come here too). */
+/* What a float type asks for, chosen from the spec before any digit is made. */
+typedef struct fpres {
+    char mode;     /* 'r' (repr's shortest digits), 'e', 'f' or 'g' */
+    int upper;     /* E F G: 'E', "INF", "NAN" */
+    int pct;       /* '%': the value times 100, as 'f', then '%' */
+    int add_dot_0; /* no type: ".0" after an integer value, as repr() */
+    int64_t p;     /* the precision, 6 when not given */
+} fpres;
+
+static fpres float_presentation(const fspec *sp)
+{
+    uint32_t t = sp->type;
+    fpres fp;
+    fp.upper = t == 'E' || t == 'F' || t == 'G';
+    fp.pct = t == '%';
+    fp.add_dot_0 = t == 0;
+    fp.mode = t == 0 ? (sp->precision < 0 ? 'r' : 'g') : fp.pct ? 'f' : (char)(t | 0x20);
+    fp.p = sp->precision < 0 ? 6 : sp->precision;
+    return fp;
+}
+
+/* inf or nan (v), spelled as the type spells it, signed and padded. */
+static int put_nonfinite(buf *out, const fspec *sp, double v, const fpres *fp)
+{
+    static const char *const names[] = {"inf", "nan", "INF", "NAN", "inf%", "nan%"};
+    int which = (isnan(v) ? 1 : 0) + (fp->upper ? 2 : fp->pct ? 4 : 0);
+    numparts np = {.prefix = "", .digits = "", .rest = "", .group_size = 3};
+    np.sign = sign_char(sp, !isnan(v) && v < 0);
+    np.rest = names[which];
+    np.restlen = strlen(np.rest);
+    return put_number(out, sp, &np);
+}
+
+/* Mode 'f': a (finite, >= 0) with p digits after the point; the integer
+ * digits into ip, the point and fraction into rp ('#' keeps a bare point).
+ * dig is scratch; avail is the room left in the output. */
+static int fixed_parts(double a, int64_t p, int alt, size_t avail, buf *dig, buf *ip, buf *rp)
+{
+    if ((uint64_t)p > avail)
+        return PYFMT_NOROOM;
+    int rc = fixed_text(a, p, dig);
+    if (rc != PYFMT_OK)
+        return rc;
+    const char *dot = memchr(dig->data, '.', dig->len);
+    size_t intn = dot != NULL ? (size_t)(dot - dig->data) : dig->len;
+    if (buf_append(ip, dig->data, intn) != 0 ||
+        buf_append(rp, dig->data + intn, dig->len - intn) != 0 ||
+        (dot == NULL && alt && buf_putc(rp, '.') != 0))
+        return PYFMT_NOROOM;
+    return PYFMT_OK;
+}
+
+/* Modes 'r', 'e' and 'g': the significant digits of a (finite, >= 0) into
+ * dig, the exponent of the first into *x, and into *sci whether Python
+ * writes them in scientific notation. avail as for fixed_parts. */
+static int significant_digits(double a, const fspec *sp, const fpres *fp, size_t avail, buf *dig,
+                              int *x, int *sci)
+{
+    int64_t p = fp->p;
+    int rc;
+    if (fp->mode == 'r') {
+        rc = short_digits(a, dig, x);
+        *sci = *x < -4 || *x >= 16;
+        return rc;
+    }
+    if (fp->mode == 'e') {
+        if ((uint64_t)p >= avail)
+            return PYFMT_NOROOM;
+        *sci = 1;
+        return sci_digits(a, p + 1, dig, x);
+    }
+    /* 'g', and no type with a precision */
+    if (p == 0)
+        p = 1;
+    if (sp->alt && (uint64_t)p > avail)
+        return PYFMT_NOROOM;
+    rc = sci_digits(a, sp->alt ? p : (p < SCI_DIGITS_MAX ? p : SCI_DIGITS_MAX), dig, x);
+    if (!sp->alt) {
+        while (dig->len > 1 && dig->data[dig->len - 1] == '0')
+            dig->len--;
+    }
+    *sci = *x < -4 || *x >= (fp->add_dot_0 ? p - 1 : p);
+    return rc;
+}
+
+/* a (finite, >= 0) as the presentation asks: the integer digits into ip,
+ * the rest (point, fraction, exponent, '%') into rp. dig is scratch. */
+static int float_parts(double a, const fspec *sp, const fpres *fp, size_t avail, buf *dig, buf *ip,
+                       buf *rp)
+{
+    int rc;
+    if (fp->mode == 'f') {
+        rc = fixed_parts(a, fp->p, sp->alt, avail, dig, ip, rp);
+    } else {
+        int x = 0, sci = 0;
+        rc = significant_digits(a, sp, fp, avail, dig, &x, &sci);
+        if (rc == PYFMT_OK)
+            rc = lay_out_digits(dig, x, sci, sp->alt, fp->add_dot_0 && !sci, fp->upper, ip, rp);
+    }
+    if (rc == PYFMT_OK && fp->pct && buf_putc(rp, '%') != 0)
+        rc = PYFMT_NOROOM;
+    return rc;
+}
+
+/* Puts the float v laid out in ip and rp: signed ('z' drops the '-' of a
+ * value that shows as zero), grouped, padded and aligned by the spec. */
+static int put_float_parts(buf *out, const fspec *sp, double v, int upper, const buf *ip,
+                           const buf *rp)
+{
+    const char *e = memchr(rp->data != NULL ? rp->data : "", upper ? 'E' : 'e', rp->len);
+    size_t fracn = e != NULL ? (size_t)(e - rp->data) : rp->len;
+    int zero = all_zero(ip->data, ip->len) && all_zero(rp->data, fracn);
+    numparts np = {.prefix = "", .digits = "", .rest = "", .group_size = 3};
+    np.sign = sign_char(sp, signbit(v) && !(sp->no_neg_0 && zero));
+    np.digits = ip->data;
+    np.ndigits = np.digits_cp = ip->len;
+    np.rest = rp->data != NULL ? rp->data : "";
+    np.restlen = rp->len;
+    return put_number(out, sp, &np);
+}
+
+/* float.__format__ once the spec is read (int's e f g % come here too): the
+ * type checked, the presentation chosen, the digits laid out, then put. */
 static int format_float_spec(buf *out, double v, const fspec *sp)
 {
     uint32_t t = sp->type;
@@ -750,92 +894,18 @@ static int format_float_spec(buf *out, double v, const fspec *sp)
         return PYFMT_RAISES; /* precision too big */
     if (t == 'n')
         return PYFMT_UNSUPPORTED; /* locale-dependent */
-    int upper = t == 'E' || t == 'F' || t == 'G';
-    int pct = t == '%';
-    int add_dot_0 = t == 0;
-    char mode = t == 0 ? (sp->precision < 0 ? 'r' : 'g') : pct ? 'f' : (char)(t | 0x20);
-    int64_t p = sp->precision < 0 ? 6 : sp->precision;
-    numparts np = {.prefix = "", .digits = "", .rest = "", .group_size = 3};
-
-    if (pct)
+    fpres fp = float_presentation(sp);
+    if (fp.pct)
         v *= 100;
-    if (!isfinite(v)) {
-        static const char *const names[] = {"inf", "nan", "INF", "NAN", "inf%", "nan%"};
-        int which = (isnan(v) ? 1 : 0) + (upper ? 2 : pct ? 4 : 0);
-        np.sign = sign_char(sp, !isnan(v) && v < 0);
-        np.rest = names[which];
-        np.restlen = strlen(np.rest);
-        return put_number(out, sp, &np);
-    }
-
+    if (!isfinite(v))
+        return put_nonfinite(out, sp, v, &fp);
     buf dig, ip, rp;
     buf_init(&dig, out->max);
     buf_init(&ip, out->max);
     buf_init(&rp, out->max);
-    double a = fabs(v);
-    int rc = PYFMT_OK;
-    int x = 0;
-    if (mode == 'f') {
-        if ((uint64_t)p > room(out)) {
-            rc = PYFMT_NOROOM;
-            goto done;
-        }
-        rc = fixed_text(a, p, &dig);
-        if (rc != PYFMT_OK)
-            goto done;
-        const char *dot = memchr(dig.data, '.', dig.len);
-        size_t intn = dot != NULL ? (size_t)(dot - dig.data) : dig.len;
-        if (buf_append(&ip, dig.data, intn) != 0 ||
-            buf_append(&rp, dig.data + intn, dig.len - intn) != 0 ||
-            (dot == NULL && sp->alt && buf_putc(&rp, '.') != 0)) {
-            rc = PYFMT_NOROOM;
-            goto done;
-        }
-    } else {
-        int sci = 0;
-        if (mode == 'r') {
-            rc = short_digits(a, &dig, &x);
-            sci = x < -4 || x >= 16;
-        } else if (mode == 'e') {
-            if ((uint64_t)p >= room(out)) {
-                rc = PYFMT_NOROOM;
-                goto done;
-            }
-            rc = sci_digits(a, p + 1, &dig, &x);
-            sci = 1;
-        } else { /* 'g', and no type with a precision */
-            if (p == 0)
-                p = 1;
-            if (sp->alt && (uint64_t)p > room(out)) {
-                rc = PYFMT_NOROOM;
-                goto done;
-            }
-            rc = sci_digits(a, sp->alt ? p : (p < SCI_DIGITS_MAX ? p : SCI_DIGITS_MAX), &dig, &x);
-            if (!sp->alt) {
-                while (dig.len > 1 && dig.data[dig.len - 1] == '0')
-                    dig.len--;
-            }
-            sci = x < -4 || x >= (add_dot_0 ? p - 1 : p);
-        }
-        if (rc == PYFMT_OK)
-            rc = lay_out_digits(&dig, x, sci, sp->alt, add_dot_0 && !sci, upper, &ip, &rp);
-        if (rc != PYFMT_OK)
-            goto done;
-    }
-    if (pct && buf_putc(&rp, '%') != 0) {
-        rc = PYFMT_NOROOM;
-        goto done;
-    }
-    const char *e = memchr(rp.data != NULL ? rp.data : "", upper ? 'E' : 'e', rp.len);
-    size_t fracn = e != NULL ? (size_t)(e - rp.data) : rp.len;
-    int zero = all_zero(ip.data, ip.len) && all_zero(rp.data, fracn);
-    np.sign = sign_char(sp, signbit(v) && !(sp->no_neg_0 && zero));
-    np.digits = ip.data;
-    np.ndigits = np.digits_cp = ip.len;
-    np.rest = rp.data != NULL ? rp.data : "";
-    np.restlen = rp.len;
-    rc = put_number(out, sp, &np);
-done:
+    int rc = float_parts(fabs(v), sp, &fp, room(out), &dig, &ip, &rp);
+    if (rc == PYFMT_OK)
+        rc = put_float_parts(out, sp, v, fp.upper, &ip, &rp);
     buf_free(&dig);
     buf_free(&ip);
     buf_free(&rp);

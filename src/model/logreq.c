@@ -601,6 +601,75 @@ static int check_template(chk *c, const json_t *t)
 
 /* ---- the endpoints --------------------------------------------------------- */
 
+/* input and output: each a Prompt Blueprint template. */
+static int check_input_output(chk *c, const json_t *b)
+{
+    static const char *const sides[] = {"input", "output"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t s = path_key(c, sides[i]);
+        if (check_template(c, json_object_get(b, sides[i])) != 0)
+            return -1;
+        path_pop(c, s);
+    }
+    return 0;
+}
+
+/* The bounds PromptLayer sets on a Log Request's members beyond their kinds:
+ * lengths, ranges, the status and error_type words, a price of 0 or more. */
+static int check_log_bounds(chk *c, const json_t *b)
+{
+    static const char *const statuses[] = {"SUCCESS", "WARNING", "ERROR", NULL};
+    static const char *const error_types[] = {
+        "PROVIDER_TIMEOUT",      "PROVIDER_QUOTA_LIMIT",
+        "PROVIDER_RATE_LIMIT",   "PROVIDER_PARTIAL_RESPONSE",
+        "PROVIDER_AUTH_ERROR",   "PROVIDER_ERROR",
+        "TEMPLATE_RENDER_ERROR", "VARIABLE_MISSING_OR_EMPTY",
+        "UNKNOWN_ERROR",         NULL,
+    };
+    if (strings(c, b, "tags", 512) != 0 || int_range(c, b, "score", 0, 100) != 0 ||
+        int_range(c, b, "prompt_version_number", 1, LOGREQ_INT_MAX) != 0 ||
+        int_range(c, b, "input_tokens", 0, LOGREQ_INT_MAX) != 0 ||
+        int_range(c, b, "output_tokens", 0, LOGREQ_INT_MAX) != 0 ||
+        one_of(c, b, "status", statuses, 0) != 0 ||
+        one_of(c, b, "error_type", error_types, 1) != 0 ||
+        str_max(c, b, "error_message", 1024) != 0)
+        return -1;
+    const json_t *price = json_object_get(b, "price");
+    if (json_is_number(price) && json_number_value(price) < 0) {
+        path_key(c, "price");
+        return bad(c, "must be 0 or more");
+    }
+    return 0;
+}
+
+/* An optional metadata object: keys of at most 1024 characters, string
+ * values only (PromptLayer refuses the rest). */
+static int check_metadata(chk *c, const json_t *b)
+{
+    const json_t *md = json_object_get(b, "metadata");
+    if (!json_is_object(md))
+        return 0;
+    size_t s1 = path_key(c, "metadata");
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)md, k, v)
+    {
+        json_t *key = json_string(k);
+        size_t n = key ? code_points(key) : 0;
+        json_decref(key);
+        if (n > 1024)
+            return bad(c, "a key is longer than 1024 characters");
+        if (!json_is_string(v)) {
+            path_key(c, "<key>");
+            return bad(c, "values must be strings (PromptLayer refuses other metadata)");
+        }
+    }
+    path_pop(c, s1);
+    return 0;
+}
+
+/* A Log Request body (POST /log-request): the members and their kinds, the
+ * templates, the bounds, the metadata. */
 static int check_log_request(chk *c, const json_t *b)
 {
     static const field f[] = {
@@ -628,56 +697,9 @@ static int check_log_request(chk *c, const json_t *b)
         {"error_type", K_STRING_NULL, 0},
         {"error_message", K_STRING_NULL, 0},
     };
-    static const char *const statuses[] = {"SUCCESS", "WARNING", "ERROR", NULL};
-    static const char *const error_types[] = {
-        "PROVIDER_TIMEOUT",      "PROVIDER_QUOTA_LIMIT",
-        "PROVIDER_RATE_LIMIT",   "PROVIDER_PARTIAL_RESPONSE",
-        "PROVIDER_AUTH_ERROR",   "PROVIDER_ERROR",
-        "TEMPLATE_RENDER_ERROR", "VARIABLE_MISSING_OR_EMPTY",
-        "UNKNOWN_ERROR",         NULL,
-    };
-    if (CHECK_FIELDS(c, b, f) != 0)
+    if (CHECK_FIELDS(c, b, f) != 0 || check_input_output(c, b) != 0 || check_log_bounds(c, b) != 0)
         return -1;
-    static const char *const sides[] = {"input", "output"};
-    for (size_t i = 0; i < 2; i++) {
-        size_t s = path_key(c, sides[i]);
-        if (check_template(c, json_object_get(b, sides[i])) != 0)
-            return -1;
-        path_pop(c, s);
-    }
-    if (strings(c, b, "tags", 512) != 0 || int_range(c, b, "score", 0, 100) != 0 ||
-        int_range(c, b, "prompt_version_number", 1, LOGREQ_INT_MAX) != 0 ||
-        int_range(c, b, "input_tokens", 0, LOGREQ_INT_MAX) != 0 ||
-        int_range(c, b, "output_tokens", 0, LOGREQ_INT_MAX) != 0 ||
-        one_of(c, b, "status", statuses, 0) != 0 ||
-        one_of(c, b, "error_type", error_types, 1) != 0 ||
-        str_max(c, b, "error_message", 1024) != 0)
-        return -1;
-    const json_t *price = json_object_get(b, "price");
-    if (json_is_number(price) && json_number_value(price) < 0) {
-        path_key(c, "price");
-        return bad(c, "must be 0 or more");
-    }
-    const json_t *md = json_object_get(b, "metadata");
-    if (json_is_object(md)) {
-        size_t s1 = path_key(c, "metadata");
-        const char *k;
-        const json_t *v;
-        json_object_foreach((json_t *)md, k, v)
-        {
-            json_t *key = json_string(k);
-            size_t n = key ? code_points(key) : 0;
-            json_decref(key);
-            if (n > 1024)
-                return bad(c, "a key is longer than 1024 characters");
-            if (!json_is_string(v)) {
-                path_key(c, "<key>");
-                return bad(c, "values must be strings (PromptLayer refuses other metadata)");
-            }
-        }
-        path_pop(c, s1);
-    }
-    return 0;
+    return check_metadata(c, b);
 }
 
 static int check_track(chk *c, const char *ep, const json_t *b, int then_step)
@@ -863,6 +885,47 @@ static void put_str(char *out, size_t outlen, size_t *len, const char *s)
     put_text(out, outlen, len, s, strlen(s));
 }
 
+/* One item's loc, as "messages.0.content" and ": " (its leading "body" left
+ * out); nothing when it names no field. */
+static void put_loc(char *out, size_t outlen, size_t *len, const json_t *loc)
+{
+    size_t k;
+    const json_t *part;
+    int first = 1;
+    json_array_foreach(loc, k, part)
+    {
+        char num[32];
+        if (k == 0 && json_is_string(part) && strcmp(json_string_value(part), "body") == 0)
+            continue; /* every body field's loc starts with "body" */
+        if (!first)
+            put_str(out, outlen, len, ".");
+        first = 0;
+        if (json_is_integer(part)) {
+            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(part));
+            put_str(out, outlen, len, num);
+        } else if (json_is_string(part)) {
+            put_str(out, outlen, len, json_string_value(part));
+        }
+    }
+    if (!first)
+        put_str(out, outlen, len, ": ");
+}
+
+/* A 422's "detail" list: each item's loc and msg, "; " between them. */
+static void put_detail_list(char *out, size_t outlen, size_t *len, const json_t *d)
+{
+    size_t i;
+    const json_t *item;
+    json_array_foreach(d, i, item)
+    {
+        if (i > 0)
+            put_str(out, outlen, len, "; ");
+        put_loc(out, outlen, len, json_object_get(item, "loc"));
+        const json_t *m = json_object_get(item, "msg");
+        put_str(out, outlen, len, json_is_string(m) ? json_string_value(m) : "invalid");
+    }
+}
+
 void logreq_detail(const char *body, size_t len, char *out, size_t outlen)
 {
     size_t n = 0;
@@ -873,36 +936,7 @@ void logreq_detail(const char *body, size_t len, char *out, size_t outlen)
     const json_t *msg = json_object_get(o, "message");
     const json_t *e = json_object_get(o, "error");
     if (json_is_array(d) && json_array_size(d) > 0) {
-        size_t i;
-        const json_t *item;
-        json_array_foreach(d, i, item)
-        {
-            if (i > 0)
-                put_str(out, outlen, &n, "; ");
-            const json_t *loc = json_object_get(item, "loc");
-            size_t k;
-            const json_t *part;
-            int first = 1;
-            json_array_foreach(loc, k, part)
-            {
-                char num[32];
-                if (k == 0 && json_is_string(part) && strcmp(json_string_value(part), "body") == 0)
-                    continue; /* every body field's loc starts with "body" */
-                if (!first)
-                    put_str(out, outlen, &n, ".");
-                first = 0;
-                if (json_is_integer(part)) {
-                    snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(part));
-                    put_str(out, outlen, &n, num);
-                } else if (json_is_string(part)) {
-                    put_str(out, outlen, &n, json_string_value(part));
-                }
-            }
-            if (!first)
-                put_str(out, outlen, &n, ": ");
-            const json_t *m = json_object_get(item, "msg");
-            put_str(out, outlen, &n, json_is_string(m) ? json_string_value(m) : "invalid");
-        }
+        put_detail_list(out, outlen, &n, d);
     } else if (json_is_string(d)) {
         put_str(out, outlen, &n, json_string_value(d));
     } else if (json_is_string(msg)) {

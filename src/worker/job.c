@@ -277,6 +277,26 @@ static int add_step(wjob *j, const char *endpoint, json_t *body)
     return 0;
 }
 
+/* A bare object's one step: its text, sent as it was written to
+ * /log-request. */
+static int add_bare_step(wjob *j, const char *text, size_t len)
+{
+    job_step *s = &j->steps[j->nsteps];
+    s->endpoint = strdup("/log-request");
+    s->body = malloc(len + 1);
+    if (s->endpoint == NULL || s->body == NULL) {
+        free(s->endpoint);
+        free(s->body);
+        s->endpoint = s->body = NULL;
+        return -1;
+    }
+    memcpy(s->body, text, len);
+    s->body[len] = '\0';
+    s->body_len = len;
+    j->nsteps++;
+    return 0;
+}
+
 /* One envelope step {"endpoint", "body"}; sets j->invalid when it is not. */
 static int read_step(wjob *j, json_t *o)
 {
@@ -299,23 +319,8 @@ static int read_step(wjob *j, json_t *o)
 static int read_job(wjob *j, json_t *o, const char *text, size_t len)
 {
     json_t *ep = json_object_get(o, "endpoint");
-    if (ep == NULL) {
-        /* A bare object is sent as it was written. */
-        job_step *s = &j->steps[j->nsteps];
-        s->endpoint = strdup("/log-request");
-        s->body = malloc(len + 1);
-        if (s->endpoint == NULL || s->body == NULL) {
-            free(s->endpoint);
-            free(s->body);
-            s->endpoint = s->body = NULL;
-            return -1;
-        }
-        memcpy(s->body, text, len);
-        s->body[len] = '\0';
-        s->body_len = len;
-        j->nsteps++;
-        return 0;
-    }
+    if (ep == NULL)
+        return add_bare_step(j, text, len);
     if (read_step(j, o) != 0)
         return -1;
     json_t *then = json_object_get(o, "then");
@@ -337,6 +342,44 @@ static int read_job(wjob *j, json_t *o, const char *text, size_t len)
     return 0;
 }
 
+/* Text that is not a JSON object: invalid, kept as a JSON string to show. */
+static int read_not_object(wjob *j, const char *text, size_t len)
+{
+    j->invalid = "not a JSON object";
+    j->orig = json_stringn(text, len);
+    if (j->orig == NULL) /* not UTF-8: keep what can be shown */
+        j->orig = json_string("(not UTF-8)");
+    return j->orig ? 0 : -1;
+}
+
+/* A retry wrapper (wrap, the only key of o): the original job, the attempts
+ * made and the steps still to do. Takes o's reference. */
+static int read_retry_wrapper(wjob *j, json_t *o, json_t *wrap)
+{
+    json_t *steps = json_object_get(wrap, "steps");
+    json_t *att = json_object_get(wrap, "attempts");
+    j->orig = json_incref(json_object_get(wrap, "job"));
+    j->attempts = json_is_integer(att) ? (int)json_integer_value(att) : 0;
+    if (j->orig == NULL || !json_is_array(steps) || json_array_size(steps) == 0) {
+        if (j->orig == NULL)
+            j->orig = json_incref(o);
+        j->invalid = "a retry wrapper without its job or steps";
+        json_decref(o);
+        return 0;
+    }
+    size_t i;
+    json_t *step;
+    int rc = 0;
+    json_array_foreach(steps, i, step)
+    {
+        rc = read_step(j, step);
+        if (rc != 0 || j->invalid)
+            break;
+    }
+    json_decref(o);
+    return rc;
+}
+
 int job_parse(const char *text, size_t len, wjob *j)
 {
     json_error_t je;
@@ -347,23 +390,8 @@ int job_parse(const char *text, size_t len, wjob *j)
     memcpy(j->raw, text, len);
     j->raw[len] = '\0';
     j->raw_len = len;
-    if (job_scan_bare(text, len)) {
-        /* A bare object: sent as written; its parsed form waits (orig_of). */
-        job_step *st = &j->steps[0];
-        st->endpoint = strdup("/log-request");
-        st->body = malloc(len + 1);
-        if (st->endpoint == NULL || st->body == NULL) {
-            free(st->endpoint);
-            free(st->body);
-            st->endpoint = st->body = NULL;
-            return -1;
-        }
-        memcpy(st->body, text, len);
-        st->body[len] = '\0';
-        st->body_len = len;
-        j->nsteps = 1;
-        return 0;
-    }
+    if (job_scan_bare(text, len))
+        return add_bare_step(j, text, len); /* its parsed form waits (orig_of) */
     json_t *o = json_loadb(text, len, JSON_ALLOW_NUL, &je);
     if (o == NULL) {
         /* jansson keeps integers in 64 bits; a bare job with a bigger one is
@@ -379,37 +407,11 @@ int job_parse(const char *text, size_t len, wjob *j)
     }
     if (!json_is_object(o)) {
         json_decref(o);
-        j->invalid = "not a JSON object";
-        j->orig = json_stringn(text, len);
-        if (j->orig == NULL) /* not UTF-8: keep what can be shown */
-            j->orig = json_string("(not UTF-8)");
-        return j->orig ? 0 : -1;
+        return read_not_object(j, text, len);
     }
     json_t *wrap = json_object_get(o, RETRY_KEY);
-    if (json_is_object(wrap) && json_object_size(o) == 1) {
-        json_t *steps = json_object_get(wrap, "steps");
-        json_t *att = json_object_get(wrap, "attempts");
-        j->orig = json_incref(json_object_get(wrap, "job"));
-        j->attempts = json_is_integer(att) ? (int)json_integer_value(att) : 0;
-        if (j->orig == NULL || !json_is_array(steps) || json_array_size(steps) == 0) {
-            if (j->orig == NULL)
-                j->orig = json_incref(o);
-            j->invalid = "a retry wrapper without its job or steps";
-            json_decref(o);
-            return 0;
-        }
-        size_t i;
-        json_t *step;
-        int rc = 0;
-        json_array_foreach(steps, i, step)
-        {
-            rc = read_step(j, step);
-            if (rc != 0 || j->invalid)
-                break;
-        }
-        json_decref(o);
-        return rc;
-    }
+    if (json_is_object(wrap) && json_object_size(o) == 1)
+        return read_retry_wrapper(j, o, wrap);
     j->orig = o;
     return read_job(j, o, text, len);
 }

@@ -29,6 +29,86 @@
 static void auth_pause(inflight *f, long st);
 static void send_step(inflight *f);
 
+/* A step passed (FATE_NEXT_STEP or FATE_DONE): the window grows back by one;
+ * the job is finished, or its next step sent. */
+static void step_passed(inflight *f, const fetch_result *r, fate_kind kind)
+{
+    worker *w = f->w;
+    if (w->window < w->o.concurrency)
+        w->window++;
+    if (kind == FATE_DONE) {
+        finish_job(f, FIN_DONE, NULL, 0, NULL); /* counted once written */
+        return;
+    }
+    /* request_id comes from the first call's answer only. */
+    if (f->job.next == 0 && job_set_request_id(&f->job, r->body, r->len) != 0) {
+        finish_retry_later(f, f->job.attempts, 1000);
+        return;
+    }
+    f->job.next++;
+    send_step(f);
+}
+
+/* The job will not pass: dead, with what to fix as PromptLayer said it (its
+ * 422 "detail" names the field), bounded, so `plcache dlq list` tells it. */
+static void dead_rejected(inflight *f, const fetch_result *r, int attempts)
+{
+    long st = r->status;
+    char why[1024], err[1100];
+    if (st == 0) {
+        snprintf(err, sizeof(err), "no answer: %s", r->error);
+    } else {
+        logreq_detail(r->body, r->len, why, sizeof(why));
+        snprintf(err, sizeof(err), "HTTP %ld: %s", st, why);
+    }
+    finish_dead(f, DEAD_REJECTED, err, st, attempts);
+}
+
+/* The job would pass, but its attempts ran out: dead, with the last answer. */
+static void dead_out_of_attempts(inflight *f, const fetch_result *r, int attempts)
+{
+    long st = r->status;
+    char err[300];
+    if (st == 0)
+        snprintf(err, sizeof(err), "no answer: %s", r->error);
+    else
+        snprintf(err, sizeof(err), "HTTP %ld after %d attempts: %.200s", st, attempts, r->body);
+    finish_dead(f, DEAD_ATTEMPTS, err, st, attempts);
+}
+
+/* PromptLayer asked to slow down (429): no new request until delay_ms has
+ * passed, logged once a pause, and the window narrowed to one. */
+static void rate_pause(worker *w, int64_t delay_ms)
+{
+    int64_t until = time_now_ms() + delay_ms;
+    if (until > w->rate_until_ms) {
+        if (w->rate_until_ms <= time_now_ms()) {
+            char ms[24];
+            snprintf(ms, sizeof(ms), "%lld", (long long)delay_ms);
+            log_warn("PromptLayer asks to slow down: no new request for a while", "ms", ms);
+            w->rate_pauses++;
+        }
+        w->rate_until_ms = until;
+    }
+    w->window = 1;
+}
+
+/* The step may pass later: into the retry set after a backoff (or the
+ * answer's Retry-After), pausing every new request first on a 429. */
+static void retry_step(inflight *f, const fetch_result *r, int attempts, int slow_down)
+{
+    worker *w = f->w;
+    retry_policy rp = {.base_ms = w->o.retry_base_ms,
+                       .max_ms = w->o.retry_max_ms,
+                       .retry_after_max_ms = w->o.retry_max_ms};
+    int64_t delay = retry_delay_ms(&rp, attempts, r->retry_after_ms, &w->rng);
+    if (slow_down)
+        rate_pause(w, delay);
+    finish_retry_later(f, attempts, delay);
+}
+
+/* The fetcher's callback for a step: the answer's fate (model/fate.h)
+ * decides, one helper a fate. */
 static void answered(const fetch_result *r, void *arg)
 {
     inflight *f = arg;
@@ -39,76 +119,31 @@ static void answered(const fetch_result *r, void *arg)
          * back to pl:track with the rest. */
         return;
     }
-    long st = r->status;
     int attempts = f->job.attempts + 1;
-    fate fa = fate_of(&(fate_in){.status = st,
-                                 .transient = r->outcome == FETCH_RETRY,
-                                 .more_steps = f->job.next + 1 < f->job.nsteps,
-                                 .attempts = attempts,
-                                 .max_attempts = w->o.max_attempts});
+    fate_in in = {.status = r->status,
+                  .transient = r->outcome == FETCH_RETRY,
+                  .more_steps = f->job.next + 1 < f->job.nsteps,
+                  .attempts = attempts,
+                  .max_attempts = w->o.max_attempts};
+    fate fa = fate_of(&in);
     switch (fa.kind) {
     case FATE_NEXT_STEP:
     case FATE_DONE:
-        if (w->window < w->o.concurrency)
-            w->window++;
-        if (fa.kind == FATE_DONE) {
-            finish_job(f, FIN_DONE, NULL, 0, NULL); /* counted once written */
-            return;
-        }
-        /* request_id comes from the first call's answer only. */
-        if (f->job.next == 0 && job_set_request_id(&f->job, r->body, r->len) != 0) {
-            finish_retry_later(f, f->job.attempts, 1000);
-            return;
-        }
-        f->job.next++;
-        send_step(f);
+        step_passed(f, r, fa.kind);
         return;
     case FATE_AUTH_PAUSE:
-        auth_pause(f, st);
+        auth_pause(f, r->status);
         return;
-    case FATE_DEAD_REJECTED: {
-        /* What to fix, as PromptLayer said it (its 422 "detail" names the
-         * field), bounded, so `plcache dlq list` tells it. */
-        char why[1024], err[1100];
-        if (st == 0) {
-            snprintf(err, sizeof(err), "no answer: %s", r->error);
-        } else {
-            logreq_detail(r->body, r->len, why, sizeof(why));
-            snprintf(err, sizeof(err), "HTTP %ld: %s", st, why);
-        }
-        finish_dead(f, DEAD_REJECTED, err, st, attempts);
+    case FATE_DEAD_REJECTED:
+        dead_rejected(f, r, attempts);
         return;
-    }
-    case FATE_DEAD_ATTEMPTS: {
-        char err[300];
-        if (st == 0)
-            snprintf(err, sizeof(err), "no answer: %s", r->error);
-        else
-            snprintf(err, sizeof(err), "HTTP %ld after %d attempts: %.200s", st, attempts, r->body);
-        finish_dead(f, DEAD_ATTEMPTS, err, st, attempts);
+    case FATE_DEAD_ATTEMPTS:
+        dead_out_of_attempts(f, r, attempts);
         return;
-    }
     case FATE_RETRY:
         break;
     }
-    retry_policy rp = {.base_ms = w->o.retry_base_ms,
-                       .max_ms = w->o.retry_max_ms,
-                       .retry_after_max_ms = w->o.retry_max_ms};
-    int64_t delay = retry_delay_ms(&rp, attempts, r->retry_after_ms, &w->rng);
-    if (fa.slow_down) {
-        int64_t until = time_now_ms() + delay;
-        if (until > w->rate_until_ms) {
-            if (w->rate_until_ms <= time_now_ms()) {
-                char ms[24];
-                snprintf(ms, sizeof(ms), "%lld", (long long)delay);
-                log_warn("PromptLayer asks to slow down: no new request for a while", "ms", ms);
-                w->rate_pauses++;
-            }
-            w->rate_until_ms = until;
-        }
-        w->window = 1;
-    }
-    finish_retry_later(f, attempts, delay);
+    retry_step(f, r, attempts, fa.slow_down);
 }
 
 /* The API key was refused (st 401 or 403): the job waits out the pause, its

@@ -206,10 +206,101 @@ static const cfg_opt *find_flag(const cfg_program *prog, const char *name, int *
     return NULL;
 }
 
+/* The flags of argv into fval/ffile (by row: the value, and whether it names
+ * a file). Returns CFG_OK, CFG_EXIT after --help or --version, or CFG_ERROR
+ * with err set. */
+static int read_flags(const cfg_program *prog, int argc, char **argv, const char **fval,
+                      int *ffile, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_help(prog);
+            return CFG_EXIT;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("%s %s\n", prog->name, PLCACHE_VERSION);
+            return CFG_EXIT;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%.60s' (see --help)", a);
+            return CFG_ERROR;
+        }
+        char name[64];
+        const char *eq = strchr(a + 2, '=');
+        size_t nl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        if (nl >= sizeof(name)) {
+            snprintf(err, errlen, "unknown flag '%.60s' (see --help)", a);
+            return CFG_ERROR;
+        }
+        memcpy(name, a + 2, nl);
+        name[nl] = '\0';
+        int is_file = 0;
+        const cfg_opt *o = find_flag(prog, name, &is_file);
+        if (o == NULL) {
+            snprintf(err, errlen, "unknown flag --%s (see --help)", name);
+            return CFG_ERROR;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (v == NULL) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "%s (--%s): missing value", o->env, name);
+                return CFG_ERROR;
+            }
+            v = argv[++i];
+        }
+        size_t idx = (size_t)(o - prog->opts);
+        fval[idx] = v;
+        ffile[idx] = is_file;
+    }
+    return CFG_OK;
+}
+
+/* Sets one setting from its flag value v (NULL: none), else the
+ * environment (o->env, or o->env_FILE for a secret), else its default.
+ * Returns 0, or -1 with err set. */
+static int load_one(const cfg_opt *o, const char *v, int is_file, void *settings, char *err,
+                    size_t errlen)
+{
+    char flag[64];
+    cfg_flag_name(o->env, flag, sizeof(flag));
+    if (o->type == CFG_INT || o->type == CFG_BOOL)
+        *int_slot(settings, o->offset) = 0;
+    if (v == NULL) {
+        const char *ev = getenv(o->env);
+        const char *fv = NULL;
+        if (o->type == CFG_SECRET) {
+            char fname[128];
+            snprintf(fname, sizeof(fname), "%s_FILE", o->env);
+            fv = getenv(fname);
+            if (fv && *fv == '\0')
+                fv = NULL;
+        }
+        if (ev && fv) {
+            snprintf(err, errlen, "%s: give either %s or %s_FILE, not both", o->env, o->env,
+                     o->env);
+            return -1;
+        }
+        v = fv ? fv : ev;
+        is_file = fv != NULL;
+    }
+    if (v == NULL || (*v == '\0' && o->type != CFG_STRING))
+        v = NULL;
+    if (v == NULL) {
+        if (o->required) {
+            snprintf(err, errlen, "%s (--%s) is required", o->env, flag);
+            return -1;
+        }
+        return o->def ? apply_value(o, flag, o->def, settings, err, errlen) : 0;
+    }
+    if (is_file)
+        return load_secret_file(o, flag, v, settings, err, errlen);
+    return apply_value(o, flag, v, settings, err, errlen);
+}
+
 int cfg_load(const cfg_program *prog, int argc, char **argv, void *settings, char *err,
              size_t errlen)
 {
-    char flag[64];
     /* Flag values, by row: the value and whether it names a file. */
     const char **fval = calloc(prog->nopts ? prog->nopts : 1, sizeof(*fval));
     int *ffile = calloc(prog->nopts ? prog->nopts : 1, sizeof(*ffile));
@@ -218,95 +309,10 @@ int cfg_load(const cfg_program *prog, int argc, char **argv, void *settings, cha
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            print_help(prog);
-            rc = CFG_EXIT;
-            goto done;
-        }
-        if (strcmp(a, "--version") == 0) {
-            printf("%s %s\n", prog->name, PLCACHE_VERSION);
-            rc = CFG_EXIT;
-            goto done;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(err, errlen, "unexpected argument '%.60s' (see --help)", a);
-            goto done;
-        }
-        char name[64];
-        const char *eq = strchr(a + 2, '=');
-        size_t nl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-        if (nl >= sizeof(name)) {
-            snprintf(err, errlen, "unknown flag '%.60s' (see --help)", a);
-            goto done;
-        }
-        memcpy(name, a + 2, nl);
-        name[nl] = '\0';
-        int is_file = 0;
-        const cfg_opt *o = find_flag(prog, name, &is_file);
-        if (o == NULL) {
-            snprintf(err, errlen, "unknown flag --%s (see --help)", name);
-            goto done;
-        }
-        const char *v = eq ? eq + 1 : NULL;
-        if (v == NULL) {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "%s (--%s): missing value", o->env, name);
-                goto done;
-            }
-            v = argv[++i];
-        }
-        size_t idx = (size_t)(o - prog->opts);
-        fval[idx] = v;
-        ffile[idx] = is_file;
-    }
-
-    for (size_t i = 0; i < prog->nopts; i++) {
-        const cfg_opt *o = &prog->opts[i];
-        cfg_flag_name(o->env, flag, sizeof(flag));
-        if (o->type == CFG_INT || o->type == CFG_BOOL)
-            *int_slot(settings, o->offset) = 0;
-        const char *v = fval[i];
-        int is_file = ffile[i];
-        if (v == NULL) {
-            const char *ev = getenv(o->env);
-            const char *fv = NULL;
-            if (o->type == CFG_SECRET) {
-                char fname[128];
-                snprintf(fname, sizeof(fname), "%s_FILE", o->env);
-                fv = getenv(fname);
-                if (fv && *fv == '\0')
-                    fv = NULL;
-            }
-            if (ev && fv) {
-                snprintf(err, errlen, "%s: give either %s or %s_FILE, not both", o->env, o->env,
-                         o->env);
-                goto done;
-            }
-            v = fv ? fv : ev;
-            is_file = fv != NULL;
-        }
-        if (v == NULL || (*v == '\0' && o->type != CFG_STRING))
-            v = NULL;
-        if (v == NULL) {
-            if (o->required) {
-                snprintf(err, errlen, "%s (--%s) is required", o->env, flag);
-                goto done;
-            }
-            if (o->def && apply_value(o, flag, o->def, settings, err, errlen) != 0)
-                goto done;
-            continue;
-        }
-        if (is_file) {
-            if (load_secret_file(o, flag, v, settings, err, errlen) != 0)
-                goto done;
-        } else if (apply_value(o, flag, v, settings, err, errlen) != 0) {
-            goto done;
-        }
-    }
-    rc = CFG_OK;
+    rc = read_flags(prog, argc, argv, fval, ffile, err, errlen);
+    for (size_t i = 0; rc == CFG_OK && i < prog->nopts; i++)
+        if (load_one(&prog->opts[i], fval[i], ffile[i], settings, err, errlen) != 0)
+            rc = CFG_ERROR;
 done:
     free(fval);
     free(ffile);

@@ -51,6 +51,38 @@ void plan_free(plan *p)
     p->kind = PLAN_INVALID;
 }
 
+/* The kind of a prompt_template_* event from its type and details d (out
+ * holds what was read of d; a rename's old name is read here). */
+static plan_kind kind_of(const char *type, json_t *d, plan *out)
+{
+    plan_kind k = PLAN_INVALID;
+    if (strcmp(type, "prompt_template_created") == 0 ||
+        strcmp(type, "prompt_template_version_created") == 0) {
+        k = out->version >= 0 ? PLAN_VERSION : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_label_created") == 0 ||
+               strcmp(type, "prompt_template_label_moved") == 0) {
+        k = out->label ? PLAN_LABEL : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_label_change_approved") == 0) {
+        json_t *ct = json_object_get(d, "change_type");
+        int deletion = json_is_string(ct) && strcmp(json_string_value(ct), "deletion") == 0;
+        k = out->label ? (deletion ? PLAN_LABEL_DELETE : PLAN_LABEL) : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_label_deleted") == 0) {
+        k = out->label ? PLAN_LABEL_DELETE : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_updated") == 0) {
+        k = out->version >= 0 ? PLAN_REFRESH_VERSION : PLAN_INVALID;
+    } else if (strcmp(type, "prompt_template_name_changed") == 0) {
+        out->old_name = dup_str(d, "old_prompt_template_name");
+        k = out->old_name ? PLAN_RENAME : PLAN_INVALID;
+        if (out->old_name && out->name && strcmp(out->old_name, out->name) == 0)
+            k = PLAN_NONE;
+    } else if (strcmp(type, "prompt_template_deleted") == 0) {
+        k = PLAN_DELETE;
+    } else {
+        k = PLAN_NONE; /* a prompt_template_* type this version does not know */
+    }
+    return k;
+}
+
 int plan_from_event(const char *type, const char *payload, size_t len, plan *out, char *err,
                     size_t errlen)
 {
@@ -88,31 +120,7 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     out->version = get_int(d, "prompt_template_version_number");
     out->label = dup_str(d, "prompt_template_label");
 
-    plan_kind k = PLAN_INVALID;
-    if (strcmp(type, "prompt_template_created") == 0 ||
-        strcmp(type, "prompt_template_version_created") == 0) {
-        k = out->version >= 0 ? PLAN_VERSION : PLAN_INVALID;
-    } else if (strcmp(type, "prompt_template_label_created") == 0 ||
-               strcmp(type, "prompt_template_label_moved") == 0) {
-        k = out->label ? PLAN_LABEL : PLAN_INVALID;
-    } else if (strcmp(type, "prompt_template_label_change_approved") == 0) {
-        json_t *ct = json_object_get(d, "change_type");
-        int deletion = json_is_string(ct) && strcmp(json_string_value(ct), "deletion") == 0;
-        k = out->label ? (deletion ? PLAN_LABEL_DELETE : PLAN_LABEL) : PLAN_INVALID;
-    } else if (strcmp(type, "prompt_template_label_deleted") == 0) {
-        k = out->label ? PLAN_LABEL_DELETE : PLAN_INVALID;
-    } else if (strcmp(type, "prompt_template_updated") == 0) {
-        k = out->version >= 0 ? PLAN_REFRESH_VERSION : PLAN_INVALID;
-    } else if (strcmp(type, "prompt_template_name_changed") == 0) {
-        out->old_name = dup_str(d, "old_prompt_template_name");
-        k = out->old_name ? PLAN_RENAME : PLAN_INVALID;
-        if (out->old_name && out->name && strcmp(out->old_name, out->name) == 0)
-            k = PLAN_NONE;
-    } else if (strcmp(type, "prompt_template_deleted") == 0) {
-        k = PLAN_DELETE;
-    } else {
-        k = PLAN_NONE; /* a prompt_template_* type this version does not know */
-    }
+    plan_kind k = kind_of(type, d, out);
     if (k != PLAN_NONE && out->name == NULL) {
         snprintf(err, errlen, "no prompt_template_name");
         k = PLAN_INVALID;

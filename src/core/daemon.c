@@ -115,6 +115,18 @@ int daemon_open(daemon_shell *d, const daemon_links *l)
     return 0;
 }
 
+const char *daemon_host_id(char *out, size_t outlen, const char *given)
+{
+    if (given != NULL && given[0] != '\0') {
+        snprintf(out, outlen, "%s", given);
+        return out;
+    }
+    char host[256] = "host";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(out, outlen, "%s", host);
+    return out;
+}
+
 const char *daemon_instance_id(char *out, size_t outlen, const char *given)
 {
     if (given != NULL && given[0] != '\0') {

@@ -144,6 +144,11 @@ int daemon_open(daemon_shell *d, const daemon_links *l);
  * out. Never fails. */
 const char *daemon_instance_id(char *out, size_t outlen, const char *given);
 
+/* A name that outlives a restart: `given` when it is a non-empty string,
+ * else the host name. Writes it into out (truncated to outlen) and returns
+ * out. Never fails. */
+const char *daemon_host_id(char *out, size_t outlen, const char *given);
+
 /* Serves /healthz, /readyz and /metrics (ops_handle) on a listener of its own
  * at `listen` (host:port), answering from ready and metrics (called with
  * arg). Returns 0, or -1 after a daemon_bad_setting naming

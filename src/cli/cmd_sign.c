@@ -13,14 +13,12 @@
 #include "core/canon.h"
 #include "core/sign.h"
 
-int cmd_sign(const cli_ctx *c, int argc, char **argv)
+/* Reads the command line: --secret S (or --secret=S) and the body's path
+ * (NULL: stdin). Returns 0, or -1 after saying why. */
+static int parse_sign_args(const cli_ctx *c, int argc, char **argv, const char **secret,
+                           const char **path)
 {
-    const char *secret = NULL, *path = NULL;
-    int status = CLI_USAGE, rest = 0;
-    char err[300];
-    char *body = NULL, *canon = NULL;
-    sign_keys keys;
-    memset(&keys, 0, sizeof(keys));
+    int rest = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!rest && strcmp(a, "--") == 0) {
@@ -28,43 +26,65 @@ int cmd_sign(const cli_ctx *c, int argc, char **argv)
         } else if (!rest && strcmp(a, "--secret") == 0) {
             if (i + 1 >= argc) {
                 cli_error(c, "--secret needs a value");
-                goto done;
+                return -1;
             }
-            secret = argv[++i];
+            *secret = argv[++i];
         } else if (!rest && strncmp(a, "--secret=", 9) == 0) {
-            secret = a + 9;
+            *secret = a + 9;
         } else if (!rest && a[0] == '-' && a[1] != '\0') {
             cli_error(c, "unknown option '%.60s' (see plcache help sign)", a);
-            goto done;
-        } else if (path == NULL) {
-            path = a;
+            return -1;
+        } else if (*path == NULL) {
+            *path = a;
         } else {
             cli_error(c, "one body at a time (see plcache help sign)");
-            goto done;
+            return -1;
         }
     }
-    const char *key;
-    size_t klen;
+    return 0;
+}
+
+/* The key to sign with: --secret when given, else the first secret of
+ * PLCACHE_WEBHOOK_SECRET (parsed into keys, which the caller frees). Returns
+ * 0, or -1 after saying why. */
+static int pick_key(const cli_ctx *c, const char *secret, sign_keys *keys, const char **key,
+                    size_t *klen)
+{
+    char err[300];
     if (secret != NULL) {
         if (secret[0] == '\0') {
             cli_error(c, "--secret is empty");
-            goto done;
+            return -1;
         }
-        key = secret;
-        klen = strlen(secret);
+        *key = secret;
+        *klen = strlen(secret);
     } else if (c->set->secret != NULL) {
-        if (sign_keys_parse(&keys, c->set->secret, err, sizeof(err)) != 0) {
+        if (sign_keys_parse(keys, c->set->secret, err, sizeof(err)) != 0) {
             cli_error(c, "PLCACHE_WEBHOOK_SECRET: %s", err);
-            goto done;
+            return -1;
         }
-        key = keys.key[0];
-        klen = keys.len[0];
+        *key = keys->key[0];
+        *klen = keys->len[0];
     } else {
         cli_error(c, "no secret: give --secret S, PLCACHE_WEBHOOK_SECRET or "
                      "PLCACHE_WEBHOOK_SECRET_FILE");
-        goto done;
+        return -1;
     }
-    size_t len = 0, clen = 0;
+    return 0;
+}
+
+int cmd_sign(const cli_ctx *c, int argc, char **argv)
+{
+    const char *secret = NULL, *path = NULL, *key = NULL;
+    int status = CLI_USAGE;
+    char err[300];
+    char *body = NULL, *canon = NULL;
+    size_t klen = 0, len = 0, clen = 0;
+    sign_keys keys;
+    memset(&keys, 0, sizeof(keys));
+    if (parse_sign_args(c, argc, argv, &secret, &path) != 0 ||
+        pick_key(c, secret, &keys, &key, &klen) != 0)
+        goto done;
     body = cli_read_input(path, &len, err, sizeof(err));
     if (body == NULL) {
         cli_error(c, "%s", err);

@@ -350,13 +350,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     evtimer_add(r->tick, &tv);
 }
 
-int cmd_sync(const cli_ctx *c, int argc, char **argv)
+/* Reads the command line: the NAMEs to sync (none: every template). Returns
+ * CLI_OK, or the exit status after saying why. */
+static int sync_parse(sync_run *r, int argc, char **argv)
 {
-    sync_run run;
-    sync_run *r = &run;
-    int status = CLI_USAGE, rest = 0;
-    memset(r, 0, sizeof(*r));
-    r->c = c;
+    const cli_ctx *c = r->c;
+    int rest = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!rest && strcmp(a, "--") == 0) {
@@ -365,47 +364,62 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv)
         }
         if (!rest && a[0] == '-' && a[1] != '\0') {
             cli_error(c, "unknown option '%.60s' (see plcache help sync)", a);
-            goto done;
+            return CLI_USAGE;
         }
         if (add_name(r, a, strlen(a)) != 0) {
             cli_error(c, "out of memory");
-            status = CLI_FAIL;
-            goto done;
+            return CLI_FAIL;
         }
         r->named = 1;
     }
     if (c->set->api_key == NULL) {
         cli_error(c, "PROMPTLAYER_API_KEY (--promptlayer-api-key) is required by sync");
-        goto done;
+        return CLI_USAGE;
     }
-    status = CLI_FAIL;
+    return CLI_OK;
+}
+
+/* The templates' key prefix, Redis tried once, and the API's headers.
+ * Returns 0, or -1 (said, unless out of memory). */
+static int sync_prepare(sync_run *r)
+{
+    const cli_ctx *c = r->c;
     if (cli_key(c, r->prompt_prefix, sizeof(r->prompt_prefix), KEYS_PROMPT, NULL) != 0)
-        goto done;
+        return -1;
     /* One blocking connect first: a Redis that is away or refuses the password
      * is said in one line, as by every other command, before any API call. */
     redisContext *probe = cli_redis(c);
     if (probe == NULL)
-        goto done;
+        return -1;
     redisFree(probe);
     size_t hl = strlen(c->set->api_key) + 16;
     r->key_header = malloc(hl);
     if (r->key_header == NULL)
-        goto done;
+        return -1;
     snprintf(r->key_header, hl, "X-API-KEY: %s", c->set->api_key);
     r->headers[0] = r->key_header;
     r->headers[1] = "Cache-Control: no-cache";
     r->headers[2] = "Accept: application/json";
     r->headers[3] = NULL;
+    return 0;
+}
+
+/* The event loop with its Redis connection, fetcher and progress tick, and
+ * the environment of core/refresh. Returns 0, or -1 (said, unless out of
+ * memory); sync_release frees what was made either way. */
+static int sync_setup(sync_run *r)
+{
+    const cli_ctx *c = r->c;
     r->max_active = (size_t)c->set->fetch_concurrency * 2;
     r->tty = isatty(STDERR_FILENO);
     signal(SIGPIPE, SIG_IGN);
     if (fetch_global_init() != 0) {
         cli_error(c, "cannot initialise libcurl");
-        goto done;
+        return -1;
     }
     r->base = event_base_new();
     if (r->base == NULL)
-        goto done;
+        return -1;
     fetch_opts fo = {
         .max_inflight = (int)c->set->fetch_concurrency,
         .timeout_ms = c->set->fetch_timeout * 1000,
@@ -418,7 +432,7 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv)
     r->tick = evtimer_new(r->base, on_tick, r);
     if (r->fetch == NULL || r->redis == NULL || r->tick == NULL) {
         cli_error(c, "cannot start (out of memory)");
-        goto done;
+        return -1;
     }
     r->env = (refresh_env){.redis = r->redis,
                            .fetch = r->fetch,
@@ -429,20 +443,35 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv)
                            .warm = 1,
                            .max_tries = SYNC_MAX_RETRIES + 1,
                            .stop = &r->stop};
+    return 0;
+}
+
+/* Runs the loop until every template is done or Redis could not be
+ * reached within PLCACHE_REDIS_TIMEOUT (r->redis_failed). */
+static void sync_loop(sync_run *r)
+{
+    int ms = (int)r->c->set->redis_timeout * 1000;
     r->deadline_us = time_mono_us() + (int64_t)ms * 1000;
     on_tick(-1, 0, r);
     event_base_dispatch(r->base);
     if (r->progress_shown)
         fputs("\r\033[K", stderr);
-    if (r->redis_failed)
-        goto done;
+}
+
+/* The counts, one JSON line on stdout. Returns the exit status. */
+static int sync_report(const sync_run *r)
+{
     if (r->errors > SYNC_ERRORS_SHOWN)
-        cli_error(c, "%zu more failures not shown", r->errors - SYNC_ERRORS_SHOWN);
+        cli_error(r->c, "%zu more failures not shown", r->errors - SYNC_ERRORS_SHOWN);
     printf("{\"templates\":%zu,\"refreshed\":%zu,\"changed\":%zu,\"removed\":%zu,\"errors\":%zu}"
            "\n",
            r->done, r->refreshed, r->changed, r->removed, r->errors);
-    status = r->errors > 0 ? CLI_FAIL : CLI_OK;
-done:
+    return r->errors > 0 ? CLI_FAIL : CLI_OK;
+}
+
+/* Frees all the run holds, whatever part of it was made. */
+static void sync_release(sync_run *r)
+{
     r->stop = 1; /* callbacks still owed (an early end) start nothing new */
     if (r->tick)
         event_free(r->tick);
@@ -458,5 +487,24 @@ done:
         OPENSSL_cleanse(r->key_header, strlen(r->key_header));
         free(r->key_header);
     }
+}
+
+int cmd_sync(const cli_ctx *c, int argc, char **argv)
+{
+    sync_run run;
+    sync_run *r = &run;
+    memset(r, 0, sizeof(*r));
+    r->c = c;
+    int status = sync_parse(r, argc, argv);
+    if (status != CLI_OK)
+        goto done;
+    status = CLI_FAIL;
+    if (sync_prepare(r) != 0 || sync_setup(r) != 0)
+        goto done;
+    sync_loop(r);
+    if (!r->redis_failed)
+        status = sync_report(r);
+done:
+    sync_release(r);
     return status;
 }

@@ -91,36 +91,80 @@ static int parse_userinfo(const char **pp, const char *end, rurl *out)
     return 0;
 }
 
-/* Parses "host[:port]" or "[v6][:port]" spanning [p, end) into node. */
-static int parse_node(const char *p, const char *end, rurl_node *node, char *err, size_t errlen)
+/* The messages of a host[:port] that does not parse: the server's, a
+ * sentinel's. */
+typedef struct node_msgs {
+    const char *unclosed, *bad, *missing, *port;
+} node_msgs;
+
+static const node_msgs server_msgs = {
+    .unclosed = "unclosed [ in host",
+    .bad = "bad host",
+    .missing = "missing host",
+    .port = "port must be a number from 1 to 65535",
+};
+
+static const node_msgs sentinel_msgs = {
+    .unclosed = "bad sentinel host",
+    .bad = "bad sentinel host",
+    .missing = "missing sentinel host",
+    .port = "sentinel port must be a number from 1 to 65535",
+};
+
+/* Parses "host[:port]" or "[v6][:port]" spanning [p, end) into host (a buffer
+ * of hostlen bytes) and *port (defport when none is given). */
+static int parse_hostport(const char *p, const char *end, char *host, size_t hostlen, int *port,
+                          int defport, const node_msgs *m, char *err, size_t errlen)
 {
     const char *hend;
     if (p < end && *p == '[') {
         const char *rb = memchr(p, ']', (size_t)(end - p));
-        if (rb == NULL || rb == p + 1 || (size_t)(rb - p - 1) >= sizeof(node->host)) {
-            snprintf(err, errlen, "bad sentinel host");
+        if (rb == NULL || rb == p + 1 || (size_t)(rb - p - 1) >= hostlen) {
+            snprintf(err, errlen, "%s", rb == NULL ? m->unclosed : m->bad);
             return -1;
         }
-        memcpy(node->host, p + 1, (size_t)(rb - p - 1));
-        node->host[rb - p - 1] = '\0';
+        memcpy(host, p + 1, (size_t)(rb - p - 1));
+        host[rb - p - 1] = '\0';
         hend = rb + 1;
     } else {
         hend = p;
         while (hend < end && *hend != ':')
             hend++;
-        if (hend == p || (size_t)(hend - p) >= sizeof(node->host)) {
-            snprintf(err, errlen, "missing sentinel host");
+        if (hend == p || (size_t)(hend - p) >= hostlen) {
+            snprintf(err, errlen, "%s", m->missing);
             return -1;
         }
-        memcpy(node->host, p, (size_t)(hend - p));
-        node->host[hend - p] = '\0';
+        memcpy(host, p, (size_t)(hend - p));
+        host[hend - p] = '\0';
     }
-    node->port = 26379;
+    *port = defport;
     if (hend < end &&
-        (*hend != ':' || parse_int(hend + 1, (size_t)(end - hend - 1), 1, 65535, &node->port))) {
-        snprintf(err, errlen, "sentinel port must be a number from 1 to 65535");
+        (*hend != ':' || parse_int(hend + 1, (size_t)(end - hend - 1), 1, 65535, port))) {
+        snprintf(err, errlen, "%s", m->port);
         return -1;
     }
+    return 0;
+}
+
+/* The master's name that ends a sentinel URL, at name, then [?db=N]. */
+static int parse_master(const char *name, rurl *out, char *err, size_t errlen)
+{
+    size_t n = strcspn(name, "?");
+    if (n == 0 || n >= sizeof(out->master)) {
+        snprintf(err, errlen, "expected the master's name after the sentinels: .../mymaster");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '/' || ch == '%') {
+            snprintf(err, errlen, "bad character in the master's name");
+            return -1;
+        }
+    }
+    memcpy(out->master, name, n);
+    out->master[n] = '\0';
+    if (name[n] == '?' && parse_db_query(name + n + 1, out, err, errlen) != 0)
+        return -1;
     return 0;
 }
 
@@ -142,7 +186,9 @@ static int parse_sentinel(const char *url, rurl *out, char *err, size_t errlen)
             snprintf(err, errlen, "at most %d sentinels", RURL_MAX_SENTINELS);
             goto err;
         }
-        if (parse_node(p, nend, &out->sentinels[out->nsentinels], err, errlen) != 0)
+        rurl_node *node = &out->sentinels[out->nsentinels];
+        if (parse_hostport(p, nend, node->host, sizeof(node->host), &node->port, 26379,
+                           &sentinel_msgs, err, errlen) != 0)
             goto err;
         out->nsentinels++;
         p = comma ? comma + 1 : end;
@@ -155,22 +201,65 @@ static int parse_sentinel(const char *url, rurl *out, char *err, size_t errlen)
         snprintf(err, errlen, "expected redis-sentinel://host:port[,host:port]/master");
         goto err;
     }
-    const char *name = *end == '/' ? end + 1 : end;
-    size_t n = strcspn(name, "?");
-    if (n == 0 || n >= sizeof(out->master)) {
-        snprintf(err, errlen, "expected the master's name after the sentinels: .../mymaster");
+    if (parse_master(*end == '/' ? end + 1 : end, out, err, errlen) != 0)
+        goto err;
+    return 0;
+err:
+    rurl_free(out);
+    return -1;
+}
+
+/* unix:///absolute/path.sock[?db=N], p just after "unix://". */
+static int parse_unix(const char *p, rurl *out, char *err, size_t errlen)
+{
+    const char *q = strchr(p, '?');
+    size_t n = q ? (size_t)(q - p) : strlen(p);
+    if (n == 0 || p[0] != '/' || n >= sizeof(out->path)) {
+        snprintf(err, errlen, "expected unix:///absolute/path.sock[?db=N]");
+        return -1;
+    }
+    memcpy(out->path, p, n);
+    out->path[n] = '\0';
+    out->is_unix = 1;
+    if (q && parse_db_query(q + 1, out, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+/* What follows a redis:// URL's host[:port], at end: "[/db][?db=N]". */
+static int parse_db_tail(const char *end, rurl *out, char *err, size_t errlen)
+{
+    if (*end == '/') {
+        const char *dbs = end + 1;
+        const char *q = strchr(dbs, '?');
+        size_t n = q ? (size_t)(q - dbs) : strlen(dbs);
+        if (n > 0 && parse_int(dbs, n, 0, 1 << 20, &out->db) != 0) {
+            snprintf(err, errlen, "database must be a number");
+            return -1;
+        }
+        end = dbs + n;
+    }
+    if (*end == '?')
+        return parse_db_query(end + 1, out, err, errlen);
+    if (*end != '\0') {
+        snprintf(err, errlen, "unexpected text after the database");
+        return -1;
+    }
+    return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db][?db=N] */
+static int parse_redis(const char *url, rurl *out, char *err, size_t errlen)
+{
+    const char *p = url + 8;
+    const char *end = p + strcspn(p, "/?");
+    if (parse_userinfo(&p, end, out) != 0) {
+        snprintf(err, errlen, "bad percent-escape in user or password");
         goto err;
     }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        if (ch <= ' ' || ch == 0x7f || ch == '/' || ch == '%') {
-            snprintf(err, errlen, "bad character in the master's name");
-            goto err;
-        }
-    }
-    memcpy(out->master, name, n);
-    out->master[n] = '\0';
-    if (name[n] == '?' && parse_db_query(name + n + 1, out, err, errlen) != 0)
+    if (parse_hostport(p, end, out->host, sizeof(out->host), &out->port, 6379, &server_msgs, err,
+                       errlen) != 0 ||
+        parse_db_tail(end, out, err, errlen) != 0)
         goto err;
     return 0;
 err:
@@ -182,21 +271,8 @@ int rurl_parse(const char *url, rurl *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     out->port = 6379;
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *p = url + 7;
-        const char *q = strchr(p, '?');
-        size_t n = q ? (size_t)(q - p) : strlen(p);
-        if (n == 0 || p[0] != '/' || n >= sizeof(out->path)) {
-            snprintf(err, errlen, "expected unix:///absolute/path.sock[?db=N]");
-            return -1;
-        }
-        memcpy(out->path, p, n);
-        out->path[n] = '\0';
-        out->is_unix = 1;
-        if (q && parse_db_query(q + 1, out, err, errlen) != 0)
-            return -1;
-        return 0;
-    }
+    if (strncmp(url, "unix://", 7) == 0)
+        return parse_unix(url + 7, out, err, errlen);
     if (strncmp(url, "redis-sentinel://", 17) == 0)
         return parse_sentinel(url, out, err, errlen);
     if (strncmp(url, "redis://", 8) != 0) {
@@ -205,62 +281,7 @@ int rurl_parse(const char *url, rurl *out, char *err, size_t errlen)
                  "redis-sentinel://host:port[,host:port]/master");
         return -1;
     }
-    const char *p = url + 8;
-    const char *end = p + strcspn(p, "/?");
-    if (parse_userinfo(&p, end, out) != 0)
-        goto bad_auth;
-    const char *hend;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(end - p));
-        if (rb == NULL) {
-            snprintf(err, errlen, "unclosed [ in host");
-            goto err;
-        }
-        if ((size_t)(rb - p - 1) >= sizeof(out->host) || rb == p + 1) {
-            snprintf(err, errlen, "bad host");
-            goto err;
-        }
-        memcpy(out->host, p + 1, (size_t)(rb - p - 1));
-        hend = rb + 1;
-    } else {
-        hend = p;
-        while (hend < end && *hend != ':')
-            hend++;
-        if (hend == p || (size_t)(hend - p) >= sizeof(out->host)) {
-            snprintf(err, errlen, "missing host");
-            goto err;
-        }
-        memcpy(out->host, p, (size_t)(hend - p));
-    }
-    if (hend < end) {
-        if (*hend != ':' || parse_int(hend + 1, (size_t)(end - hend - 1), 1, 65535, &out->port)) {
-            snprintf(err, errlen, "port must be a number from 1 to 65535");
-            goto err;
-        }
-    }
-    if (*end == '/') {
-        const char *dbs = end + 1;
-        const char *q = strchr(dbs, '?');
-        size_t n = q ? (size_t)(q - dbs) : strlen(dbs);
-        if (n > 0 && parse_int(dbs, n, 0, 1 << 20, &out->db) != 0) {
-            snprintf(err, errlen, "database must be a number");
-            goto err;
-        }
-        end = dbs + n;
-    }
-    if (*end == '?') {
-        if (parse_db_query(end + 1, out, err, errlen) != 0)
-            goto err;
-    } else if (*end != '\0') {
-        snprintf(err, errlen, "unexpected text after the database");
-        goto err;
-    }
-    return 0;
-bad_auth:
-    snprintf(err, errlen, "bad percent-escape in user or password");
-err:
-    rurl_free(out);
-    return -1;
+    return parse_redis(url, out, err, errlen);
 }
 
 static int resolve_host(char *host, size_t hostlen, char *err, size_t errlen)

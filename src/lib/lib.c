@@ -109,6 +109,79 @@ static plcache_status check_options(plcache_options *o, char *err, size_t errlen
     return PLCACHE_OK;
 }
 
+/* A new client holding copies of o's strings and its parsed Redis URL, not
+ * yet connected. Returns PLCACHE_OK with *out set, or the status with err set
+ * (and nothing left to free). */
+static plcache_status client_new(const plcache_options *o, plcache **out, char *err, size_t errlen)
+{
+    plcache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return PLCACHE_E_NOMEM;
+    }
+    lease_init(c);
+    c->prefix = strdup(o->prefix);
+    c->api_base = strdup(o->api_base_url);
+    c->api_key = o->api_key != NULL ? strdup(o->api_key) : NULL;
+    plcache_status st = PLCACHE_E_NOMEM;
+    if (c->prefix == NULL || c->api_base == NULL || (o->api_key != NULL && c->api_key == NULL)) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    char uerr[160];
+    if (rurl_parse(o->redis_url, &c->url, uerr, sizeof(uerr)) != 0) {
+        snprintf(err, errlen, "bad redis_url: %s", uerr);
+        st = PLCACHE_E_ARG;
+        memset(&c->url, 0, sizeof(c->url));
+        goto err;
+    }
+    c->o = *o;
+    c->o.redis_url = NULL; /* not kept: it may hold a password */
+    c->o.prefix = c->prefix;
+    c->o.api_key = c->api_key;
+    c->o.api_base_url = c->api_base;
+    *out = c;
+    return PLCACHE_OK;
+err:
+    plcache_close(c);
+    return st;
+}
+
+/* The memory cache and the listener that empties it of what changes. */
+static plcache_status start_memory(plcache *c, char *err, size_t errlen)
+{
+    char chan[FORM_KEY_SIZE];
+    form_key(chan, sizeof(chan), c->prefix, KEYS_INVALIDATE, "", NULL);
+    c->mem = memcache_new(c->o.memory_entries, (int64_t)c->o.memory_max_age_ms * 1000);
+    if (c->mem == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return PLCACHE_E_NOMEM;
+    }
+    c->sub = sub_start(&c->url, c->o.redis_timeout_ms, chan, c->mem, err, errlen);
+    return c->sub == NULL ? PLCACHE_E_NOMEM : PLCACHE_OK;
+}
+
+/* Connects c to Redis, and starts its API client and memory cache when its
+ * options ask for them. The caller closes c on failure. */
+static plcache_status client_start(plcache *c, char *err, size_t errlen)
+{
+    sconn_init(&c->rc, &c->url, c->o.redis_timeout_ms);
+    if (sconn_open(&c->rc) != 0) {
+        snprintf(err, errlen, "%s", c->rc.err);
+        return PLCACHE_E_REDIS;
+    }
+    if (c->api_key != NULL) {
+        c->api = api_new(c->api_base, c->api_key, c->o.api_timeout_ms, !c->o.skip_llm_kwargs);
+        if (c->api == NULL) {
+            snprintf(err, errlen, "cannot start libcurl");
+            return PLCACHE_E_NOMEM;
+        }
+    }
+    if (c->o.memory_entries > 0)
+        return start_memory(c, err, errlen);
+    return PLCACHE_OK;
+}
+
 plcache_status plcache_open(plcache **out, const plcache_options *opts, char *err, size_t errlen)
 {
     char dummy[8];
@@ -130,66 +203,17 @@ plcache_status plcache_open(plcache **out, const plcache_options *opts, char *er
     plcache_status st = check_options(&o, err, errlen);
     if (st != PLCACHE_OK)
         return st;
-    plcache *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return PLCACHE_E_NOMEM;
-    }
-    lease_init(c);
-    c->prefix = strdup(o.prefix);
-    c->api_base = strdup(o.api_base_url);
-    c->api_key = o.api_key != NULL ? strdup(o.api_key) : NULL;
-    if (c->prefix == NULL || c->api_base == NULL || (o.api_key != NULL && c->api_key == NULL)) {
-        snprintf(err, errlen, "out of memory");
-        st = PLCACHE_E_NOMEM;
-        goto err;
-    }
-    char uerr[160];
-    if (rurl_parse(o.redis_url, &c->url, uerr, sizeof(uerr)) != 0) {
-        snprintf(err, errlen, "bad redis_url: %s", uerr);
-        st = PLCACHE_E_ARG;
-        memset(&c->url, 0, sizeof(c->url));
-        goto err;
-    }
-    c->o = o;
-    c->o.redis_url = NULL; /* not kept: it may hold a password */
-    c->o.prefix = c->prefix;
-    c->o.api_key = c->api_key;
-    c->o.api_base_url = c->api_base;
-    sconn_init(&c->rc, &c->url, o.redis_timeout_ms);
-    if (sconn_open(&c->rc) != 0) {
-        snprintf(err, errlen, "%s", c->rc.err);
-        st = PLCACHE_E_REDIS;
-        goto err;
-    }
-    if (c->api_key != NULL) {
-        c->api = api_new(c->api_base, c->api_key, o.api_timeout_ms, !o.skip_llm_kwargs);
-        if (c->api == NULL) {
-            snprintf(err, errlen, "cannot start libcurl");
-            st = PLCACHE_E_NOMEM;
-            goto err;
-        }
-    }
-    if (o.memory_entries > 0) {
-        char chan[FORM_KEY_SIZE];
-        form_key(chan, sizeof(chan), c->prefix, KEYS_INVALIDATE, "", NULL);
-        c->mem = memcache_new(o.memory_entries, (int64_t)o.memory_max_age_ms * 1000);
-        if (c->mem == NULL) {
-            snprintf(err, errlen, "out of memory");
-            st = PLCACHE_E_NOMEM;
-            goto err;
-        }
-        c->sub = sub_start(&c->url, o.redis_timeout_ms, chan, c->mem, err, errlen);
-        if (c->sub == NULL) {
-            st = PLCACHE_E_NOMEM;
-            goto err;
-        }
+    plcache *c = NULL;
+    st = client_new(&o, &c, err, errlen);
+    if (st != PLCACHE_OK)
+        return st;
+    st = client_start(c, err, errlen);
+    if (st != PLCACHE_OK) {
+        plcache_close(c);
+        return st;
     }
     *out = c;
     return PLCACHE_OK;
-err:
-    plcache_close(c);
-    return st;
 }
 
 /* A copy of a Redis string reply, NUL-terminated. */
@@ -211,43 +235,61 @@ static plcache_status reply_error(plcache *c, const redisReply *r, const char *w
     return lib_fail(c, st, "redis %s: %s: %.160s", c->rc.where, what, r->str);
 }
 
-plcache_status plcache_get(plcache *c, const char *name, plcache_select sel, const char *label,
-                           long long version, char **json, size_t *len)
+/* One get under way: what is asked, and the memory cache's clock and epoch
+ * as they were before Redis was read (a Redis hit is inserted with them). */
+typedef struct get_req {
+    const char *name, *label, *field, *hash;
+    plcache_select sel;
+    long long version;
+    int64_t now; /* 0 without a memory cache */
+    uint64_t epoch;
+} get_req;
+
+/* Asks the memory cache: PLCACHE_OK with *json and *len on a hit,
+ * PLCACHE_NOT_FOUND on a miss (g's clock and epoch then set), or
+ * PLCACHE_E_NOMEM. */
+static plcache_status memory_get(plcache *c, get_req *g, char **json, size_t *len)
 {
-    if (c == NULL)
-        return PLCACHE_E_ARG;
-    if (json == NULL)
-        return lib_fail(c, PLCACHE_E_ARG, "json is NULL");
-    *json = NULL;
+    g->now = lib_now_us();
+    char *v = NULL;
+    size_t vlen = 0;
+    int hit = memcache_get(c->mem, g->name, g->field, g->now, &v, &vlen, &g->epoch);
+    if (hit < 0)
+        return lib_fail(c, PLCACHE_E_NOMEM, "out of memory");
+    if (hit == 0)
+        return PLCACHE_NOT_FOUND;
+    *json = v;
     if (len != NULL)
-        *len = 0;
-    if (name == NULL || name[0] == '\0' || strnlen(name, FORM_MAX_NAME + 1) > FORM_MAX_NAME)
-        return lib_fail(c, PLCACHE_E_ARG, "name is empty or over %d bytes", FORM_MAX_NAME);
-    char field[FORM_FIELD_SIZE], hash[FORM_KEY_SIZE];
-    if (form_field(field, sizeof(field), sel, label, version) < 0)
-        return lib_fail(c, PLCACHE_E_ARG, "bad selector (a label of 1..%d bytes, a version > 0)",
-                        FORM_MAX_LABEL);
-    form_key(hash, sizeof(hash), c->prefix, KEYS_PROMPT, name, NULL);
+        *len = vlen;
+    c->errstr[0] = '\0';
+    return PLCACHE_OK;
+}
 
-    uint64_t epoch = 0;
-    int64_t now = 0;
-    if (c->mem != NULL) {
-        now = lib_now_us();
-        char *v = NULL;
-        size_t vlen = 0;
-        int hit = memcache_get(c->mem, name, field, now, &v, &vlen, &epoch);
-        if (hit < 0)
-            return lib_fail(c, PLCACHE_E_NOMEM, "out of memory");
-        if (hit > 0) {
-            *json = v;
-            if (len != NULL)
-                *len = vlen;
-            c->errstr[0] = '\0';
-            return PLCACHE_OK;
-        }
+/* A Redis hit's value, copied for the caller and into the memory cache. */
+static plcache_status take_hit(plcache *c, const get_req *g, const redisReply *val, char **json,
+                               size_t *len)
+{
+    char *copy = copy_reply(val);
+    if (copy == NULL)
+        return lib_fail(c, PLCACHE_E_NOMEM, "out of memory");
+    if (c->mem != NULL &&
+        memcache_put(c->mem, g->name, g->field, val->str, val->len, g->now, g->epoch) < 0) {
+        free(copy);
+        return lib_fail(c, PLCACHE_E_NOMEM, "out of memory");
     }
+    c->st.redis_hits++;
+    *json = copy;
+    if (len != NULL)
+        *len = val->len;
+    c->errstr[0] = '\0';
+    return PLCACHE_OK;
+}
 
-    const char *argv[] = {"HMGET", hash, field, "gen"};
+/* HMGET of g's field and gen: a hit, or on a miss the read-through from the
+ * API with the gen seen (when there is an API key). */
+static plcache_status redis_get(plcache *c, const get_req *g, char **json, size_t *len)
+{
+    const char *argv[] = {"HMGET", g->hash, g->field, "gen"};
     redisReply *r = sconn_command(&c->rc, 1, 4, argv, NULL);
     if (r == NULL)
         return lib_fail(c, PLCACHE_E_REDIS, "%s", c->rc.err);
@@ -262,22 +304,7 @@ plcache_status plcache_get(plcache *c, const char *name, plcache_select sel, con
     }
     const redisReply *val = r->element[0], *gen = r->element[1];
     if (val->type == REDIS_REPLY_STRING) {
-        char *copy = copy_reply(val);
-        if (copy == NULL) {
-            st = lib_fail(c, PLCACHE_E_NOMEM, "out of memory");
-            goto done;
-        }
-        if (c->mem != NULL &&
-            memcache_put(c->mem, name, field, val->str, val->len, now, epoch) < 0) {
-            free(copy);
-            st = lib_fail(c, PLCACHE_E_NOMEM, "out of memory");
-            goto done;
-        }
-        c->st.redis_hits++;
-        *json = copy;
-        if (len != NULL)
-            *len = val->len;
-        c->errstr[0] = '\0';
+        st = take_hit(c, g, val, json, len);
         goto done;
     }
     if (val->type != REDIS_REPLY_NIL ||
@@ -295,11 +322,38 @@ plcache_status plcache_get(plcache *c, const char *name, plcache_select sel, con
     if (has_gen)
         memcpy(gen_seen, gen->str, gen->len + 1);
     freeReplyObject(r);
-    return lease_read_through(c, name, field, sel, label, version, has_gen ? gen_seen : NULL, json,
-                              len);
+    return lease_read_through(c, g->name, g->field, g->sel, g->label, g->version,
+                              has_gen ? gen_seen : NULL, json, len);
 done:
     freeReplyObject(r);
     return st;
+}
+
+plcache_status plcache_get(plcache *c, const char *name, plcache_select sel, const char *label,
+                           long long version, char **json, size_t *len)
+{
+    if (c == NULL)
+        return PLCACHE_E_ARG;
+    if (json == NULL)
+        return lib_fail(c, PLCACHE_E_ARG, "json is NULL");
+    *json = NULL;
+    if (len != NULL)
+        *len = 0;
+    if (name == NULL || name[0] == '\0' || strnlen(name, FORM_MAX_NAME + 1) > FORM_MAX_NAME)
+        return lib_fail(c, PLCACHE_E_ARG, "name is empty or over %d bytes", FORM_MAX_NAME);
+    char field[FORM_FIELD_SIZE], hash[FORM_KEY_SIZE];
+    if (form_field(field, sizeof(field), sel, label, version) < 0)
+        return lib_fail(c, PLCACHE_E_ARG, "bad selector (a label of 1..%d bytes, a version > 0)",
+                        FORM_MAX_LABEL);
+    form_key(hash, sizeof(hash), c->prefix, KEYS_PROMPT, name, NULL);
+    get_req g = {
+        .name = name, .label = label, .field = field, .hash = hash, .sel = sel, .version = version};
+    if (c->mem != NULL) {
+        plcache_status st = memory_get(c, &g, json, len);
+        if (st != PLCACHE_NOT_FOUND)
+            return st;
+    }
+    return redis_get(c, &g, json, len);
 }
 
 /* LPUSH of a checked job's text. */

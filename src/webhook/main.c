@@ -371,117 +371,158 @@ static const daemon_hooks hooks = {
     .timeout_msg = "shutdown timeout: work still in flight (events stay pending)",
 };
 
-int main(int argc, char **argv)
+/* Settings, secrets and TLS files, each checked. On 0, keys holds the
+ * secrets and *tls the listener's TLS context (NULL for plain HTTP), both the
+ * caller's to free; on -1 what is wrong has been said (daemon_bad_setting). */
+static int app_configure(app *a, int argc, char **argv, sign_keys *keys, struct ssl_ctx_st **tls)
 {
-    app a;
     char err[512];
-    sign_keys keys = {0};
-    struct ssl_ctx_st *tls = NULL;
-    memset(&a, 0, sizeof(a));
-
-    if (daemon_load(&a.d, &program, argc, argv, &a.set) != 0)
-        goto done;
-    if (sign_keys_parse(&keys, a.set.secret, err, sizeof(err)) != 0) {
-        daemon_bad_setting(&a.d, "PLCACHE_WEBHOOK_SECRET: %s", err);
-        goto done;
+    if (daemon_load(&a->d, &program, argc, argv, &a->set) != 0)
+        return -1;
+    if (sign_keys_parse(keys, a->set.secret, err, sizeof(err)) != 0) {
+        daemon_bad_setting(&a->d, "PLCACHE_WEBHOOK_SECRET: %s", err);
+        return -1;
     }
     const char *conns = "PLCACHE_MAX_CONNECTIONS (--max-connections)";
-    if (daemon_reserve_fds(&a.d, conns, a.set.max_conns) != 0)
-        goto done;
-    int want_tls = tls_wanted(&a.set, err, sizeof(err));
+    if (daemon_reserve_fds(&a->d, conns, a->set.max_conns) != 0)
+        return -1;
+    int want_tls = tls_wanted(&a->set, err, sizeof(err));
     if (want_tls == 1)
-        tls = tls_load(&a.set, err, sizeof(err));
-    if (want_tls < 0 || (want_tls == 1 && tls == NULL)) {
-        daemon_bad_setting(&a.d, "%s", err);
-        goto done;
+        *tls = tls_load(&a->set, err, sizeof(err));
+    if (want_tls < 0 || (want_tls == 1 && *tls == NULL)) {
+        daemon_bad_setting(&a->d, "%s", err);
+        return -1;
     }
+    return 0;
+}
+
+/* The loop, both Redis links and the API fetcher (daemon_open). */
+static int app_open_links(app *a)
+{
     /* The applier's reads block 2 s (XREADGROUP BLOCK) on their own link. */
     daemon_links links = {
         .block_ms = 2000,
-        .fetch = {.max_inflight = (int)a.set.fetch_concurrency,
-                  .timeout_ms = a.set.fetch_timeout * 1000},
+        .fetch = {.max_inflight = (int)a->set.fetch_concurrency,
+                  .timeout_ms = a->set.fetch_timeout * 1000},
     };
-    if (daemon_open(&a.d, &links) != 0)
-        goto done;
-    char keyn[16];
+    return daemon_open(&a->d, &links);
+}
+
+/* The receiver of deliveries; it takes the secrets out of keys. */
+static int app_start_ingest(app *a, sign_keys *keys)
+{
     /* WAIT must end well before the command timeout drops the link. */
     ingest_opts io = {
-        .prefix = a.set.prefix,
-        .path = a.set.path,
-        .tolerance_s = a.set.tolerance,
+        .prefix = a->set.prefix,
+        .path = a->set.path,
+        .tolerance_s = a->set.tolerance,
         .retry_after_s = 5,
-        .min_replicas = (int)a.set.min_replicas,
-        .wait_timeout_ms = (int)a.set.redis_timeout * 500,
-        .serve_metrics = a.set.metrics_listen == NULL,
+        .min_replicas = (int)a->set.min_replicas,
+        .wait_timeout_ms = (int)a->set.redis_timeout * 500,
+        .serve_metrics = a->set.metrics_listen == NULL,
     };
-    snprintf(keyn, sizeof(keyn), "%zu", keys.n);
-    a.in = ingest_new(a.d.base, &io, a.d.redis, &keys);
-    if (a.in == NULL) {
+    a->in = ingest_new(a->d.base, &io, a->d.redis, keys);
+    if (a->in == NULL) {
         log_error("out of memory");
-        goto done;
+        return -1;
     }
+    return 0;
+}
+
+/* The HTTP listener in front of the receiver; HTTPS when tls is set (the
+ * caller keeps its own reference). */
+static int app_start_listener(app *a, struct ssl_ctx_st *tls)
+{
+    char err[512];
     hsrv_opts ho = {
-        .listen = a.set.listen,
-        .max_body = (size_t)a.set.max_body,
-        .max_headers = (size_t)a.set.max_headers,
-        .idle_timeout_s = (int)a.set.idle_timeout,
-        .request_timeout_s = (int)a.set.request_timeout,
-        .max_conns = (int)a.set.max_conns,
-        .first_byte_timeout_s = (int)a.set.first_byte_timeout,
-        .max_conns_per_peer = (int)a.set.max_conns_per_peer,
-        .trusted = a.set.trusted_proxies,
-        .max_buffered = (size_t)a.set.max_buffered,
+        .listen = a->set.listen,
+        .max_body = (size_t)a->set.max_body,
+        .max_headers = (size_t)a->set.max_headers,
+        .idle_timeout_s = (int)a->set.idle_timeout,
+        .request_timeout_s = (int)a->set.request_timeout,
+        .max_conns = (int)a->set.max_conns,
+        .first_byte_timeout_s = (int)a->set.first_byte_timeout,
+        .max_conns_per_peer = (int)a->set.max_conns_per_peer,
+        .trusted = a->set.trusted_proxies,
+        .max_buffered = (size_t)a->set.max_buffered,
     };
-    a.srv = hsrv_new(a.d.base, &ho, ingest_handle, a.in, err, sizeof(err));
-    if (a.srv == NULL) {
-        daemon_bad_setting(&a.d, "PLCACHE_LISTEN (--listen): %s", err);
-        goto done;
+    a->srv = hsrv_new(a->d.base, &ho, ingest_handle, a->in, err, sizeof(err));
+    if (a->srv == NULL) {
+        daemon_bad_setting(&a->d, "PLCACHE_LISTEN (--listen): %s", err);
+        return -1;
     }
-    ingest_set_server(a.in, a.srv);
-    hsrv_set_counter(a.srv, ingest_count, a.in);
+    ingest_set_server(a->in, a->srv);
+    hsrv_set_counter(a->srv, ingest_count, a->in);
     if (tls != NULL) {
-        if (hsrv_set_tls(a.srv, tls) != 0) {
+        if (hsrv_set_tls(a->srv, tls) != 0) {
             log_error("out of memory");
-            goto done;
+            return -1;
         }
         tls_log(tls, "HTTPS on the listener");
     }
+    return 0;
+}
 
-    /* The applier: the blocking link for its reads, the fetcher. */
+/* The applier: the blocking link for its reads, the fetcher; then its
+ * metrics join the receiver's. */
+static int app_start_applier(app *a)
+{
     char consumer[300];
     applier_opts ao = {
-        .prefix = a.set.prefix,
-        .base_url = a.set.base_url,
-        .api_key = a.set.api_key,
+        .prefix = a->set.prefix,
+        .base_url = a->set.base_url,
+        .api_key = a->set.api_key,
         .consumer = daemon_instance_id(consumer, sizeof(consumer), NULL),
-        .resync_s = a.set.resync,
-        .claim_idle_ms = a.set.claim_idle * 1000,
+        .resync_s = a->set.resync,
+        .claim_idle_ms = a->set.claim_idle * 1000,
         .batch = 32,
         .max_jobs = 256,
-        .events_maxlen = a.set.events_maxlen,
-        .llm_kwargs = (int)a.set.llm_kwargs,
+        .events_maxlen = a->set.events_maxlen,
+        .llm_kwargs = (int)a->set.llm_kwargs,
     };
-    a.apply = applier_new(a.d.base, &ao, a.d.redis, a.d.block, a.d.fetch);
-    if (a.apply == NULL) {
+    a->apply = applier_new(a->d.base, &ao, a->d.redis, a->d.block, a->d.fetch);
+    if (a->apply == NULL) {
         log_error("cannot start the applier (out of memory)");
-        goto done;
+        return -1;
     }
-    ingest_set_metrics(a.in, render_more, &a);
+    ingest_set_metrics(a->in, render_more, a);
+    return 0;
+}
+
+/* The line that says the receiver is up; keyn counts the secrets. */
+static void log_listening(const app *a, const char *keyn)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", hsrv_port(a->srv));
+    if (a->set.tolerance == 0)
+        log_warn("PLCACHE_TIMESTAMP_TOLERANCE=0: deliveries' timestamps are not checked, so a "
+                 "captured delivery can be replayed once its duplicate guard expires (24 h); "
+                 "a replayed prompt_template_deleted drops the template");
+    log_info("plcache-webhook listening", "version", PLCACHE_VERSION, "listen", a->set.listen,
+             "port", port, "path", a->set.path, "redis", a->d.where, "secrets", keyn, "metrics",
+             a->set.metrics_listen ? a->set.metrics_listen : a->set.listen);
+}
+
+int main(int argc, char **argv)
+{
+    app a;
+    sign_keys keys = {0};
+    struct ssl_ctx_st *tls = NULL;
+    char keyn[16];
+    memset(&a, 0, sizeof(a));
+
+    if (app_configure(&a, argc, argv, &keys, &tls) != 0 || app_open_links(&a) != 0)
+        goto done;
+    snprintf(keyn, sizeof(keyn), "%zu", keys.n); /* before ingest_new takes them */
+    if (app_start_ingest(&a, &keys) != 0 || app_start_listener(&a, tls) != 0 ||
+        app_start_applier(&a) != 0)
+        goto done;
     if (a.set.metrics_listen != NULL &&
         daemon_serve_ops(&a.d, a.set.metrics_listen, ops_ready, ops_metrics, &a) != 0)
         goto done;
     if (daemon_arm(&a.d, &hooks, &a) != 0)
         goto done;
-
-    char port[16];
-    snprintf(port, sizeof(port), "%d", hsrv_port(a.srv));
-    if (a.set.tolerance == 0)
-        log_warn("PLCACHE_TIMESTAMP_TOLERANCE=0: deliveries' timestamps are not checked, so a "
-                 "captured delivery can be replayed once its duplicate guard expires (24 h); "
-                 "a replayed prompt_template_deleted drops the template");
-    log_info("plcache-webhook listening", "version", PLCACHE_VERSION, "listen", a.set.listen,
-             "port", port, "path", a.set.path, "redis", a.d.where, "secrets", keyn, "metrics",
-             a.set.metrics_listen ? a.set.metrics_listen : a.set.listen);
+    log_listening(&a, keyn);
     daemon_run(&a.d);
 done:
     daemon_disconnect(&a.d, app_close, &a);

@@ -472,7 +472,7 @@ static int app_start_applier(app *a)
         .prefix = a->set.prefix,
         .base_url = a->set.base_url,
         .api_key = a->set.api_key,
-        .consumer = daemon_instance_id(consumer, sizeof(consumer), NULL),
+        .consumer = daemon_host_id(consumer, sizeof(consumer), NULL),
         .resync_s = a->set.resync,
         .claim_idle_ms = a->set.claim_idle * 1000,
         .batch = 32,

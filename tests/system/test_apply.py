@@ -394,6 +394,20 @@ class Consumers(Case):
             out[c["name"]] = c
         return out
 
+    def test_a_restarted_receiver_keeps_its_consumer(self):
+        # The consumer is named after the host, not host-pid: a restart
+        # reuses it instead of leaving one more in the group.
+        self.send("agent_run_finished", agent_name="a")
+        h.wait_until(lambda: len(self.consumers()) == 1, 10, what="our consumer")
+        before = set(self.consumers())
+        self.assertEqual(self.e.daemon.stop(), 0)
+        self.e.start()
+        self.send("agent_run_finished", agent_name="b")
+        h.wait_until(lambda: self.e.metric("plcache_apply_events_total") >= 1, 10,
+                     what="the restarted receiver applying")
+        self.assertEqual(set(self.consumers()), before)
+        self.assertEqual(before, {socket.gethostname()})
+
     def test_idle_consumers_holding_nothing_leave_the_group(self):
         self.send("agent_run_finished", agent_name="a")  # the group exists, ours in it
         h.wait_until(lambda: len(self.consumers()) >= 1, 10, what="our consumer")

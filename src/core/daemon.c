@@ -133,8 +133,8 @@ const char *daemon_instance_id(char *out, size_t outlen, const char *given)
         snprintf(out, outlen, "%s", given);
         return out;
     }
-    char host[256] = "host";
-    gethostname(host, sizeof(host) - 1);
+    char host[256];
+    daemon_host_id(host, sizeof(host), NULL);
     snprintf(out, outlen, "%s-%ld", host, (long)getpid());
     return out;
 }

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/wipe.h"
+
 /* RFC 3986 unreserved characters pass as they are; every other byte is %XX. */
 static int put_encoded(buf *b, const char *s)
 {
@@ -78,4 +80,14 @@ char *pturl_key_header(const char *key)
     if (h != NULL)
         snprintf(h, n, "X-API-KEY: %s", key);
     return h;
+}
+
+int pturl_swap_key_header(char **slot, const char *key)
+{
+    char *h = pturl_key_header(key);
+    if (h == NULL)
+        return -1;
+    wipe_free(*slot);
+    *slot = h;
+    return 0;
 }

@@ -38,4 +38,9 @@ int pturl_labels(buf *b, const char *base, const char *name);
  * out. */
 char *pturl_key_header(const char *key);
 
+/* Replaces *slot (a header from pturl_key_header, or NULL) with the header
+ * for key, wiping the old one. Returns 0, or -1 when memory ran out (*slot
+ * is left as it was). */
+int pturl_swap_key_header(char **slot, const char *key);
+
 #endif

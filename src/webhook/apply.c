@@ -107,12 +107,9 @@ applier *applier_new(struct event_base *base, const applier_opts *o, rconn *redi
 
 int applier_set_api_key(applier *a, const char *key)
 {
-    char *h = pturl_key_header(key);
-    if (h == NULL)
+    if (pturl_swap_key_header(&a->api_key_header, key) != 0)
         return -1;
-    wipe_free(a->api_key_header);
-    a->api_key_header = h;
-    a->headers[0] = h; /* the reconciliation's too (a->refresh points here) */
+    a->headers[0] = a->api_key_header; /* the reconciliation's too (a->refresh points here) */
     return 0;
 }
 

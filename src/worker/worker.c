@@ -280,12 +280,7 @@ worker *worker_new(struct event_base *base, const worker_opts *o, rconn *redis, 
 
 int worker_set_api_key(worker *w, const char *key)
 {
-    char *h = pturl_key_header(key);
-    if (h == NULL)
-        return -1;
-    wipe_free(w->key_header);
-    w->key_header = h;
-    return 0;
+    return pturl_swap_key_header(&w->key_header, key);
 }
 
 void worker_stop(worker *w)

@@ -50,10 +50,10 @@ static int days_in_month(int y, int m)
     return dm[m - 1];
 }
 
-int time_parse_iso8601(const char *s, size_t len, int64_t *ms)
+int time_parse_iso8601_us(const char *s, size_t len, int64_t *us)
 {
     size_t i = 0;
-    int y, mo, d, h, mi, se, frac_ms = 0;
+    int y, mo, d, h, mi, se, frac_us = 0;
     if (digits(s, len, &i, 4, &y) || i >= len || s[i++] != '-' || digits(s, len, &i, 2, &mo) ||
         i >= len || s[i++] != '-' || digits(s, len, &i, 2, &d))
         return -1;
@@ -67,10 +67,10 @@ int time_parse_iso8601(const char *s, size_t len, int64_t *ms)
         return -1;
     if (i < len && (s[i] == '.' || s[i] == ',')) {
         i++;
-        int n = 0, scale = 100;
+        int n = 0, scale = 100000;
         while (i < len && s[i] >= '0' && s[i] <= '9') {
-            if (n < 3) {
-                frac_ms += (s[i] - '0') * scale;
+            if (n < 6) {
+                frac_us += (s[i] - '0') * scale;
                 scale /= 10;
             }
             n++;
@@ -97,7 +97,17 @@ int time_parse_iso8601(const char *s, size_t len, int64_t *ms)
     if (i != len)
         return -1;
     int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_min * 60;
-    *ms = secs * 1000 + frac_ms;
+    *us = secs * 1000000 + frac_us;
+    return 0;
+}
+
+int time_parse_iso8601(const char *s, size_t len, int64_t *ms)
+{
+    int64_t us;
+    if (time_parse_iso8601_us(s, len, &us) != 0)
+        return -1;
+    /* Floor, as the seconds are: the milliseconds digits, also before 1970. */
+    *ms = us / 1000 - (us % 1000 < 0);
     return 0;
 }
 

@@ -15,6 +15,9 @@ int64_t time_mono_us(void);
  * Returns 0 with milliseconds since the epoch in *ms, or -1 when unreadable. */
 int time_parse_iso8601(const char *s, size_t len, int64_t *ms);
 
+/* The same, in microseconds (digits past the sixth are ignored). */
+int time_parse_iso8601_us(const char *s, size_t len, int64_t *us);
+
 /* Writes now as 2026-11-27T07:21:26.123456Z into out (at least 32 bytes). */
 void time_format_now(char *out, size_t outlen);
 

@@ -8,16 +8,18 @@
 
 /* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
  * hash, and last (when ARGV[5] is not "") a lease. ARGV[1] channel, ARGV[2]
- * name, ARGV[3] id or "", ARGV[4] old name or "", ARGV[5] the lease's token
- * or "", then operations as triples (op, a, b):
- *   set F V       field F = V
- *   latest N V    latest = V unless the cached latest has a higher version
- *   del F -       remove field F
- *   copy D S      field D = field S when S exists
- *   holding N V   version:N = V, and so every label or latest holding N
- *   drop - -      remove the template (and its id)
- *   ifgen G -     stop now, returning -1, unless the hash's gen is G ("" when
- *                 absent); only as the first operation, before any change
+ * name, ARGV[3] the template's id or "", ARGV[4] old name or "", ARGV[5] the
+ * lease's token or "", then operations as triples (op, a, b); see cachew.h.
+ *
+ * The hash belongs to one template: when ARGV[3] names another id than the
+ * hash's, the name now holds a new template and what is cached is dropped
+ * before the operations (a template deleted and created again under its
+ * name). Operations of an event ("event" T I first) act only on what the
+ * event is about: the hash of template I, and a field whose last applied
+ * event (the hash's field "at:<field>", PromptLayer's timestamp in
+ * microseconds) is older than T; they record T there, also when nothing is
+ * left to change, so that an older event delivered later changes nothing.
+ *
  * The lease is deleted first when it still holds the token, whatever the
  * operations do (the script is atomic: nobody sees it gone before the write).
  * Returns how many fields changed (-1: ifgen found another gen, nothing done). */
@@ -36,10 +38,36 @@ static const char cachew_script[] =
     "  if redis.call('HGET', h, f) ~= v then redis.call('HSET', h, f, v); changed = changed + 1 "
     "end\n"
     "end\n"
-    "for i = 6, #ARGV, 3 do\n"
-    "  local op, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
-    "  if op == 'ifgen' then\n"
-    "    if (redis.call('HGET', h, 'gen') or '') ~= a then return -1 end\n"
+    "local function drop(key, name)\n"
+    "  local id = redis.call('HGET', key, 'id')\n"
+    "  local n = redis.call('DEL', key)\n"
+    "  if id and redis.call('HGET', KEYS[2], id) == name then redis.call('HDEL', KEYS[2], id) end\n"
+    "  return n\n"
+    "end\n"
+    "local i = 6\n"
+    "if ARGV[i] == 'ifgen' then\n"
+    "  if (redis.call('HGET', h, 'gen') or '') ~= ARGV[i + 1] then return -1 end\n"
+    "  i = i + 3\n"
+    "end\n"
+    "local hid = redis.call('HGET', h, 'id')\n"
+    "if ARGV[3] ~= '' and hid and hid ~= ARGV[3] then\n"
+    "  changed = changed + drop(h, ARGV[2])\n"
+    "end\n"
+    "local ev_t, ev_id = nil, ''\n"
+    "local function ours(key)\n"
+    "  local id, want = redis.call('HGET', key, 'id'), ev_id ~= '' and ev_id or ARGV[3]\n"
+    "  return not id or want == '' or id == want\n"
+    "end\n"
+    "local function newer(f)\n"
+    "  if not ev_t or redis.call('EXISTS', h) == 0 or not ours(h) then return false end\n"
+    "  local at = tonumber(redis.call('HGET', h, 'at:' .. f))\n"
+    "  if at and at >= ev_t then return false end\n"
+    "  redis.call('HSET', h, 'at:' .. f, ev_t)\n"
+    "  return at ~= nil or redis.call('HEXISTS', h, f) == 0\n"
+    "end\n"
+    "for k = i, #ARGV, 3 do\n"
+    "  local op, a, b = ARGV[k], ARGV[k + 1], ARGV[k + 2]\n"
+    "  if op == 'event' then ev_t = tonumber(a); ev_id = b\n"
     "  elseif op == 'set' then put(a, b)\n"
     "  elseif op == 'latest' then\n"
     "    local cv = ver(redis.call('HGET', h, 'latest'))\n"
@@ -48,6 +76,13 @@ static const char cachew_script[] =
     "  elseif op == 'copy' then\n"
     "    local v = redis.call('HGET', h, b)\n"
     "    if v then put(a, v) end\n"
+    "  elseif op == 'evcopy' then\n"
+    "    if newer(a) then\n"
+    "      local v = redis.call('HGET', h, b)\n"
+    "      if v then put(a, v) end\n"
+    "    end\n"
+    "  elseif op == 'evdel' then\n"
+    "    if newer(a) then changed = changed + redis.call('HDEL', h, a) end\n"
     "  elseif op == 'holding' then\n"
     "    local n, all = tonumber(a), redis.call('HGETALL', h)\n"
     "    for j = 1, #all, 2 do\n"
@@ -57,15 +92,12 @@ static const char cachew_script[] =
     "      end\n"
     "    end\n"
     "    put('version:' .. a, b)\n"
-    "  elseif op == 'drop' then\n"
-    "    changed = changed + redis.call('DEL', h)\n"
+    "  elseif op == 'drop' or (op == 'evdrop' and ours(h)) then\n"
+    "    changed = changed + drop(h, ARGV[2])\n"
     "    dropped = true\n"
-    "    if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then\n"
-    "      redis.call('HDEL', KEYS[2], ARGV[3])\n"
-    "    end\n"
     "  end\n"
     "end\n"
-    "if ARGV[4] ~= '' and redis.call('DEL', KEYS[3]) == 1 then\n"
+    "if ARGV[4] ~= '' and ours(KEYS[3]) and drop(KEYS[3], ARGV[4]) == 1 then\n"
     "  changed = changed + 1\n"
     "  redis.call('PUBLISH', ARGV[1], ARGV[4])\n"
     "end\n"

@@ -6,7 +6,9 @@
  * concurrent writers cannot undo each other: `latest` only moves forward,
  * `gen` is bumped and the name published on the invalidate channel whenever
  * anything changed, a 404 removes the field (a 404 for `latest` drops the
- * template and its id).
+ * template and its id), a write that names the template's id replaces a hash
+ * another template left under the name, and an event's own operations act
+ * only on its template and only when no newer event was applied to the field.
  *
  * A write is one EVAL built as rargs: cachew_begin, then any number of
  * cachew_op; the daemons send it with rconn_send, libplcache with EVALSHA of
@@ -45,7 +47,18 @@ void cachew_begin(rargs *c, const cachew_write *w);
  *   "drop"    "" "" remove the template (and its id when it maps to this name)
  *   "ifgen"   G ""  first operation only: change nothing and answer -1 unless the
  *                   hash's gen is G ("" when it has none) -- a stale-set guard for
- *                   writers that read the hash before fetching */
+ *                   writers that read the hash before fetching
+ * and the operations of an event, after "event":
+ *   "event"   T I   what follows comes from an event of template id I ("" unknown)
+ *                   made at T (PromptLayer's timestamp, microseconds; "" unknown)
+ *   "evcopy"  D S   field D = field S, and "evdel" F "": remove field F -- each
+ *                   only when the hash is template I's, T is newer than the last
+ *                   event applied to the field (recorded in field "at:<D>") and,
+ *                   when no event was recorded yet, the field is absent; T is
+ *                   recorded whenever it is newer
+ *   "evdrop"  "" "" "drop", only when the hash is template I's (or has no id)
+ * A rename's old hash is dropped only when it is the renamed template's (the
+ * event's id, else the write's). */
 void cachew_op(rargs *c, const char *op, const char *a, size_t alen, const char *b,
                size_t blen);
 

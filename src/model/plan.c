@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/timeutil.h"
 
 const char *plan_kind_name(plan_kind k)
 {
@@ -92,6 +93,7 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
     out->kind = PLAN_INVALID;
     out->id = -1;
     out->version = -1;
+    out->at_us = -1;
     /* Most of a busy webhook's events change nothing in the cache: decide
      * those from the type alone, without parsing the payload. */
     if (strncmp(type, "prompt_template_", 16) != 0 ||
@@ -115,6 +117,11 @@ int plan_from_event(const char *type, const char *payload, size_t len, plan *out
         json_decref(root);
         return 0;
     }
+    json_t *ts = json_object_get(root, "timestamp");
+    int64_t us;
+    if (json_is_string(ts) &&
+        time_parse_iso8601_us(json_string_value(ts), json_string_length(ts), &us) == 0)
+        out->at_us = us;
     out->name = dup_str(d, "prompt_template_name");
     out->id = get_int(d, "prompt_template_id");
     out->version = get_int(d, "prompt_template_version_number");
@@ -144,18 +151,27 @@ plan_steps plan_steps_of(const plan *p)
     case PLAN_LABEL:
         s.fetch = 1;
         s.target = (field){.kind = FIELD_LABEL, .label = p->label};
-        if (p->version >= 0) {
+        if (p->version >= 0 && p->at_us >= 0) {
             s.pre = PLAN_PRE_COPY;
             s.pre_field = s.target;
             s.pre_from = (field){.kind = FIELD_VERSION, .version = p->version};
         }
         break;
     case PLAN_LABEL_DELETE:
-        s.pre = PLAN_PRE_DEL;
-        s.pre_field = (field){.kind = FIELD_LABEL, .label = p->label};
+        /* The label may have been created again since: the API says. */
+        s.fetch = 1;
+        s.target = (field){.kind = FIELD_LABEL, .label = p->label};
+        if (p->at_us >= 0) {
+            s.pre = PLAN_PRE_DEL;
+            s.pre_field = s.target;
+        }
         break;
     case PLAN_DELETE:
-        s.pre = PLAN_PRE_DROP;
+        /* The name may hold a template created again since: the API says. */
+        s.fetch = 1;
+        s.target = (field){.kind = FIELD_LATEST};
+        if (p->id >= 0)
+            s.pre = PLAN_PRE_DROP;
         break;
     case PLAN_RENAME:
         s.rebuild_old = 1;

@@ -15,10 +15,10 @@ typedef enum plan_kind {
     PLAN_NONE,            /* recorded in pl:events only */
     PLAN_VERSION,         /* fetch version n; set version:n, and latest when newest */
     PLAN_LABEL,           /* copy version:n to label:L when cached; fetch label; set label:L */
-    PLAN_LABEL_DELETE,    /* remove label:L */
+    PLAN_LABEL_DELETE,    /* remove label:L; fetch label to confirm */
     PLAN_REFRESH_VERSION, /* refetch version n; set it and every field holding it */
     PLAN_RENAME,          /* rebuild old_name's fields under name; drop old_name */
-    PLAN_DELETE,          /* drop the template and its id */
+    PLAN_DELETE,          /* drop the template and its id; fetch latest to confirm */
     PLAN_INVALID,         /* a template event without what it needs: counted, acknowledged */
 } plan_kind;
 
@@ -29,6 +29,7 @@ typedef struct plan {
     char *label;       /* owned; label events */
     long long id;      /* prompt_template_id, -1 when absent */
     long long version; /* version number, -1 when absent */
+    long long at_us;   /* the event's timestamp (microseconds since the epoch), -1 when absent */
 } plan;
 
 /* Reads an event's payload (the body as received) into a plan. Returns 0 (out
@@ -44,11 +45,15 @@ const char *plan_kind_name(plan_kind k);
 
 /* ---- from a plan to cache operations (model/cachew's ops) ------------------ */
 
+/* Written at once, as an event's operations (model/cachew.h "event"): each
+ * acts only on the event's template, and a copy or a delete only when no newer
+ * event was applied to the field -- so an event delivered late or twice never
+ * takes a field back. The fetch that follows makes the field what the API says. */
 typedef enum plan_pre_kind {
     PLAN_PRE_NONE,
-    PLAN_PRE_COPY, /* "copy" pre_field <- pre_from: a label moving to a cached version */
-    PLAN_PRE_DEL,  /* "del" pre_field: a deleted label */
-    PLAN_PRE_DROP, /* "drop": a deleted template */
+    PLAN_PRE_COPY, /* "evcopy" pre_field <- pre_from: a label moving to a cached version */
+    PLAN_PRE_DEL,  /* "evdel" pre_field: a deleted label */
+    PLAN_PRE_DROP, /* "evdrop": a deleted template */
 } plan_pre_kind;
 
 /* What a plan does: at once (pre), then with the API's answer (target). */

@@ -175,6 +175,10 @@ void applier_metrics(applier *a, buf *b)
     metrics_single(b, "plcache_cache_changes_total", "counter",
                    "Cache fields changed by writes (identical content changes nothing).",
                    (double)a->changes);
+    metrics_single(b, "plcache_cache_writes_redone_total", "counter",
+                   "Event writes refused because the template changed while fetched, "
+                   "then fetched again.",
+                   (double)a->redone);
     metrics_single(b, "plcache_reconcile_runs_total", "counter", "Completed reconciliations.",
                    (double)a->resync_runs);
     metrics_single(b, "plcache_reconcile_changes_total", "counter",

@@ -32,6 +32,7 @@
 #define STREAM_EVERY_MS 1000
 #define HARD_CAP_FACTOR 10 /* pl:events is cut past 10 times its target length */
 #define RESYNC_TRIES 3     /* a template reconciled while a writer raced it: tries */
+#define WRITE_TRIES 5      /* an event's write refused because the hash moved on: tries */
 
 /* Event types counted by name; others are "other", the last
  * (apply_job.c; NAPPLY is checked against it there). */
@@ -44,7 +45,7 @@ typedef struct target {
     char *field; /* owned: f as text, the cache field this target fills */
     long status; /* answer, 0 until done */
     char *body;  /* owned: the answer when 200 */
-    long long got_version;
+    long long got_version, got_id;
 } target;
 
 typedef struct job job;
@@ -61,6 +62,10 @@ struct job {
     target *targets;
     size_t ntargets, fetches_left;
     rargs pre; /* pre-write operations */
+    /* The hash's gen read before the fetches: the write is refused when it
+     * moved on (another receiver wrote a newer answer), and done again. */
+    char gen[32];
+    int tries;
     int failed;
     const char *why; /* failure reason, static */
 };
@@ -94,7 +99,7 @@ struct applier {
     int64_t resync_started_us;
     unsigned long resync_templates, resync_changes;
     /* metrics */
-    unsigned long applied[NAPPLY], failed[NAPPLY], invalid, writes, changes;
+    unsigned long applied[NAPPLY], failed[NAPPLY], invalid, writes, changes, redone;
     unsigned long resync_runs, resync_found, claimed, given_up;
     unsigned long gaps, lost, trimmed, consumers_removed;
     long long pending;

@@ -36,6 +36,7 @@ _Static_assert(sizeof(ajob_types) / sizeof(ajob_types[0]) == NAPPLY,
                "NAPPLY counts the event types");
 
 static void job_start(job *j);
+static void job_read_gen(job *j);
 static void job_fetch(job *j);
 static void job_write(job *j);
 
@@ -93,13 +94,26 @@ static void add_op(rargs *ops, const char *op, const char *x, size_t xlen, const
     rargs_add(ops, y, ylen);
 }
 
-/* The start of a write command for the job's template (model/cachew.h). */
-static void write_prologue(job *j, rargs *c, int with_old)
+/* The start of a write command for the job's template (model/cachew.h):
+ * id is the template's as the API answered (< 0: none answered). */
+static void write_prologue(job *j, rargs *c, int with_old, long long id)
 {
     cachew_begin(c, &(cachew_write){.prefix = j->a->prefix,
                                     .name = j->p.name,
-                                    .id = j->p.id,
+                                    .id = id,
                                     .old_name = with_old ? j->p.old_name : NULL});
+}
+
+/* Adds "event T I": the operations that follow act for this event only
+ * (model/cachew.h). */
+static void add_event_op(job *j, rargs *ops)
+{
+    char at[24] = "", id[24] = "";
+    if (j->p.at_us >= 0)
+        snprintf(at, sizeof(at), "%lld", j->p.at_us);
+    if (j->p.id >= 0)
+        snprintf(id, sizeof(id), "%lld", j->p.id);
+    add_op(ops, "event", at, strlen(at), id, strlen(id));
 }
 
 static job *find_running(applier *a, const char *name)
@@ -180,6 +194,16 @@ static void ack(job *j)
         job_fail(j, "redis unavailable");
 }
 
+/* Forgets the answers of a write the hash's gen refused, to fetch again. */
+static void forget_answers(job *j)
+{
+    for (size_t i = 0; i < j->ntargets; i++) {
+        free(j->targets[i].body);
+        j->targets[i].body = NULL;
+        j->targets[i].status = 0;
+    }
+}
+
 static void written(redisReply *r, void *priv)
 {
     job *j = priv;
@@ -188,6 +212,18 @@ static void written(redisReply *r, void *priv)
         if (r && r->type == REDIS_REPLY_ERROR)
             log_error("cache write refused", "error", r->str);
         job_fail(j, "cache write failed");
+        return;
+    }
+    if (r->integer < 0) {
+        /* The hash moved on while we fetched: our answers may be older than
+         * what was written. Read the gen and fetch again, a few times. */
+        a->redone++;
+        if (++j->tries >= WRITE_TRIES) {
+            job_fail(j, "the template kept changing while fetched");
+            return;
+        }
+        forget_answers(j);
+        job_read_gen(j);
         return;
     }
     a->writes++;
@@ -207,10 +243,42 @@ static void pre_written(redisReply *r, void *priv)
         return;
     }
     j->a->changes += (unsigned long)r->integer;
-    if (j->ntargets > 0)
+    job_read_gen(j);
+}
+
+static void gen_read(redisReply *r, void *priv)
+{
+    job *j = priv;
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL) ||
+        (r->type == REDIS_REPLY_STRING && r->len >= sizeof(j->gen))) {
+        job_fail(j, "cannot read the template's gen");
+        return;
+    }
+    if (r->type == REDIS_REPLY_STRING)
+        memcpy(j->gen, r->str, r->len + 1);
+    else
+        j->gen[0] = '\0';
+    if (j->a->closing)
+        job_fail(j, "shutting down");
+    else if (j->ntargets > 0)
         job_fetch(j);
     else
-        ack(j);
+        job_write(j);
+}
+
+/* Reads the gen the job's write will be based on, then fetches. */
+static void job_read_gen(job *j)
+{
+    applier *a = j->a;
+    char key[1024];
+    if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.name) < 0) {
+        job_fail(j, "name too long");
+        return;
+    }
+    const char *argv[] = {"HGET", key, "gen"};
+    size_t lens[] = {4, strlen(key), 3};
+    if (a->closing || rconn_argv(a->redis, gen_read, j, 3, argv, lens) != 0)
+        job_fail(j, "redis unavailable");
 }
 
 typedef struct fetch_ctx {
@@ -226,7 +294,7 @@ static void fetched(const fetch_result *res, void *arg)
     free(fc);
     t->status = res->status;
     if (res->status == 200) {
-        if (answer_template(res->body, res->len, &t->got_version, NULL) != 0) {
+        if (answer_template(res->body, res->len, &t->got_version, &t->got_id) != 0) {
             t->status = -1; /* not a template: counts as a failure */
         } else {
             t->body = malloc(res->len + 1);
@@ -322,14 +390,27 @@ static int add_answers(job *j, rargs *c)
     return ops;
 }
 
-/* Every answer is in: one atomic write, then XACK. */
+/* The template's id as the API answered it, or -1 when no answer said. */
+static long long answered_id(const job *j)
+{
+    for (size_t i = 0; i < j->ntargets; i++)
+        if (j->targets[i].status == 200 && j->targets[i].got_id >= 0)
+            return j->targets[i].got_id;
+    return -1;
+}
+
+/* Every answer is in: one atomic write, based on the gen read before the
+ * fetches (refused and done again when it moved on), then XACK. */
 static void job_write(job *j)
 {
     applier *a = j->a;
     rargs c;
     rargs_init(&c);
     int rename = j->p.kind == PLAN_RENAME;
-    write_prologue(j, &c, rename);
+    write_prologue(j, &c, rename, answered_id(j));
+    cachew_op(&c, "ifgen", j->gen, strlen(j->gen), "", 0);
+    if (rename)
+        add_event_op(j, &c); /* the old hash goes only when it is this template's */
     int ops = add_answers(j, &c);
     /* A failed fetch fails the whole job: nothing is written, the entry stays
      * pending and the job runs again once claimed. */
@@ -366,11 +447,7 @@ static void fields_listed(redisReply *r, void *priv)
             return;
         }
     }
-    if (j->ntargets == 0) {
-        job_write(j); /* nothing cached: drop the old hash, set the id */
-        return;
-    }
-    job_fetch(j);
+    job_read_gen(j); /* nothing cached: the write drops the old hash, sets the id */
 }
 
 /* A field or a template the reconciliation could not bring back: said once
@@ -419,7 +496,7 @@ static void job_start(job *j)
     if (j->pre.argc > 0) {
         rargs c;
         rargs_init(&c);
-        write_prologue(j, &c, 0);
+        write_prologue(j, &c, 0, -1);
         for (int i = 0; i < j->pre.argc; i++)
             rargs_add(&c, j->pre.argv[i], j->pre.lens[i]);
         int rc = rconn_send(a->redis, pre_written, j, &c);
@@ -429,7 +506,7 @@ static void job_start(job *j)
         return;
     }
     if (j->ntargets > 0)
-        job_fetch(j);
+        job_read_gen(j);
     else
         ack(j);
 }
@@ -487,6 +564,8 @@ static int add_plan_targets(job *j)
         return -1;
     char *to = NULL, *from = NULL;
     int rc = 0;
+    if (s.pre != PLAN_PRE_NONE)
+        add_event_op(j, &j->pre);
     switch (s.pre) {
     case PLAN_PRE_COPY:
         to = field_dup(&s.pre_field);
@@ -494,17 +573,17 @@ static int add_plan_targets(job *j)
         if (to == NULL || from == NULL)
             rc = -1;
         else
-            add_op(&j->pre, "copy", to, strlen(to), from, strlen(from));
+            add_op(&j->pre, "evcopy", to, strlen(to), from, strlen(from));
         break;
     case PLAN_PRE_DEL:
         to = field_dup(&s.pre_field);
         if (to == NULL)
             rc = -1;
         else
-            add_op(&j->pre, "del", to, strlen(to), "", 0);
+            add_op(&j->pre, "evdel", to, strlen(to), "", 0);
         break;
     case PLAN_PRE_DROP:
-        add_op(&j->pre, "drop", "", 0, "", 0);
+        add_op(&j->pre, "evdrop", "", 0, "", 0);
         break;
     case PLAN_PRE_NONE:
         break;

@@ -215,9 +215,11 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def event(event_type="prompt_template_version_created", **details):
-    """An event payload as PromptLayer sends it, stamped now (naive UTC)."""
-    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%06d" % (time.time_ns() // 1000 % 1000000)
+def event(event_type="prompt_template_version_created", _at_us=None, **details):
+    """An event payload as PromptLayer sends it, stamped now (naive UTC), or
+    at _at_us (microseconds since the epoch) for an event made earlier."""
+    us = _at_us if _at_us is not None else time.time_ns() // 1000  # one reading
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1000000)) + ".%06d" % (us % 1000000)
     return {
         "event_type": event_type,
         "details": details or {"prompt_template_name": "Hello", "prompt_template_id": 12,

@@ -46,8 +46,8 @@ class Case(unittest.TestCase):
 
     # -- helpers --------------------------------------------------------------
 
-    def send(self, event_type, **details):
-        st, _, data = self.e.post(h.event(event_type, **details))
+    def send(self, event_type, port=None, **details):
+        st, _, data = self.e.post(h.event(event_type, **details), port=port)
         self.assertEqual(st, 200, data)
 
     def api(self, name, **sel):
@@ -157,6 +157,8 @@ class Events(Case):
         self.send("prompt_template_label_change_approved", prompt_template_name="Hello",
                   prompt_template_id=1, prompt_template_label="prod", change_type="move")
         self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        # PromptLayer deletes the label when it approves the deletion, then says so.
+        self.e.api.control("DELETE", "/_fake/templates/Hello/labels/prod")
         self.send("prompt_template_label_change_approved", prompt_template_name="Hello",
                   prompt_template_id=1, prompt_template_label="prod", change_type="deletion")
         self.wait_cached("Hello", "label:prod", None)
@@ -325,6 +327,116 @@ class Receivers(Case):
         total = self.e.metric("plcache_apply_events_total") + self.e.metric(
             "plcache_apply_events_total", port2)
         self.assertEqual(total, 10)
+
+
+class Basis(Case):
+    """Writes carry what they were based on: an older answer, a late event or
+    a delete of what was since made again never takes the cache back. Each
+    fails on the daemons before issue 16."""
+    # No claim in these tests: each event is applied by the receiver it reached.
+    settings = {"PLCACHE_CLAIM_IDLE": 30}
+
+    def applied(self, port=None):
+        return self.e.metric("plcache_apply_events_total", port)
+
+    def watch(self, name, field, seconds):
+        """The versions field held, polled for `seconds` (None: absent)."""
+        seen, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            v = self.cached(name, field)
+            seen.append(v["version"] if v else None)
+            time.sleep(0.005)
+        return seen
+
+    def test_an_older_answer_from_another_receiver_is_not_written_last(self):
+        # Receiver A fetches label prod while it points at 2 (its answer held
+        # back 1.5 s); meanwhile prod moves to 3 and receiver B writes that.
+        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/Hello",
+                                                     "delay_ms": 1500})
+        self.e.api.control("DELETE", "/_fake/requests")
+        self.e.api.control("POST", "/_fake/templates/Hello/versions", {"version": 3, "content": {
+            "prompt_template": completion("v3")}})
+        self.label_moved("prod", 2)
+        h.wait_until(lambda: self.e.api.requests("/prompt-templates/Hello"), 10, what="A's fetch")
+        os.kill(self.e.daemon.proc.pid, signal.SIGSTOP)
+        try:
+            # A's blocked read would be handed the next event: end it, so B takes it.
+            blocked = [ln for ln in self.e.redis_cmd("CLIENT", "LIST").decode().splitlines()
+                       if "cmd=xreadgroup" in ln]
+            self.assertEqual(len(blocked), 1, blocked)
+            self.e.redis_cmd("CLIENT", "KILL", "ID", blocked[0].split()[0].split("=")[1])
+            b = self.e.another()
+            self.e.start(daemon=b)
+            bport = int(b.env["PLCACHE_LISTEN"].rsplit(":", 1)[1])
+            self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 3})
+            self.send("prompt_template_label_moved", port=bport, prompt_template_name="Hello",
+                      prompt_template_id=1, prompt_template_version_number=3, prompt_template_label="prod")
+            self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        finally:
+            os.kill(self.e.daemon.proc.pid, signal.SIGCONT)
+        # A's answer (prod at 2) comes in after B's write: refused, fetched again.
+        h.wait_until(lambda: self.applied() >= 1, 15, what="A's event applied")
+        self.assertEqual(self.watch("Hello", "label:prod", 0.5)[-1], 3)
+        self.assertEqual(self.cached("Hello", "label:prod"), self.api("Hello", label="prod"))
+        self.assertGreaterEqual(self.e.metric("plcache_cache_writes_redone_total"), 1)
+
+    def test_a_late_label_event_never_takes_the_label_back(self):
+        for v in (3, 4):
+            self.e.api.control("POST", "/_fake/templates/Hello/versions", {"version": v, "content": {
+                "prompt_template": completion(f"v{v}")}})
+            self.version_created(version=v)
+            self.wait_cached("Hello", f"version:{v}", self.api("Hello", version=v))
+        earlier = time.time_ns() // 1000
+        self.label_moved("prod", 4)  # made after `earlier`
+        self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        n = self.applied()
+        # The move to 3, made before, comes in last; its fetch is held back 1 s.
+        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/Hello",
+                                                     "delay_ms": 1000})
+        self.send("prompt_template_label_moved", _at_us=earlier, prompt_template_name="Hello",
+                  prompt_template_id=1, prompt_template_version_number=3, prompt_template_label="prod")
+        seen = self.watch("Hello", "label:prod", 1.5)
+        h.wait_until(lambda: self.applied() > n, 15, what="the late event applied")
+        self.assertEqual(set(seen), {4}, "label:prod went back while the late event was applied")
+        self.assertEqual(self.cached("Hello", "label:prod")["version"], 4)
+
+    def test_a_late_label_delete_leaves_the_label_made_again(self):
+        deleted_at = time.time_ns() // 1000
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/beta", {"version": 2})
+        self.send("prompt_template_label_created", prompt_template_name="Hello", prompt_template_id=1,
+                  prompt_template_version_number=2, prompt_template_label="beta")
+        self.wait_cached("Hello", "label:beta", self.api("Hello", label="beta"))
+        n = self.applied()
+        # The label's earlier deletion is delivered after it was made again.
+        self.send("prompt_template_label_deleted", _at_us=deleted_at, prompt_template_name="Hello",
+                  prompt_template_id=1, prompt_template_version_number=1, prompt_template_label="beta")
+        h.wait_until(lambda: self.applied() > n, 15, what="the late delete applied")
+        self.assertEqual(self.cached("Hello", "label:beta"), self.api("Hello", label="beta"))
+
+    def test_a_late_template_delete_leaves_the_template_made_again(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "latest", self.api("Hello"))
+        deleted_at = time.time_ns() // 1000
+        # Hello (id 1) was deleted, and a new Hello (id 7) made; the new one's
+        # event comes first, the deletion of the old one after it.
+        self.e.api.control("DELETE", "/_fake/templates/Hello")
+        self.e.api.control("PUT", "/_fake/templates/Hello", {"id": 7, "versions": {
+            "1": {"prompt_template": completion("new")}}, "labels": {}})
+        self.send("prompt_template_created", prompt_template_name="Hello", prompt_template_id=7,
+                  prompt_template_version_number=1)
+        h.wait_until(lambda: self.e.redis_cmd("HGET", "pl:prompt:Hello", "id") == b"7", 15,
+                     what="the new Hello cached")
+        # What the old template cached is gone with it.
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt:Hello", "version:2"), None)
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "1"), None)
+        n = self.applied()
+        self.send("prompt_template_deleted", _at_us=deleted_at, prompt_template_name="Hello",
+                  prompt_template_id=1)
+        h.wait_until(lambda: self.applied() > n, 15, what="the late delete applied")
+        self.assertEqual(self.cached("Hello", "latest"), self.api("Hello"))
+        self.assertEqual(self.cached("Hello", "version:1"), self.api("Hello", version=1))
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt:Hello", "id"), b"7")
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "7"), b"Hello")
 
 
 class ApiKeyReload(unittest.TestCase):

@@ -27,12 +27,43 @@ static void test_version_created_fetches_that_version(void **state)
     assert_int_equal(p.kind, PLAN_VERSION);
     assert_string_equal(p.name, "Hello");
     assert_true(p.id == 12 && p.version == 9);
+    assert_true(p.at_us == 1701468357000000LL);
     plan_free(&p);
     p = parse("prompt_template_created", "{\"prompt_template_name\": \"N\", "
                                          "\"prompt_template_version_number\": \"1\"}");
     assert_int_equal(p.kind, PLAN_VERSION);
     assert_true(p.version == 1 && p.id == -1);
     plan_free(&p);
+}
+
+/* The event's time is what orders its operations: read when PromptLayer's. */
+static void test_event_time_is_read_when_readable(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ts;
+        long long want;
+    } rows[] = {
+        {"\"2023-12-01T22:05:57.924833\"", 1701468357924833LL},
+        {"\"2023-12-01T22:05:57Z\"", 1701468357000000LL},
+        {"\"yesterday\"", -1},
+        {"1701468357", -1},
+        {"null", -1},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char body[512], err[128];
+        plan p;
+        snprintf(body, sizeof(body),
+                 "{\"details\": {\"prompt_template_name\": \"A\", \"prompt_template_label\": "
+                 "\"prod\"}, \"timestamp\": %s}",
+                 rows[i].ts);
+        assert_int_equal(plan_from_event("prompt_template_label_deleted", body, strlen(body), &p,
+                                         err, sizeof(err)),
+                         0);
+        if (p.at_us != rows[i].want)
+            fail_msg("row %zu: %lld", i, p.at_us);
+        plan_free(&p);
+    }
 }
 
 static void test_label_events(void **state)
@@ -150,25 +181,34 @@ static void test_steps_of_each_plan(void **state)
     (void)state;
     static const struct {
         plan_kind kind;
-        long long version;
+        long long version, id, at_us;
         const char *label;
         int fetch;
         field_kind target;
         plan_pre_kind pre;
         int rebuild_old;
     } rows[] = {
-        {PLAN_VERSION, 3, NULL, 1, FIELD_VERSION, PLAN_PRE_NONE, 0},
-        {PLAN_REFRESH_VERSION, 3, NULL, 1, FIELD_VERSION, PLAN_PRE_NONE, 0},
-        {PLAN_LABEL, 3, "prod", 1, FIELD_LABEL, PLAN_PRE_COPY, 0},
-        {PLAN_LABEL, -1, "prod", 1, FIELD_LABEL, PLAN_PRE_NONE, 0},
-        {PLAN_LABEL_DELETE, -1, "prod", 0, 0, PLAN_PRE_DEL, 0},
-        {PLAN_DELETE, -1, NULL, 0, 0, PLAN_PRE_DROP, 0},
-        {PLAN_RENAME, -1, NULL, 0, 0, PLAN_PRE_NONE, 1},
-        {PLAN_NONE, -1, NULL, 0, 0, PLAN_PRE_NONE, 0},
-        {PLAN_INVALID, 3, "x", 0, 0, PLAN_PRE_NONE, 0},
+        {PLAN_VERSION, 3, 12, 7, NULL, 1, FIELD_VERSION, PLAN_PRE_NONE, 0},
+        {PLAN_REFRESH_VERSION, 3, 12, 7, NULL, 1, FIELD_VERSION, PLAN_PRE_NONE, 0},
+        {PLAN_LABEL, 3, 12, 7, "prod", 1, FIELD_LABEL, PLAN_PRE_COPY, 0},
+        {PLAN_LABEL, -1, 12, 7, "prod", 1, FIELD_LABEL, PLAN_PRE_NONE, 0},
+        /* Without its time an event cannot say it is newer: fetch only. */
+        {PLAN_LABEL, 3, 12, -1, "prod", 1, FIELD_LABEL, PLAN_PRE_NONE, 0},
+        {PLAN_LABEL_DELETE, -1, 12, 7, "prod", 1, FIELD_LABEL, PLAN_PRE_DEL, 0},
+        {PLAN_LABEL_DELETE, -1, 12, -1, "prod", 1, FIELD_LABEL, PLAN_PRE_NONE, 0},
+        /* Without its id a delete cannot say which template it removes. */
+        {PLAN_DELETE, -1, 12, 7, NULL, 1, FIELD_LATEST, PLAN_PRE_DROP, 0},
+        {PLAN_DELETE, -1, -1, 7, NULL, 1, FIELD_LATEST, PLAN_PRE_NONE, 0},
+        {PLAN_RENAME, -1, 12, 7, NULL, 0, 0, PLAN_PRE_NONE, 1},
+        {PLAN_NONE, -1, 12, 7, NULL, 0, 0, PLAN_PRE_NONE, 0},
+        {PLAN_INVALID, 3, 12, 7, "x", 0, 0, PLAN_PRE_NONE, 0},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        plan p = {.kind = rows[i].kind, .version = rows[i].version, .label = (char *)rows[i].label};
+        plan p = {.kind = rows[i].kind,
+                  .version = rows[i].version,
+                  .id = rows[i].id,
+                  .at_us = rows[i].at_us,
+                  .label = (char *)rows[i].label};
         plan_steps s = plan_steps_of(&p);
         if (s.fetch != rows[i].fetch || s.pre != rows[i].pre ||
             s.rebuild_old != rows[i].rebuild_old ||
@@ -236,6 +276,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_created_fetches_that_version),
         cmocka_unit_test(test_label_events),
+        cmocka_unit_test(test_event_time_is_read_when_readable),
         cmocka_unit_test(test_rename_delete_update),
         cmocka_unit_test(test_other_events_only_recorded),
         cmocka_unit_test(test_template_events_missing_what_they_need_are_invalid),

@@ -60,6 +60,30 @@ static void test_unreadable_timestamps(void **state)
         assert_true(parse(bad[i]) == INT64_MIN);
 }
 
+static void test_microseconds_keep_six_digits(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t us, ms;
+    } rows[] = {
+        {"2023-12-01T22:05:57.924833", 1701468357924833LL, 1701468357924LL},
+        {"2023-12-01T22:05:57.924833999", 1701468357924833LL, 1701468357924LL},
+        {"2023-12-01T22:05:57.9", 1701468357900000LL, 1701468357900LL},
+        {"2023-12-01T22:05:57Z", 1701468357000000LL, 1701468357000LL},
+        /* Before 1970 the milliseconds are floored, as the seconds are. */
+        {"1969-12-31T23:59:59.9995", -500LL, -1LL},
+        {"1969-12-31T23:59:59.000001", -999999LL, -1000LL},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        int64_t us = 0;
+        if (time_parse_iso8601_us(rows[i].s, strlen(rows[i].s), &us) != 0 || us != rows[i].us)
+            fail_msg("row %zu: %s", i, rows[i].s);
+        if (parse(rows[i].s) != rows[i].ms)
+            fail_msg("row %zu (ms): %s", i, rows[i].s);
+    }
+}
+
 static void test_format_now_round_trips(void **state)
 {
     (void)state;
@@ -78,6 +102,7 @@ int main(void)
         cmocka_unit_test(test_z_and_offsets),
         cmocka_unit_test(test_leap_days_and_month_ends),
         cmocka_unit_test(test_unreadable_timestamps),
+        cmocka_unit_test(test_microseconds_keep_six_digits),
         cmocka_unit_test(test_format_now_round_trips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,10 +16,11 @@
 
 #define REFRESH_MAX_URL (64 * 1024)
 
-/* KEYS[1] the template's hash: its field names, id and gen. */
-static const char read_script[] = "return {redis.call('HKEYS', KEYS[1]), "
-                                  "redis.call('HGET', KEYS[1], 'id') or '', "
-                                  "redis.call('HGET', KEYS[1], 'gen') or ''}\n";
+/* KEYS[1] the template's hash, KEYS[2] the dropped names, ARGV[1] its name:
+ * its field names, id and basis (model/cachew.h). */
+static const char read_script[] = CACHEW_BASIS_LUA "return {redis.call('HKEYS', KEYS[1]), "
+                                                   "redis.call('HGET', KEYS[1], 'id') or '', "
+                                                   "basis(KEYS[1], KEYS[2], ARGV[1])}\n";
 
 typedef struct rfield {
     char *text;  /* owned: latest, version:N, label:L */
@@ -370,12 +371,14 @@ static void read_fields(refresh *t)
 {
     char *key = NULL;
     size_t n = strlen(t->env->prefix) + strlen(KEYS_PROMPT) + strlen(t->name) + 1;
+    char gone[256];
     int rc = -1;
     if (!stopped(t) && (key = malloc(n)) != NULL &&
-        keys_make(key, n, t->env->prefix, KEYS_PROMPT, t->name) >= 0) {
-        const char *av[] = {"EVAL", read_script, "1", key};
-        size_t al[] = {4, sizeof(read_script) - 1, 1, strlen(key)};
-        rc = rconn_argv(t->env->redis, fields_read, t, 4, av, al);
+        keys_make(key, n, t->env->prefix, KEYS_PROMPT, t->name) >= 0 &&
+        keys_make(gone, sizeof(gone), t->env->prefix, KEYS_PROMPT_GONE, NULL) >= 0) {
+        const char *av[] = {"EVAL", read_script, "2", key, gone, t->name};
+        size_t al[] = {4, sizeof(read_script) - 1, 1, strlen(key), strlen(gone), strlen(t->name)};
+        rc = rconn_argv(t->env->redis, fields_read, t, 6, av, al);
     }
     free(key);
     if (rc != 0) {

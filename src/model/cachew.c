@@ -6,8 +6,8 @@
 
 #include "model/keys.h"
 
-/* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] (rename) the old
- * hash, and last (when ARGV[5] is not "") a lease. ARGV[1] channel, ARGV[2]
+/* KEYS[1] template hash, KEYS[2] id -> name hash, KEYS[3] the dropped names,
+ * KEYS[4] (rename) the old hash, and last (when ARGV[5] is not "") a lease. ARGV[1] channel, ARGV[2]
  * name, ARGV[3] the template's id or "", ARGV[4] old name or "", ARGV[5] the
  * lease's token or "", then operations as triples (op, a, b); see cachew.h.
  *
@@ -22,6 +22,12 @@
  *
  * The lease is deleted first when it still holds the token, whatever the
  * operations do (the script is atomic: nobody sees it gone before the write).
+ * A hash made by a write starts its gen at Redis' clock in microseconds, and a
+ * dropped name (cached or not) is remembered in KEYS[3] for a day: a basis
+ * read before a drop
+ * (model/cachew.h, cachew_read_basis) never matches after it, even when the
+ * name was made again since.
+ *
  * Returns how many fields changed (-1: ifgen found another gen, nothing done). */
 static const char cachew_script[] =
     "local function ver(v)\n"
@@ -38,15 +44,24 @@ static const char cachew_script[] =
     "  if redis.call('HGET', h, f) ~= v then redis.call('HSET', h, f, v); changed = changed + 1 "
     "end\n"
     "end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] .. string.format('%06d', t[2])\n"
+    "local day_ago = (t[1] - 86400) .. string.format('%06d', t[2])\n"
     "local function drop(key, name)\n"
     "  local id = redis.call('HGET', key, 'id')\n"
     "  local n = redis.call('DEL', key)\n"
     "  if id and redis.call('HGET', KEYS[2], id) == name then redis.call('HDEL', KEYS[2], id) end\n"
+    "  redis.call('ZADD', KEYS[3], now, name)\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', day_ago)\n"
     "  return n\n"
     "end\n"
+    CACHEW_BASIS_LUA
     "local i = 6\n"
     "if ARGV[i] == 'ifgen' then\n"
-    "  if (redis.call('HGET', h, 'gen') or '') ~= ARGV[i + 1] then return -1 end\n"
+    "  local b = ARGV[i + 1]\n"
+    "  if b == '' then\n"
+    "    if redis.call('HEXISTS', h, 'gen') == 1 then return -1 end\n"
+    "  elseif basis(h, KEYS[3], ARGV[2]) ~= b then return -1 end\n"
     "  i = i + 3\n"
     "end\n"
     "local hid = redis.call('HGET', h, 'id')\n"
@@ -97,12 +112,14 @@ static const char cachew_script[] =
     "    dropped = true\n"
     "  end\n"
     "end\n"
-    "if ARGV[4] ~= '' and ours(KEYS[3]) and drop(KEYS[3], ARGV[4]) == 1 then\n"
+    "if ARGV[4] ~= '' and ours(KEYS[4]) and drop(KEYS[4], ARGV[4]) == 1 then\n"
     "  changed = changed + 1\n"
     "  redis.call('PUBLISH', ARGV[1], ARGV[4])\n"
     "end\n"
     "if not dropped and redis.call('EXISTS', h) == 1 then\n"
-    "  if changed > 0 then redis.call('HINCRBY', h, 'gen', 1) end\n"
+    "  if changed > 0 and redis.call('HINCRBY', h, 'gen', 1) == 1 then\n"
+    "    redis.call('HSET', h, 'gen', now)\n"
+    "  end\n"
     "  if ARGV[3] ~= '' then\n"
     "    redis.call('HSET', h, 'id', ARGV[3])\n"
     "    redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])\n"
@@ -110,6 +127,9 @@ static const char cachew_script[] =
     "end\n"
     "if changed > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end\n"
     "return changed\n";
+
+/* KEYS[1] the template's hash, KEYS[2] the dropped names; ARGV[1] the name. */
+static const char basis_script[] = CACHEW_BASIS_LUA "return basis(KEYS[1], KEYS[2], ARGV[1])\n";
 
 /* Appends prefix + name + suffix as one argument. */
 static void add_key(rargs *c, const char *prefix, const char *name, const char *suffix)
@@ -128,9 +148,10 @@ void cachew_begin(rargs *c, const cachew_write *w)
     int lease = w->lease != NULL && w->token != NULL && w->token[0] != '\0';
     rargs_adds(c, "EVAL");
     rargs_add(c, cachew_script, sizeof(cachew_script) - 1);
-    rargs_addll(c, 2 + (w->old_name != NULL) + lease);
+    rargs_addll(c, 3 + (w->old_name != NULL) + lease);
     add_key(c, w->prefix, KEYS_PROMPT, w->name);
     add_key(c, w->prefix, KEYS_PROMPT_IDS, NULL);
+    add_key(c, w->prefix, KEYS_PROMPT_GONE, NULL);
     if (w->old_name)
         add_key(c, w->prefix, KEYS_PROMPT, w->old_name);
     if (lease)
@@ -151,4 +172,14 @@ void cachew_op(rargs *c, const char *op, const char *a, size_t alen, const char 
     rargs_adds(c, op);
     rargs_add(c, a, alen);
     rargs_add(c, b, blen);
+}
+
+void cachew_read_basis(rargs *c, const char *prefix, const char *name)
+{
+    rargs_adds(c, "EVAL");
+    rargs_add(c, basis_script, sizeof(basis_script) - 1);
+    rargs_adds(c, "2");
+    add_key(c, prefix, KEYS_PROMPT, name);
+    add_key(c, prefix, KEYS_PROMPT_GONE, NULL);
+    rargs_adds(c, name);
 }

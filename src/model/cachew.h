@@ -45,9 +45,10 @@ void cachew_begin(rargs *c, const cachew_write *w);
  *   "copy"    D S   field D = field S when S exists
  *   "holding" N V   version:N = V, and so every label or latest holding N
  *   "drop"    "" "" remove the template (and its id when it maps to this name)
- *   "ifgen"   G ""  first operation only: change nothing and answer -1 unless the
- *                   hash's gen is G ("" when it has none) -- a stale-set guard for
- *                   writers that read the hash before fetching
+ *   "ifgen"   B ""  first operation only: change nothing and answer -1 unless the
+ *                   hash's basis is still B (cachew_read_basis), or, for B "", the
+ *                   hash has no gen -- a stale-set guard for writers that read the
+ *                   hash before fetching
  * and the operations of an event, after "event":
  *   "event"   T I   what follows comes from an event of template id I ("" unknown)
  *                   made at T (PromptLayer's timestamp, microseconds; "" unknown)
@@ -61,5 +62,22 @@ void cachew_begin(rargs *c, const cachew_write *w);
  * event's id, else the write's). */
 void cachew_op(rargs *c, const char *op, const char *a, size_t alen, const char *b,
                size_t blen);
+
+/* A template's basis, in Lua: its gen, or, when the hash is not there, "-"
+ * and when its name was last dropped ("-" alone: not in a day). gens never
+ * repeat (a new hash starts at Redis' clock) and a drop changes the basis, so
+ * a write behind "ifgen <basis>" is refused when anything happened to the
+ * template since the basis was read. Defines basis(hash, gone, name). */
+#define CACHEW_BASIS_LUA                                                              \
+    "local function basis(h, gone, name)\n"                                           \
+    "  local g = redis.call('HGET', h, 'gen')\n"                                      \
+    "  if g then return g end\n"                                                      \
+    "  return '-' .. (redis.call('ZSCORE', gone, name) or '')\n"                      \
+    "end\n"
+
+/* Appends to c a command whose reply (a string) is template name's basis:
+ *   EVAL <script> 2 <prefix>prompt:<name> <prefix>prompt-gone <name>
+ * Memory failures set c->failed. */
+void cachew_read_basis(rargs *c, const char *prefix, const char *name);
 
 #endif

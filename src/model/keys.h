@@ -14,6 +14,7 @@
 #define KEYS_SEEN "seen:"            /* + sha256 hex: duplicate guard, 24 h */
 #define KEYS_PROMPT "prompt:"        /* + template name: hash */
 #define KEYS_PROMPT_IDS "prompt-ids" /* hash id -> name */
+#define KEYS_PROMPT_GONE "prompt-gone" /* sorted set: dropped name -> when (us), a day */
 #define KEYS_INVALIDATE "invalidate" /* pub/sub channel */
 #define KEYS_TRACK "track"           /* list of log jobs */
 #define KEYS_TRACK_PROCESSING "track:processing:" /* + worker id: jobs taken, not finished */

@@ -62,8 +62,9 @@ struct job {
     target *targets;
     size_t ntargets, fetches_left;
     rargs pre; /* pre-write operations */
-    /* The hash's gen read before the fetches: the write is refused when it
-     * moved on (another receiver wrote a newer answer), and done again. */
+    /* The hash's basis (model/cachew.h: its gen, or when its name was
+     * dropped) read before the fetches: the write is refused when it moved on
+     * (another receiver wrote a newer answer, a delete came), and done again. */
     char gen[32];
     int tries;
     int failed;

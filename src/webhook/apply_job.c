@@ -249,15 +249,11 @@ static void pre_written(redisReply *r, void *priv)
 static void gen_read(redisReply *r, void *priv)
 {
     job *j = priv;
-    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL) ||
-        (r->type == REDIS_REPLY_STRING && r->len >= sizeof(j->gen))) {
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= sizeof(j->gen)) {
         job_fail(j, "cannot read the template's gen");
         return;
     }
-    if (r->type == REDIS_REPLY_STRING)
-        memcpy(j->gen, r->str, r->len + 1);
-    else
-        j->gen[0] = '\0';
+    memcpy(j->gen, r->str, r->len + 1);
     if (j->a->closing)
         job_fail(j, "shutting down");
     else if (j->ntargets > 0)
@@ -266,18 +262,16 @@ static void gen_read(redisReply *r, void *priv)
         job_write(j);
 }
 
-/* Reads the gen the job's write will be based on, then fetches. */
+/* Reads the basis (model/cachew.h) the job's write will carry, then fetches. */
 static void job_read_gen(job *j)
 {
     applier *a = j->a;
-    char key[1024];
-    if (keys_make(key, sizeof(key), a->prefix, KEYS_PROMPT, j->p.name) < 0) {
-        job_fail(j, "name too long");
-        return;
-    }
-    const char *argv[] = {"HGET", key, "gen"};
-    size_t lens[] = {4, strlen(key), 3};
-    if (a->closing || rconn_argv(a->redis, gen_read, j, 3, argv, lens) != 0)
+    rargs c;
+    rargs_init(&c);
+    cachew_read_basis(&c, a->prefix, j->p.name);
+    int rc = a->closing ? -1 : rconn_send(a->redis, gen_read, j, &c);
+    rargs_free(&c);
+    if (rc != 0)
         job_fail(j, "redis unavailable");
 }
 

@@ -348,16 +348,16 @@ class Basis(Case):
             time.sleep(0.005)
         return seen
 
-    def test_an_older_answer_from_another_receiver_is_not_written_last(self):
-        # Receiver A fetches label prod while it points at 2 (its answer held
-        # back 1.5 s); meanwhile prod moves to 3 and receiver B writes that.
-        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/Hello",
+    def race(self, name, first, second, settled):
+        """Receiver A takes event first() and fetches (its answer, the API's
+        state then, held back 1.5 s); while it waits, the API changes and
+        receiver B applies event second(port) until settled(); then A's
+        answer comes in, older than what B wrote."""
+        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/" + name,
                                                      "delay_ms": 1500})
         self.e.api.control("DELETE", "/_fake/requests")
-        self.e.api.control("POST", "/_fake/templates/Hello/versions", {"version": 3, "content": {
-            "prompt_template": completion("v3")}})
-        self.label_moved("prod", 2)
-        h.wait_until(lambda: self.e.api.requests("/prompt-templates/Hello"), 10, what="A's fetch")
+        first()
+        h.wait_until(lambda: self.e.api.requests("/prompt-templates/" + name), 10, what="A's fetch")
         os.kill(self.e.daemon.proc.pid, signal.SIGSTOP)
         try:
             # A's blocked read would be handed the next event: end it, so B takes it.
@@ -368,17 +368,41 @@ class Basis(Case):
             b = self.e.another()
             self.e.start(daemon=b)
             bport = int(b.env["PLCACHE_LISTEN"].rsplit(":", 1)[1])
-            self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 3})
-            self.send("prompt_template_label_moved", port=bport, prompt_template_name="Hello",
-                      prompt_template_id=1, prompt_template_version_number=3, prompt_template_label="prod")
-            self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+            second(bport)
+            h.wait_until(lambda: self.applied(bport) >= 1, 15, what="B's event applied")
+            h.wait_until(settled, 15, what="B's write")
         finally:
             os.kill(self.e.daemon.proc.pid, signal.SIGCONT)
-        # A's answer (prod at 2) comes in after B's write: refused, fetched again.
         h.wait_until(lambda: self.applied() >= 1, 15, what="A's event applied")
-        self.assertEqual(self.watch("Hello", "label:prod", 0.5)[-1], 3)
+        time.sleep(0.3)
+
+    def test_an_older_answer_from_another_receiver_is_not_written_last(self):
+        self.e.api.control("POST", "/_fake/templates/Hello/versions", {"version": 3, "content": {
+            "prompt_template": completion("v3")}})
+
+        def second(port):
+            self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 3})
+            self.send("prompt_template_label_moved", port=port, prompt_template_name="Hello",
+                      prompt_template_id=1, prompt_template_version_number=3, prompt_template_label="prod")
+        self.race("Hello", lambda: self.label_moved("prod", 2), second,
+                  lambda: (self.cached("Hello", "label:prod") or {}).get("version") == 3)
+        # A's answer (prod at 2) came in after B's write: refused, fetched again.
         self.assertEqual(self.cached("Hello", "label:prod"), self.api("Hello", label="prod"))
         self.assertGreaterEqual(self.e.metric("plcache_cache_writes_redone_total"), 1)
+
+    def test_an_answer_fetched_before_a_delete_does_not_bring_the_template_back(self):
+        self.e.api.control("PUT", "/_fake/templates/Fresh", {"id": 9, "versions": {
+            "1": {"prompt_template": completion("one")}}, "labels": {}})
+
+        def second(port):
+            self.e.api.control("DELETE", "/_fake/templates/Fresh")
+            self.send("prompt_template_deleted", port=port, prompt_template_name="Fresh", prompt_template_id=9)
+        self.race("Fresh", lambda: self.version_created(name="Fresh", version=1, tid=9), second,
+                  lambda: True)
+        # A's answer (Fresh as it was) came in after the delete: refused, and
+        # fetched again (404).
+        self.assertEqual(self.e.redis_cmd("EXISTS", "pl:prompt:Fresh"), 0)
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "9"), None)
 
     def test_a_late_label_event_never_takes_the_label_back(self):
         for v in (3, 4):

@@ -976,6 +976,57 @@ static int raw_end_from(const lexer *L, size_t i, size_t *start, size_t *end, ch
     return 0;
 }
 
+/* Decodes the \x, \u or \U escape of `digits` hex digits at p[*ip] into b,
+ * moving *ip past them. */
+static int hex_escape(buf *b, const char *p, size_t n, size_t *ip, int digits)
+{
+    size_t i = *ip;
+    uint32_t v = 0;
+    for (int k = 0; k < digits; k++) {
+        char h = i < n ? p[i] : 0;
+        int d = is_digit(h)              ? h - '0'
+                : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                : (h >= 'A' && h <= 'F') ? h - 'A' + 10
+                                         : -1;
+        if (d < 0)
+            return R_RAISE; /* truncated \xXX / \uXXXX escape */
+        v = v * 16 + (uint32_t)d;
+        i++;
+    }
+    *ip = i;
+    if (v > 0x10FFFF)
+        return R_RAISE; /* illegal Unicode character */
+    if (v >= 0xD800 && v < 0xE000)
+        return R_UNSUP; /* a lone surrogate: no UTF-8 for it */
+    return put_cp(b, v);
+}
+
+/* Decodes the escape whose backslash is p[*ip] into b, moving *ip past it. */
+static int lex_escape(buf *b, const char *p, size_t n, size_t *ip)
+{
+    char c = p[*ip + 1]; /* the string rule never ends on a lone backslash */
+    *ip += 2;
+    const char *simple = strchr("\\'\"abfnrtv", c);
+    if (c != 0 && simple != NULL) {
+        static const char to[] = "\\'\"\a\b\f\n\r\t\v";
+        return put(b, &to[simple - "\\'\"abfnrtv"], 1);
+    }
+    if (c == '\n')
+        return 0; /* a line continuation */
+    if (c >= '0' && c <= '7') {
+        uint32_t v = (uint32_t)(c - '0');
+        for (int k = 0; k < 2 && *ip < n && p[*ip] >= '0' && p[*ip] <= '7'; k++)
+            v = v * 8 + (uint32_t)(p[(*ip)++] - '0');
+        return put_cp(b, v);
+    }
+    if (c == 'x' || c == 'u' || c == 'U')
+        return hex_escape(b, p, n, ip, c == 'x' ? 2 : c == 'u' ? 4 : 8);
+    if ((unsigned char)c >= 0x80 || c == 'N')
+        return R_UNSUP; /* backslashreplace meets it first; \N{...} by name */
+    char two[2] = {'\\', c};
+    return put(b, two, 2); /* unknown escapes stay */
+}
+
 /* Decodes a string literal's body as .encode("ascii", "backslashreplace")
  * .decode("unicode-escape") does. */
 static int lex_string(lexer *L, const char *p, size_t n, token *t)
@@ -992,47 +1043,7 @@ static int lex_string(lexer *L, const char *p, size_t n, token *t)
             i = j;
             continue;
         }
-        char c = p[i + 1]; /* the string rule never ends on a lone backslash */
-        i += 2;
-        const char *simple = strchr("\\'\"abfnrtv", c);
-        if (c != 0 && simple != NULL) {
-            static const char to[] = "\\'\"\a\b\f\n\r\t\v";
-            rc = put(&b, &to[simple - "\\'\"abfnrtv"], 1);
-        } else if (c == '\n') {
-            continue; /* a line continuation */
-        } else if (c >= '0' && c <= '7') {
-            uint32_t v = (uint32_t)(c - '0');
-            for (int k = 0; k < 2 && i < n && p[i] >= '0' && p[i] <= '7'; k++)
-                v = v * 8 + (uint32_t)(p[i++] - '0');
-            rc = put_cp(&b, v);
-        } else if (c == 'x' || c == 'u' || c == 'U') {
-            int digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
-            uint32_t v = 0;
-            for (int k = 0; k < digits; k++) {
-                char h = i < n ? p[i] : 0;
-                int d = is_digit(h)              ? h - '0'
-                        : (h >= 'a' && h <= 'f') ? h - 'a' + 10
-                        : (h >= 'A' && h <= 'F') ? h - 'A' + 10
-                                                 : -1;
-                if (d < 0) {
-                    rc = R_RAISE; /* truncated \xXX / \uXXXX escape */
-                    break;
-                }
-                v = v * 16 + (uint32_t)d;
-                i++;
-            }
-            if (rc == 0 && v > 0x10FFFF)
-                rc = R_RAISE; /* illegal Unicode character */
-            else if (rc == 0 && v >= 0xD800 && v < 0xE000)
-                rc = R_UNSUP; /* a lone surrogate: no UTF-8 for it */
-            else if (rc == 0)
-                rc = put_cp(&b, v);
-        } else if ((unsigned char)c >= 0x80 || c == 'N') {
-            rc = R_UNSUP; /* backslashreplace meets it first; \N{...} by name */
-        } else {
-            char two[2] = {'\\', c};
-            rc = put(&b, two, 2); /* unknown escapes stay */
-        }
+        rc = lex_escape(&b, p, n, &i);
     }
     if (rc == 0) {
         jv v;
@@ -1085,54 +1096,58 @@ static int hex_ok(char c)
     return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* A number (float_re, then integer_re) at i; 0 when none. */
-static int lex_number(lexer *L, size_t i, token *t, size_t *end)
+/* A float (float_re) at digit i: 1 with the token, 0 when there is none
+ * (no fraction nor exponent, or i follows a '.'), or R_UNSUP. */
+static int lex_float(lexer *L, size_t i, token *t, size_t *end)
 {
     const char *s = L->s;
     size_t n = L->n;
-    *end = i;
-    if (!is_digit(s[i]))
+    if (i > 0 && s[i - 1] == '.')
         return 0;
-    /* float: not after a '.' */
-    if (i == 0 || s[i - 1] != '.') {
-        size_t j = digits_at(L, i, dec_ok);
-        size_t e = 0;
-        int frac = 0;
-        if (j < n && s[j] == '.' && j + 1 < n && is_digit(s[j + 1])) {
-            j = digits_at(L, j + 1, dec_ok);
-            frac = 1;
-        }
-        if (j < n && (s[j] == 'e' || s[j] == 'E')) {
-            size_t k = j + 1;
-            if (k < n && (s[k] == '+' || s[k] == '-'))
-                k++;
-            size_t m = digits_at(L, k, dec_ok);
-            if (m > k)
-                e = m;
-        }
-        if (e > 0 || frac) {
-            size_t stop = e > 0 ? e : j;
-            if (stop < n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
-                return R_UNSUP; /* \d is any script's digit */
-            char tmp[512];
-            size_t k = 0;
-            for (size_t q = i; q < stop; q++) {
-                if (s[q] == '_')
-                    continue;
-                if (k + 1 >= sizeof(tmp))
-                    return R_UNSUP;
-                tmp[k++] = s[q];
-            }
-            tmp[k] = 0;
-            t->t = TK_FLOAT;
-            t->d = strtod(tmp, NULL); /* correctly rounded, as Python's float() */
-            *end = stop;
-            return 1;
-        }
+    size_t j = digits_at(L, i, dec_ok);
+    size_t e = 0;
+    int frac = 0;
+    if (j < n && s[j] == '.' && j + 1 < n && is_digit(s[j + 1])) {
+        j = digits_at(L, j + 1, dec_ok);
+        frac = 1;
     }
-    /* integer */
-    int base = 10;
-    size_t from = i, stop = i;
+    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < n && (s[k] == '+' || s[k] == '-'))
+            k++;
+        size_t m = digits_at(L, k, dec_ok);
+        if (m > k)
+            e = m;
+    }
+    if (e == 0 && !frac)
+        return 0;
+    size_t stop = e > 0 ? e : j;
+    if (stop < n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
+        return R_UNSUP; /* \d is any script's digit */
+    char tmp[512];
+    size_t k = 0;
+    for (size_t q = i; q < stop; q++) {
+        if (s[q] == '_')
+            continue;
+        if (k + 1 >= sizeof(tmp))
+            return R_UNSUP;
+        tmp[k++] = s[q];
+    }
+    tmp[k] = 0;
+    t->t = TK_FLOAT;
+    t->d = strtod(tmp, NULL); /* correctly rounded, as Python's float() */
+    *end = stop;
+    return 1;
+}
+
+/* The end of the integer (integer_re) at digit i, with its base and where
+ * its digits start (past a 0b/0o/0x prefix). */
+static size_t int_span(const lexer *L, size_t i, int *base, size_t *from)
+{
+    const char *s = L->s;
+    size_t n = L->n, stop = i;
+    *base = 10;
+    *from = i;
     if (s[i] == '0' && i + 1 < n &&
         (s[i + 1] == 'b' || s[i + 1] == 'B' || s[i + 1] == 'o' || s[i + 1] == 'O' ||
          s[i + 1] == 'x' || s[i + 1] == 'X')) {
@@ -1143,8 +1158,8 @@ static int lex_number(lexer *L, size_t i, token *t, size_t *end)
             k++;
         size_t m = digits_at(L, k, ok);
         if (m > k) {
-            base = p == 'b' ? 2 : p == 'o' ? 8 : 16;
-            from = i + 2;
+            *base = p == 'b' ? 2 : p == 'o' ? 8 : 16;
+            *from = i + 2;
             stop = m;
         }
     }
@@ -1158,7 +1173,17 @@ static int lex_number(lexer *L, size_t i, token *t, size_t *end)
             stop = digits_at(L, i, dec_ok);
         }
     }
-    if (stop < n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
+    return stop;
+}
+
+/* An integer (integer_re) at digit i: 1 with the token, or R_UNSUP past
+ * 63 bits. */
+static int lex_int(lexer *L, size_t i, token *t, size_t *end)
+{
+    const char *s = L->s;
+    int base;
+    size_t from, stop = int_span(L, i, &base, &from);
+    if (stop < L->n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
         return R_UNSUP; /* \d is any script's digit */
     unsigned long long v = 0;
     for (size_t q = from; q < stop; q++) {
@@ -1177,6 +1202,18 @@ static int lex_number(lexer *L, size_t i, token *t, size_t *end)
     return 1;
 }
 
+/* A number (float_re, then integer_re) at i; 0 when none. */
+static int lex_number(lexer *L, size_t i, token *t, size_t *end)
+{
+    *end = i;
+    if (!is_digit(L->s[i]))
+        return 0;
+    int r = lex_float(L, i, t, end);
+    if (r != 0)
+        return r;
+    return lex_int(L, i, t, end);
+}
+
 static const struct {
     const char *s;
     tk t;
@@ -1189,6 +1226,94 @@ static const struct {
     {";", TK_SEMICOLON},
 };
 
+/* The end of the tag at i (`}}`, `-}}` or a block end) when no bracket is
+ * open: 1 with the token, back to the data state; else 0. */
+static int lex_tag_end(lexer *L, size_t i, token *t)
+{
+    if (L->nbal != 0)
+        return 0;
+    if (L->mode == LX_VAR) {
+        if (at(L, i, "-}}")) {
+            L->pos = skip_space(L, i + 3);
+            L->mode = LX_ROOT;
+            t->t = TK_VEND;
+            return 1;
+        }
+        if (at(L, i, "}}")) {
+            L->pos = i + 2;
+            L->mode = LX_ROOT;
+            t->t = TK_VEND;
+            return 1;
+        }
+        return 0;
+    }
+    size_t e = block_end_at(L, i);
+    if (e > 0) {
+        L->pos = e;
+        L->mode = LX_ROOT;
+        t->t = TK_BEND;
+        return 1;
+    }
+    return 0;
+}
+
+/* The name (name_re) whose first char is at i. */
+static int lex_name(lexer *L, size_t i, token *t)
+{
+    const char *s = L->s;
+    size_t j = i + 1;
+    while (j < L->n && (is_alpha_(s[j]) || is_digit(s[j])))
+        j++;
+    if (j < L->n && (unsigned char)s[j] >= 0x80 && unicase_ident(cp_at(L, j)))
+        return R_UNSUP; /* a name in other scripts */
+    t->t = TK_NAME;
+    t->p = s + i;
+    t->n = j - i;
+    L->pos = j;
+    return 0;
+}
+
+/* The string literal whose opening quote is at i. */
+static int lex_quoted(lexer *L, size_t i, token *t)
+{
+    const char *s = L->s;
+    size_t j = i + 1;
+    while (j < L->n && s[j] != s[i]) {
+        if (s[j] == '\\')
+            j++;
+        j++;
+    }
+    if (j < L->n) {
+        L->pos = j + 1;
+        return lex_string(L, s + i + 1, j - i - 1, t);
+    }
+    return R_RAISE; /* no string: unexpected char */
+}
+
+/* The operator at i (the longest first, as jinja2's operator_re), keeping
+ * the stack of open brackets. */
+static int lex_operator(lexer *L, size_t i, token *t)
+{
+    for (size_t k = 0; k < sizeof(operators) / sizeof(operators[0]); k++) {
+        if (!at(L, i, operators[k].s))
+            continue;
+        char c = operators[k].s[0];
+        if (c == '(' || c == '[' || c == '{') {
+            if (L->nbal == MAX_BALANCE)
+                return R_UNSUP;
+            L->bal[L->nbal++] = c == '(' ? ')' : c == '[' ? ']' : '}';
+        } else if (c == ')' || c == ']' || c == '}') {
+            if (L->nbal == 0 || L->bal[L->nbal - 1] != c)
+                return R_RAISE; /* unexpected ')' */
+            L->nbal--;
+        }
+        t->t = operators[k].t;
+        L->pos = i + strlen(operators[k].s);
+        return 0;
+    }
+    return R_RAISE; /* unexpected char */
+}
+
 /* One token inside {{ }} or {% %}. */
 static int lex_tag(lexer *L, token *t)
 {
@@ -1198,30 +1323,8 @@ static int lex_tag(lexer *L, token *t)
             t->t = TK_EOF; /* the lexer just stops: the parser raises */
             return 0;
         }
-        if (L->nbal == 0) {
-            if (L->mode == LX_VAR) {
-                if (at(L, i, "-}}")) {
-                    L->pos = skip_space(L, i + 3);
-                    L->mode = LX_ROOT;
-                    t->t = TK_VEND;
-                    return 0;
-                }
-                if (at(L, i, "}}")) {
-                    L->pos = i + 2;
-                    L->mode = LX_ROOT;
-                    t->t = TK_VEND;
-                    return 0;
-                }
-            } else {
-                size_t e = block_end_at(L, i);
-                if (e > 0) {
-                    L->pos = e;
-                    L->mode = LX_ROOT;
-                    t->t = TK_BEND;
-                    return 0;
-                }
-            }
-        }
+        if (lex_tag_end(L, i, t))
+            return 0;
         size_t w = skip_space(L, i);
         if (w > i) {
             L->pos = w;
@@ -1236,51 +1339,13 @@ static int lex_tag(lexer *L, token *t)
             L->pos = end;
             return 0;
         }
-        if (is_alpha_(s[i])) {
-            size_t j = i + 1;
-            while (j < L->n && (is_alpha_(s[j]) || is_digit(s[j])))
-                j++;
-            if (j < L->n && (unsigned char)s[j] >= 0x80 && unicase_ident(cp_at(L, j)))
-                return R_UNSUP; /* a name in other scripts */
-            t->t = TK_NAME;
-            t->p = s + i;
-            t->n = j - i;
-            L->pos = j;
-            return 0;
-        }
-        if (s[i] == '\'' || s[i] == '"') {
-            size_t j = i + 1;
-            while (j < L->n && s[j] != s[i]) {
-                if (s[j] == '\\')
-                    j++;
-                j++;
-            }
-            if (j < L->n) {
-                L->pos = j + 1;
-                return lex_string(L, s + i + 1, j - i - 1, t);
-            }
-            return R_RAISE; /* no string: unexpected char */
-        }
+        if (is_alpha_(s[i]))
+            return lex_name(L, i, t);
+        if (s[i] == '\'' || s[i] == '"')
+            return lex_quoted(L, i, t);
         if ((unsigned char)s[i] >= 0x80)
             return unicase_ident(cp_at(L, i)) ? R_UNSUP : R_RAISE; /* a name, or no rule */
-        for (size_t k = 0; k < sizeof(operators) / sizeof(operators[0]); k++) {
-            if (!at(L, i, operators[k].s))
-                continue;
-            char c = operators[k].s[0];
-            if (c == '(' || c == '[' || c == '{') {
-                if (L->nbal == MAX_BALANCE)
-                    return R_UNSUP;
-                L->bal[L->nbal++] = c == '(' ? ')' : c == '[' ? ']' : '}';
-            } else if (c == ')' || c == ']' || c == '}') {
-                if (L->nbal == 0 || L->bal[L->nbal - 1] != c)
-                    return R_RAISE; /* unexpected ')' */
-                L->nbal--;
-            }
-            t->t = operators[k].t;
-            L->pos = i + strlen(operators[k].s);
-            return 0;
-        }
-        return R_RAISE; /* unexpected char */
+        return lex_operator(L, i, t);
     }
 }
 
@@ -2937,94 +3002,29 @@ static int dict_has(const jv *d, const jv *item, int *res)
     return 0;
 }
 
-/* `item in c`. */
-static int py_contains(jx *x, const jv *c, const jv *item, int *res)
+/* `item in s`, s a str: a substring test. */
+static int str_contains(const jv *c, const jv *item, int *res)
 {
-    *res = 0;
-    switch (c->k) {
-    case K_UNDEF:
+    if (item->k != K_STR)
+        return R_RAISE; /* 'in <string>' requires string as left operand */
+    const char *h = c->u.s.p, *nd = item->u.s.p;
+    size_t hn = c->u.s.n, nn = item->u.s.n;
+    if (nn == 0) {
+        *res = 1;
         return 0;
-    case K_STR: {
-        if (item->k != K_STR)
-            return R_RAISE; /* 'in <string>' requires string as left operand */
-        const char *h = c->u.s.p, *nd = item->u.s.p;
-        size_t hn = c->u.s.n, nn = item->u.s.n;
-        if (nn == 0) {
+    }
+    for (size_t i = 0; i + nn <= hn; i++) {
+        if (memcmp(h + i, nd, nn) == 0) {
             *res = 1;
             return 0;
         }
-        for (size_t i = 0; i + nn <= hn; i++) {
-            if (memcmp(h + i, nd, nn) == 0) {
-                *res = 1;
-                return 0;
-            }
-        }
-        return 0;
     }
-    case K_LIST:
-    case K_TUPLE:
-    case K_VIEW: {
-        if (c->k == K_VIEW && c->sub == VIEW_KEYS)
-            break;
-        if (c->k == K_VIEW && c->sub == VIEW_ITEMS)
-            return R_UNSUP;
-        if (has_nan(item))
-            return R_UNSUP;
-        size_t n = seq_len(c);
-        for (size_t i = 0; i < n; i++) {
-            jv e = seq_at(c, i);
-            if (has_nan(&e))
-                return R_UNSUP;
-            TRY(py_eq(x, &e, item, res, 0));
-            if (*res)
-                return 0;
-        }
-        return 0;
-    }
-    case K_DICT:
-        return dict_has(c, item, res);
-    case K_RANGE: {
-        const jrange *r = c->u.rg;
-        long long v;
-        if (item->k == K_INT || item->k == K_BOOL) {
-            v = item->u.i;
-        } else if (item->k == K_FLOAT) {
-            double d = item->u.d;
-            if (!(d == trunc(d)) || fabs(d) >= 9.2e18)
-                return 0;
-            v = (long long)d;
-        } else {
-            return 0;
-        }
-        if (range_len(r) == 0)
-            return 0;
-        if (r->step > 0)
-            *res = v >= r->start && v < r->stop && (v - r->start) % r->step == 0;
-        else
-            *res = v <= r->start && v > r->stop && (r->start - v) % (-r->step) == 0;
-        return 0;
-    }
-    case K_ITER: {
-        jiter *it = c->u.it;
-        for (;;) {
-            jv e;
-            int has;
-            TRY(it_next(x, it, &e, &has));
-            if (!has)
-                return 0;
-            if (has_nan(&e) || has_nan(item))
-                return R_UNSUP;
-            TRY(py_eq(x, &e, item, res, 0));
-            if (*res)
-                return 0;
-        }
-    }
-    case K_LOOP:
-        return R_UNSUP; /* iterating it moves the loop on */
-    default:
-        return R_RAISE; /* not iterable */
-    }
-    /* a dict's keys view */
+    return 0;
+}
+
+/* `item in keys`, keys a dict's keys view: a hashable item compared by ==. */
+static int keys_contains(jx *x, const jv *c, const jv *item, int *res)
+{
     if (!py_hashable(item))
         return R_RAISE;
     for (size_t i = 0; i < seq_len(c); i++) {
@@ -3034,6 +3034,96 @@ static int py_contains(jx *x, const jv *c, const jv *item, int *res)
             return 0;
     }
     return 0;
+}
+
+/* `item in c`, c a list, tuple or view: compared by == in order. */
+static int seq_contains(jx *x, const jv *c, const jv *item, int *res)
+{
+    if (c->k == K_VIEW && c->sub == VIEW_KEYS)
+        return keys_contains(x, c, item, res);
+    if (c->k == K_VIEW && c->sub == VIEW_ITEMS)
+        return R_UNSUP;
+    if (has_nan(item))
+        return R_UNSUP;
+    size_t n = seq_len(c);
+    for (size_t i = 0; i < n; i++) {
+        jv e = seq_at(c, i);
+        if (has_nan(&e))
+            return R_UNSUP;
+        TRY(py_eq(x, &e, item, res, 0));
+        if (*res)
+            return 0;
+    }
+    return 0;
+}
+
+/* `item in r`, r a range: arithmetic, no iteration; a float counts when it
+ * is integral. */
+static int range_contains(const jv *c, const jv *item, int *res)
+{
+    const jrange *r = c->u.rg;
+    long long v;
+    if (item->k == K_INT || item->k == K_BOOL) {
+        v = item->u.i;
+    } else if (item->k == K_FLOAT) {
+        double d = item->u.d;
+        if (!(d == trunc(d)) || fabs(d) >= 9.2e18)
+            return 0;
+        v = (long long)d;
+    } else {
+        return 0;
+    }
+    if (range_len(r) == 0)
+        return 0;
+    if (r->step > 0)
+        *res = v >= r->start && v < r->stop && (v - r->start) % r->step == 0;
+    else
+        *res = v <= r->start && v > r->stop && (r->start - v) % (-r->step) == 0;
+    return 0;
+}
+
+/* `item in it`, it an iterator: consumes it up to the first equal item. */
+static int iter_contains(jx *x, const jv *c, const jv *item, int *res)
+{
+    jiter *it = c->u.it;
+    for (;;) {
+        jv e;
+        int has;
+        TRY(it_next(x, it, &e, &has));
+        if (!has)
+            return 0;
+        if (has_nan(&e) || has_nan(item))
+            return R_UNSUP;
+        TRY(py_eq(x, &e, item, res, 0));
+        if (*res)
+            return 0;
+    }
+}
+
+/* `item in c`. */
+static int py_contains(jx *x, const jv *c, const jv *item, int *res)
+{
+    *res = 0;
+    switch (c->k) {
+    case K_UNDEF:
+        return 0;
+    case K_STR:
+        return str_contains(c, item, res);
+    case K_LIST:
+    case K_TUPLE:
+    case K_VIEW:
+        return seq_contains(x, c, item, res);
+    case K_DICT:
+        return dict_has(c, item, res);
+    case K_RANGE:
+        return range_contains(c, item, res);
+    case K_ITER:
+        return iter_contains(x, c, item, res);
+    case K_LOOP:
+        return R_UNSUP; /* iterating it moves the loop on */
+    default:
+        return R_RAISE; /* not iterable */
+    }
 }
 
 /* ---- iteration ------------------------------------------------------------- */

@@ -3213,6 +3213,86 @@ static int target_value(jx *x, scope *sc, const node *t, jv *out)
     return 0;
 }
 
+/* dictsort's and items' generator: it->in iterates the (key, value) pairs
+ * of the mapping; an undefined one yields nothing. */
+static int items_start(jx *x, jiter *it)
+{
+    if (it->src.k == K_UNDEF) {
+        it->done = 1;
+        return 0;
+    }
+    if (it->src.k != K_DICT)
+        return R_RAISE; /* can only get item pairs from a mapping */
+    const jv *keys, *vals;
+    size_t n;
+    TRY(dict_items(x, &it->src, &keys, &vals, &n));
+    jseq *s = new_seq(x, n);
+    if (s == NULL)
+        return R_NOROOM;
+    for (size_t i = 0; i < n; i++) {
+        jseq *pair = new_seq(x, 2);
+        if (pair == NULL)
+            return R_NOROOM;
+        pair->v[0] = keys[i];
+        pair->v[1] = vals[i];
+        s->v[i] = mk_seq(K_TUPLE, pair);
+    }
+    jv seq = mk_seq(K_TUPLE, s);
+    TRY(it_new(x, IT_SEQ, &seq, &it->in));
+    it->in->len = n;
+    return 0;
+}
+
+/* map's arguments, as jinja2's prepare_map: attribute= (and default=) for
+ * a lookup, else the filter to call. */
+static int map_args(jiter *it)
+{
+    const callargs *a = &it->args;
+    if (a->npos == 0) {
+        for (size_t i = 0; i < a->nkw; i++) {
+            if (bytes_eq(a->kwname[i], a->kwlen[i], "attribute")) {
+                it->lookup = 1;
+                it->attr = a->kw[i];
+            } else if (bytes_eq(a->kwname[i], a->kwlen[i], "default")) {
+                it->has_dflt = !(a->kw[i].k == K_NONE);
+                it->dflt = a->kw[i];
+            }
+        }
+        if (it->lookup) {
+            for (size_t i = 0; i < a->nkw; i++) {
+                if (!bytes_eq(a->kwname[i], a->kwlen[i], "attribute") &&
+                    !bytes_eq(a->kwname[i], a->kwlen[i], "default"))
+                    return R_RAISE; /* unexpected keyword argument */
+            }
+        }
+    }
+    if (!it->lookup) {
+        if (a->npos == 0)
+            return R_RAISE; /* map requires a filter argument */
+        TRY(find_filter(&a->pos[0], &it->fid));
+    }
+    return 0;
+}
+
+/* select's (and reject's, selectattr's, ...) arguments, as jinja2's
+ * prepare_select_or_reject: the attribute, then the test (none: bool). */
+static int select_args(jiter *it)
+{
+    const callargs *a = &it->args;
+    size_t off = 0;
+    if (it->lookup) {
+        if (a->npos == 0)
+            return R_RAISE; /* missing parameter for attribute name */
+        it->attr = a->pos[0];
+        off = 1;
+    }
+    if (a->npos > off)
+        TRY(find_test(&a->pos[off], &it->fid));
+    else
+        it->fid = -1; /* bool */
+    return 0;
+}
+
 /* The generators' bodies. */
 static int gen_start(jx *x, jiter *it)
 {
@@ -3227,77 +3307,72 @@ static int gen_start(jx *x, jiter *it)
             return 0;
         }
         break;
-    case IT_ITEMS: {
-        if (it->src.k == K_UNDEF) {
-            it->done = 1;
-            return 0;
-        }
-        if (it->src.k != K_DICT)
-            return R_RAISE; /* can only get item pairs from a mapping */
-        const jv *keys, *vals;
-        size_t n;
-        TRY(dict_items(x, &it->src, &keys, &vals, &n));
-        jseq *s = new_seq(x, n);
-        if (s == NULL)
-            return R_NOROOM;
-        for (size_t i = 0; i < n; i++) {
-            jseq *pair = new_seq(x, 2);
-            if (pair == NULL)
-                return R_NOROOM;
-            pair->v[0] = keys[i];
-            pair->v[1] = vals[i];
-            s->v[i] = mk_seq(K_TUPLE, pair);
-        }
-        jv seq = mk_seq(K_TUPLE, s);
-        TRY(it_new(x, IT_SEQ, &seq, &it->in));
-        it->in->len = n;
-        return 0;
-    }
+    case IT_ITEMS:
+        return items_start(x, it);
     default:
         break;
     }
-    if (it->kind == IT_MAP) {
-        const callargs *a = &it->args;
-        if (a->npos == 0) {
-            for (size_t i = 0; i < a->nkw; i++) {
-                if (bytes_eq(a->kwname[i], a->kwlen[i], "attribute")) {
-                    it->lookup = 1;
-                    it->attr = a->kw[i];
-                } else if (bytes_eq(a->kwname[i], a->kwlen[i], "default")) {
-                    it->has_dflt = !(a->kw[i].k == K_NONE);
-                    it->dflt = a->kw[i];
-                }
-            }
-            if (it->lookup) {
-                for (size_t i = 0; i < a->nkw; i++) {
-                    if (!bytes_eq(a->kwname[i], a->kwlen[i], "attribute") &&
-                        !bytes_eq(a->kwname[i], a->kwlen[i], "default"))
-                        return R_RAISE; /* unexpected keyword argument */
-                }
-            }
-        }
-        if (!it->lookup) {
-            if (a->npos == 0)
-                return R_RAISE; /* map requires a filter argument */
-            TRY(find_filter(&a->pos[0], &it->fid));
-        }
-    } else if (it->kind == IT_SELECT) {
-        const callargs *a = &it->args;
-        size_t off = 0;
-        if (it->lookup) {
-            if (a->npos == 0)
-                return R_RAISE; /* missing parameter for attribute name */
-            it->attr = a->pos[0];
-            off = 1;
-        }
-        if (a->npos > off)
-            TRY(find_test(&a->pos[off], &it->fid));
-        else
-            it->fid = -1; /* bool */
-    }
+    if (it->kind == IT_MAP)
+        TRY(map_args(it));
+    else if (it->kind == IT_SELECT)
+        TRY(select_args(it));
     if (it->kind == IT_TEST)
         return enter_frame(x, it->tinfo, it->sc, &it->sc); /* when the generator starts */
     return it_open(x, &it->src, &it->in);
+}
+
+/* What map makes of item: its attribute, or the filter's result. */
+static int map_item(jx *x, jiter *it, const jv *item, jv *out)
+{
+    if (it->lookup)
+        return attr_path(x, item, &it->attr, it->has_dflt, &it->dflt, out);
+    callargs rest = it->args;
+    rest.npos--;
+    rest.pos++;
+    return call_filter_id(x, it->fid, item, &rest, out);
+}
+
+/* Whether select (or reject) keeps item. */
+static int select_keeps(jx *x, jiter *it, const jv *item, int *keep)
+{
+    jv v = *item;
+    int t;
+    if (it->lookup)
+        TRY(attr_path(x, item, &it->attr, 0, NULL, &v));
+    if (it->fid < 0) {
+        TRY(py_truthy(x, &v, &t));
+    } else {
+        callargs rest = it->args;
+        size_t skip = (size_t)it->lookup + 1;
+        rest.npos -= skip;
+        rest.pos += skip;
+        TRY(call_test_id(x, it->fid, &v, &rest, &t));
+    }
+    *keep = t != it->negate;
+    return 0;
+}
+
+/* Whether unique has not seen item's key yet; a new key is remembered. */
+static int unique_fresh(jx *x, jiter *it, const jv *item, int *fresh)
+{
+    jv key = *item;
+    *fresh = 0;
+    if (it->attr.k != K_NONE)
+        TRY(attr_path(x, item, &it->attr, 0, NULL, &key));
+    if (!it->case_sens && key.k == K_STR)
+        TRY(lower_str(x, &key, &key));
+    if (!py_hashable(&key))
+        return R_RAISE; /* unhashable type */
+    if (has_nan(&key))
+        return R_UNSUP;
+    int seen = 0;
+    for (size_t i = 0; i < it->seen.n && !seen; i++)
+        TRY(py_eq(x, &it->seen.v[i], &key, &seen, 0));
+    if (seen)
+        return 0;
+    TRY(vec_push(x, &it->seen, key));
+    *fresh = 1;
+    return 0;
 }
 
 /* One more item of a generator: *has 0 when it is exhausted. */
@@ -3312,6 +3387,7 @@ static int gen_next(jx *x, jiter *it, jv *out, int *has)
     }
     for (;;) {
         jv item;
+        int yes;
         TRY(it_next(x, it->in, &item, has));
         if (!*has) {
             it->done = 1;
@@ -3322,65 +3398,28 @@ static int gen_next(jx *x, jiter *it, jv *out, int *has)
             *out = item;
             return 0;
         case IT_MAP:
-            if (it->lookup)
-                return attr_path(x, &item, &it->attr, it->has_dflt, &it->dflt, out);
-            {
-                callargs rest = it->args;
-                rest.npos--;
-                rest.pos++;
-                return call_filter_id(x, it->fid, &item, &rest, out);
-            }
-        case IT_SELECT: {
-            jv v = item;
-            int t;
-            if (it->lookup)
-                TRY(attr_path(x, &item, &it->attr, 0, NULL, &v));
-            if (it->fid < 0) {
-                TRY(py_truthy(x, &v, &t));
-            } else {
-                callargs rest = it->args;
-                size_t skip = (size_t)it->lookup + 1;
-                rest.npos -= skip;
-                rest.pos += skip;
-                TRY(call_test_id(x, it->fid, &v, &rest, &t));
-            }
-            if (t != it->negate) {
-                *out = item;
-                return 0;
-            }
+            return map_item(x, it, &item, out);
+        case IT_SELECT:
+            TRY(select_keeps(x, it, &item, &yes));
             break;
-        }
-        case IT_UNIQUE: {
-            jv key = item;
-            if (it->attr.k != K_NONE)
-                TRY(attr_path(x, &item, &it->attr, 0, NULL, &key));
-            if (!it->case_sens && key.k == K_STR)
-                TRY(lower_str(x, &key, &key));
-            if (!py_hashable(&key))
-                return R_RAISE; /* unhashable type */
-            if (has_nan(&key))
-                return R_UNSUP;
-            int seen = 0;
-            for (size_t i = 0; i < it->seen.n && !seen; i++)
-                TRY(py_eq(x, &it->seen.v[i], &key, &seen, 0));
-            if (seen)
-                break;
-            TRY(vec_push(x, &it->seen, key));
-            *out = item;
-            return 0;
-        }
+        case IT_UNIQUE:
+            TRY(unique_fresh(x, it, &item, &yes));
+            break;
         case IT_TEST: {
             jv t;
-            int truth;
             TRY(assign(x, it->sc, it->target, &item));
             TRY(eval(x, it->sc, it->test, &t));
-            TRY(py_truthy(x, &t, &truth));
-            if (truth)
+            TRY(py_truthy(x, &t, &yes));
+            if (yes)
                 return target_value(x, it->sc, it->target, out);
-            break;
+            continue;
         }
         default:
             return R_UNSUP;
+        }
+        if (yes) {
+            *out = item;
+            return 0;
         }
     }
 }
@@ -4219,70 +4258,84 @@ static int float_pow(double a, double b, jv *out)
     return float_result(r, out);
 }
 
-static int num_binop(int op, const jv *a, const jv *b, jv *out)
+/* p ** q of ints, q >= 0 by squaring; R_UNSUP past 64 bits. */
+static int int_pow(long long p, long long q, jv *out)
 {
-    if (a->k != K_FLOAT && b->k != K_FLOAT) {
-        long long p = a->u.i, q = b->u.i, r;
-        switch (op) {
-        case TK_ADD:
-            if (__builtin_add_overflow(p, q, &r))
+    long long acc = 1, base = p;
+    while (q > 0) {
+        if (q & 1) {
+            if (__builtin_mul_overflow(acc, base, &acc))
                 return R_UNSUP;
-            *out = mk_int(r);
-            return 0;
-        case TK_SUB:
-            if (__builtin_sub_overflow(p, q, &r))
-                return R_UNSUP;
-            *out = mk_int(r);
-            return 0;
-        case TK_MUL:
-            if (__builtin_mul_overflow(p, q, &r))
-                return R_UNSUP;
-            *out = mk_int(r);
-            return 0;
-        case TK_DIV:
-            if (q == 0)
-                return R_RAISE;
-            if (p > EXACT_INT || p < -EXACT_INT || q > EXACT_INT || q < -EXACT_INT)
-                return R_UNSUP; /* Python divides big ints exactly */
-            return float_result((double)p / (double)q, out);
-        case TK_FLOORDIV:
-        case TK_MOD: {
-            if (q == 0)
-                return R_RAISE;
-            if (p == LLONG_MIN && q == -1)
-                return R_UNSUP;
-            long long d = p / q, m = p % q;
-            if (m != 0 && ((m < 0) != (q < 0))) {
-                d--;
-                m += q;
-            }
-            *out = mk_int(op == TK_FLOORDIV ? d : m);
-            return 0;
         }
-        case TK_POW: {
-            if (q < 0) {
-                if (p == 0)
-                    return R_RAISE;
-                return float_pow((double)p, (double)q, out);
-            }
-            long long acc = 1, base = p;
-            while (q > 0) {
-                if (q & 1) {
-                    if (__builtin_mul_overflow(acc, base, &acc))
-                        return R_UNSUP;
-                }
-                q >>= 1;
-                if (q > 0 && __builtin_mul_overflow(base, base, &base))
-                    return R_UNSUP;
-            }
-            *out = mk_int(acc);
-            return 0;
-        }
-        default:
+        q >>= 1;
+        if (q > 0 && __builtin_mul_overflow(base, base, &base))
             return R_UNSUP;
-        }
     }
-    double p = num_d(a), q = num_d(b);
+    *out = mk_int(acc);
+    return 0;
+}
+
+/* p // q or p % q of ints, rounding toward minus infinity as Python. */
+static int int_floordiv(int op, long long p, long long q, jv *out)
+{
+    if (q == 0)
+        return R_RAISE;
+    if (p == LLONG_MIN && q == -1)
+        return R_UNSUP;
+    long long d = p / q, m = p % q;
+    if (m != 0 && ((m < 0) != (q < 0))) {
+        d--;
+        m += q;
+    }
+    *out = mk_int(op == TK_FLOORDIV ? d : m);
+    return 0;
+}
+
+/* p op q of ints (or bools); R_UNSUP where Python's big ints would go past
+ * 64 bits. */
+static int int_binop(int op, long long p, long long q, jv *out)
+{
+    long long r;
+    switch (op) {
+    case TK_ADD:
+        if (__builtin_add_overflow(p, q, &r))
+            return R_UNSUP;
+        *out = mk_int(r);
+        return 0;
+    case TK_SUB:
+        if (__builtin_sub_overflow(p, q, &r))
+            return R_UNSUP;
+        *out = mk_int(r);
+        return 0;
+    case TK_MUL:
+        if (__builtin_mul_overflow(p, q, &r))
+            return R_UNSUP;
+        *out = mk_int(r);
+        return 0;
+    case TK_DIV:
+        if (q == 0)
+            return R_RAISE;
+        if (p > EXACT_INT || p < -EXACT_INT || q > EXACT_INT || q < -EXACT_INT)
+            return R_UNSUP; /* Python divides big ints exactly */
+        return float_result((double)p / (double)q, out);
+    case TK_FLOORDIV:
+    case TK_MOD:
+        return int_floordiv(op, p, q, out);
+    case TK_POW:
+        if (q < 0) {
+            if (p == 0)
+                return R_RAISE;
+            return float_pow((double)p, (double)q, out);
+        }
+        return int_pow(p, q, out);
+    default:
+        return R_UNSUP;
+    }
+}
+
+/* p op q of floats (either side was a float). */
+static int float_binop(int op, double p, double q, jv *out)
+{
     switch (op) {
     case TK_ADD:
         return float_result(p + q, out);
@@ -4309,6 +4362,13 @@ static int num_binop(int op, const jv *a, const jv *b, jv *out)
     }
 }
 
+static int num_binop(int op, const jv *a, const jv *b, jv *out)
+{
+    if (a->k != K_FLOAT && b->k != K_FLOAT)
+        return int_binop(op, a->u.i, b->u.i, out);
+    return float_binop(op, num_d(a), num_d(b), out);
+}
+
 static int binop_(jx *x, int op, const jv *a, const jv *b, jv *out);
 
 /* a op b; out may be a or b. */
@@ -4316,6 +4376,39 @@ static int binop(jx *x, int op, const jv *a, const jv *b, jv *out)
 {
     jv p = *a, q = *b;
     return binop_(x, op, &p, &q, out);
+}
+
+/* a + b of two strs: Markup + str escapes the str, and str + Markup too. */
+static int add_str(jx *x, const jv *a, const jv *b, jv *out)
+{
+    if (a->markup == b->markup) {
+        TRY(concat2(x, a->u.s.p, a->u.s.n, b->u.s.p, b->u.s.n, out));
+        out->markup = a->markup;
+        return 0;
+    }
+    jv e;
+    TRY(escape_of(x, a->markup ? b : a, &e));
+    if (a->markup)
+        TRY(concat2(x, a->u.s.p, a->u.s.n, e.u.s.p, e.u.s.n, out));
+    else
+        TRY(concat2(x, e.u.s.p, e.u.s.n, b->u.s.p, b->u.s.n, out));
+    out->markup = 1;
+    return 0;
+}
+
+/* a + b of two lists or two tuples. */
+static int add_seq(jx *x, const jv *a, const jv *b, jv *out)
+{
+    size_t n = seq_len(a), m = seq_len(b);
+    jseq *s = new_seq(x, n + m);
+    if (s == NULL)
+        return R_NOROOM;
+    for (size_t i = 0; i < n; i++)
+        s->v[i] = seq_at(a, i);
+    for (size_t i = 0; i < m; i++)
+        s->v[n + i] = seq_at(b, i);
+    *out = mk_seq(a->k, s);
+    return 0;
 }
 
 static int binop_(jx *x, int op, const jv *a, const jv *b, jv *out)
@@ -4338,34 +4431,10 @@ static int binop_(jx *x, int op, const jv *a, const jv *b, jv *out)
         }
         return R_RAISE;
     }
-    if (op == TK_ADD && a->k == K_STR && b->k == K_STR) {
-        if (a->markup == b->markup) {
-            TRY(concat2(x, a->u.s.p, a->u.s.n, b->u.s.p, b->u.s.n, out));
-            out->markup = a->markup;
-            return 0;
-        }
-        /* Markup + str escapes the str, and str + Markup too */
-        jv e;
-        TRY(escape_of(x, a->markup ? b : a, &e));
-        if (a->markup)
-            TRY(concat2(x, a->u.s.p, a->u.s.n, e.u.s.p, e.u.s.n, out));
-        else
-            TRY(concat2(x, e.u.s.p, e.u.s.n, b->u.s.p, b->u.s.n, out));
-        out->markup = 1;
-        return 0;
-    }
-    if (op == TK_ADD && a->k == b->k && (a->k == K_LIST || a->k == K_TUPLE)) {
-        size_t n = seq_len(a), m = seq_len(b);
-        jseq *s = new_seq(x, n + m);
-        if (s == NULL)
-            return R_NOROOM;
-        for (size_t i = 0; i < n; i++)
-            s->v[i] = seq_at(a, i);
-        for (size_t i = 0; i < m; i++)
-            s->v[n + i] = seq_at(b, i);
-        *out = mk_seq(a->k, s);
-        return 0;
-    }
+    if (op == TK_ADD && a->k == K_STR && b->k == K_STR)
+        return add_str(x, a, b, out);
+    if (op == TK_ADD && a->k == b->k && (a->k == K_LIST || a->k == K_TUPLE))
+        return add_seq(x, a, b, out);
     if (op == TK_MUL) {
         const jv *seq = is_intlike(b) ? a : is_intlike(a) ? b : NULL;
         const jv *times = seq == a ? b : a;
@@ -4542,6 +4611,88 @@ static const char *rfind_bytes(const char *h, size_t hn, const char *nd, size_t 
     return NULL;
 }
 
+/* str.split(d, maxsplit) of p[0..n) into parts, from the left. */
+static int split_sep(jx *x, vec *parts, const char *p, size_t n, const char *d, size_t dn,
+                     long long maxsplit)
+{
+    size_t i = 0;
+    while (maxsplit > 0) {
+        const char *f = find_bytes(p + i, n - i, d, dn);
+        if (f == NULL)
+            break;
+        TRY(vec_push(x, parts, mk_str(p + i, (size_t)(f - (p + i)))));
+        i = (size_t)(f - p) + dn;
+        maxsplit--;
+    }
+    return vec_push(x, parts, mk_str(p + i, n - i));
+}
+
+/* str.rsplit(d, maxsplit) of p[0..n) into parts, last part first. */
+static int rsplit_sep(jx *x, vec *parts, const char *p, size_t n, const char *d, size_t dn,
+                      long long maxsplit)
+{
+    size_t end = n;
+    while (maxsplit > 0) {
+        const char *f = rfind_bytes(p, end, d, dn);
+        if (f == NULL)
+            break;
+        size_t at = (size_t)(f - p);
+        TRY(vec_push(x, parts, mk_str(p + at + dn, end - at - dn)));
+        end = at;
+        maxsplit--;
+    }
+    return vec_push(x, parts, mk_str(p, end));
+}
+
+/* str.split(None, maxsplit) of p[0..n) into parts: runs of white space. */
+static int split_space(jx *x, vec *parts, const char *p, size_t n, long long maxsplit)
+{
+    size_t i = 0;
+    for (;;) {
+        i += space_run(p + i, n - i);
+        if (i >= n)
+            return 0;
+        if (maxsplit == 0)
+            return vec_push(x, parts, mk_str(p + i, n - i));
+        size_t j = i;
+        while (j < n) {
+            size_t k = j;
+            if (py_space(next_cp(p, n, &k)))
+                break;
+            j = k;
+        }
+        TRY(vec_push(x, parts, mk_str(p + i, j - i)));
+        maxsplit--;
+        i = j;
+    }
+}
+
+/* str.rsplit(None, maxsplit) of p[0..n) into parts, last part first. */
+static int rsplit_space(jx *x, vec *parts, const char *p, size_t n, long long maxsplit)
+{
+    size_t end = n;
+    for (;;) {
+        end = rstrip_len(p, end);
+        if (end == 0)
+            return 0;
+        if (maxsplit == 0)
+            return vec_push(x, parts, mk_str(p, end));
+        size_t j = end;
+        while (j > 0) {
+            size_t k = j - 1;
+            while (k > 0 && ((unsigned char)p[k] & 0xC0) == 0x80)
+                k--;
+            size_t t = k;
+            if (py_space(next_cp(p, n, &t)))
+                break;
+            j = k;
+        }
+        TRY(vec_push(x, parts, mk_str(p + j, end - j)));
+        maxsplit--;
+        end = j;
+    }
+}
+
 /* str.split / str.rsplit. */
 static int split_str(jx *x, const jv *s, const jv *sep, long long maxsplit, int right, jv *out)
 {
@@ -4552,79 +4703,14 @@ static int split_str(jx *x, const jv *s, const jv *sep, long long maxsplit, int 
         return R_RAISE; /* empty separator */
     if (maxsplit < 0)
         maxsplit = LLONG_MAX;
-    if (sep->k == K_STR) {
-        const char *d = sep->u.s.p;
-        size_t dn = sep->u.s.n;
-        if (!right) {
-            size_t i = 0;
-            while (maxsplit > 0) {
-                const char *f = find_bytes(p + i, n - i, d, dn);
-                if (f == NULL)
-                    break;
-                TRY(vec_push(x, &parts, mk_str(p + i, (size_t)(f - (p + i)))));
-                i = (size_t)(f - p) + dn;
-                maxsplit--;
-            }
-            TRY(vec_push(x, &parts, mk_str(p + i, n - i)));
-        } else {
-            size_t end = n;
-            while (maxsplit > 0) {
-                const char *f = rfind_bytes(p, end, d, dn);
-                if (f == NULL)
-                    break;
-                size_t at = (size_t)(f - p);
-                TRY(vec_push(x, &parts, mk_str(p + at + dn, end - at - dn)));
-                end = at;
-                maxsplit--;
-            }
-            TRY(vec_push(x, &parts, mk_str(p, end)));
-        }
-    } else if (!right) {
-        size_t i = 0;
-        for (;;) {
-            i += space_run(p + i, n - i);
-            if (i >= n)
-                break;
-            if (maxsplit == 0) {
-                TRY(vec_push(x, &parts, mk_str(p + i, n - i)));
-                break;
-            }
-            size_t j = i;
-            while (j < n) {
-                size_t k = j;
-                if (py_space(next_cp(p, n, &k)))
-                    break;
-                j = k;
-            }
-            TRY(vec_push(x, &parts, mk_str(p + i, j - i)));
-            maxsplit--;
-            i = j;
-        }
-    } else {
-        size_t end = n;
-        for (;;) {
-            end = rstrip_len(p, end);
-            if (end == 0)
-                break;
-            if (maxsplit == 0) {
-                TRY(vec_push(x, &parts, mk_str(p, end)));
-                break;
-            }
-            size_t j = end;
-            while (j > 0) {
-                size_t k = j - 1;
-                while (k > 0 && ((unsigned char)p[k] & 0xC0) == 0x80)
-                    k--;
-                size_t t = k;
-                if (py_space(next_cp(p, n, &t)))
-                    break;
-                j = k;
-            }
-            TRY(vec_push(x, &parts, mk_str(p + j, end - j)));
-            maxsplit--;
-            end = j;
-        }
-    }
+    if (sep->k == K_STR && !right)
+        TRY(split_sep(x, &parts, p, n, sep->u.s.p, sep->u.s.n, maxsplit));
+    else if (sep->k == K_STR)
+        TRY(rsplit_sep(x, &parts, p, n, sep->u.s.p, sep->u.s.n, maxsplit));
+    else if (!right)
+        TRY(split_space(x, &parts, p, n, maxsplit));
+    else
+        TRY(rsplit_space(x, &parts, p, n, maxsplit));
     if (right) { /* built from the right */
         for (size_t i = 0, j = parts.n; i + 1 < j; i++, j--) {
             jv t = parts.v[i];
@@ -5792,68 +5878,55 @@ static int do_float(const jv *v, const jv *dflt, jv *out)
     }
 }
 
-/* round(value, precision) and the ceil / floor methods. */
-static int do_round(const jv *v, const jv *prec, const jv *method, jv *out)
+/* round(i, p) of an int: itself for p >= 0, else to a multiple of 10**-p,
+ * half to even. */
+static int round_int(long long i, long long p, jv *out)
 {
-    int how; /* 0 common, 1 ceil, 2 floor */
-    if (str_eq(method, "common"))
-        how = 0;
-    else if (str_eq(method, "ceil"))
-        how = 1;
-    else if (str_eq(method, "floor"))
-        how = 2;
-    else
-        return R_RAISE; /* FilterArgumentError */
-    if (!is_num(v))
-        return R_RAISE;
-    if (prec->k == K_NONE && how == 0) { /* round(x, None) is round(x) */
-        if (v->k != K_FLOAT) {
-            *out = mk_int(v->u.i);
-            return 0;
-        }
-        if (!isfinite(v->u.d))
-            return R_RAISE;
-        return int_of_double(nearbyint(v->u.d), out);
-    }
-    if (!is_intlike(prec))
-        return R_RAISE;
-    long long p = prec->u.i;
-    if (how == 0) {
-        if (v->k != K_FLOAT) {
-            if (p >= 0) {
-                *out = mk_int(v->u.i);
-                return 0;
-            }
-            if (p < -18)
-                return R_UNSUP;
-            long long m = 1;
-            for (long long i = 0; i < -p; i++)
-                m *= 10;
-            long long q = v->u.i / m, r = v->u.i % m;
-            if (r < 0) {
-                q--;
-                r += m;
-            }
-            if (2 * r > m || (2 * r == m && (q & 1)))
-                q++;
-            long long res;
-            if (__builtin_mul_overflow(q, m, &res))
-                return R_UNSUP;
-            *out = mk_int(res);
-            return 0;
-        }
-        double d = v->u.d;
-        if (!isfinite(d) || p > 323) {
-            *out = *v;
-            return 0;
-        }
-        if (p < 0)
-            return R_UNSUP;
-        char tmp[1200];
-        snprintf(tmp, sizeof(tmp), "%.*f", (int)p, d); /* correctly rounded, half to even */
-        *out = mk_float(strtod(tmp, NULL));
+    if (p >= 0) {
+        *out = mk_int(i);
         return 0;
     }
+    if (p < -18)
+        return R_UNSUP;
+    long long m = 1;
+    for (long long k = 0; k < -p; k++)
+        m *= 10;
+    long long q = i / m, r = i % m;
+    if (r < 0) {
+        q--;
+        r += m;
+    }
+    if (2 * r > m || (2 * r == m && (q & 1)))
+        q++;
+    long long res;
+    if (__builtin_mul_overflow(q, m, &res))
+        return R_UNSUP;
+    *out = mk_int(res);
+    return 0;
+}
+
+/* round(v, p), jinja2's "common" method: Python's round. */
+static int round_common(const jv *v, long long p, jv *out)
+{
+    if (v->k != K_FLOAT)
+        return round_int(v->u.i, p, out);
+    double d = v->u.d;
+    if (!isfinite(d) || p > 323) {
+        *out = *v;
+        return 0;
+    }
+    if (p < 0)
+        return R_UNSUP;
+    char tmp[1200];
+    snprintf(tmp, sizeof(tmp), "%.*f", (int)p, d); /* correctly rounded, half to even */
+    *out = mk_float(strtod(tmp, NULL));
+    return 0;
+}
+
+/* jinja2's "ceil" (how 1) or "floor" (how 2) method at p decimals:
+ * math.ceil / math.floor of v * 10**p, over 10**p, a float. */
+static int round_toward(const jv *v, long long p, int how, jv *out)
+{
     if (p < 0 || p > 22)
         return R_UNSUP;
     double m = 1.0;
@@ -5880,6 +5953,36 @@ static int do_round(const jv *v, const jv *prec, const jv *method, jv *out)
     double c = how == 1 ? ceil(prod) : floor(prod);
     *out = mk_float(c / m);
     return 0;
+}
+
+/* round(value, precision) and the ceil / floor methods. */
+static int do_round(const jv *v, const jv *prec, const jv *method, jv *out)
+{
+    int how; /* 0 common, 1 ceil, 2 floor */
+    if (str_eq(method, "common"))
+        how = 0;
+    else if (str_eq(method, "ceil"))
+        how = 1;
+    else if (str_eq(method, "floor"))
+        how = 2;
+    else
+        return R_RAISE; /* FilterArgumentError */
+    if (!is_num(v))
+        return R_RAISE;
+    if (prec->k == K_NONE && how == 0) { /* round(x, None) is round(x) */
+        if (v->k != K_FLOAT) {
+            *out = mk_int(v->u.i);
+            return 0;
+        }
+        if (!isfinite(v->u.d))
+            return R_RAISE;
+        return int_of_double(nearbyint(v->u.d), out);
+    }
+    if (!is_intlike(prec))
+        return R_RAISE;
+    if (how == 0)
+        return round_common(v, prec->u.i, out);
+    return round_toward(v, prec->u.i, how, out);
 }
 
 /* A running sum with Python's +. */

@@ -1693,48 +1693,67 @@ static int parse_list_or_dict(parser *P, node **out)
     return 0;
 }
 
+/* A name: the constants true, false and none (either case), else N_NAME. */
+static int parse_name(parser *P, node **out)
+{
+    token *t = &P->cur;
+    node *n;
+    TRY(new_node(P, N_CONST, &n));
+    if (is_name(t, "true") || is_name(t, "True")) {
+        n->val = mk_bool(1);
+    } else if (is_name(t, "false") || is_name(t, "False")) {
+        n->val = mk_bool(0);
+    } else if (is_name(t, "none") || is_name(t, "None")) {
+        n->val = mk_none();
+    } else {
+        n->t = N_NAME;
+        n->name = t->p;
+        n->len = t->n;
+    }
+    TRY(p_advance(P));
+    *out = n;
+    return 0;
+}
+
+/* A string constant: adjacent string literals are one. */
+static int parse_string(parser *P, node **out)
+{
+    node *n;
+    TRY(new_node(P, N_CONST, &n));
+    const char *p = P->cur.p;
+    size_t len = P->cur.n;
+    TRY(p_advance(P));
+    if (P->cur.t == TK_STRING) { /* adjacent strings are one */
+        buf b;
+        buf_init(&b, P->x->textmax);
+        int rc = put(&b, p, len);
+        while (rc == 0 && P->cur.t == TK_STRING) {
+            rc = put(&b, P->cur.p, P->cur.n);
+            if (rc == 0)
+                rc = p_advance(P);
+        }
+        jv v = mk_none();
+        if (rc == 0)
+            rc = buf_str(P->x, &b, &v);
+        buf_free(&b);
+        TRY(rc);
+        p = v.u.s.p;
+        len = v.u.s.n;
+    }
+    n->val = mk_str(p, len);
+    *out = n;
+    return 0;
+}
+
 static int parse_primary(parser *P, node **out)
 {
     token *t = &P->cur;
     node *n;
     TRY(enter(P));
     if (t->t == TK_NAME) {
-        TRY(new_node(P, N_CONST, &n));
-        if (is_name(t, "true") || is_name(t, "True")) {
-            n->val = mk_bool(1);
-        } else if (is_name(t, "false") || is_name(t, "False")) {
-            n->val = mk_bool(0);
-        } else if (is_name(t, "none") || is_name(t, "None")) {
-            n->val = mk_none();
-        } else {
-            n->t = N_NAME;
-            n->name = t->p;
-            n->len = t->n;
-        }
-        TRY(p_advance(P));
+        TRY(parse_name(P, &n));
     } else if (t->t == TK_STRING) {
-        TRY(new_node(P, N_CONST, &n));
-        const char *p = t->p;
-        size_t len = t->n;
-        TRY(p_advance(P));
-        if (P->cur.t == TK_STRING) { /* adjacent strings are one */
-            buf b;
-            buf_init(&b, P->x->textmax);
-            int rc = put(&b, p, len);
-            while (rc == 0 && P->cur.t == TK_STRING) {
-                rc = put(&b, P->cur.p, P->cur.n);
-                if (rc == 0)
-                    rc = p_advance(P);
-            }
-            jv v = mk_none();
-            if (rc == 0)
-                rc = buf_str(P->x, &b, &v);
-            buf_free(&b);
-            TRY(rc);
-            p = v.u.s.p;
-            len = v.u.s.n;
-        }
-        n->val = mk_str(p, len);
+        TRY(parse_string(P, &n));
     } else if (t->t == TK_INT || t->t == TK_FLOAT) {
         TRY(new_node(P, N_CONST, &n));
         n->val = t->t == TK_INT ? mk_int(t->i) : mk_float(t->d);
@@ -1793,6 +1812,29 @@ static int parse_tuple(parser *P, int simplified, int with_condexpr, const char 
     return 0;
 }
 
+/* `*args` or `**kwargs` at the current token: parsed, then dropped (the
+ * call is marked dyn and not reproduced). */
+static int parse_dyn_arg(parser *P)
+{
+    TRY(p_advance(P));
+    node *ignored;
+    return parse_expression(P, 1, &ignored);
+}
+
+/* `name=expression`, pushed onto kwargs as an N_KEYWORD. */
+static int parse_keyword(parser *P, nlist *kwargs)
+{
+    node *k;
+    TRY(new_node(P, N_KEYWORD, &k));
+    k->name = P->cur.p;
+    k->len = P->cur.n;
+    TRY(p_advance(P));
+    TRY(p_advance(P));
+    TRY(parse_expression(P, 1, &k->a));
+    TRY(deepen(k));
+    return nl_push(P->x, kwargs, k);
+}
+
 /* parse_call_args: fills n's kids (positional) and kw (N_KEYWORD). */
 static int parse_call_args(parser *P, node *n)
 {
@@ -1809,16 +1851,12 @@ static int parse_call_args(parser *P, node *n)
         if (P->cur.t == TK_MUL) {
             if (dyn_args || dyn_kwargs)
                 return R_RAISE;
-            TRY(p_advance(P));
-            node *ignored;
-            TRY(parse_expression(P, 1, &ignored));
+            TRY(parse_dyn_arg(P));
             dyn_args = 1;
         } else if (P->cur.t == TK_POW) {
             if (dyn_kwargs)
                 return R_RAISE;
-            TRY(p_advance(P));
-            node *ignored;
-            TRY(parse_expression(P, 1, &ignored));
+            TRY(parse_dyn_arg(P));
             dyn_kwargs = 1;
         } else {
             int kw = 0;
@@ -1829,15 +1867,7 @@ static int parse_call_args(parser *P, node *n)
             if (kw) {
                 if (dyn_kwargs)
                     return R_RAISE;
-                node *k;
-                TRY(new_node(P, N_KEYWORD, &k));
-                k->name = P->cur.p;
-                k->len = P->cur.n;
-                TRY(p_advance(P));
-                TRY(p_advance(P));
-                TRY(parse_expression(P, 1, &k->a));
-                TRY(deepen(k));
-                TRY(nl_push(P->x, &kwargs, k));
+                TRY(parse_keyword(P, &kwargs));
             } else {
                 if (dyn_args || dyn_kwargs || kwargs.n > 0)
                     return R_RAISE; /* invalid syntax for function call expression */
@@ -2684,6 +2714,33 @@ static int repr_dict(jx *x, const jv *d, buf *b, int depth)
     return puts_(b, "}");
 }
 
+/* repr(range): range(start, stop[, step]). */
+static int repr_range(const jrange *r, buf *b)
+{
+    if (r->step == 1)
+        return buf_printf(b, "range(%lld, %lld)", r->start, r->stop) == 0 ? 0 : R_NOROOM;
+    return buf_printf(b, "range(%lld, %lld, %lld)", r->start, r->stop, r->step) == 0 ? 0 : R_NOROOM;
+}
+
+/* repr of jinja2's LoopContext: <LoopContext index/length>. */
+static int repr_loop(jx *x, jloop *l, buf *b)
+{
+    long long len;
+    TRY(loop_length(x, l, &len));
+    return buf_printf(b, "<LoopContext %lld/%lld>", l->index0 + 1, len) == 0 ? 0 : R_NOROOM;
+}
+
+/* repr of jinja2's Namespace: <Namespace {attrs}>. */
+static int repr_ns(jx *x, jns *ns, buf *b, int depth)
+{
+    jv d = mk_undef();
+    d.k = K_DICT;
+    d.u.dict = &ns->attrs;
+    TRY(puts_(b, "<Namespace "));
+    TRY(repr_dict(x, &d, b, depth));
+    return puts_(b, ">");
+}
+
 static int py_repr(jx *x, const jv *v, buf *b, int depth)
 {
     if (depth > REPR_DEPTH)
@@ -2725,27 +2782,12 @@ static int py_repr(jx *x, const jv *v, buf *b, int depth)
                                              : "dict_items(["));
         TRY(repr_items(x, v, b, depth));
         return puts_(b, "])");
-    case K_RANGE: {
-        const jrange *r = v->u.rg;
-        if (r->step == 1)
-            return buf_printf(b, "range(%lld, %lld)", r->start, r->stop) == 0 ? 0 : R_NOROOM;
-        return buf_printf(b, "range(%lld, %lld, %lld)", r->start, r->stop, r->step) == 0 ? 0
-                                                                                         : R_NOROOM;
-    }
-    case K_LOOP: {
-        long long len;
-        TRY(loop_length(x, v->u.loop, &len));
-        return buf_printf(b, "<LoopContext %lld/%lld>", v->u.loop->index0 + 1, len) == 0 ? 0
-                                                                                         : R_NOROOM;
-    }
-    case K_NS: {
-        jv d = mk_undef();
-        d.k = K_DICT;
-        d.u.dict = &v->u.ns->attrs;
-        TRY(puts_(b, "<Namespace "));
-        TRY(repr_dict(x, &d, b, depth));
-        return puts_(b, ">");
-    }
+    case K_RANGE:
+        return repr_range(v->u.rg, b);
+    case K_LOOP:
+        return repr_loop(x, v->u.loop, b);
+    case K_NS:
+        return repr_ns(x, v->u.ns, b, depth);
     default:
         return R_UNSUP; /* printed with its address */
     }
@@ -2860,6 +2902,37 @@ static int seq_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
     return 0;
 }
 
+/* a == b of two dicts: the same keys, each with equal values. */
+static int dict_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
+{
+    if (dict_len(a) != dict_len(b))
+        return 0;
+    const jv *keys, *vals;
+    size_t n;
+    TRY(dict_items(x, a, &keys, &vals, &n));
+    for (size_t i = 0; i < n; i++) {
+        jv other;
+        if (!dict_get(b, keys[i].u.s.p, keys[i].u.s.n, &other))
+            return 0;
+        if (has_nan(&vals[i]) || has_nan(&other))
+            return R_UNSUP;
+        TRY(py_eq(x, &vals[i], &other, eq, depth + 1));
+        if (!*eq)
+            return 0;
+    }
+    *eq = 1;
+    return 0;
+}
+
+/* p == q of two ranges: the same sequence of numbers, as CPython's
+ * range_equals. */
+static int range_eq(const jrange *p, const jrange *q)
+{
+    size_t n = range_len(p);
+    return n == range_len(q) &&
+           (n == 0 || (p->start == q->start && (n == 1 || p->step == q->step)));
+}
+
 static int py_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
 {
     if (depth > REPR_DEPTH)
@@ -2889,32 +2962,11 @@ static int py_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
     case K_LIST:
     case K_TUPLE:
         return seq_eq(x, a, b, eq, depth);
-    case K_DICT: {
-        if (dict_len(a) != dict_len(b))
-            return 0;
-        const jv *keys, *vals;
-        size_t n;
-        TRY(dict_items(x, a, &keys, &vals, &n));
-        for (size_t i = 0; i < n; i++) {
-            jv other;
-            if (!dict_get(b, keys[i].u.s.p, keys[i].u.s.n, &other))
-                return 0;
-            if (has_nan(&vals[i]) || has_nan(&other))
-                return R_UNSUP;
-            TRY(py_eq(x, &vals[i], &other, eq, depth + 1));
-            if (!*eq)
-                return 0;
-        }
-        *eq = 1;
+    case K_DICT:
+        return dict_eq(x, a, b, eq, depth);
+    case K_RANGE:
+        *eq = range_eq(a->u.rg, b->u.rg);
         return 0;
-    }
-    case K_RANGE: {
-        const jrange *p = a->u.rg, *q = b->u.rg;
-        size_t n = range_len(p);
-        *eq = n == range_len(q) &&
-              (n == 0 || (p->start == q->start && (n == 1 || p->step == q->step)));
-        return 0;
-    }
     case K_ITER:
     case K_LOOP:
     case K_NS:
@@ -3988,6 +4040,36 @@ static int slice_indices(const jv *lo, const jv *hi, const jv *st, size_t len, l
     return 0;
 }
 
+/* s[lo:hi:st] of a str, by code points; a Markup stays Markup. */
+static int slice_str(jx *x, const jv *obj, const jv *lo, const jv *hi, const jv *st, jv *out)
+{
+    long long start, step;
+    size_t count;
+    size_t len = cp_count(obj->u.s.p, obj->u.s.n);
+    TRY(slice_indices(lo, hi, st, len, &start, &step, &count));
+    size_t *off = xalloc(x, (len + 1) * sizeof(size_t));
+    if (off == NULL)
+        return R_NOROOM;
+    size_t i = 0, k = 0;
+    while (i < obj->u.s.n) {
+        off[k++] = i;
+        (void)next_cp(obj->u.s.p, obj->u.s.n, &i);
+    }
+    off[k] = obj->u.s.n;
+    buf b;
+    buf_init(&b, x->textmax);
+    int rc = 0;
+    for (size_t j = 0; j < count && rc == 0; j++) {
+        size_t c = (size_t)(start + (long long)j * step);
+        rc = put(&b, obj->u.s.p + off[c], off[c + 1] - off[c]);
+    }
+    if (rc == 0)
+        rc = buf_str(x, &b, out);
+    buf_free(&b);
+    out->markup = obj->markup;
+    return rc;
+}
+
 /* obj[lo:hi:st]. raw: Python's own subscription, as jinja2 compiles a
  * slice (TypeError raises); else the sandbox's getitem, as jinja2 folds a
  * constant one (TypeError gives undefined). out may be obj. */
@@ -4010,31 +4092,8 @@ static int get_slice(jx *x, const jv *objp, const jv *lo, const jv *hi, const jv
     long long start, step;
     size_t count;
     switch (obj->k) {
-    case K_STR: {
-        size_t len = cp_count(obj->u.s.p, obj->u.s.n);
-        TRY(slice_indices(lo, hi, st, len, &start, &step, &count));
-        size_t *off = xalloc(x, (len + 1) * sizeof(size_t));
-        if (off == NULL)
-            return R_NOROOM;
-        size_t i = 0, k = 0;
-        while (i < obj->u.s.n) {
-            off[k++] = i;
-            (void)next_cp(obj->u.s.p, obj->u.s.n, &i);
-        }
-        off[k] = obj->u.s.n;
-        buf b;
-        buf_init(&b, x->textmax);
-        int rc = 0;
-        for (size_t j = 0; j < count && rc == 0; j++) {
-            size_t c = (size_t)(start + (long long)j * step);
-            rc = put(&b, obj->u.s.p + off[c], off[c + 1] - off[c]);
-        }
-        if (rc == 0)
-            rc = buf_str(x, &b, out);
-        buf_free(&b);
-        out->markup = obj->markup;
-        return rc;
-    }
+    case K_STR:
+        return slice_str(x, obj, lo, hi, st, out);
     case K_LIST:
     case K_TUPLE: {
         TRY(slice_indices(lo, hi, st, seq_len(obj), &start, &step, &count));
@@ -5419,6 +5478,60 @@ static int json_indent(buf *b, const jv *ind, int level)
     return 0;
 }
 
+static int json_dump(jx *x, const jv *v, const jv *ind, int level, buf *b);
+
+/* A list or tuple as a JSON array, its items at level + 1. */
+static int tojson_list(jx *x, const jv *v, const jv *ind, int level, buf *b)
+{
+    size_t n = seq_len(v);
+    if (n == 0)
+        return puts_(b, "[]");
+    TRY(puts_(b, "["));
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            TRY(puts_(b, ind != NULL ? "," : ", "));
+        if (ind != NULL)
+            TRY(json_indent(b, ind, level + 1));
+        jv item = seq_at(v, i);
+        TRY(json_dump(x, &item, ind, level + 1, b));
+    }
+    if (ind != NULL)
+        TRY(json_indent(b, ind, level));
+    return puts_(b, "]");
+}
+
+/* A dict as a JSON object, its keys sorted (tojson's sort_keys=True), its
+ * values at level + 1. */
+static int tojson_dict(jx *x, const jv *v, const jv *ind, int level, buf *b)
+{
+    const jv *keys, *vals;
+    size_t n;
+    TRY(dict_items(x, v, &keys, &vals, &n));
+    if (n == 0)
+        return puts_(b, "{}");
+    skey *order = xalloc(x, 2 * n * sizeof(skey));
+    if (order == NULL)
+        return R_NOROOM;
+    for (size_t i = 0; i < n; i++) {
+        order[i].item = vals[i];
+        order[i].keys = (jv *)&keys[i];
+    }
+    merge_sort(order, order + n, n, 1, 0);
+    TRY(puts_(b, "{"));
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            TRY(puts_(b, ind != NULL ? "," : ", "));
+        if (ind != NULL)
+            TRY(json_indent(b, ind, level + 1));
+        TRY(json_text(b, order[i].keys[0].u.s.p, order[i].keys[0].u.s.n));
+        TRY(puts_(b, ": "));
+        TRY(json_dump(x, &order[i].item, ind, level + 1, b));
+    }
+    if (ind != NULL)
+        TRY(json_indent(b, ind, level));
+    return puts_(b, "}");
+}
+
 /* json.dumps(v, sort_keys=True, indent=ind) then htmlsafe: <>&' escaped
  * (inside strings, the only place they can be). ind NULL: no indent. */
 static int json_dump(jx *x, const jv *v, const jv *ind, int level, buf *b)
@@ -5442,51 +5555,10 @@ static int json_dump(jx *x, const jv *v, const jv *ind, int level, buf *b)
     case K_STR:
         return json_text(b, v->u.s.p, v->u.s.n);
     case K_LIST:
-    case K_TUPLE: {
-        size_t n = seq_len(v);
-        if (n == 0)
-            return puts_(b, "[]");
-        TRY(puts_(b, "["));
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0)
-                TRY(puts_(b, ind != NULL ? "," : ", "));
-            if (ind != NULL)
-                TRY(json_indent(b, ind, level + 1));
-            jv item = seq_at(v, i);
-            TRY(json_dump(x, &item, ind, level + 1, b));
-        }
-        if (ind != NULL)
-            TRY(json_indent(b, ind, level));
-        return puts_(b, "]");
-    }
-    case K_DICT: {
-        const jv *keys, *vals;
-        size_t n;
-        TRY(dict_items(x, v, &keys, &vals, &n));
-        if (n == 0)
-            return puts_(b, "{}");
-        skey *order = xalloc(x, 2 * n * sizeof(skey));
-        if (order == NULL)
-            return R_NOROOM;
-        for (size_t i = 0; i < n; i++) {
-            order[i].item = vals[i];
-            order[i].keys = (jv *)&keys[i];
-        }
-        merge_sort(order, order + n, n, 1, 0);
-        TRY(puts_(b, "{"));
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0)
-                TRY(puts_(b, ind != NULL ? "," : ", "));
-            if (ind != NULL)
-                TRY(json_indent(b, ind, level + 1));
-            TRY(json_text(b, order[i].keys[0].u.s.p, order[i].keys[0].u.s.n));
-            TRY(puts_(b, ": "));
-            TRY(json_dump(x, &order[i].item, ind, level + 1, b));
-        }
-        if (ind != NULL)
-            TRY(json_indent(b, ind, level));
-        return puts_(b, "}");
-    }
+    case K_TUPLE:
+        return tojson_list(x, v, ind, level, b);
+    case K_DICT:
+        return tojson_dict(x, v, ind, level, b);
     default:
         return R_RAISE; /* Object of type ... is not JSON serializable */
     }
@@ -5721,36 +5793,18 @@ static int ascii_ieq(const char *a, const char *lit, size_t n)
     return 1;
 }
 
-/* Python's int(str) and float(str) syntax over ASCII: 1 parsed (*out), 0 not,
- * -1 where this module cannot tell (other scripts, past 64 bits). */
-static int parse_number(const char *s, size_t n, int want_float, jv *out)
+/* The digits, '_' separators, '.' and exponent of s[i..b) copied to tmp
+ * from *k on (a sign may be there already) without the separators, and
+ * ended with NUL: 1 when they are int (or float, want_float) syntax, 0 when
+ * not, -1 when longer than tmp (size cap). */
+static int number_text(const char *s, size_t i, size_t b, int want_float, char *tmp, size_t cap,
+                       size_t *kp)
 {
-    size_t a = space_run(s, n), b = rstrip_len(s, n);
-    char tmp[512];
-    size_t k = 0, i = a;
-    if (b <= a)
-        return 0;
-    for (size_t q = a; q < b;) {
-        uint32_t cp = next_cp(s, b, &q);
-        if (cp >= 0x80)
-            return uniprint_decimal(cp) >= 0 ? -1 : 0; /* other scripts' digits */
-    }
-    if (s[i] == '+' || s[i] == '-')
-        tmp[k++] = s[i++];
-    if (want_float) {
-        size_t rest = b - i;
-        const char *w = s + i;
-        if ((rest == 3 && (ascii_ieq(w, "inf", 3) || ascii_ieq(w, "nan", 3))) ||
-            (rest == 8 && ascii_ieq(w, "infinity", 8))) {
-            double d = (w[0] | 0x20) == 'n' ? NAN : INFINITY;
-            *out = mk_float(tmp[0] == '-' ? -d : d);
-            return 1;
-        }
-    }
+    size_t k = *kp;
     int digits = 0, dot = 0, exp = 0, prev_digit = 0;
     for (; i < b; i++) {
         char c = s[i];
-        if (k + 2 >= sizeof(tmp))
+        if (k + 2 >= cap)
             return -1;
         if (is_digit(c)) {
             tmp[k++] = c;
@@ -5785,6 +5839,39 @@ static int parse_number(const char *s, size_t n, int want_float, jv *out)
     if (digits == 0 || (k > 0 && !is_digit(tmp[k - 1]) && tmp[k - 1] != '.'))
         return 0;
     tmp[k] = 0;
+    *kp = k;
+    return 1;
+}
+
+/* Python's int(str) and float(str) syntax over ASCII: 1 parsed (*out), 0 not,
+ * -1 where this module cannot tell (other scripts, past 64 bits). */
+static int parse_number(const char *s, size_t n, int want_float, jv *out)
+{
+    size_t a = space_run(s, n), b = rstrip_len(s, n);
+    char tmp[512];
+    size_t k = 0, i = a;
+    if (b <= a)
+        return 0;
+    for (size_t q = a; q < b;) {
+        uint32_t cp = next_cp(s, b, &q);
+        if (cp >= 0x80)
+            return uniprint_decimal(cp) >= 0 ? -1 : 0; /* other scripts' digits */
+    }
+    if (s[i] == '+' || s[i] == '-')
+        tmp[k++] = s[i++];
+    if (want_float) {
+        size_t rest = b - i;
+        const char *w = s + i;
+        if ((rest == 3 && (ascii_ieq(w, "inf", 3) || ascii_ieq(w, "nan", 3))) ||
+            (rest == 8 && ascii_ieq(w, "infinity", 8))) {
+            double d = (w[0] | 0x20) == 'n' ? NAN : INFINITY;
+            *out = mk_float(tmp[0] == '-' ? -d : d);
+            return 1;
+        }
+    }
+    int r = number_text(s, i, b, want_float, tmp, sizeof(tmp), &k);
+    if (r != 1)
+        return r;
     if (want_float) {
         *out = mk_float(strtod(tmp, NULL));
         return 1;
@@ -7272,61 +7359,82 @@ static int exec_for(jx *x, scope *sc, const node *n)
     return 0;
 }
 
-static int exec_node(jx *x, scope *sc, const node *n)
+/* {{ ... }} and template data: each child printed with str(). */
+static int exec_output(jx *x, scope *sc, const node *n)
+{
+    jv v;
+    for (size_t i = 0; i < n->nkids; i++) {
+        const node *k = n->kids[i];
+        if (k->t == N_DATA) {
+            TRY(put(x->out, k->name, k->len));
+            continue;
+        }
+        /* a constant child is printed at compile time, whatever its value */
+        int rc = k->cst ? fold(x, sc, k, &v) : R_IMPOSSIBLE;
+        if (rc == R_IMPOSSIBLE)
+            rc = eval(x, sc, k, &v);
+        TRY(rc);
+        TRY(py_str(x, &v, x->out));
+    }
+    return 0;
+}
+
+/* {% if %} ... {% elif %} ... {% else %}: the first true branch runs. */
+static int exec_if(jx *x, scope *sc, const node *n)
 {
     jv v;
     int t;
+    TRY(eval(x, sc, n->a, &v));
+    TRY(py_truthy(x, &v, &t));
+    if (t)
+        return exec_body(x, sc, n->body, n->nbody);
+    for (size_t i = 0; i < n->nelifs; i++) {
+        const node *e = n->elifs[i];
+        TRY(eval(x, sc, e->a, &v));
+        TRY(py_truthy(x, &v, &t));
+        if (t)
+            return exec_body(x, sc, e->body, e->nbody);
+    }
+    return exec_body(x, sc, n->els, n->nels);
+}
+
+/* {% set name | filters %}body{% endset %}: the body's output, filtered,
+ * assigned. */
+static int exec_setblock(jx *x, scope *sc, const node *n)
+{
+    jv v;
+    scope *inner;
+    buf b, *saved = x->out;
+    TRY(enter_frame(x, n->fbody, sc, &inner));
+    buf_init(&b, x->textmax);
+    x->out = &b;
+    int rc = exec_body(x, inner, n->body, n->nbody);
+    x->out = saved;
+    if (rc == 0)
+        rc = buf_str(x, &b, &v);
+    buf_free(&b);
+    TRY(rc);
+    if (n->c != NULL)
+        TRY(filter_chain(x, inner, n->c, &v, &v));
+    return assign(x, sc, n->a, &v);
+}
+
+static int exec_node(jx *x, scope *sc, const node *n)
+{
+    jv v;
     TRY(step(x));
     switch (n->t) {
     case N_OUTPUT:
-        for (size_t i = 0; i < n->nkids; i++) {
-            const node *k = n->kids[i];
-            if (k->t == N_DATA) {
-                TRY(put(x->out, k->name, k->len));
-                continue;
-            }
-            /* a constant child is printed at compile time, whatever its value */
-            int rc = k->cst ? fold(x, sc, k, &v) : R_IMPOSSIBLE;
-            if (rc == R_IMPOSSIBLE)
-                rc = eval(x, sc, k, &v);
-            TRY(rc);
-            TRY(py_str(x, &v, x->out));
-        }
-        return 0;
+        return exec_output(x, sc, n);
     case N_IF:
-        TRY(eval(x, sc, n->a, &v));
-        TRY(py_truthy(x, &v, &t));
-        if (t)
-            return exec_body(x, sc, n->body, n->nbody);
-        for (size_t i = 0; i < n->nelifs; i++) {
-            const node *e = n->elifs[i];
-            TRY(eval(x, sc, e->a, &v));
-            TRY(py_truthy(x, &v, &t));
-            if (t)
-                return exec_body(x, sc, e->body, e->nbody);
-        }
-        return exec_body(x, sc, n->els, n->nels);
+        return exec_if(x, sc, n);
     case N_FOR:
         return exec_for(x, sc, n);
     case N_SET:
         TRY(eval(x, sc, n->b, &v));
         return assign(x, sc, n->a, &v);
-    case N_SETBLOCK: {
-        scope *inner;
-        buf b, *saved = x->out;
-        TRY(enter_frame(x, n->fbody, sc, &inner));
-        buf_init(&b, x->textmax);
-        x->out = &b;
-        int rc = exec_body(x, inner, n->body, n->nbody);
-        x->out = saved;
-        if (rc == 0)
-            rc = buf_str(x, &b, &v);
-        buf_free(&b);
-        TRY(rc);
-        if (n->c != NULL)
-            TRY(filter_chain(x, inner, n->c, &v, &v));
-        return assign(x, sc, n->a, &v);
-    }
+    case N_SETBLOCK:
+        return exec_setblock(x, sc, n);
     default:
         return R_UNSUP;
     }

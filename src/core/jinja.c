@@ -3265,6 +3265,20 @@ static int target_value(jx *x, scope *sc, const node *t, jv *out)
     return 0;
 }
 
+/* The (key, value) tuples of a dict's n items into v[0..n). */
+static int item_pairs(jx *x, const jv *keys, const jv *vals, size_t n, jv *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        jseq *pair = new_seq(x, 2);
+        if (pair == NULL)
+            return R_NOROOM;
+        pair->v[0] = keys[i];
+        pair->v[1] = vals[i];
+        v[i] = mk_seq(K_TUPLE, pair);
+    }
+    return 0;
+}
+
 /* dictsort's and items' generator: it->in iterates the (key, value) pairs
  * of the mapping; an undefined one yields nothing. */
 static int items_start(jx *x, jiter *it)
@@ -3281,14 +3295,7 @@ static int items_start(jx *x, jiter *it)
     jseq *s = new_seq(x, n);
     if (s == NULL)
         return R_NOROOM;
-    for (size_t i = 0; i < n; i++) {
-        jseq *pair = new_seq(x, 2);
-        if (pair == NULL)
-            return R_NOROOM;
-        pair->v[0] = keys[i];
-        pair->v[1] = vals[i];
-        s->v[i] = mk_seq(K_TUPLE, pair);
-    }
+    TRY(item_pairs(x, keys, vals, n, s->v));
     jv seq = mk_seq(K_TUPLE, s);
     TRY(it_new(x, IT_SEQ, &seq, &it->in));
     it->in->len = n;
@@ -4990,14 +4997,7 @@ static int view_of(jx *x, const jv *d, int sub, jv *out)
         s->v = n > 0 ? xalloc(x, n * sizeof(jv)) : NULL;
         if (n > 0 && s->v == NULL)
             return R_NOROOM;
-        for (size_t i = 0; i < n; i++) {
-            jseq *pair = new_seq(x, 2);
-            if (pair == NULL)
-                return R_NOROOM;
-            pair->v[0] = keys[i];
-            pair->v[1] = vals[i];
-            s->v[i] = mk_seq(K_TUPLE, pair);
-        }
+        TRY(item_pairs(x, keys, vals, n, s->v));
     }
     *out = mk_seq(K_VIEW, s);
     out->sub = (unsigned char)sub;

@@ -81,6 +81,53 @@ static int dlq_list(const cli_ctx *c, redisContext *rc, const char *dead, long l
     return CLI_OK;
 }
 
+/* What one step of a retry did with the oldest entry not skipped. */
+typedef enum {
+    RETRY_MOVED,   /* moved to the track queue */
+    RETRY_RACED,   /* the list changed under the step: nothing moved */
+    RETRY_SKIPPED, /* not a dead entry: left in place (said on stderr) */
+    RETRY_EMPTY,   /* nothing left */
+    RETRY_FAILED,  /* Redis failed (said on stderr) */
+} retry_step;
+
+/* Moves the entry `skipped` places above the oldest of dead back to track,
+ * atomically and only if it is still there; `moved` numbers it in messages. */
+static retry_step dlq_retry_one(const cli_ctx *c, redisContext *rc, const char *dead,
+                                const char *track, long long skipped, long long moved)
+{
+    char idx[32];
+    snprintf(idx, sizeof(idx), "%lld", -(skipped + 1));
+    const char *av[] = {"LINDEX", dead, idx};
+    redisReply *e = cli_command(c, rc, 3, av, NULL);
+    if (e == NULL)
+        return RETRY_FAILED;
+    if (e->type != REDIS_REPLY_STRING) {
+        freeReplyObject(e); /* nothing left */
+        return RETRY_EMPTY;
+    }
+    size_t jlen = 0;
+    char *job = dlq_job_text(e->str, e->len, &jlen);
+    if (job == NULL) {
+        cli_error(c,
+                  "entry %lld from the oldest is not a dead entry {\"job\": ...}: left "
+                  "in place",
+                  skipped + moved + 1);
+        freeReplyObject(e);
+        return RETRY_SKIPPED;
+    }
+    const char *mv[] = {"EVAL", dlq_move_script, "2", dead, track, e->str, job, idx};
+    size_t ml[] = {
+        4, sizeof(dlq_move_script) - 1, 1, strlen(dead), strlen(track), e->len, jlen, strlen(idx)};
+    redisReply *r = cli_command(c, rc, 8, mv, ml);
+    free(job);
+    freeReplyObject(e);
+    if (r == NULL)
+        return RETRY_FAILED;
+    int ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return ok ? RETRY_MOVED : RETRY_RACED;
+}
+
 static int dlq_retry(const cli_ctx *c, redisContext *rc, const char *dead, const char *track,
                      long long n, int all)
 {
@@ -96,43 +143,16 @@ static int dlq_retry(const cli_ctx *c, redisContext *rc, const char *dead, const
         freeReplyObject(r);
     }
     while (moved + skipped < n) {
-        char idx[32];
-        snprintf(idx, sizeof(idx), "%lld", -(skipped + 1));
-        const char *av[] = {"LINDEX", dead, idx};
-        redisReply *e = cli_command(c, rc, 3, av, NULL);
-        if (e == NULL) {
+        retry_step st = dlq_retry_one(c, rc, dead, track, skipped, moved);
+        if (st == RETRY_FAILED) {
             status = CLI_FAIL;
             break;
         }
-        if (e->type != REDIS_REPLY_STRING) {
-            freeReplyObject(e); /* nothing left */
+        if (st == RETRY_EMPTY)
             break;
-        }
-        size_t jlen = 0;
-        char *job = dlq_job_text(e->str, e->len, &jlen);
-        if (job == NULL) {
-            cli_error(c,
-                      "entry %lld from the oldest is not a dead entry {\"job\": ...}: left "
-                      "in place",
-                      skipped + moved + 1);
+        if (st == RETRY_SKIPPED) {
             skipped++;
-            freeReplyObject(e);
-            continue;
-        }
-        const char *mv[] = {"EVAL", dlq_move_script, "2", dead, track, e->str, job, idx};
-        size_t ml[] = {
-            4,          sizeof(dlq_move_script) - 1, 1, strlen(dead), strlen(track), e->len, jlen,
-            strlen(idx)};
-        redisReply *r = cli_command(c, rc, 8, mv, ml);
-        free(job);
-        freeReplyObject(e);
-        if (r == NULL) {
-            status = CLI_FAIL;
-            break;
-        }
-        int ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-        freeReplyObject(r);
-        if (ok) {
+        } else if (st == RETRY_MOVED) {
             moved++;
             races = 0;
         } else if (++races > DLQ_MAX_RACES) {

@@ -156,42 +156,69 @@ static json_t *stats_groups(const cli_ctx *c, redisContext *rc, const char *key)
     return out;
 }
 
+/* The Redis key names stats reads, under the configured prefix. */
+typedef struct {
+    char track[512], retry[512], dead[512], workers[512], proc[512], prompts[512], events[512],
+        evdead[512];
+} stats_keys;
+
+/* Fills k. Returns 0, or -1 after saying why on stderr. */
+static int stats_keys_make(const cli_ctx *c, stats_keys *k)
+{
+    if (cli_key(c, k->track, sizeof(k->track), KEYS_TRACK, NULL) != 0 ||
+        cli_key(c, k->retry, sizeof(k->retry), KEYS_TRACK_RETRY, NULL) != 0 ||
+        cli_key(c, k->dead, sizeof(k->dead), KEYS_TRACK_DEAD, NULL) != 0 ||
+        cli_key(c, k->workers, sizeof(k->workers), KEYS_TRACK_WORKERS, NULL) != 0 ||
+        cli_key(c, k->proc, sizeof(k->proc), KEYS_TRACK_PROCESSING, NULL) != 0 ||
+        cli_key(c, k->prompts, sizeof(k->prompts), KEYS_PROMPT, NULL) != 0 ||
+        cli_key(c, k->events, sizeof(k->events), KEYS_EVENTS, NULL) != 0 ||
+        cli_key(c, k->evdead, sizeof(k->evdead), KEYS_EVENTS_DEAD, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+/* Prints out (NULL: it could not be built) as one line of compact JSON.
+ * Returns CLI_OK, or CLI_FAIL after saying why on stderr. */
+static int stats_print(const cli_ctx *c, const json_t *out)
+{
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    if (text == NULL) {
+        cli_error(c, "out of memory");
+        return CLI_FAIL;
+    }
+    printf("%s\n", text);
+    free(text);
+    return CLI_OK;
+}
+
 int cmd_stats(const cli_ctx *c, int argc, char **argv)
 {
     (void)argv;
     int status = CLI_FAIL;
     redisContext *rc = NULL;
     json_t *out = NULL, *processing = json_object();
-    char track[512], retry[512], dead[512], workers[512], proc[512], prompts[512], events[512],
-        evdead[512];
+    stats_keys k;
     if (argc > 1) {
         cli_error(c, "takes no arguments (see plcache help stats)");
         status = CLI_USAGE;
         goto done;
     }
-    if (cli_key(c, track, sizeof(track), KEYS_TRACK, NULL) != 0 ||
-        cli_key(c, retry, sizeof(retry), KEYS_TRACK_RETRY, NULL) != 0 ||
-        cli_key(c, dead, sizeof(dead), KEYS_TRACK_DEAD, NULL) != 0 ||
-        cli_key(c, workers, sizeof(workers), KEYS_TRACK_WORKERS, NULL) != 0 ||
-        cli_key(c, proc, sizeof(proc), KEYS_TRACK_PROCESSING, NULL) != 0 ||
-        cli_key(c, prompts, sizeof(prompts), KEYS_PROMPT, NULL) != 0 ||
-        cli_key(c, events, sizeof(events), KEYS_EVENTS, NULL) != 0 ||
-        cli_key(c, evdead, sizeof(evdead), KEYS_EVENTS_DEAD, NULL) != 0)
+    if (stats_keys_make(c, &k) != 0)
         goto done;
     rc = cli_redis(c);
     if (rc == NULL || processing == NULL)
         goto done;
-    long long queued = stats_int(c, rc, "LLEN", track);
-    long long retrying = queued < 0 ? -1 : stats_int(c, rc, "ZCARD", retry);
-    long long deadn = retrying < 0 ? -1 : stats_int(c, rc, "LLEN", dead);
-    long long evlen = deadn < 0 ? -1 : stats_int(c, rc, "XLEN", events);
-    long long evdeadn = evlen < 0 ? -1 : stats_int(c, rc, "XLEN", evdead);
+    long long queued = stats_int(c, rc, "LLEN", k.track);
+    long long retrying = queued < 0 ? -1 : stats_int(c, rc, "ZCARD", k.retry);
+    long long deadn = retrying < 0 ? -1 : stats_int(c, rc, "LLEN", k.dead);
+    long long evlen = deadn < 0 ? -1 : stats_int(c, rc, "XLEN", k.events);
+    long long evdeadn = evlen < 0 ? -1 : stats_int(c, rc, "XLEN", k.evdead);
     long long templates = 0;
-    if (evdeadn < 0 || stats_scan(c, rc, proc, NULL, processing_depth, processing) != 0 ||
-        stats_scan(c, rc, prompts, "hash", count_key, &templates) != 0)
+    if (evdeadn < 0 || stats_scan(c, rc, k.proc, NULL, processing_depth, processing) != 0 ||
+        stats_scan(c, rc, k.prompts, "hash", count_key, &templates) != 0)
         goto done;
-    json_t *wk = stats_workers(c, rc, workers);
-    json_t *groups = wk ? stats_groups(c, rc, events) : NULL;
+    json_t *wk = stats_workers(c, rc, k.workers);
+    json_t *groups = wk ? stats_groups(c, rc, k.events) : NULL;
     if (wk == NULL || groups == NULL) {
         json_decref(wk);
         goto done;
@@ -201,14 +228,7 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
                     "processing", processing, "workers", wk, "templates", (json_int_t)templates,
                     "events", "length", (json_int_t)evlen, "dead", (json_int_t)evdeadn, "groups",
                     groups);
-    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
-    if (text == NULL) {
-        cli_error(c, "out of memory");
-        goto done;
-    }
-    printf("%s\n", text);
-    free(text);
-    status = CLI_OK;
+    status = stats_print(c, out);
 done:
     json_decref(out);
     json_decref(processing);

@@ -39,24 +39,65 @@ static int track_check(const cli_ctx *c, const char *text, size_t len)
     return rc;
 }
 
+/* The one job path of the arguments into *path (NULL: standard input).
+ * Returns 0, or -1 after saying why on stderr. */
+static int track_args(const cli_ctx *c, int argc, char **argv, const char **path)
+{
+    *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            cli_error(c, "unknown option '%.60s' (see plcache help track)", argv[i]);
+            return -1;
+        }
+        if (*path != NULL) {
+            cli_error(c, "one job at a time (see plcache help track)");
+            return -1;
+        }
+        *path = argv[i];
+    }
+    return 0;
+}
+
+/* Pushes the checked job (len bytes) onto the track queue through
+ * libplcache and prints the queue's new length. Returns a CLI_ status. */
+static int track_push(const cli_ctx *c, const char *job, size_t len)
+{
+    plcache *pc = NULL;
+    char err[512] = "";
+    int status = CLI_FAIL;
+    plcache_options o;
+    plcache_options_init(&o);
+    o.redis_url = c->set->redis_url;
+    o.prefix = c->set->prefix;
+    o.redis_timeout_ms = (int)c->set->redis_timeout * 1000;
+    plcache_status st = plcache_open(&pc, &o, err, sizeof(err));
+    if (st != PLCACHE_OK) {
+        cli_error(c, "%s", err[0] ? err : plcache_status_str(st));
+        goto done;
+    }
+    long long n = 0;
+    st = plcache_push(pc, job, len, &n);
+    if (st != PLCACHE_OK) {
+        const char *why = plcache_errstr(pc);
+        cli_error(c, "%s", why[0] ? why : plcache_status_str(st));
+        status = st == PLCACHE_E_ARG ? CLI_USAGE : CLI_FAIL;
+        goto done;
+    }
+    printf("%lld\n", n);
+    status = CLI_OK;
+done:
+    plcache_close(pc);
+    return status;
+}
+
 int cmd_track(const cli_ctx *c, int argc, char **argv)
 {
     const char *path = NULL;
     int status = CLI_USAGE;
     char *text = NULL;
-    plcache *pc = NULL;
     char err[512] = "";
-    for (int i = 1; i < argc; i++) {
-        if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            cli_error(c, "unknown option '%.60s' (see plcache help track)", argv[i]);
-            goto done;
-        }
-        if (path != NULL) {
-            cli_error(c, "one job at a time (see plcache help track)");
-            goto done;
-        }
-        path = argv[i];
-    }
+    if (track_args(c, argc, argv, &path) != 0)
+        goto done;
     size_t len = 0;
     text = cli_read_input(path, &len, err, sizeof(err));
     if (text == NULL) {
@@ -73,29 +114,8 @@ int cmd_track(const cli_ctx *c, int argc, char **argv)
         len--;
     if (track_check(c, job, len) != 0)
         goto done;
-    plcache_options o;
-    plcache_options_init(&o);
-    o.redis_url = c->set->redis_url;
-    o.prefix = c->set->prefix;
-    o.redis_timeout_ms = (int)c->set->redis_timeout * 1000;
-    plcache_status st = plcache_open(&pc, &o, err, sizeof(err));
-    if (st != PLCACHE_OK) {
-        cli_error(c, "%s", err[0] ? err : plcache_status_str(st));
-        status = CLI_FAIL;
-        goto done;
-    }
-    long long n = 0;
-    st = plcache_push(pc, job, len, &n);
-    if (st != PLCACHE_OK) {
-        const char *why = plcache_errstr(pc);
-        cli_error(c, "%s", why[0] ? why : plcache_status_str(st));
-        status = st == PLCACHE_E_ARG ? CLI_USAGE : CLI_FAIL;
-        goto done;
-    }
-    printf("%lld\n", n);
-    status = CLI_OK;
+    status = track_push(c, job, len);
 done:
-    plcache_close(pc);
     free(text);
     return status;
 }

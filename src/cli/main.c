@@ -188,6 +188,56 @@ static int is_setting(const char *arg)
     return 0;
 }
 
+/* Splits argv: settings flags (with their values) go to sargv after argv[0],
+ * the command and its arguments to cargv; after "--" everything belongs to
+ * the command. Both arrays hold argc + 1 slots; cannot fail. */
+static void split_args(int argc, char **argv, char **sargv, int *sargc, char **cargv, int *cargc)
+{
+    *sargc = 1;
+    *cargc = 0;
+    sargv[0] = argv[0];
+    int rest = 0; /* after "--": everything belongs to the command */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!rest && strcmp(a, "--") == 0) {
+            rest = 1;
+            cargv[(*cargc)++] = argv[i];
+        } else if (!rest && strncmp(a, "--", 2) == 0 && is_setting(a + 2)) {
+            sargv[(*sargc)++] = argv[i];
+            if (strchr(a, '=') == NULL && i + 1 < argc)
+                sargv[(*sargc)++] = argv[++i];
+        } else {
+            cargv[(*cargc)++] = argv[i];
+        }
+    }
+}
+
+/* The command cargv names (cargc >= 1), itself or after "help". NULL when
+ * there is none to run: general help or the version printed (*status
+ * CLI_OK), or an unknown name said on stderr (*status left as it is). */
+static const command *pick_command(int cargc, char **cargv, int *status)
+{
+    const char *name = cargv[0];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
+        (strcmp(name, "help") == 0 && cargc == 1)) {
+        general_help();
+        *status = CLI_OK;
+        return NULL;
+    }
+    if (strcmp(name, "--version") == 0) {
+        printf("plcache %s\n", PLCACHE_VERSION);
+        *status = CLI_OK;
+        return NULL;
+    }
+    const command *cmd = find_command(strcmp(name, "help") == 0 ? cargv[1] : name);
+    if (cmd == NULL) {
+        const char *what = strcmp(name, "help") == 0 ? cargv[1] : name;
+        fprintf(stderr, "plcache: unknown %s '%.60s' (see plcache --help)\n",
+                what[0] == '-' ? "option" : "command", what);
+    }
+    return cmd;
+}
+
 int main(int argc, char **argv)
 {
     cli_settings set;
@@ -204,44 +254,15 @@ int main(int argc, char **argv)
         status = CLI_FAIL;
         goto done;
     }
-    sargv[0] = argv[0];
-    int rest = 0; /* after "--": everything belongs to the command */
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!rest && strcmp(a, "--") == 0) {
-            rest = 1;
-            cargv[cargc++] = argv[i];
-        } else if (!rest && strncmp(a, "--", 2) == 0 && is_setting(a + 2)) {
-            sargv[sargc++] = argv[i];
-            if (strchr(a, '=') == NULL && i + 1 < argc)
-                sargv[sargc++] = argv[++i];
-        } else {
-            cargv[cargc++] = argv[i];
-        }
-    }
+    split_args(argc, argv, sargv, &sargc, cargv, &cargc);
     if (cargc == 0) {
         fprintf(stderr, "plcache: no command given (see plcache --help)\n");
         goto done;
     }
     const char *name = cargv[0];
-    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 ||
-        (strcmp(name, "help") == 0 && cargc == 1)) {
-        general_help();
-        status = CLI_OK;
+    const command *cmd = pick_command(cargc, cargv, &status);
+    if (cmd == NULL)
         goto done;
-    }
-    if (strcmp(name, "--version") == 0) {
-        printf("plcache %s\n", PLCACHE_VERSION);
-        status = CLI_OK;
-        goto done;
-    }
-    const command *cmd = find_command(strcmp(name, "help") == 0 ? cargv[1] : name);
-    if (cmd == NULL) {
-        const char *what = strcmp(name, "help") == 0 ? cargv[1] : name;
-        fprintf(stderr, "plcache: unknown %s '%.60s' (see plcache --help)\n",
-                what[0] == '-' ? "option" : "command", what);
-        goto done;
-    }
     if (strcmp(name, "help") == 0 || cli_wants_help(cargc, cargv)) {
         fputs(cmd->help, stdout);
         status = CLI_OK;

@@ -75,6 +75,26 @@ static int opts_defaults(fetch_opts *o)
     return 0;
 }
 
+/* Hooks f's curl multi handle to the event loop (socket and timer callbacks)
+ * and bounds its connections. Returns 0, or -1 when curl refuses an option. */
+static int multi_setup(fetcher *f)
+{
+    int bad = 0;
+    bad |=
+        curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, fetch_sock_on_curl_socket) != CURLM_OK;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, (void *)f) != CURLM_OK;
+    bad |=
+        curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, fetch_sock_on_curl_timer) != CURLM_OK;
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, (void *)f) != CURLM_OK;
+    /* Never more connections to one host than transfers at once, and enough
+     * cached to keep every slot's connection warm. */
+    bad |= curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)f->opts.max_inflight) !=
+           CURLM_OK;
+    bad |=
+        curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)f->opts.max_inflight) != CURLM_OK;
+    return bad ? -1 : 0;
+}
+
 fetcher *fetch_new(struct event_base *base, const fetch_opts *opts)
 {
     fetch_opts o = {0};
@@ -85,7 +105,6 @@ fetcher *fetch_new(struct event_base *base, const fetch_opts *opts)
     if (fetch_global_init() != 0)
         return NULL;
 
-    int bad = 0;
     fetcher *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return NULL;
@@ -101,18 +120,7 @@ fetcher *fetch_new(struct event_base *base, const fetch_opts *opts)
     if (f->table == NULL || f->spare == NULL || f->timer == NULL || f->kick == NULL ||
         f->multi == NULL)
         goto err;
-    bad |=
-        curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, fetch_sock_on_curl_socket) != CURLM_OK;
-    bad |= curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, (void *)f) != CURLM_OK;
-    bad |=
-        curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, fetch_sock_on_curl_timer) != CURLM_OK;
-    bad |= curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, (void *)f) != CURLM_OK;
-    /* Never more connections to one host than transfers at once, and enough
-     * cached to keep every slot's connection warm. */
-    bad |= curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o.max_inflight) !=
-           CURLM_OK;
-    bad |= curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)o.max_inflight) != CURLM_OK;
-    if (bad)
+    if (multi_setup(f) != 0)
         goto err;
     const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     if (vi == NULL || !(vi->features & CURL_VERSION_ASYNCHDNS))

@@ -668,6 +668,33 @@ static int by_fd_put(hsrv *s, hconn *hc, int fd)
     return 0;
 }
 
+/* Counts hc against its peer's bound of connections (unless trusted);
+ * a peer past its bound has hc refused. */
+static void adopt_peer(hsrv *s, hconn *hc, evutil_socket_t sock)
+{
+    if (!hc->refuse && s->peers != NULL && sock >= 0 && peer_of(sock, &hc->peer) == 0 &&
+        !peer_exempt(s->peers, &hc->peer)) {
+        int took = hsrv_peers_take(s->peers, &hc->peer, (size_t)s->opts.max_conns_per_peer);
+        hc->counted = took == 1;
+        if (took == 0) {
+            hc->refuse = 1;
+            s->st.peer_refusals++;
+        }
+    }
+}
+
+/* Watches a plain (not TLS) connection's socket for bytes of its own, for
+ * keep_fired. Without it (out of memory) the connection works as before. */
+static void adopt_keep(hconn *hc, evutil_socket_t sock)
+{
+    if (!hc->refuse && sock >= 0 && bufferevent_openssl_get_ssl(hc->bev) == NULL) {
+        hc->keep =
+            event_new(bufferevent_get_base(hc->bev), sock, EV_READ | EV_PERSIST, keep_fired, hc);
+        if (hc->keep != NULL)
+            event_add(hc->keep, NULL);
+    }
+}
+
 static void adopt(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -696,26 +723,12 @@ static void adopt(evutil_socket_t fd, short what, void *arg)
     evutil_socket_t sock = bufferevent_getfd(hc->bev);
     if (sock >= 0)
         by_fd_put(s, hc, sock); /* without it (no memory) framing is checked as headers only */
-    if (!hc->refuse && s->peers != NULL && sock >= 0 && peer_of(sock, &hc->peer) == 0 &&
-        !peer_exempt(s->peers, &hc->peer)) {
-        int took = hsrv_peers_take(s->peers, &hc->peer, (size_t)s->opts.max_conns_per_peer);
-        hc->counted = took == 1;
-        if (took == 0) {
-            hc->refuse = 1;
-            s->st.peer_refusals++;
-        }
-    }
+    adopt_peer(s, hc, sock);
     if (!hc->refuse && hc->phase == PHASE_FIRST) {
         spare_add(hc);
         update_listener(s); /* a burst of accepts may have paused it before adoption */
     }
-    if (!hc->refuse && sock >= 0 && bufferevent_openssl_get_ssl(hc->bev) == NULL) {
-        /* Without it (out of memory) the connection works as before. */
-        hc->keep =
-            event_new(bufferevent_get_base(hc->bev), sock, EV_READ | EV_PERSIST, keep_fired, hc);
-        if (hc->keep != NULL)
-            event_add(hc->keep, NULL);
-    }
+    adopt_keep(hc, sock);
     bufferevent_decref(hc->bev);
     if (hc->refuse) {
         /* Never plain HTTP on an HTTPS listener, nor a peer past its bound:
@@ -896,6 +909,37 @@ static int split_listen(const char *listen, char *host, size_t hostlen, int *por
 
 static int hsrv_parse_trusted(const char *list, hsrv_peers *t, char *err, size_t errlen);
 
+/* Sets the house limits on s->http (STYLE.md: libevent's defaults are unsafe
+ * for the internet) and routes every request through on_request. */
+static void set_limits(hsrv *s, const hsrv_opts *opts)
+{
+    evhttp_set_max_headers_size(s->http, (ev_ssize_t)opts->max_headers);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)opts->max_body);
+    evhttp_set_timeout(s->http, opts->idle_timeout_s);
+    evhttp_set_default_content_type(s->http, "application/json");
+    /* Every method reaches the handler, which answers 405 with Allow itself. */
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_bevcb(s->http, make_bev, s);
+    evhttp_set_gencb(s->http, on_request, s);
+}
+
+/* The port s->sock is bound to (listen port 0 picks one), or 0 when the
+ * socket cannot say. */
+static int bound_port(const hsrv *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(s->sock);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
 hsrv *hsrv_new(struct event_base *base, const hsrv_opts *opts, hsrv_handler handler, void *arg,
                char *err, size_t errlen)
 {
@@ -937,31 +981,13 @@ hsrv *hsrv_new(struct event_base *base, const hsrv_opts *opts, hsrv_handler hand
         snprintf(err, errlen, "bad listen address %s", opts->listen);
         goto err;
     }
-    evhttp_set_max_headers_size(s->http, (ev_ssize_t)opts->max_headers);
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)opts->max_body);
-    evhttp_set_timeout(s->http, opts->idle_timeout_s);
-    evhttp_set_default_content_type(s->http, "application/json");
-    /* Every method reaches the handler, which answers 405 with Allow itself. */
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-    evhttp_set_bevcb(s->http, make_bev, s);
-    evhttp_set_gencb(s->http, on_request, s);
+    set_limits(s, opts);
     s->sock = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)port);
     if (s->sock == NULL) {
         snprintf(err, errlen, "cannot listen on %s", opts->listen);
         goto err;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    evutil_socket_t fd = evhttp_bound_socket_get_fd(s->sock);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET6)
-            s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        else
-            s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
+    s->port = bound_port(s);
     return s;
 err:
     hsrv_free(s);

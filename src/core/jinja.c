@@ -976,6 +976,57 @@ static int raw_end_from(const lexer *L, size_t i, size_t *start, size_t *end, ch
     return 0;
 }
 
+/* Decodes the \x, \u or \U escape of `digits` hex digits at p[*ip] into b,
+ * moving *ip past them. */
+static int hex_escape(buf *b, const char *p, size_t n, size_t *ip, int digits)
+{
+    size_t i = *ip;
+    uint32_t v = 0;
+    for (int k = 0; k < digits; k++) {
+        char h = i < n ? p[i] : 0;
+        int d = is_digit(h)              ? h - '0'
+                : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                : (h >= 'A' && h <= 'F') ? h - 'A' + 10
+                                         : -1;
+        if (d < 0)
+            return R_RAISE; /* truncated \xXX / \uXXXX escape */
+        v = v * 16 + (uint32_t)d;
+        i++;
+    }
+    *ip = i;
+    if (v > 0x10FFFF)
+        return R_RAISE; /* illegal Unicode character */
+    if (v >= 0xD800 && v < 0xE000)
+        return R_UNSUP; /* a lone surrogate: no UTF-8 for it */
+    return put_cp(b, v);
+}
+
+/* Decodes the escape whose backslash is p[*ip] into b, moving *ip past it. */
+static int lex_escape(buf *b, const char *p, size_t n, size_t *ip)
+{
+    char c = p[*ip + 1]; /* the string rule never ends on a lone backslash */
+    *ip += 2;
+    const char *simple = strchr("\\'\"abfnrtv", c);
+    if (c != 0 && simple != NULL) {
+        static const char to[] = "\\'\"\a\b\f\n\r\t\v";
+        return put(b, &to[simple - "\\'\"abfnrtv"], 1);
+    }
+    if (c == '\n')
+        return 0; /* a line continuation */
+    if (c >= '0' && c <= '7') {
+        uint32_t v = (uint32_t)(c - '0');
+        for (int k = 0; k < 2 && *ip < n && p[*ip] >= '0' && p[*ip] <= '7'; k++)
+            v = v * 8 + (uint32_t)(p[(*ip)++] - '0');
+        return put_cp(b, v);
+    }
+    if (c == 'x' || c == 'u' || c == 'U')
+        return hex_escape(b, p, n, ip, c == 'x' ? 2 : c == 'u' ? 4 : 8);
+    if ((unsigned char)c >= 0x80 || c == 'N')
+        return R_UNSUP; /* backslashreplace meets it first; \N{...} by name */
+    char two[2] = {'\\', c};
+    return put(b, two, 2); /* unknown escapes stay */
+}
+
 /* Decodes a string literal's body as .encode("ascii", "backslashreplace")
  * .decode("unicode-escape") does. */
 static int lex_string(lexer *L, const char *p, size_t n, token *t)
@@ -992,47 +1043,7 @@ static int lex_string(lexer *L, const char *p, size_t n, token *t)
             i = j;
             continue;
         }
-        char c = p[i + 1]; /* the string rule never ends on a lone backslash */
-        i += 2;
-        const char *simple = strchr("\\'\"abfnrtv", c);
-        if (c != 0 && simple != NULL) {
-            static const char to[] = "\\'\"\a\b\f\n\r\t\v";
-            rc = put(&b, &to[simple - "\\'\"abfnrtv"], 1);
-        } else if (c == '\n') {
-            continue; /* a line continuation */
-        } else if (c >= '0' && c <= '7') {
-            uint32_t v = (uint32_t)(c - '0');
-            for (int k = 0; k < 2 && i < n && p[i] >= '0' && p[i] <= '7'; k++)
-                v = v * 8 + (uint32_t)(p[i++] - '0');
-            rc = put_cp(&b, v);
-        } else if (c == 'x' || c == 'u' || c == 'U') {
-            int digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
-            uint32_t v = 0;
-            for (int k = 0; k < digits; k++) {
-                char h = i < n ? p[i] : 0;
-                int d = is_digit(h)              ? h - '0'
-                        : (h >= 'a' && h <= 'f') ? h - 'a' + 10
-                        : (h >= 'A' && h <= 'F') ? h - 'A' + 10
-                                                 : -1;
-                if (d < 0) {
-                    rc = R_RAISE; /* truncated \xXX / \uXXXX escape */
-                    break;
-                }
-                v = v * 16 + (uint32_t)d;
-                i++;
-            }
-            if (rc == 0 && v > 0x10FFFF)
-                rc = R_RAISE; /* illegal Unicode character */
-            else if (rc == 0 && v >= 0xD800 && v < 0xE000)
-                rc = R_UNSUP; /* a lone surrogate: no UTF-8 for it */
-            else if (rc == 0)
-                rc = put_cp(&b, v);
-        } else if ((unsigned char)c >= 0x80 || c == 'N') {
-            rc = R_UNSUP; /* backslashreplace meets it first; \N{...} by name */
-        } else {
-            char two[2] = {'\\', c};
-            rc = put(&b, two, 2); /* unknown escapes stay */
-        }
+        rc = lex_escape(&b, p, n, &i);
     }
     if (rc == 0) {
         jv v;
@@ -1085,54 +1096,58 @@ static int hex_ok(char c)
     return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* A number (float_re, then integer_re) at i; 0 when none. */
-static int lex_number(lexer *L, size_t i, token *t, size_t *end)
+/* A float (float_re) at digit i: 1 with the token, 0 when there is none
+ * (no fraction nor exponent, or i follows a '.'), or R_UNSUP. */
+static int lex_float(lexer *L, size_t i, token *t, size_t *end)
 {
     const char *s = L->s;
     size_t n = L->n;
-    *end = i;
-    if (!is_digit(s[i]))
+    if (i > 0 && s[i - 1] == '.')
         return 0;
-    /* float: not after a '.' */
-    if (i == 0 || s[i - 1] != '.') {
-        size_t j = digits_at(L, i, dec_ok);
-        size_t e = 0;
-        int frac = 0;
-        if (j < n && s[j] == '.' && j + 1 < n && is_digit(s[j + 1])) {
-            j = digits_at(L, j + 1, dec_ok);
-            frac = 1;
-        }
-        if (j < n && (s[j] == 'e' || s[j] == 'E')) {
-            size_t k = j + 1;
-            if (k < n && (s[k] == '+' || s[k] == '-'))
-                k++;
-            size_t m = digits_at(L, k, dec_ok);
-            if (m > k)
-                e = m;
-        }
-        if (e > 0 || frac) {
-            size_t stop = e > 0 ? e : j;
-            if (stop < n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
-                return R_UNSUP; /* \d is any script's digit */
-            char tmp[512];
-            size_t k = 0;
-            for (size_t q = i; q < stop; q++) {
-                if (s[q] == '_')
-                    continue;
-                if (k + 1 >= sizeof(tmp))
-                    return R_UNSUP;
-                tmp[k++] = s[q];
-            }
-            tmp[k] = 0;
-            t->t = TK_FLOAT;
-            t->d = strtod(tmp, NULL); /* correctly rounded, as Python's float() */
-            *end = stop;
-            return 1;
-        }
+    size_t j = digits_at(L, i, dec_ok);
+    size_t e = 0;
+    int frac = 0;
+    if (j < n && s[j] == '.' && j + 1 < n && is_digit(s[j + 1])) {
+        j = digits_at(L, j + 1, dec_ok);
+        frac = 1;
     }
-    /* integer */
-    int base = 10;
-    size_t from = i, stop = i;
+    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+        size_t k = j + 1;
+        if (k < n && (s[k] == '+' || s[k] == '-'))
+            k++;
+        size_t m = digits_at(L, k, dec_ok);
+        if (m > k)
+            e = m;
+    }
+    if (e == 0 && !frac)
+        return 0;
+    size_t stop = e > 0 ? e : j;
+    if (stop < n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
+        return R_UNSUP; /* \d is any script's digit */
+    char tmp[512];
+    size_t k = 0;
+    for (size_t q = i; q < stop; q++) {
+        if (s[q] == '_')
+            continue;
+        if (k + 1 >= sizeof(tmp))
+            return R_UNSUP;
+        tmp[k++] = s[q];
+    }
+    tmp[k] = 0;
+    t->t = TK_FLOAT;
+    t->d = strtod(tmp, NULL); /* correctly rounded, as Python's float() */
+    *end = stop;
+    return 1;
+}
+
+/* The end of the integer (integer_re) at digit i, with its base and where
+ * its digits start (past a 0b/0o/0x prefix). */
+static size_t int_span(const lexer *L, size_t i, int *base, size_t *from)
+{
+    const char *s = L->s;
+    size_t n = L->n, stop = i;
+    *base = 10;
+    *from = i;
     if (s[i] == '0' && i + 1 < n &&
         (s[i + 1] == 'b' || s[i + 1] == 'B' || s[i + 1] == 'o' || s[i + 1] == 'O' ||
          s[i + 1] == 'x' || s[i + 1] == 'X')) {
@@ -1143,8 +1158,8 @@ static int lex_number(lexer *L, size_t i, token *t, size_t *end)
             k++;
         size_t m = digits_at(L, k, ok);
         if (m > k) {
-            base = p == 'b' ? 2 : p == 'o' ? 8 : 16;
-            from = i + 2;
+            *base = p == 'b' ? 2 : p == 'o' ? 8 : 16;
+            *from = i + 2;
             stop = m;
         }
     }
@@ -1158,7 +1173,17 @@ static int lex_number(lexer *L, size_t i, token *t, size_t *end)
             stop = digits_at(L, i, dec_ok);
         }
     }
-    if (stop < n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
+    return stop;
+}
+
+/* An integer (integer_re) at digit i: 1 with the token, or R_UNSUP past
+ * 63 bits. */
+static int lex_int(lexer *L, size_t i, token *t, size_t *end)
+{
+    const char *s = L->s;
+    int base;
+    size_t from, stop = int_span(L, i, &base, &from);
+    if (stop < L->n && (unsigned char)s[stop] >= 0x80 && uniprint_decimal(cp_at(L, stop)) >= 0)
         return R_UNSUP; /* \d is any script's digit */
     unsigned long long v = 0;
     for (size_t q = from; q < stop; q++) {
@@ -1177,6 +1202,18 @@ static int lex_number(lexer *L, size_t i, token *t, size_t *end)
     return 1;
 }
 
+/* A number (float_re, then integer_re) at i; 0 when none. */
+static int lex_number(lexer *L, size_t i, token *t, size_t *end)
+{
+    *end = i;
+    if (!is_digit(L->s[i]))
+        return 0;
+    int r = lex_float(L, i, t, end);
+    if (r != 0)
+        return r;
+    return lex_int(L, i, t, end);
+}
+
 static const struct {
     const char *s;
     tk t;
@@ -1189,6 +1226,94 @@ static const struct {
     {";", TK_SEMICOLON},
 };
 
+/* The end of the tag at i (`}}`, `-}}` or a block end) when no bracket is
+ * open: 1 with the token, back to the data state; else 0. */
+static int lex_tag_end(lexer *L, size_t i, token *t)
+{
+    if (L->nbal != 0)
+        return 0;
+    if (L->mode == LX_VAR) {
+        if (at(L, i, "-}}")) {
+            L->pos = skip_space(L, i + 3);
+            L->mode = LX_ROOT;
+            t->t = TK_VEND;
+            return 1;
+        }
+        if (at(L, i, "}}")) {
+            L->pos = i + 2;
+            L->mode = LX_ROOT;
+            t->t = TK_VEND;
+            return 1;
+        }
+        return 0;
+    }
+    size_t e = block_end_at(L, i);
+    if (e > 0) {
+        L->pos = e;
+        L->mode = LX_ROOT;
+        t->t = TK_BEND;
+        return 1;
+    }
+    return 0;
+}
+
+/* The name (name_re) whose first char is at i. */
+static int lex_name(lexer *L, size_t i, token *t)
+{
+    const char *s = L->s;
+    size_t j = i + 1;
+    while (j < L->n && (is_alpha_(s[j]) || is_digit(s[j])))
+        j++;
+    if (j < L->n && (unsigned char)s[j] >= 0x80 && unicase_ident(cp_at(L, j)))
+        return R_UNSUP; /* a name in other scripts */
+    t->t = TK_NAME;
+    t->p = s + i;
+    t->n = j - i;
+    L->pos = j;
+    return 0;
+}
+
+/* The string literal whose opening quote is at i. */
+static int lex_quoted(lexer *L, size_t i, token *t)
+{
+    const char *s = L->s;
+    size_t j = i + 1;
+    while (j < L->n && s[j] != s[i]) {
+        if (s[j] == '\\')
+            j++;
+        j++;
+    }
+    if (j < L->n) {
+        L->pos = j + 1;
+        return lex_string(L, s + i + 1, j - i - 1, t);
+    }
+    return R_RAISE; /* no string: unexpected char */
+}
+
+/* The operator at i (the longest first, as jinja2's operator_re), keeping
+ * the stack of open brackets. */
+static int lex_operator(lexer *L, size_t i, token *t)
+{
+    for (size_t k = 0; k < sizeof(operators) / sizeof(operators[0]); k++) {
+        if (!at(L, i, operators[k].s))
+            continue;
+        char c = operators[k].s[0];
+        if (c == '(' || c == '[' || c == '{') {
+            if (L->nbal == MAX_BALANCE)
+                return R_UNSUP;
+            L->bal[L->nbal++] = c == '(' ? ')' : c == '[' ? ']' : '}';
+        } else if (c == ')' || c == ']' || c == '}') {
+            if (L->nbal == 0 || L->bal[L->nbal - 1] != c)
+                return R_RAISE; /* unexpected ')' */
+            L->nbal--;
+        }
+        t->t = operators[k].t;
+        L->pos = i + strlen(operators[k].s);
+        return 0;
+    }
+    return R_RAISE; /* unexpected char */
+}
+
 /* One token inside {{ }} or {% %}. */
 static int lex_tag(lexer *L, token *t)
 {
@@ -1198,30 +1323,8 @@ static int lex_tag(lexer *L, token *t)
             t->t = TK_EOF; /* the lexer just stops: the parser raises */
             return 0;
         }
-        if (L->nbal == 0) {
-            if (L->mode == LX_VAR) {
-                if (at(L, i, "-}}")) {
-                    L->pos = skip_space(L, i + 3);
-                    L->mode = LX_ROOT;
-                    t->t = TK_VEND;
-                    return 0;
-                }
-                if (at(L, i, "}}")) {
-                    L->pos = i + 2;
-                    L->mode = LX_ROOT;
-                    t->t = TK_VEND;
-                    return 0;
-                }
-            } else {
-                size_t e = block_end_at(L, i);
-                if (e > 0) {
-                    L->pos = e;
-                    L->mode = LX_ROOT;
-                    t->t = TK_BEND;
-                    return 0;
-                }
-            }
-        }
+        if (lex_tag_end(L, i, t))
+            return 0;
         size_t w = skip_space(L, i);
         if (w > i) {
             L->pos = w;
@@ -1236,51 +1339,13 @@ static int lex_tag(lexer *L, token *t)
             L->pos = end;
             return 0;
         }
-        if (is_alpha_(s[i])) {
-            size_t j = i + 1;
-            while (j < L->n && (is_alpha_(s[j]) || is_digit(s[j])))
-                j++;
-            if (j < L->n && (unsigned char)s[j] >= 0x80 && unicase_ident(cp_at(L, j)))
-                return R_UNSUP; /* a name in other scripts */
-            t->t = TK_NAME;
-            t->p = s + i;
-            t->n = j - i;
-            L->pos = j;
-            return 0;
-        }
-        if (s[i] == '\'' || s[i] == '"') {
-            size_t j = i + 1;
-            while (j < L->n && s[j] != s[i]) {
-                if (s[j] == '\\')
-                    j++;
-                j++;
-            }
-            if (j < L->n) {
-                L->pos = j + 1;
-                return lex_string(L, s + i + 1, j - i - 1, t);
-            }
-            return R_RAISE; /* no string: unexpected char */
-        }
+        if (is_alpha_(s[i]))
+            return lex_name(L, i, t);
+        if (s[i] == '\'' || s[i] == '"')
+            return lex_quoted(L, i, t);
         if ((unsigned char)s[i] >= 0x80)
             return unicase_ident(cp_at(L, i)) ? R_UNSUP : R_RAISE; /* a name, or no rule */
-        for (size_t k = 0; k < sizeof(operators) / sizeof(operators[0]); k++) {
-            if (!at(L, i, operators[k].s))
-                continue;
-            char c = operators[k].s[0];
-            if (c == '(' || c == '[' || c == '{') {
-                if (L->nbal == MAX_BALANCE)
-                    return R_UNSUP;
-                L->bal[L->nbal++] = c == '(' ? ')' : c == '[' ? ']' : '}';
-            } else if (c == ')' || c == ']' || c == '}') {
-                if (L->nbal == 0 || L->bal[L->nbal - 1] != c)
-                    return R_RAISE; /* unexpected ')' */
-                L->nbal--;
-            }
-            t->t = operators[k].t;
-            L->pos = i + strlen(operators[k].s);
-            return 0;
-        }
-        return R_RAISE; /* unexpected char */
+        return lex_operator(L, i, t);
     }
 }
 
@@ -1628,48 +1693,67 @@ static int parse_list_or_dict(parser *P, node **out)
     return 0;
 }
 
+/* A name: the constants true, false and none (either case), else N_NAME. */
+static int parse_name(parser *P, node **out)
+{
+    token *t = &P->cur;
+    node *n;
+    TRY(new_node(P, N_CONST, &n));
+    if (is_name(t, "true") || is_name(t, "True")) {
+        n->val = mk_bool(1);
+    } else if (is_name(t, "false") || is_name(t, "False")) {
+        n->val = mk_bool(0);
+    } else if (is_name(t, "none") || is_name(t, "None")) {
+        n->val = mk_none();
+    } else {
+        n->t = N_NAME;
+        n->name = t->p;
+        n->len = t->n;
+    }
+    TRY(p_advance(P));
+    *out = n;
+    return 0;
+}
+
+/* A string constant: adjacent string literals are one. */
+static int parse_string(parser *P, node **out)
+{
+    node *n;
+    TRY(new_node(P, N_CONST, &n));
+    const char *p = P->cur.p;
+    size_t len = P->cur.n;
+    TRY(p_advance(P));
+    if (P->cur.t == TK_STRING) { /* adjacent strings are one */
+        buf b;
+        buf_init(&b, P->x->textmax);
+        int rc = put(&b, p, len);
+        while (rc == 0 && P->cur.t == TK_STRING) {
+            rc = put(&b, P->cur.p, P->cur.n);
+            if (rc == 0)
+                rc = p_advance(P);
+        }
+        jv v = mk_none();
+        if (rc == 0)
+            rc = buf_str(P->x, &b, &v);
+        buf_free(&b);
+        TRY(rc);
+        p = v.u.s.p;
+        len = v.u.s.n;
+    }
+    n->val = mk_str(p, len);
+    *out = n;
+    return 0;
+}
+
 static int parse_primary(parser *P, node **out)
 {
     token *t = &P->cur;
     node *n;
     TRY(enter(P));
     if (t->t == TK_NAME) {
-        TRY(new_node(P, N_CONST, &n));
-        if (is_name(t, "true") || is_name(t, "True")) {
-            n->val = mk_bool(1);
-        } else if (is_name(t, "false") || is_name(t, "False")) {
-            n->val = mk_bool(0);
-        } else if (is_name(t, "none") || is_name(t, "None")) {
-            n->val = mk_none();
-        } else {
-            n->t = N_NAME;
-            n->name = t->p;
-            n->len = t->n;
-        }
-        TRY(p_advance(P));
+        TRY(parse_name(P, &n));
     } else if (t->t == TK_STRING) {
-        TRY(new_node(P, N_CONST, &n));
-        const char *p = t->p;
-        size_t len = t->n;
-        TRY(p_advance(P));
-        if (P->cur.t == TK_STRING) { /* adjacent strings are one */
-            buf b;
-            buf_init(&b, P->x->textmax);
-            int rc = put(&b, p, len);
-            while (rc == 0 && P->cur.t == TK_STRING) {
-                rc = put(&b, P->cur.p, P->cur.n);
-                if (rc == 0)
-                    rc = p_advance(P);
-            }
-            jv v = mk_none();
-            if (rc == 0)
-                rc = buf_str(P->x, &b, &v);
-            buf_free(&b);
-            TRY(rc);
-            p = v.u.s.p;
-            len = v.u.s.n;
-        }
-        n->val = mk_str(p, len);
+        TRY(parse_string(P, &n));
     } else if (t->t == TK_INT || t->t == TK_FLOAT) {
         TRY(new_node(P, N_CONST, &n));
         n->val = t->t == TK_INT ? mk_int(t->i) : mk_float(t->d);
@@ -1728,6 +1812,29 @@ static int parse_tuple(parser *P, int simplified, int with_condexpr, const char 
     return 0;
 }
 
+/* `*args` or `**kwargs` at the current token: parsed, then dropped (the
+ * call is marked dyn and not reproduced). */
+static int parse_dyn_arg(parser *P)
+{
+    TRY(p_advance(P));
+    node *ignored;
+    return parse_expression(P, 1, &ignored);
+}
+
+/* `name=expression`, pushed onto kwargs as an N_KEYWORD. */
+static int parse_keyword(parser *P, nlist *kwargs)
+{
+    node *k;
+    TRY(new_node(P, N_KEYWORD, &k));
+    k->name = P->cur.p;
+    k->len = P->cur.n;
+    TRY(p_advance(P));
+    TRY(p_advance(P));
+    TRY(parse_expression(P, 1, &k->a));
+    TRY(deepen(k));
+    return nl_push(P->x, kwargs, k);
+}
+
 /* parse_call_args: fills n's kids (positional) and kw (N_KEYWORD). */
 static int parse_call_args(parser *P, node *n)
 {
@@ -1744,16 +1851,12 @@ static int parse_call_args(parser *P, node *n)
         if (P->cur.t == TK_MUL) {
             if (dyn_args || dyn_kwargs)
                 return R_RAISE;
-            TRY(p_advance(P));
-            node *ignored;
-            TRY(parse_expression(P, 1, &ignored));
+            TRY(parse_dyn_arg(P));
             dyn_args = 1;
         } else if (P->cur.t == TK_POW) {
             if (dyn_kwargs)
                 return R_RAISE;
-            TRY(p_advance(P));
-            node *ignored;
-            TRY(parse_expression(P, 1, &ignored));
+            TRY(parse_dyn_arg(P));
             dyn_kwargs = 1;
         } else {
             int kw = 0;
@@ -1764,15 +1867,7 @@ static int parse_call_args(parser *P, node *n)
             if (kw) {
                 if (dyn_kwargs)
                     return R_RAISE;
-                node *k;
-                TRY(new_node(P, N_KEYWORD, &k));
-                k->name = P->cur.p;
-                k->len = P->cur.n;
-                TRY(p_advance(P));
-                TRY(p_advance(P));
-                TRY(parse_expression(P, 1, &k->a));
-                TRY(deepen(k));
-                TRY(nl_push(P->x, &kwargs, k));
+                TRY(parse_keyword(P, &kwargs));
             } else {
                 if (dyn_args || dyn_kwargs || kwargs.n > 0)
                     return R_RAISE; /* invalid syntax for function call expression */
@@ -2619,6 +2714,33 @@ static int repr_dict(jx *x, const jv *d, buf *b, int depth)
     return puts_(b, "}");
 }
 
+/* repr(range): range(start, stop[, step]). */
+static int repr_range(const jrange *r, buf *b)
+{
+    if (r->step == 1)
+        return buf_printf(b, "range(%lld, %lld)", r->start, r->stop) == 0 ? 0 : R_NOROOM;
+    return buf_printf(b, "range(%lld, %lld, %lld)", r->start, r->stop, r->step) == 0 ? 0 : R_NOROOM;
+}
+
+/* repr of jinja2's LoopContext: <LoopContext index/length>. */
+static int repr_loop(jx *x, jloop *l, buf *b)
+{
+    long long len;
+    TRY(loop_length(x, l, &len));
+    return buf_printf(b, "<LoopContext %lld/%lld>", l->index0 + 1, len) == 0 ? 0 : R_NOROOM;
+}
+
+/* repr of jinja2's Namespace: <Namespace {attrs}>. */
+static int repr_ns(jx *x, jns *ns, buf *b, int depth)
+{
+    jv d = mk_undef();
+    d.k = K_DICT;
+    d.u.dict = &ns->attrs;
+    TRY(puts_(b, "<Namespace "));
+    TRY(repr_dict(x, &d, b, depth));
+    return puts_(b, ">");
+}
+
 static int py_repr(jx *x, const jv *v, buf *b, int depth)
 {
     if (depth > REPR_DEPTH)
@@ -2660,27 +2782,12 @@ static int py_repr(jx *x, const jv *v, buf *b, int depth)
                                              : "dict_items(["));
         TRY(repr_items(x, v, b, depth));
         return puts_(b, "])");
-    case K_RANGE: {
-        const jrange *r = v->u.rg;
-        if (r->step == 1)
-            return buf_printf(b, "range(%lld, %lld)", r->start, r->stop) == 0 ? 0 : R_NOROOM;
-        return buf_printf(b, "range(%lld, %lld, %lld)", r->start, r->stop, r->step) == 0 ? 0
-                                                                                         : R_NOROOM;
-    }
-    case K_LOOP: {
-        long long len;
-        TRY(loop_length(x, v->u.loop, &len));
-        return buf_printf(b, "<LoopContext %lld/%lld>", v->u.loop->index0 + 1, len) == 0 ? 0
-                                                                                         : R_NOROOM;
-    }
-    case K_NS: {
-        jv d = mk_undef();
-        d.k = K_DICT;
-        d.u.dict = &v->u.ns->attrs;
-        TRY(puts_(b, "<Namespace "));
-        TRY(repr_dict(x, &d, b, depth));
-        return puts_(b, ">");
-    }
+    case K_RANGE:
+        return repr_range(v->u.rg, b);
+    case K_LOOP:
+        return repr_loop(x, v->u.loop, b);
+    case K_NS:
+        return repr_ns(x, v->u.ns, b, depth);
     default:
         return R_UNSUP; /* printed with its address */
     }
@@ -2795,6 +2902,37 @@ static int seq_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
     return 0;
 }
 
+/* a == b of two dicts: the same keys, each with equal values. */
+static int dict_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
+{
+    if (dict_len(a) != dict_len(b))
+        return 0;
+    const jv *keys, *vals;
+    size_t n;
+    TRY(dict_items(x, a, &keys, &vals, &n));
+    for (size_t i = 0; i < n; i++) {
+        jv other;
+        if (!dict_get(b, keys[i].u.s.p, keys[i].u.s.n, &other))
+            return 0;
+        if (has_nan(&vals[i]) || has_nan(&other))
+            return R_UNSUP;
+        TRY(py_eq(x, &vals[i], &other, eq, depth + 1));
+        if (!*eq)
+            return 0;
+    }
+    *eq = 1;
+    return 0;
+}
+
+/* p == q of two ranges: the same sequence of numbers, as CPython's
+ * range_equals. */
+static int range_eq(const jrange *p, const jrange *q)
+{
+    size_t n = range_len(p);
+    return n == range_len(q) &&
+           (n == 0 || (p->start == q->start && (n == 1 || p->step == q->step)));
+}
+
 static int py_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
 {
     if (depth > REPR_DEPTH)
@@ -2824,32 +2962,11 @@ static int py_eq(jx *x, const jv *a, const jv *b, int *eq, int depth)
     case K_LIST:
     case K_TUPLE:
         return seq_eq(x, a, b, eq, depth);
-    case K_DICT: {
-        if (dict_len(a) != dict_len(b))
-            return 0;
-        const jv *keys, *vals;
-        size_t n;
-        TRY(dict_items(x, a, &keys, &vals, &n));
-        for (size_t i = 0; i < n; i++) {
-            jv other;
-            if (!dict_get(b, keys[i].u.s.p, keys[i].u.s.n, &other))
-                return 0;
-            if (has_nan(&vals[i]) || has_nan(&other))
-                return R_UNSUP;
-            TRY(py_eq(x, &vals[i], &other, eq, depth + 1));
-            if (!*eq)
-                return 0;
-        }
-        *eq = 1;
+    case K_DICT:
+        return dict_eq(x, a, b, eq, depth);
+    case K_RANGE:
+        *eq = range_eq(a->u.rg, b->u.rg);
         return 0;
-    }
-    case K_RANGE: {
-        const jrange *p = a->u.rg, *q = b->u.rg;
-        size_t n = range_len(p);
-        *eq = n == range_len(q) &&
-              (n == 0 || (p->start == q->start && (n == 1 || p->step == q->step)));
-        return 0;
-    }
     case K_ITER:
     case K_LOOP:
     case K_NS:
@@ -2937,94 +3054,29 @@ static int dict_has(const jv *d, const jv *item, int *res)
     return 0;
 }
 
-/* `item in c`. */
-static int py_contains(jx *x, const jv *c, const jv *item, int *res)
+/* `item in s`, s a str: a substring test. */
+static int str_contains(const jv *c, const jv *item, int *res)
 {
-    *res = 0;
-    switch (c->k) {
-    case K_UNDEF:
+    if (item->k != K_STR)
+        return R_RAISE; /* 'in <string>' requires string as left operand */
+    const char *h = c->u.s.p, *nd = item->u.s.p;
+    size_t hn = c->u.s.n, nn = item->u.s.n;
+    if (nn == 0) {
+        *res = 1;
         return 0;
-    case K_STR: {
-        if (item->k != K_STR)
-            return R_RAISE; /* 'in <string>' requires string as left operand */
-        const char *h = c->u.s.p, *nd = item->u.s.p;
-        size_t hn = c->u.s.n, nn = item->u.s.n;
-        if (nn == 0) {
+    }
+    for (size_t i = 0; i + nn <= hn; i++) {
+        if (memcmp(h + i, nd, nn) == 0) {
             *res = 1;
             return 0;
         }
-        for (size_t i = 0; i + nn <= hn; i++) {
-            if (memcmp(h + i, nd, nn) == 0) {
-                *res = 1;
-                return 0;
-            }
-        }
-        return 0;
     }
-    case K_LIST:
-    case K_TUPLE:
-    case K_VIEW: {
-        if (c->k == K_VIEW && c->sub == VIEW_KEYS)
-            break;
-        if (c->k == K_VIEW && c->sub == VIEW_ITEMS)
-            return R_UNSUP;
-        if (has_nan(item))
-            return R_UNSUP;
-        size_t n = seq_len(c);
-        for (size_t i = 0; i < n; i++) {
-            jv e = seq_at(c, i);
-            if (has_nan(&e))
-                return R_UNSUP;
-            TRY(py_eq(x, &e, item, res, 0));
-            if (*res)
-                return 0;
-        }
-        return 0;
-    }
-    case K_DICT:
-        return dict_has(c, item, res);
-    case K_RANGE: {
-        const jrange *r = c->u.rg;
-        long long v;
-        if (item->k == K_INT || item->k == K_BOOL) {
-            v = item->u.i;
-        } else if (item->k == K_FLOAT) {
-            double d = item->u.d;
-            if (!(d == trunc(d)) || fabs(d) >= 9.2e18)
-                return 0;
-            v = (long long)d;
-        } else {
-            return 0;
-        }
-        if (range_len(r) == 0)
-            return 0;
-        if (r->step > 0)
-            *res = v >= r->start && v < r->stop && (v - r->start) % r->step == 0;
-        else
-            *res = v <= r->start && v > r->stop && (r->start - v) % (-r->step) == 0;
-        return 0;
-    }
-    case K_ITER: {
-        jiter *it = c->u.it;
-        for (;;) {
-            jv e;
-            int has;
-            TRY(it_next(x, it, &e, &has));
-            if (!has)
-                return 0;
-            if (has_nan(&e) || has_nan(item))
-                return R_UNSUP;
-            TRY(py_eq(x, &e, item, res, 0));
-            if (*res)
-                return 0;
-        }
-    }
-    case K_LOOP:
-        return R_UNSUP; /* iterating it moves the loop on */
-    default:
-        return R_RAISE; /* not iterable */
-    }
-    /* a dict's keys view */
+    return 0;
+}
+
+/* `item in keys`, keys a dict's keys view: a hashable item compared by ==. */
+static int keys_contains(jx *x, const jv *c, const jv *item, int *res)
+{
     if (!py_hashable(item))
         return R_RAISE;
     for (size_t i = 0; i < seq_len(c); i++) {
@@ -3034,6 +3086,96 @@ static int py_contains(jx *x, const jv *c, const jv *item, int *res)
             return 0;
     }
     return 0;
+}
+
+/* `item in c`, c a list, tuple or view: compared by == in order. */
+static int seq_contains(jx *x, const jv *c, const jv *item, int *res)
+{
+    if (c->k == K_VIEW && c->sub == VIEW_KEYS)
+        return keys_contains(x, c, item, res);
+    if (c->k == K_VIEW && c->sub == VIEW_ITEMS)
+        return R_UNSUP;
+    if (has_nan(item))
+        return R_UNSUP;
+    size_t n = seq_len(c);
+    for (size_t i = 0; i < n; i++) {
+        jv e = seq_at(c, i);
+        if (has_nan(&e))
+            return R_UNSUP;
+        TRY(py_eq(x, &e, item, res, 0));
+        if (*res)
+            return 0;
+    }
+    return 0;
+}
+
+/* `item in r`, r a range: arithmetic, no iteration; a float counts when it
+ * is integral. */
+static int range_contains(const jv *c, const jv *item, int *res)
+{
+    const jrange *r = c->u.rg;
+    long long v;
+    if (item->k == K_INT || item->k == K_BOOL) {
+        v = item->u.i;
+    } else if (item->k == K_FLOAT) {
+        double d = item->u.d;
+        if (!(d == trunc(d)) || fabs(d) >= 9.2e18)
+            return 0;
+        v = (long long)d;
+    } else {
+        return 0;
+    }
+    if (range_len(r) == 0)
+        return 0;
+    if (r->step > 0)
+        *res = v >= r->start && v < r->stop && (v - r->start) % r->step == 0;
+    else
+        *res = v <= r->start && v > r->stop && (r->start - v) % (-r->step) == 0;
+    return 0;
+}
+
+/* `item in it`, it an iterator: consumes it up to the first equal item. */
+static int iter_contains(jx *x, const jv *c, const jv *item, int *res)
+{
+    jiter *it = c->u.it;
+    for (;;) {
+        jv e;
+        int has;
+        TRY(it_next(x, it, &e, &has));
+        if (!has)
+            return 0;
+        if (has_nan(&e) || has_nan(item))
+            return R_UNSUP;
+        TRY(py_eq(x, &e, item, res, 0));
+        if (*res)
+            return 0;
+    }
+}
+
+/* `item in c`. */
+static int py_contains(jx *x, const jv *c, const jv *item, int *res)
+{
+    *res = 0;
+    switch (c->k) {
+    case K_UNDEF:
+        return 0;
+    case K_STR:
+        return str_contains(c, item, res);
+    case K_LIST:
+    case K_TUPLE:
+    case K_VIEW:
+        return seq_contains(x, c, item, res);
+    case K_DICT:
+        return dict_has(c, item, res);
+    case K_RANGE:
+        return range_contains(c, item, res);
+    case K_ITER:
+        return iter_contains(x, c, item, res);
+    case K_LOOP:
+        return R_UNSUP; /* iterating it moves the loop on */
+    default:
+        return R_RAISE; /* not iterable */
+    }
 }
 
 /* ---- iteration ------------------------------------------------------------- */
@@ -3123,6 +3265,93 @@ static int target_value(jx *x, scope *sc, const node *t, jv *out)
     return 0;
 }
 
+/* The (key, value) tuples of a dict's n items into v[0..n). */
+static int item_pairs(jx *x, const jv *keys, const jv *vals, size_t n, jv *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        jseq *pair = new_seq(x, 2);
+        if (pair == NULL)
+            return R_NOROOM;
+        pair->v[0] = keys[i];
+        pair->v[1] = vals[i];
+        v[i] = mk_seq(K_TUPLE, pair);
+    }
+    return 0;
+}
+
+/* dictsort's and items' generator: it->in iterates the (key, value) pairs
+ * of the mapping; an undefined one yields nothing. */
+static int items_start(jx *x, jiter *it)
+{
+    if (it->src.k == K_UNDEF) {
+        it->done = 1;
+        return 0;
+    }
+    if (it->src.k != K_DICT)
+        return R_RAISE; /* can only get item pairs from a mapping */
+    const jv *keys, *vals;
+    size_t n;
+    TRY(dict_items(x, &it->src, &keys, &vals, &n));
+    jseq *s = new_seq(x, n);
+    if (s == NULL)
+        return R_NOROOM;
+    TRY(item_pairs(x, keys, vals, n, s->v));
+    jv seq = mk_seq(K_TUPLE, s);
+    TRY(it_new(x, IT_SEQ, &seq, &it->in));
+    it->in->len = n;
+    return 0;
+}
+
+/* map's arguments, as jinja2's prepare_map: attribute= (and default=) for
+ * a lookup, else the filter to call. */
+static int map_args(jiter *it)
+{
+    const callargs *a = &it->args;
+    if (a->npos == 0) {
+        for (size_t i = 0; i < a->nkw; i++) {
+            if (bytes_eq(a->kwname[i], a->kwlen[i], "attribute")) {
+                it->lookup = 1;
+                it->attr = a->kw[i];
+            } else if (bytes_eq(a->kwname[i], a->kwlen[i], "default")) {
+                it->has_dflt = !(a->kw[i].k == K_NONE);
+                it->dflt = a->kw[i];
+            }
+        }
+        if (it->lookup) {
+            for (size_t i = 0; i < a->nkw; i++) {
+                if (!bytes_eq(a->kwname[i], a->kwlen[i], "attribute") &&
+                    !bytes_eq(a->kwname[i], a->kwlen[i], "default"))
+                    return R_RAISE; /* unexpected keyword argument */
+            }
+        }
+    }
+    if (!it->lookup) {
+        if (a->npos == 0)
+            return R_RAISE; /* map requires a filter argument */
+        TRY(find_filter(&a->pos[0], &it->fid));
+    }
+    return 0;
+}
+
+/* select's (and reject's, selectattr's, ...) arguments, as jinja2's
+ * prepare_select_or_reject: the attribute, then the test (none: bool). */
+static int select_args(jiter *it)
+{
+    const callargs *a = &it->args;
+    size_t off = 0;
+    if (it->lookup) {
+        if (a->npos == 0)
+            return R_RAISE; /* missing parameter for attribute name */
+        it->attr = a->pos[0];
+        off = 1;
+    }
+    if (a->npos > off)
+        TRY(find_test(&a->pos[off], &it->fid));
+    else
+        it->fid = -1; /* bool */
+    return 0;
+}
+
 /* The generators' bodies. */
 static int gen_start(jx *x, jiter *it)
 {
@@ -3137,77 +3366,72 @@ static int gen_start(jx *x, jiter *it)
             return 0;
         }
         break;
-    case IT_ITEMS: {
-        if (it->src.k == K_UNDEF) {
-            it->done = 1;
-            return 0;
-        }
-        if (it->src.k != K_DICT)
-            return R_RAISE; /* can only get item pairs from a mapping */
-        const jv *keys, *vals;
-        size_t n;
-        TRY(dict_items(x, &it->src, &keys, &vals, &n));
-        jseq *s = new_seq(x, n);
-        if (s == NULL)
-            return R_NOROOM;
-        for (size_t i = 0; i < n; i++) {
-            jseq *pair = new_seq(x, 2);
-            if (pair == NULL)
-                return R_NOROOM;
-            pair->v[0] = keys[i];
-            pair->v[1] = vals[i];
-            s->v[i] = mk_seq(K_TUPLE, pair);
-        }
-        jv seq = mk_seq(K_TUPLE, s);
-        TRY(it_new(x, IT_SEQ, &seq, &it->in));
-        it->in->len = n;
-        return 0;
-    }
+    case IT_ITEMS:
+        return items_start(x, it);
     default:
         break;
     }
-    if (it->kind == IT_MAP) {
-        const callargs *a = &it->args;
-        if (a->npos == 0) {
-            for (size_t i = 0; i < a->nkw; i++) {
-                if (bytes_eq(a->kwname[i], a->kwlen[i], "attribute")) {
-                    it->lookup = 1;
-                    it->attr = a->kw[i];
-                } else if (bytes_eq(a->kwname[i], a->kwlen[i], "default")) {
-                    it->has_dflt = !(a->kw[i].k == K_NONE);
-                    it->dflt = a->kw[i];
-                }
-            }
-            if (it->lookup) {
-                for (size_t i = 0; i < a->nkw; i++) {
-                    if (!bytes_eq(a->kwname[i], a->kwlen[i], "attribute") &&
-                        !bytes_eq(a->kwname[i], a->kwlen[i], "default"))
-                        return R_RAISE; /* unexpected keyword argument */
-                }
-            }
-        }
-        if (!it->lookup) {
-            if (a->npos == 0)
-                return R_RAISE; /* map requires a filter argument */
-            TRY(find_filter(&a->pos[0], &it->fid));
-        }
-    } else if (it->kind == IT_SELECT) {
-        const callargs *a = &it->args;
-        size_t off = 0;
-        if (it->lookup) {
-            if (a->npos == 0)
-                return R_RAISE; /* missing parameter for attribute name */
-            it->attr = a->pos[0];
-            off = 1;
-        }
-        if (a->npos > off)
-            TRY(find_test(&a->pos[off], &it->fid));
-        else
-            it->fid = -1; /* bool */
-    }
+    if (it->kind == IT_MAP)
+        TRY(map_args(it));
+    else if (it->kind == IT_SELECT)
+        TRY(select_args(it));
     if (it->kind == IT_TEST)
         return enter_frame(x, it->tinfo, it->sc, &it->sc); /* when the generator starts */
     return it_open(x, &it->src, &it->in);
+}
+
+/* What map makes of item: its attribute, or the filter's result. */
+static int map_item(jx *x, jiter *it, const jv *item, jv *out)
+{
+    if (it->lookup)
+        return attr_path(x, item, &it->attr, it->has_dflt, &it->dflt, out);
+    callargs rest = it->args;
+    rest.npos--;
+    rest.pos++;
+    return call_filter_id(x, it->fid, item, &rest, out);
+}
+
+/* Whether select (or reject) keeps item. */
+static int select_keeps(jx *x, jiter *it, const jv *item, int *keep)
+{
+    jv v = *item;
+    int t;
+    if (it->lookup)
+        TRY(attr_path(x, item, &it->attr, 0, NULL, &v));
+    if (it->fid < 0) {
+        TRY(py_truthy(x, &v, &t));
+    } else {
+        callargs rest = it->args;
+        size_t skip = (size_t)it->lookup + 1;
+        rest.npos -= skip;
+        rest.pos += skip;
+        TRY(call_test_id(x, it->fid, &v, &rest, &t));
+    }
+    *keep = t != it->negate;
+    return 0;
+}
+
+/* Whether unique has not seen item's key yet; a new key is remembered. */
+static int unique_fresh(jx *x, jiter *it, const jv *item, int *fresh)
+{
+    jv key = *item;
+    *fresh = 0;
+    if (it->attr.k != K_NONE)
+        TRY(attr_path(x, item, &it->attr, 0, NULL, &key));
+    if (!it->case_sens && key.k == K_STR)
+        TRY(lower_str(x, &key, &key));
+    if (!py_hashable(&key))
+        return R_RAISE; /* unhashable type */
+    if (has_nan(&key))
+        return R_UNSUP;
+    int seen = 0;
+    for (size_t i = 0; i < it->seen.n && !seen; i++)
+        TRY(py_eq(x, &it->seen.v[i], &key, &seen, 0));
+    if (seen)
+        return 0;
+    TRY(vec_push(x, &it->seen, key));
+    *fresh = 1;
+    return 0;
 }
 
 /* One more item of a generator: *has 0 when it is exhausted. */
@@ -3222,6 +3446,7 @@ static int gen_next(jx *x, jiter *it, jv *out, int *has)
     }
     for (;;) {
         jv item;
+        int yes;
         TRY(it_next(x, it->in, &item, has));
         if (!*has) {
             it->done = 1;
@@ -3232,65 +3457,28 @@ static int gen_next(jx *x, jiter *it, jv *out, int *has)
             *out = item;
             return 0;
         case IT_MAP:
-            if (it->lookup)
-                return attr_path(x, &item, &it->attr, it->has_dflt, &it->dflt, out);
-            {
-                callargs rest = it->args;
-                rest.npos--;
-                rest.pos++;
-                return call_filter_id(x, it->fid, &item, &rest, out);
-            }
-        case IT_SELECT: {
-            jv v = item;
-            int t;
-            if (it->lookup)
-                TRY(attr_path(x, &item, &it->attr, 0, NULL, &v));
-            if (it->fid < 0) {
-                TRY(py_truthy(x, &v, &t));
-            } else {
-                callargs rest = it->args;
-                size_t skip = (size_t)it->lookup + 1;
-                rest.npos -= skip;
-                rest.pos += skip;
-                TRY(call_test_id(x, it->fid, &v, &rest, &t));
-            }
-            if (t != it->negate) {
-                *out = item;
-                return 0;
-            }
+            return map_item(x, it, &item, out);
+        case IT_SELECT:
+            TRY(select_keeps(x, it, &item, &yes));
             break;
-        }
-        case IT_UNIQUE: {
-            jv key = item;
-            if (it->attr.k != K_NONE)
-                TRY(attr_path(x, &item, &it->attr, 0, NULL, &key));
-            if (!it->case_sens && key.k == K_STR)
-                TRY(lower_str(x, &key, &key));
-            if (!py_hashable(&key))
-                return R_RAISE; /* unhashable type */
-            if (has_nan(&key))
-                return R_UNSUP;
-            int seen = 0;
-            for (size_t i = 0; i < it->seen.n && !seen; i++)
-                TRY(py_eq(x, &it->seen.v[i], &key, &seen, 0));
-            if (seen)
-                break;
-            TRY(vec_push(x, &it->seen, key));
-            *out = item;
-            return 0;
-        }
+        case IT_UNIQUE:
+            TRY(unique_fresh(x, it, &item, &yes));
+            break;
         case IT_TEST: {
             jv t;
-            int truth;
             TRY(assign(x, it->sc, it->target, &item));
             TRY(eval(x, it->sc, it->test, &t));
-            TRY(py_truthy(x, &t, &truth));
-            if (truth)
+            TRY(py_truthy(x, &t, &yes));
+            if (yes)
                 return target_value(x, it->sc, it->target, out);
-            break;
+            continue;
         }
         default:
             return R_UNSUP;
+        }
+        if (yes) {
+            *out = item;
+            return 0;
         }
     }
 }
@@ -3859,6 +4047,36 @@ static int slice_indices(const jv *lo, const jv *hi, const jv *st, size_t len, l
     return 0;
 }
 
+/* s[lo:hi:st] of a str, by code points; a Markup stays Markup. */
+static int slice_str(jx *x, const jv *obj, const jv *lo, const jv *hi, const jv *st, jv *out)
+{
+    long long start, step;
+    size_t count;
+    size_t len = cp_count(obj->u.s.p, obj->u.s.n);
+    TRY(slice_indices(lo, hi, st, len, &start, &step, &count));
+    size_t *off = xalloc(x, (len + 1) * sizeof(size_t));
+    if (off == NULL)
+        return R_NOROOM;
+    size_t i = 0, k = 0;
+    while (i < obj->u.s.n) {
+        off[k++] = i;
+        (void)next_cp(obj->u.s.p, obj->u.s.n, &i);
+    }
+    off[k] = obj->u.s.n;
+    buf b;
+    buf_init(&b, x->textmax);
+    int rc = 0;
+    for (size_t j = 0; j < count && rc == 0; j++) {
+        size_t c = (size_t)(start + (long long)j * step);
+        rc = put(&b, obj->u.s.p + off[c], off[c + 1] - off[c]);
+    }
+    if (rc == 0)
+        rc = buf_str(x, &b, out);
+    buf_free(&b);
+    out->markup = obj->markup;
+    return rc;
+}
+
 /* obj[lo:hi:st]. raw: Python's own subscription, as jinja2 compiles a
  * slice (TypeError raises); else the sandbox's getitem, as jinja2 folds a
  * constant one (TypeError gives undefined). out may be obj. */
@@ -3881,31 +4099,8 @@ static int get_slice(jx *x, const jv *objp, const jv *lo, const jv *hi, const jv
     long long start, step;
     size_t count;
     switch (obj->k) {
-    case K_STR: {
-        size_t len = cp_count(obj->u.s.p, obj->u.s.n);
-        TRY(slice_indices(lo, hi, st, len, &start, &step, &count));
-        size_t *off = xalloc(x, (len + 1) * sizeof(size_t));
-        if (off == NULL)
-            return R_NOROOM;
-        size_t i = 0, k = 0;
-        while (i < obj->u.s.n) {
-            off[k++] = i;
-            (void)next_cp(obj->u.s.p, obj->u.s.n, &i);
-        }
-        off[k] = obj->u.s.n;
-        buf b;
-        buf_init(&b, x->textmax);
-        int rc = 0;
-        for (size_t j = 0; j < count && rc == 0; j++) {
-            size_t c = (size_t)(start + (long long)j * step);
-            rc = put(&b, obj->u.s.p + off[c], off[c + 1] - off[c]);
-        }
-        if (rc == 0)
-            rc = buf_str(x, &b, out);
-        buf_free(&b);
-        out->markup = obj->markup;
-        return rc;
-    }
+    case K_STR:
+        return slice_str(x, obj, lo, hi, st, out);
     case K_LIST:
     case K_TUPLE: {
         TRY(slice_indices(lo, hi, st, seq_len(obj), &start, &step, &count));
@@ -4129,70 +4324,84 @@ static int float_pow(double a, double b, jv *out)
     return float_result(r, out);
 }
 
-static int num_binop(int op, const jv *a, const jv *b, jv *out)
+/* p ** q of ints, q >= 0 by squaring; R_UNSUP past 64 bits. */
+static int int_pow(long long p, long long q, jv *out)
 {
-    if (a->k != K_FLOAT && b->k != K_FLOAT) {
-        long long p = a->u.i, q = b->u.i, r;
-        switch (op) {
-        case TK_ADD:
-            if (__builtin_add_overflow(p, q, &r))
+    long long acc = 1, base = p;
+    while (q > 0) {
+        if (q & 1) {
+            if (__builtin_mul_overflow(acc, base, &acc))
                 return R_UNSUP;
-            *out = mk_int(r);
-            return 0;
-        case TK_SUB:
-            if (__builtin_sub_overflow(p, q, &r))
-                return R_UNSUP;
-            *out = mk_int(r);
-            return 0;
-        case TK_MUL:
-            if (__builtin_mul_overflow(p, q, &r))
-                return R_UNSUP;
-            *out = mk_int(r);
-            return 0;
-        case TK_DIV:
-            if (q == 0)
-                return R_RAISE;
-            if (p > EXACT_INT || p < -EXACT_INT || q > EXACT_INT || q < -EXACT_INT)
-                return R_UNSUP; /* Python divides big ints exactly */
-            return float_result((double)p / (double)q, out);
-        case TK_FLOORDIV:
-        case TK_MOD: {
-            if (q == 0)
-                return R_RAISE;
-            if (p == LLONG_MIN && q == -1)
-                return R_UNSUP;
-            long long d = p / q, m = p % q;
-            if (m != 0 && ((m < 0) != (q < 0))) {
-                d--;
-                m += q;
-            }
-            *out = mk_int(op == TK_FLOORDIV ? d : m);
-            return 0;
         }
-        case TK_POW: {
-            if (q < 0) {
-                if (p == 0)
-                    return R_RAISE;
-                return float_pow((double)p, (double)q, out);
-            }
-            long long acc = 1, base = p;
-            while (q > 0) {
-                if (q & 1) {
-                    if (__builtin_mul_overflow(acc, base, &acc))
-                        return R_UNSUP;
-                }
-                q >>= 1;
-                if (q > 0 && __builtin_mul_overflow(base, base, &base))
-                    return R_UNSUP;
-            }
-            *out = mk_int(acc);
-            return 0;
-        }
-        default:
+        q >>= 1;
+        if (q > 0 && __builtin_mul_overflow(base, base, &base))
             return R_UNSUP;
-        }
     }
-    double p = num_d(a), q = num_d(b);
+    *out = mk_int(acc);
+    return 0;
+}
+
+/* p // q or p % q of ints, rounding toward minus infinity as Python. */
+static int int_floordiv(int op, long long p, long long q, jv *out)
+{
+    if (q == 0)
+        return R_RAISE;
+    if (p == LLONG_MIN && q == -1)
+        return R_UNSUP;
+    long long d = p / q, m = p % q;
+    if (m != 0 && ((m < 0) != (q < 0))) {
+        d--;
+        m += q;
+    }
+    *out = mk_int(op == TK_FLOORDIV ? d : m);
+    return 0;
+}
+
+/* p op q of ints (or bools); R_UNSUP where Python's big ints would go past
+ * 64 bits. */
+static int int_binop(int op, long long p, long long q, jv *out)
+{
+    long long r;
+    switch (op) {
+    case TK_ADD:
+        if (__builtin_add_overflow(p, q, &r))
+            return R_UNSUP;
+        *out = mk_int(r);
+        return 0;
+    case TK_SUB:
+        if (__builtin_sub_overflow(p, q, &r))
+            return R_UNSUP;
+        *out = mk_int(r);
+        return 0;
+    case TK_MUL:
+        if (__builtin_mul_overflow(p, q, &r))
+            return R_UNSUP;
+        *out = mk_int(r);
+        return 0;
+    case TK_DIV:
+        if (q == 0)
+            return R_RAISE;
+        if (p > EXACT_INT || p < -EXACT_INT || q > EXACT_INT || q < -EXACT_INT)
+            return R_UNSUP; /* Python divides big ints exactly */
+        return float_result((double)p / (double)q, out);
+    case TK_FLOORDIV:
+    case TK_MOD:
+        return int_floordiv(op, p, q, out);
+    case TK_POW:
+        if (q < 0) {
+            if (p == 0)
+                return R_RAISE;
+            return float_pow((double)p, (double)q, out);
+        }
+        return int_pow(p, q, out);
+    default:
+        return R_UNSUP;
+    }
+}
+
+/* p op q of floats (either side was a float). */
+static int float_binop(int op, double p, double q, jv *out)
+{
     switch (op) {
     case TK_ADD:
         return float_result(p + q, out);
@@ -4219,6 +4428,13 @@ static int num_binop(int op, const jv *a, const jv *b, jv *out)
     }
 }
 
+static int num_binop(int op, const jv *a, const jv *b, jv *out)
+{
+    if (a->k != K_FLOAT && b->k != K_FLOAT)
+        return int_binop(op, a->u.i, b->u.i, out);
+    return float_binop(op, num_d(a), num_d(b), out);
+}
+
 static int binop_(jx *x, int op, const jv *a, const jv *b, jv *out);
 
 /* a op b; out may be a or b. */
@@ -4226,6 +4442,39 @@ static int binop(jx *x, int op, const jv *a, const jv *b, jv *out)
 {
     jv p = *a, q = *b;
     return binop_(x, op, &p, &q, out);
+}
+
+/* a + b of two strs: Markup + str escapes the str, and str + Markup too. */
+static int add_str(jx *x, const jv *a, const jv *b, jv *out)
+{
+    if (a->markup == b->markup) {
+        TRY(concat2(x, a->u.s.p, a->u.s.n, b->u.s.p, b->u.s.n, out));
+        out->markup = a->markup;
+        return 0;
+    }
+    jv e;
+    TRY(escape_of(x, a->markup ? b : a, &e));
+    if (a->markup)
+        TRY(concat2(x, a->u.s.p, a->u.s.n, e.u.s.p, e.u.s.n, out));
+    else
+        TRY(concat2(x, e.u.s.p, e.u.s.n, b->u.s.p, b->u.s.n, out));
+    out->markup = 1;
+    return 0;
+}
+
+/* a + b of two lists or two tuples. */
+static int add_seq(jx *x, const jv *a, const jv *b, jv *out)
+{
+    size_t n = seq_len(a), m = seq_len(b);
+    jseq *s = new_seq(x, n + m);
+    if (s == NULL)
+        return R_NOROOM;
+    for (size_t i = 0; i < n; i++)
+        s->v[i] = seq_at(a, i);
+    for (size_t i = 0; i < m; i++)
+        s->v[n + i] = seq_at(b, i);
+    *out = mk_seq(a->k, s);
+    return 0;
 }
 
 static int binop_(jx *x, int op, const jv *a, const jv *b, jv *out)
@@ -4248,34 +4497,10 @@ static int binop_(jx *x, int op, const jv *a, const jv *b, jv *out)
         }
         return R_RAISE;
     }
-    if (op == TK_ADD && a->k == K_STR && b->k == K_STR) {
-        if (a->markup == b->markup) {
-            TRY(concat2(x, a->u.s.p, a->u.s.n, b->u.s.p, b->u.s.n, out));
-            out->markup = a->markup;
-            return 0;
-        }
-        /* Markup + str escapes the str, and str + Markup too */
-        jv e;
-        TRY(escape_of(x, a->markup ? b : a, &e));
-        if (a->markup)
-            TRY(concat2(x, a->u.s.p, a->u.s.n, e.u.s.p, e.u.s.n, out));
-        else
-            TRY(concat2(x, e.u.s.p, e.u.s.n, b->u.s.p, b->u.s.n, out));
-        out->markup = 1;
-        return 0;
-    }
-    if (op == TK_ADD && a->k == b->k && (a->k == K_LIST || a->k == K_TUPLE)) {
-        size_t n = seq_len(a), m = seq_len(b);
-        jseq *s = new_seq(x, n + m);
-        if (s == NULL)
-            return R_NOROOM;
-        for (size_t i = 0; i < n; i++)
-            s->v[i] = seq_at(a, i);
-        for (size_t i = 0; i < m; i++)
-            s->v[n + i] = seq_at(b, i);
-        *out = mk_seq(a->k, s);
-        return 0;
-    }
+    if (op == TK_ADD && a->k == K_STR && b->k == K_STR)
+        return add_str(x, a, b, out);
+    if (op == TK_ADD && a->k == b->k && (a->k == K_LIST || a->k == K_TUPLE))
+        return add_seq(x, a, b, out);
     if (op == TK_MUL) {
         const jv *seq = is_intlike(b) ? a : is_intlike(a) ? b : NULL;
         const jv *times = seq == a ? b : a;
@@ -4452,6 +4677,88 @@ static const char *rfind_bytes(const char *h, size_t hn, const char *nd, size_t 
     return NULL;
 }
 
+/* str.split(d, maxsplit) of p[0..n) into parts, from the left. */
+static int split_sep(jx *x, vec *parts, const char *p, size_t n, const char *d, size_t dn,
+                     long long maxsplit)
+{
+    size_t i = 0;
+    while (maxsplit > 0) {
+        const char *f = find_bytes(p + i, n - i, d, dn);
+        if (f == NULL)
+            break;
+        TRY(vec_push(x, parts, mk_str(p + i, (size_t)(f - (p + i)))));
+        i = (size_t)(f - p) + dn;
+        maxsplit--;
+    }
+    return vec_push(x, parts, mk_str(p + i, n - i));
+}
+
+/* str.rsplit(d, maxsplit) of p[0..n) into parts, last part first. */
+static int rsplit_sep(jx *x, vec *parts, const char *p, size_t n, const char *d, size_t dn,
+                      long long maxsplit)
+{
+    size_t end = n;
+    while (maxsplit > 0) {
+        const char *f = rfind_bytes(p, end, d, dn);
+        if (f == NULL)
+            break;
+        size_t at = (size_t)(f - p);
+        TRY(vec_push(x, parts, mk_str(p + at + dn, end - at - dn)));
+        end = at;
+        maxsplit--;
+    }
+    return vec_push(x, parts, mk_str(p, end));
+}
+
+/* str.split(None, maxsplit) of p[0..n) into parts: runs of white space. */
+static int split_space(jx *x, vec *parts, const char *p, size_t n, long long maxsplit)
+{
+    size_t i = 0;
+    for (;;) {
+        i += space_run(p + i, n - i);
+        if (i >= n)
+            return 0;
+        if (maxsplit == 0)
+            return vec_push(x, parts, mk_str(p + i, n - i));
+        size_t j = i;
+        while (j < n) {
+            size_t k = j;
+            if (py_space(next_cp(p, n, &k)))
+                break;
+            j = k;
+        }
+        TRY(vec_push(x, parts, mk_str(p + i, j - i)));
+        maxsplit--;
+        i = j;
+    }
+}
+
+/* str.rsplit(None, maxsplit) of p[0..n) into parts, last part first. */
+static int rsplit_space(jx *x, vec *parts, const char *p, size_t n, long long maxsplit)
+{
+    size_t end = n;
+    for (;;) {
+        end = rstrip_len(p, end);
+        if (end == 0)
+            return 0;
+        if (maxsplit == 0)
+            return vec_push(x, parts, mk_str(p, end));
+        size_t j = end;
+        while (j > 0) {
+            size_t k = j - 1;
+            while (k > 0 && ((unsigned char)p[k] & 0xC0) == 0x80)
+                k--;
+            size_t t = k;
+            if (py_space(next_cp(p, n, &t)))
+                break;
+            j = k;
+        }
+        TRY(vec_push(x, parts, mk_str(p + j, end - j)));
+        maxsplit--;
+        end = j;
+    }
+}
+
 /* str.split / str.rsplit. */
 static int split_str(jx *x, const jv *s, const jv *sep, long long maxsplit, int right, jv *out)
 {
@@ -4462,79 +4769,14 @@ static int split_str(jx *x, const jv *s, const jv *sep, long long maxsplit, int 
         return R_RAISE; /* empty separator */
     if (maxsplit < 0)
         maxsplit = LLONG_MAX;
-    if (sep->k == K_STR) {
-        const char *d = sep->u.s.p;
-        size_t dn = sep->u.s.n;
-        if (!right) {
-            size_t i = 0;
-            while (maxsplit > 0) {
-                const char *f = find_bytes(p + i, n - i, d, dn);
-                if (f == NULL)
-                    break;
-                TRY(vec_push(x, &parts, mk_str(p + i, (size_t)(f - (p + i)))));
-                i = (size_t)(f - p) + dn;
-                maxsplit--;
-            }
-            TRY(vec_push(x, &parts, mk_str(p + i, n - i)));
-        } else {
-            size_t end = n;
-            while (maxsplit > 0) {
-                const char *f = rfind_bytes(p, end, d, dn);
-                if (f == NULL)
-                    break;
-                size_t at = (size_t)(f - p);
-                TRY(vec_push(x, &parts, mk_str(p + at + dn, end - at - dn)));
-                end = at;
-                maxsplit--;
-            }
-            TRY(vec_push(x, &parts, mk_str(p, end)));
-        }
-    } else if (!right) {
-        size_t i = 0;
-        for (;;) {
-            i += space_run(p + i, n - i);
-            if (i >= n)
-                break;
-            if (maxsplit == 0) {
-                TRY(vec_push(x, &parts, mk_str(p + i, n - i)));
-                break;
-            }
-            size_t j = i;
-            while (j < n) {
-                size_t k = j;
-                if (py_space(next_cp(p, n, &k)))
-                    break;
-                j = k;
-            }
-            TRY(vec_push(x, &parts, mk_str(p + i, j - i)));
-            maxsplit--;
-            i = j;
-        }
-    } else {
-        size_t end = n;
-        for (;;) {
-            end = rstrip_len(p, end);
-            if (end == 0)
-                break;
-            if (maxsplit == 0) {
-                TRY(vec_push(x, &parts, mk_str(p, end)));
-                break;
-            }
-            size_t j = end;
-            while (j > 0) {
-                size_t k = j - 1;
-                while (k > 0 && ((unsigned char)p[k] & 0xC0) == 0x80)
-                    k--;
-                size_t t = k;
-                if (py_space(next_cp(p, n, &t)))
-                    break;
-                j = k;
-            }
-            TRY(vec_push(x, &parts, mk_str(p + j, end - j)));
-            maxsplit--;
-            end = j;
-        }
-    }
+    if (sep->k == K_STR && !right)
+        TRY(split_sep(x, &parts, p, n, sep->u.s.p, sep->u.s.n, maxsplit));
+    else if (sep->k == K_STR)
+        TRY(rsplit_sep(x, &parts, p, n, sep->u.s.p, sep->u.s.n, maxsplit));
+    else if (!right)
+        TRY(split_space(x, &parts, p, n, maxsplit));
+    else
+        TRY(rsplit_space(x, &parts, p, n, maxsplit));
     if (right) { /* built from the right */
         for (size_t i = 0, j = parts.n; i + 1 < j; i++, j--) {
             jv t = parts.v[i];
@@ -4755,14 +4997,7 @@ static int view_of(jx *x, const jv *d, int sub, jv *out)
         s->v = n > 0 ? xalloc(x, n * sizeof(jv)) : NULL;
         if (n > 0 && s->v == NULL)
             return R_NOROOM;
-        for (size_t i = 0; i < n; i++) {
-            jseq *pair = new_seq(x, 2);
-            if (pair == NULL)
-                return R_NOROOM;
-            pair->v[0] = keys[i];
-            pair->v[1] = vals[i];
-            s->v[i] = mk_seq(K_TUPLE, pair);
-        }
+        TRY(item_pairs(x, keys, vals, n, s->v));
     }
     *out = mk_seq(K_VIEW, s);
     out->sub = (unsigned char)sub;
@@ -5243,6 +5478,60 @@ static int json_indent(buf *b, const jv *ind, int level)
     return 0;
 }
 
+static int json_dump(jx *x, const jv *v, const jv *ind, int level, buf *b);
+
+/* A list or tuple as a JSON array, its items at level + 1. */
+static int tojson_list(jx *x, const jv *v, const jv *ind, int level, buf *b)
+{
+    size_t n = seq_len(v);
+    if (n == 0)
+        return puts_(b, "[]");
+    TRY(puts_(b, "["));
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            TRY(puts_(b, ind != NULL ? "," : ", "));
+        if (ind != NULL)
+            TRY(json_indent(b, ind, level + 1));
+        jv item = seq_at(v, i);
+        TRY(json_dump(x, &item, ind, level + 1, b));
+    }
+    if (ind != NULL)
+        TRY(json_indent(b, ind, level));
+    return puts_(b, "]");
+}
+
+/* A dict as a JSON object, its keys sorted (tojson's sort_keys=True), its
+ * values at level + 1. */
+static int tojson_dict(jx *x, const jv *v, const jv *ind, int level, buf *b)
+{
+    const jv *keys, *vals;
+    size_t n;
+    TRY(dict_items(x, v, &keys, &vals, &n));
+    if (n == 0)
+        return puts_(b, "{}");
+    skey *order = xalloc(x, 2 * n * sizeof(skey));
+    if (order == NULL)
+        return R_NOROOM;
+    for (size_t i = 0; i < n; i++) {
+        order[i].item = vals[i];
+        order[i].keys = (jv *)&keys[i];
+    }
+    merge_sort(order, order + n, n, 1, 0);
+    TRY(puts_(b, "{"));
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            TRY(puts_(b, ind != NULL ? "," : ", "));
+        if (ind != NULL)
+            TRY(json_indent(b, ind, level + 1));
+        TRY(json_text(b, order[i].keys[0].u.s.p, order[i].keys[0].u.s.n));
+        TRY(puts_(b, ": "));
+        TRY(json_dump(x, &order[i].item, ind, level + 1, b));
+    }
+    if (ind != NULL)
+        TRY(json_indent(b, ind, level));
+    return puts_(b, "}");
+}
+
 /* json.dumps(v, sort_keys=True, indent=ind) then htmlsafe: <>&' escaped
  * (inside strings, the only place they can be). ind NULL: no indent. */
 static int json_dump(jx *x, const jv *v, const jv *ind, int level, buf *b)
@@ -5266,51 +5555,10 @@ static int json_dump(jx *x, const jv *v, const jv *ind, int level, buf *b)
     case K_STR:
         return json_text(b, v->u.s.p, v->u.s.n);
     case K_LIST:
-    case K_TUPLE: {
-        size_t n = seq_len(v);
-        if (n == 0)
-            return puts_(b, "[]");
-        TRY(puts_(b, "["));
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0)
-                TRY(puts_(b, ind != NULL ? "," : ", "));
-            if (ind != NULL)
-                TRY(json_indent(b, ind, level + 1));
-            jv item = seq_at(v, i);
-            TRY(json_dump(x, &item, ind, level + 1, b));
-        }
-        if (ind != NULL)
-            TRY(json_indent(b, ind, level));
-        return puts_(b, "]");
-    }
-    case K_DICT: {
-        const jv *keys, *vals;
-        size_t n;
-        TRY(dict_items(x, v, &keys, &vals, &n));
-        if (n == 0)
-            return puts_(b, "{}");
-        skey *order = xalloc(x, 2 * n * sizeof(skey));
-        if (order == NULL)
-            return R_NOROOM;
-        for (size_t i = 0; i < n; i++) {
-            order[i].item = vals[i];
-            order[i].keys = (jv *)&keys[i];
-        }
-        merge_sort(order, order + n, n, 1, 0);
-        TRY(puts_(b, "{"));
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0)
-                TRY(puts_(b, ind != NULL ? "," : ", "));
-            if (ind != NULL)
-                TRY(json_indent(b, ind, level + 1));
-            TRY(json_text(b, order[i].keys[0].u.s.p, order[i].keys[0].u.s.n));
-            TRY(puts_(b, ": "));
-            TRY(json_dump(x, &order[i].item, ind, level + 1, b));
-        }
-        if (ind != NULL)
-            TRY(json_indent(b, ind, level));
-        return puts_(b, "}");
-    }
+    case K_TUPLE:
+        return tojson_list(x, v, ind, level, b);
+    case K_DICT:
+        return tojson_dict(x, v, ind, level, b);
     default:
         return R_RAISE; /* Object of type ... is not JSON serializable */
     }
@@ -5545,36 +5793,18 @@ static int ascii_ieq(const char *a, const char *lit, size_t n)
     return 1;
 }
 
-/* Python's int(str) and float(str) syntax over ASCII: 1 parsed (*out), 0 not,
- * -1 where this module cannot tell (other scripts, past 64 bits). */
-static int parse_number(const char *s, size_t n, int want_float, jv *out)
+/* The digits, '_' separators, '.' and exponent of s[i..b) copied to tmp
+ * from *k on (a sign may be there already) without the separators, and
+ * ended with NUL: 1 when they are int (or float, want_float) syntax, 0 when
+ * not, -1 when longer than tmp (size cap). */
+static int number_text(const char *s, size_t i, size_t b, int want_float, char *tmp, size_t cap,
+                       size_t *kp)
 {
-    size_t a = space_run(s, n), b = rstrip_len(s, n);
-    char tmp[512];
-    size_t k = 0, i = a;
-    if (b <= a)
-        return 0;
-    for (size_t q = a; q < b;) {
-        uint32_t cp = next_cp(s, b, &q);
-        if (cp >= 0x80)
-            return uniprint_decimal(cp) >= 0 ? -1 : 0; /* other scripts' digits */
-    }
-    if (s[i] == '+' || s[i] == '-')
-        tmp[k++] = s[i++];
-    if (want_float) {
-        size_t rest = b - i;
-        const char *w = s + i;
-        if ((rest == 3 && (ascii_ieq(w, "inf", 3) || ascii_ieq(w, "nan", 3))) ||
-            (rest == 8 && ascii_ieq(w, "infinity", 8))) {
-            double d = (w[0] | 0x20) == 'n' ? NAN : INFINITY;
-            *out = mk_float(tmp[0] == '-' ? -d : d);
-            return 1;
-        }
-    }
+    size_t k = *kp;
     int digits = 0, dot = 0, exp = 0, prev_digit = 0;
     for (; i < b; i++) {
         char c = s[i];
-        if (k + 2 >= sizeof(tmp))
+        if (k + 2 >= cap)
             return -1;
         if (is_digit(c)) {
             tmp[k++] = c;
@@ -5609,6 +5839,39 @@ static int parse_number(const char *s, size_t n, int want_float, jv *out)
     if (digits == 0 || (k > 0 && !is_digit(tmp[k - 1]) && tmp[k - 1] != '.'))
         return 0;
     tmp[k] = 0;
+    *kp = k;
+    return 1;
+}
+
+/* Python's int(str) and float(str) syntax over ASCII: 1 parsed (*out), 0 not,
+ * -1 where this module cannot tell (other scripts, past 64 bits). */
+static int parse_number(const char *s, size_t n, int want_float, jv *out)
+{
+    size_t a = space_run(s, n), b = rstrip_len(s, n);
+    char tmp[512];
+    size_t k = 0, i = a;
+    if (b <= a)
+        return 0;
+    for (size_t q = a; q < b;) {
+        uint32_t cp = next_cp(s, b, &q);
+        if (cp >= 0x80)
+            return uniprint_decimal(cp) >= 0 ? -1 : 0; /* other scripts' digits */
+    }
+    if (s[i] == '+' || s[i] == '-')
+        tmp[k++] = s[i++];
+    if (want_float) {
+        size_t rest = b - i;
+        const char *w = s + i;
+        if ((rest == 3 && (ascii_ieq(w, "inf", 3) || ascii_ieq(w, "nan", 3))) ||
+            (rest == 8 && ascii_ieq(w, "infinity", 8))) {
+            double d = (w[0] | 0x20) == 'n' ? NAN : INFINITY;
+            *out = mk_float(tmp[0] == '-' ? -d : d);
+            return 1;
+        }
+    }
+    int r = number_text(s, i, b, want_float, tmp, sizeof(tmp), &k);
+    if (r != 1)
+        return r;
     if (want_float) {
         *out = mk_float(strtod(tmp, NULL));
         return 1;
@@ -5702,68 +5965,55 @@ static int do_float(const jv *v, const jv *dflt, jv *out)
     }
 }
 
-/* round(value, precision) and the ceil / floor methods. */
-static int do_round(const jv *v, const jv *prec, const jv *method, jv *out)
+/* round(i, p) of an int: itself for p >= 0, else to a multiple of 10**-p,
+ * half to even. */
+static int round_int(long long i, long long p, jv *out)
 {
-    int how; /* 0 common, 1 ceil, 2 floor */
-    if (str_eq(method, "common"))
-        how = 0;
-    else if (str_eq(method, "ceil"))
-        how = 1;
-    else if (str_eq(method, "floor"))
-        how = 2;
-    else
-        return R_RAISE; /* FilterArgumentError */
-    if (!is_num(v))
-        return R_RAISE;
-    if (prec->k == K_NONE && how == 0) { /* round(x, None) is round(x) */
-        if (v->k != K_FLOAT) {
-            *out = mk_int(v->u.i);
-            return 0;
-        }
-        if (!isfinite(v->u.d))
-            return R_RAISE;
-        return int_of_double(nearbyint(v->u.d), out);
-    }
-    if (!is_intlike(prec))
-        return R_RAISE;
-    long long p = prec->u.i;
-    if (how == 0) {
-        if (v->k != K_FLOAT) {
-            if (p >= 0) {
-                *out = mk_int(v->u.i);
-                return 0;
-            }
-            if (p < -18)
-                return R_UNSUP;
-            long long m = 1;
-            for (long long i = 0; i < -p; i++)
-                m *= 10;
-            long long q = v->u.i / m, r = v->u.i % m;
-            if (r < 0) {
-                q--;
-                r += m;
-            }
-            if (2 * r > m || (2 * r == m && (q & 1)))
-                q++;
-            long long res;
-            if (__builtin_mul_overflow(q, m, &res))
-                return R_UNSUP;
-            *out = mk_int(res);
-            return 0;
-        }
-        double d = v->u.d;
-        if (!isfinite(d) || p > 323) {
-            *out = *v;
-            return 0;
-        }
-        if (p < 0)
-            return R_UNSUP;
-        char tmp[1200];
-        snprintf(tmp, sizeof(tmp), "%.*f", (int)p, d); /* correctly rounded, half to even */
-        *out = mk_float(strtod(tmp, NULL));
+    if (p >= 0) {
+        *out = mk_int(i);
         return 0;
     }
+    if (p < -18)
+        return R_UNSUP;
+    long long m = 1;
+    for (long long k = 0; k < -p; k++)
+        m *= 10;
+    long long q = i / m, r = i % m;
+    if (r < 0) {
+        q--;
+        r += m;
+    }
+    if (2 * r > m || (2 * r == m && (q & 1)))
+        q++;
+    long long res;
+    if (__builtin_mul_overflow(q, m, &res))
+        return R_UNSUP;
+    *out = mk_int(res);
+    return 0;
+}
+
+/* round(v, p), jinja2's "common" method: Python's round. */
+static int round_common(const jv *v, long long p, jv *out)
+{
+    if (v->k != K_FLOAT)
+        return round_int(v->u.i, p, out);
+    double d = v->u.d;
+    if (!isfinite(d) || p > 323) {
+        *out = *v;
+        return 0;
+    }
+    if (p < 0)
+        return R_UNSUP;
+    char tmp[1200];
+    snprintf(tmp, sizeof(tmp), "%.*f", (int)p, d); /* correctly rounded, half to even */
+    *out = mk_float(strtod(tmp, NULL));
+    return 0;
+}
+
+/* jinja2's "ceil" (how 1) or "floor" (how 2) method at p decimals:
+ * math.ceil / math.floor of v * 10**p, over 10**p, a float. */
+static int round_toward(const jv *v, long long p, int how, jv *out)
+{
     if (p < 0 || p > 22)
         return R_UNSUP;
     double m = 1.0;
@@ -5790,6 +6040,36 @@ static int do_round(const jv *v, const jv *prec, const jv *method, jv *out)
     double c = how == 1 ? ceil(prod) : floor(prod);
     *out = mk_float(c / m);
     return 0;
+}
+
+/* round(value, precision) and the ceil / floor methods. */
+static int do_round(const jv *v, const jv *prec, const jv *method, jv *out)
+{
+    int how; /* 0 common, 1 ceil, 2 floor */
+    if (str_eq(method, "common"))
+        how = 0;
+    else if (str_eq(method, "ceil"))
+        how = 1;
+    else if (str_eq(method, "floor"))
+        how = 2;
+    else
+        return R_RAISE; /* FilterArgumentError */
+    if (!is_num(v))
+        return R_RAISE;
+    if (prec->k == K_NONE && how == 0) { /* round(x, None) is round(x) */
+        if (v->k != K_FLOAT) {
+            *out = mk_int(v->u.i);
+            return 0;
+        }
+        if (!isfinite(v->u.d))
+            return R_RAISE;
+        return int_of_double(nearbyint(v->u.d), out);
+    }
+    if (!is_intlike(prec))
+        return R_RAISE;
+    if (how == 0)
+        return round_common(v, prec->u.i, out);
+    return round_toward(v, prec->u.i, how, out);
 }
 
 /* A running sum with Python's +. */
@@ -7079,61 +7359,82 @@ static int exec_for(jx *x, scope *sc, const node *n)
     return 0;
 }
 
-static int exec_node(jx *x, scope *sc, const node *n)
+/* {{ ... }} and template data: each child printed with str(). */
+static int exec_output(jx *x, scope *sc, const node *n)
+{
+    jv v;
+    for (size_t i = 0; i < n->nkids; i++) {
+        const node *k = n->kids[i];
+        if (k->t == N_DATA) {
+            TRY(put(x->out, k->name, k->len));
+            continue;
+        }
+        /* a constant child is printed at compile time, whatever its value */
+        int rc = k->cst ? fold(x, sc, k, &v) : R_IMPOSSIBLE;
+        if (rc == R_IMPOSSIBLE)
+            rc = eval(x, sc, k, &v);
+        TRY(rc);
+        TRY(py_str(x, &v, x->out));
+    }
+    return 0;
+}
+
+/* {% if %} ... {% elif %} ... {% else %}: the first true branch runs. */
+static int exec_if(jx *x, scope *sc, const node *n)
 {
     jv v;
     int t;
+    TRY(eval(x, sc, n->a, &v));
+    TRY(py_truthy(x, &v, &t));
+    if (t)
+        return exec_body(x, sc, n->body, n->nbody);
+    for (size_t i = 0; i < n->nelifs; i++) {
+        const node *e = n->elifs[i];
+        TRY(eval(x, sc, e->a, &v));
+        TRY(py_truthy(x, &v, &t));
+        if (t)
+            return exec_body(x, sc, e->body, e->nbody);
+    }
+    return exec_body(x, sc, n->els, n->nels);
+}
+
+/* {% set name | filters %}body{% endset %}: the body's output, filtered,
+ * assigned. */
+static int exec_setblock(jx *x, scope *sc, const node *n)
+{
+    jv v;
+    scope *inner;
+    buf b, *saved = x->out;
+    TRY(enter_frame(x, n->fbody, sc, &inner));
+    buf_init(&b, x->textmax);
+    x->out = &b;
+    int rc = exec_body(x, inner, n->body, n->nbody);
+    x->out = saved;
+    if (rc == 0)
+        rc = buf_str(x, &b, &v);
+    buf_free(&b);
+    TRY(rc);
+    if (n->c != NULL)
+        TRY(filter_chain(x, inner, n->c, &v, &v));
+    return assign(x, sc, n->a, &v);
+}
+
+static int exec_node(jx *x, scope *sc, const node *n)
+{
+    jv v;
     TRY(step(x));
     switch (n->t) {
     case N_OUTPUT:
-        for (size_t i = 0; i < n->nkids; i++) {
-            const node *k = n->kids[i];
-            if (k->t == N_DATA) {
-                TRY(put(x->out, k->name, k->len));
-                continue;
-            }
-            /* a constant child is printed at compile time, whatever its value */
-            int rc = k->cst ? fold(x, sc, k, &v) : R_IMPOSSIBLE;
-            if (rc == R_IMPOSSIBLE)
-                rc = eval(x, sc, k, &v);
-            TRY(rc);
-            TRY(py_str(x, &v, x->out));
-        }
-        return 0;
+        return exec_output(x, sc, n);
     case N_IF:
-        TRY(eval(x, sc, n->a, &v));
-        TRY(py_truthy(x, &v, &t));
-        if (t)
-            return exec_body(x, sc, n->body, n->nbody);
-        for (size_t i = 0; i < n->nelifs; i++) {
-            const node *e = n->elifs[i];
-            TRY(eval(x, sc, e->a, &v));
-            TRY(py_truthy(x, &v, &t));
-            if (t)
-                return exec_body(x, sc, e->body, e->nbody);
-        }
-        return exec_body(x, sc, n->els, n->nels);
+        return exec_if(x, sc, n);
     case N_FOR:
         return exec_for(x, sc, n);
     case N_SET:
         TRY(eval(x, sc, n->b, &v));
         return assign(x, sc, n->a, &v);
-    case N_SETBLOCK: {
-        scope *inner;
-        buf b, *saved = x->out;
-        TRY(enter_frame(x, n->fbody, sc, &inner));
-        buf_init(&b, x->textmax);
-        x->out = &b;
-        int rc = exec_body(x, inner, n->body, n->nbody);
-        x->out = saved;
-        if (rc == 0)
-            rc = buf_str(x, &b, &v);
-        buf_free(&b);
-        TRY(rc);
-        if (n->c != NULL)
-            TRY(filter_chain(x, inner, n->c, &v, &v));
-        return assign(x, sc, n->a, &v);
-    }
+    case N_SETBLOCK:
+        return exec_setblock(x, sc, n);
     default:
         return R_UNSUP;
     }

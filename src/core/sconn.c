@@ -32,6 +32,30 @@ static int setup_cmd(redisContext *ctx, int argc, const char **argv, const char 
     return ok ? 0 : -1;
 }
 
+/* Authenticates on ctx and selects url's database, as url asks (where names
+ * the server in messages). Returns 0, or -1 with the reason in err. */
+static int session_setup(redisContext *ctx, const rurl *url, const char *where, char *err,
+                         size_t errlen)
+{
+    char what[340];
+    if (url->password != NULL) {
+        const char *argv[3] = {"AUTH", url->user != NULL ? url->user : url->password,
+                               url->password};
+        snprintf(what, sizeof(what), "redis %s: AUTH", where);
+        if (setup_cmd(ctx, url->user != NULL ? 3 : 2, argv, what, err, errlen) != 0)
+            return -1;
+    }
+    if (url->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", url->db);
+        const char *argv[2] = {"SELECT", db};
+        snprintf(what, sizeof(what), "redis %s: SELECT", where);
+        if (setup_cmd(ctx, 2, argv, what, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 redisContext *sconn_connect(const rurl *url, int timeout_ms, char *err, size_t errlen)
 {
     char where[300];
@@ -58,22 +82,8 @@ redisContext *sconn_connect(const rurl *url, int timeout_ms, char *err, size_t e
         snprintf(err, errlen, "redis %s: cannot set the timeout", where);
         goto err;
     }
-    char what[340];
-    if (url->password != NULL) {
-        const char *argv[3] = {"AUTH", url->user != NULL ? url->user : url->password,
-                               url->password};
-        snprintf(what, sizeof(what), "redis %s: AUTH", where);
-        if (setup_cmd(ctx, url->user != NULL ? 3 : 2, argv, what, err, errlen) != 0)
-            goto err;
-    }
-    if (url->db != 0) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", url->db);
-        const char *argv[2] = {"SELECT", db};
-        snprintf(what, sizeof(what), "redis %s: SELECT", where);
-        if (setup_cmd(ctx, 2, argv, what, err, errlen) != 0)
-            goto err;
-    }
+    if (session_setup(ctx, url, where, err, errlen) != 0)
+        goto err;
     if (url == &node) {
         char why[200];
         if (rsent_check_master(ctx, why, sizeof(why)) != 0) {

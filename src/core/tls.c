@@ -57,38 +57,41 @@ static unsigned long take_reason(char *out, size_t outlen, const char *what)
     return e;
 }
 
-struct ssl_ctx_st *tls_ctx_new(const tls_files *f, char *err, size_t errlen)
+/* Sets the server policy on ctx: TLS 1.2 or later, the house ciphers, no
+ * compression or renegotiation, buffers released when idle. Returns 0, or -1
+ * with the reason in err. */
+static int set_policy(SSL_CTX *ctx, char *err, size_t errlen)
 {
-    const char *cl = f->cert_label ? f->cert_label : "certificate";
-    const char *kl = f->key_label ? f->key_label : "key";
     char why[256];
-    int asked = 0;
-    SSL_CTX *ctx = NULL;
-
-    ERR_clear_error();
-    ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL) {
-        take_reason(why, sizeof(why), "out of memory");
-        snprintf(err, errlen, "cannot make a TLS context: %s", why);
-        goto err;
-    }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1) {
         take_reason(why, sizeof(why), "refused by OpenSSL");
         snprintf(err, errlen, "cannot set the TLS policy: %s", why);
-        goto err;
+        return -1;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Idle keep-alive connections give their read and write buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    return 0;
+}
+
+/* Loads f's certificate chain and private key into ctx and checks that they
+ * match; a key with a passphrase is refused, never prompted for. Returns 0,
+ * or -1 with the reason in err (ctx is then the caller's to free). */
+static int load_pair(SSL_CTX *ctx, const tls_files *f, char *err, size_t errlen)
+{
+    const char *cl = f->cert_label ? f->cert_label : "certificate";
+    const char *kl = f->key_label ? f->key_label : "key";
+    char why[256];
+    int asked = 0;
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
 
     if (SSL_CTX_use_certificate_chain_file(ctx, f->cert) != 1) {
         take_reason(why, sizeof(why), "no certificate");
         snprintf(err, errlen, "%s: cannot read a certificate from %s: %s", cl, f->cert, why);
-        goto err;
+        return -1;
     }
     /* This also checks the key against the certificate. */
     if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1) {
@@ -100,15 +103,32 @@ struct ssl_ctx_st *tls_ctx_new(const tls_files *f, char *err, size_t errlen)
             snprintf(err, errlen, "%s: the key in %s has a passphrase (not supported)", kl, f->key);
         else
             snprintf(err, errlen, "%s: cannot read a private key from %s: %s", kl, f->key, why);
-        goto err;
+        return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         take_reason(why, sizeof(why), "key values mismatch");
         snprintf(err, errlen, "%s and %s: the key does not match the certificate: %s", cl, kl, why);
-        goto err;
+        return -1;
     }
     /* The context outlives this frame: forget `asked`. */
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+    return 0;
+}
+
+struct ssl_ctx_st *tls_ctx_new(const tls_files *f, char *err, size_t errlen)
+{
+    char why[256];
+    SSL_CTX *ctx = NULL;
+
+    ERR_clear_error();
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        take_reason(why, sizeof(why), "out of memory");
+        snprintf(err, errlen, "cannot make a TLS context: %s", why);
+        goto err;
+    }
+    if (set_policy(ctx, err, errlen) != 0 || load_pair(ctx, f, err, errlen) != 0)
+        goto err;
     ERR_clear_error();
     return ctx;
 err:

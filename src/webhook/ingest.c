@@ -510,7 +510,8 @@ static void handle_webhook(ingest *in, struct evhttp_request *req, int64_t start
     verify_result_free(&v);
 }
 
-static void render_metrics(ingest *in, buf *b)
+/* The metrics of requests answered: counts by status, and latency. */
+static void render_request_metrics(const ingest *in, buf *b)
 {
     char labels[128];
     metrics_header(b, "plcache_http_requests_total", "counter",
@@ -523,6 +524,12 @@ static void render_metrics(ingest *in, buf *b)
     }
     metrics_histogram(b, "plcache_http_request_duration_seconds",
                       "Time from a complete request to its answer.", &in->latency);
+}
+
+/* The metrics of deliveries: refusals by reason, events by type, duplicates. */
+static void render_event_metrics(const ingest *in, buf *b)
+{
+    char labels[128];
     metrics_header(b, "plcache_webhook_signature_failures_total", "counter",
                    "Deliveries refused with 401, by reason.");
     static const char *const fail_names[NFAIL] = {"no_signature", "bad_signature",
@@ -542,6 +549,11 @@ static void render_metrics(ingest *in, buf *b)
         b, "plcache_webhook_duplicates_total", "counter",
         "Authentic deliveries already seen (within 24 h, or the timestamp tolerance when longer).",
         (double)in->duplicates);
+}
+
+/* The metrics of the Redis link, and of deliveries waiting on it. */
+static void render_redis_metrics(const ingest *in, buf *b)
+{
     metrics_single(b, "plcache_redis_errors_total", "counter",
                    "Redis commands that failed or got no answer.", (double)in->redis_errors);
     metrics_single(b, "plcache_redis_wait_failures_total", "counter",
@@ -553,6 +565,11 @@ static void render_metrics(ingest *in, buf *b)
                    rconn_ready(in->redis) ? 1 : 0);
     metrics_single(b, "plcache_webhook_inflight", "gauge", "Deliveries waiting on Redis.",
                    (double)in->inflight);
+}
+
+/* The metrics of the HTTP server's connections; none before it exists. */
+static void render_conn_metrics(const ingest *in, buf *b)
+{
     if (in->srv) {
         metrics_single(b, "plcache_http_connections", "gauge", "Open HTTP connections.",
                        (double)hsrv_conns(in->srv));
@@ -575,6 +592,14 @@ static void render_metrics(ingest *in, buf *b)
         metrics_sample(b, "plcache_http_connections_closed_total", "reason=\"over_budget\"",
                        (double)hs.over_budget);
     }
+}
+
+static void render_metrics(ingest *in, buf *b)
+{
+    render_request_metrics(in, b);
+    render_event_metrics(in, b);
+    render_redis_metrics(in, b);
+    render_conn_metrics(in, b);
 }
 
 void ingest_count(int status, void *arg)

@@ -49,6 +49,37 @@ const char *verify_reason(verify_outcome o)
     return "no_memory";
 }
 
+/* Checks the delivery's "timestamp" against now_ms: VERIFY_RECORD when it
+ * is within tolerance_s, else VERIFY_BAD_TIMESTAMP or VERIFY_STALE. */
+static verify_outcome check_timestamp(const canon_doc *doc, long tolerance_s, int64_t now_ms)
+{
+    size_t slen = 0;
+    const char *ts = canon_root_string(doc, "timestamp", &slen);
+    int64_t ms;
+    if (ts == NULL || time_parse_iso8601(ts, slen, &ms) != 0)
+        return VERIFY_BAD_TIMESTAMP;
+    int64_t skew = now_ms > ms ? now_ms - ms : ms - now_ms;
+    if (skew > (int64_t)tolerance_s * 1000)
+        return VERIFY_STALE;
+    return VERIFY_RECORD;
+}
+
+/* Fills res for an authentic delivery: a copy of its event type (tlen
+ * bytes) and the hash of its canonical text. VERIFY_RECORD, or
+ * VERIFY_NO_MEMORY. */
+static verify_outcome record(verify_result *res, const char *type, size_t tlen, const char *canon,
+                             size_t clen)
+{
+    res->event_type = malloc(tlen + 1);
+    if (res->event_type == NULL)
+        return VERIFY_NO_MEMORY;
+    memcpy(res->event_type, type, tlen);
+    res->event_type[tlen] = '\0';
+    res->event_type_len = tlen;
+    sign_sha256_hex(canon, clen, res->seen_hex);
+    return VERIFY_RECORD;
+}
+
 void verify_delivery(const sign_keys *keys, long tolerance_s, int64_t now_ms, const char *sig,
                      const char *body, size_t len, verify_result *res)
 {
@@ -86,29 +117,11 @@ void verify_delivery(const sign_keys *keys, long tolerance_s, int64_t now_ms, co
         goto done;
     }
     if (tolerance_s > 0) {
-        size_t slen = 0;
-        const char *ts = canon_root_string(doc, "timestamp", &slen);
-        int64_t ms;
-        if (ts == NULL || time_parse_iso8601(ts, slen, &ms) != 0) {
-            res->outcome = VERIFY_BAD_TIMESTAMP;
+        res->outcome = check_timestamp(doc, tolerance_s, now_ms);
+        if (res->outcome != VERIFY_RECORD)
             goto done;
-        }
-        int64_t skew = now_ms > ms ? now_ms - ms : ms - now_ms;
-        if (skew > (int64_t)tolerance_s * 1000) {
-            res->outcome = VERIFY_STALE;
-            goto done;
-        }
     }
-    res->event_type = malloc(tlen + 1);
-    if (res->event_type == NULL) {
-        res->outcome = VERIFY_NO_MEMORY;
-        goto done;
-    }
-    memcpy(res->event_type, type, tlen);
-    res->event_type[tlen] = '\0';
-    res->event_type_len = tlen;
-    sign_sha256_hex(canon, clen, res->seen_hex);
-    res->outcome = VERIFY_RECORD;
+    res->outcome = record(res, type, tlen, canon, clen);
 done:
     free(canon);
     canon_free(doc);

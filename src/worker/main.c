@@ -174,7 +174,8 @@ static void app_reload(void *arg)
 {
     app *a = arg;
     char err[300];
-    int rc = cfg_reload_secret(cfg_find(&program, "PROMPTLAYER_API_KEY"), &a->set, err, sizeof(err));
+    int rc =
+        cfg_reload_secret(cfg_find(&program, "PROMPTLAYER_API_KEY"), &a->set, err, sizeof(err));
     if (rc == 1) {
         log_warn("SIGHUP: the API key comes from the environment, nothing to re-read "
                  "(use PROMPTLAYER_API_KEY_FILE)");
@@ -209,6 +210,33 @@ static const daemon_hooks hooks = {
                 "returns the unfinished jobs after the heartbeat timeout",
 };
 
+/* Makes the worker from the settings on the daemon's links, named id.
+ * Returns 0, or -1 after logging why. */
+static int start_worker(app *a, const char *id)
+{
+    worker_opts wo = {
+        .prefix = a->set.prefix,
+        .base_url = a->set.base_url,
+        .api_key = a->set.api_key,
+        .id = id,
+        .concurrency = (int)a->set.concurrency,
+        .max_attempts = (int)a->set.max_attempts,
+        .heartbeat_timeout_ms = a->set.heartbeat_timeout * 1000,
+        .auth_pause_ms = a->set.auth_pause * 1000,
+        .retry_base_ms = a->set.retry_base_ms,
+        .retry_max_ms = a->set.retry_max_ms,
+        .min_replicas = (int)a->set.min_replicas,
+        /* WAIT must end well before the command timeout drops the link. */
+        .wait_timeout_ms = (int)a->set.redis_timeout * 500,
+    };
+    a->w = worker_new(a->d.base, &wo, a->d.redis, a->d.block, a->d.fetch);
+    if (a->w == NULL) {
+        log_error("cannot start (out of memory)");
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     app a;
@@ -230,26 +258,8 @@ int main(int argc, char **argv)
     };
     if (daemon_open(&a.d, &links) != 0)
         goto done;
-    worker_opts wo = {
-        .prefix = a.set.prefix,
-        .base_url = a.set.base_url,
-        .api_key = a.set.api_key,
-        .id = id,
-        .concurrency = (int)a.set.concurrency,
-        .max_attempts = (int)a.set.max_attempts,
-        .heartbeat_timeout_ms = a.set.heartbeat_timeout * 1000,
-        .auth_pause_ms = a.set.auth_pause * 1000,
-        .retry_base_ms = a.set.retry_base_ms,
-        .retry_max_ms = a.set.retry_max_ms,
-        .min_replicas = (int)a.set.min_replicas,
-        /* WAIT must end well before the command timeout drops the link. */
-        .wait_timeout_ms = (int)a.set.redis_timeout * 500,
-    };
-    a.w = worker_new(a.d.base, &wo, a.d.redis, a.d.block, a.d.fetch);
-    if (a.w == NULL) {
-        log_error("cannot start (out of memory)");
+    if (start_worker(&a, id) != 0)
         goto done;
-    }
     if (daemon_serve_ops(&a.d, a.set.metrics_listen, ops_ready, ops_metrics, &a) != 0)
         goto done;
     if (daemon_arm(&a.d, &hooks, &a) != 0)

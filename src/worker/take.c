@@ -115,17 +115,11 @@ void take_more(worker *w)
  * our processing list (a take whose answer never came). Once no take and no
  * write of ours is under way, every entry of the list that is not in flight
  * here goes back to pl:track. */
-static void recovered(redisReply *r, void *priv)
+/* Claims each entry of the scanned list r that is a job in flight here
+ * (each text in flight once per copy) and sends every other entry back to
+ * pl:track. Returns how many went back. */
+static size_t return_strays(worker *w, const redisReply *r)
 {
-    worker *w = priv;
-    w->recovering = 0;
-    /* A job that finished while the scan was on its way is in the scan but
-     * no longer here: its finishing write went out after the scan. Scan
-     * again once nothing is owed (no new job is taken meanwhile). */
-    if (w->closing || r == NULL || r->type != REDIS_REPLY_ARRAY || w->nowed > 0) {
-        w->recover = 1; /* try again at the next tick */
-        return;
-    }
     size_t back = 0;
     /* Count each text in flight once per copy. */
     for (size_t i = 0; i < r->elements; i++) {
@@ -148,10 +142,16 @@ static void recovered(redisReply *r, void *priv)
         rconn_argv(w->redis, worker_ignore, w, 9, argv, lens);
         back++;
     }
-    /* A job taken but not yet sent that the list no longer holds is not ours
-     * any more: another worker found our heartbeat stale during the outage
-     * and returned our list to pl:track. Sending it would be a second copy
-     * from this very worker; it is dropped unsent. */
+    return back;
+}
+
+/* A job taken but not yet sent that the list no longer holds is not ours
+ * any more: another worker found our heartbeat stale during the outage
+ * and returned our list to pl:track. Sending it would be a second copy
+ * from this very worker; it is dropped unsent. Clears every claim mark and
+ * returns how many were dropped. */
+static size_t drop_unclaimed(worker *w)
+{
     size_t dropped = 0;
     for (inflight *f = w->jobs, *next; f; f = next) {
         next = f->next;
@@ -162,6 +162,22 @@ static void recovered(redisReply *r, void *priv)
             f->claimed = 0;
         }
     }
+    return dropped;
+}
+
+static void recovered(redisReply *r, void *priv)
+{
+    worker *w = priv;
+    w->recovering = 0;
+    /* A job that finished while the scan was on its way is in the scan but
+     * no longer here: its finishing write went out after the scan. Scan
+     * again once nothing is owed (no new job is taken meanwhile). */
+    if (w->closing || r == NULL || r->type != REDIS_REPLY_ARRAY || w->nowed > 0) {
+        w->recover = 1; /* try again at the next tick */
+        return;
+    }
+    size_t back = return_strays(w, r);
+    size_t dropped = drop_unclaimed(w);
     if (dropped > 0) {
         char n[24];
         snprintf(n, sizeof(n), "%zu", dropped);

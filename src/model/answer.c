@@ -2,6 +2,7 @@
 #include "model/answer.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 int answer_template(const char *body, size_t len, long long *version, long long *id)
@@ -22,6 +23,19 @@ int answer_template(const char *body, size_t len, long long *version, long long 
     }
     json_decref(o);
     return rc;
+}
+
+char *answer_name(const char *body, size_t len)
+{
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    json_t *n = json_object_get(o, "prompt_name");
+    char *out = NULL;
+    if (json_is_string(n) && json_string_length(n) > 0 &&
+        strlen(json_string_value(n)) == json_string_length(n))
+        out = strdup(json_string_value(n));
+    json_decref(o);
+    return out;
 }
 
 int answer_labels(const char *body, size_t len, answer_label_fn fn, void *arg)

@@ -15,6 +15,10 @@
  * be NULL. */
 int answer_template(const char *body, size_t len, long long *version, long long *id);
 
+/* The template's name in a template answer ("prompt_name": a non-empty
+ * string without NUL), malloc'd; NULL when absent or memory ran out. */
+char *answer_name(const char *body, size_t len);
+
 /* Called for each release label of a labels answer with its name and the
  * version number it points at; returns 0, or -1 to stop. */
 typedef int (*answer_label_fn)(const char *label, long long version, void *arg);

@@ -41,10 +41,12 @@ void cachew_begin(rargs *c, const cachew_write *w);
 /* Appends one operation (op, a, b) to a write begun with cachew_begin:
  *   "set"     F V   field F = V
  *   "latest"  N V   latest = V unless the cached latest has a higher version
- *   "del"     F ""  remove field F
+ *   "del"     F ""  remove field F (only when the hash is the template's, below)
  *   "copy"    D S   field D = field S when S exists
  *   "holding" N V   version:N = V, and so every label or latest holding N
- *   "drop"    "" "" remove the template (and its id when it maps to this name)
+ *   "drop"    "" "" remove the template (and its id when it maps to this name) -- "del"
+ *                   and "drop" act only when the hash has no id, or the id of the
+ *                   event ("event" before them) or else of the write
  *   "ifgen"   B ""  first operation only: change nothing and answer -1 unless the
  *                   hash's basis is still B (cachew_read_basis), or, for B "", the
  *                   hash has no gen -- a stale-set guard for writers that read the
@@ -57,7 +59,7 @@ void cachew_begin(rargs *c, const cachew_write *w);
  *                   event applied to the field (recorded in field "at:<D>") and,
  *                   when no event was recorded yet, the field is absent; T is
  *                   recorded whenever it is newer
- *   "evdrop"  "" "" "drop", only when the hash is template I's (or has no id)
+ *   "evdrop"  "" "" "drop" (only when the hash is template I's, or has no id)
  * A rename's old hash is dropped only when it is the renamed template's (the
  * event's id, else the write's). */
 void cachew_op(rargs *c, const char *op, const char *a, size_t alen, const char *b,

@@ -46,6 +46,7 @@ typedef struct target {
     long status; /* answer, 0 until done */
     char *body;  /* owned: the answer when 200 */
     long long got_version, got_id;
+    char *got_name; /* owned: the answer's prompt_name, when 200 */
 } target;
 
 typedef struct job job;
@@ -57,6 +58,13 @@ struct job {
     char sid[48];     /* stream entry id; "" for a reconcile job */
     size_t type_idx;
     plan p;
+    /* An event's fetches ask for its template by id (p.id), so that an event
+     * that names a template by an old name still reaches it; the write goes to
+     * the hash of the name the API answered (wname, owned; p.name at first).
+     * by_name: the API answered another template for the id (a template
+     * whose name is those digits), so the event's name is asked instead. */
+    char *wname;
+    int by_name;
     int reconcile;
     int64_t received_ms;
     target *targets;

@@ -46,8 +46,10 @@ void ajob_free(job *j)
         free(j->targets[i].label);
         free(j->targets[i].field);
         free(j->targets[i].body);
+        free(j->targets[i].got_name);
     }
     free(j->targets);
+    free(j->wname);
     rargs_free(&j->pre);
     plan_free(&j->p);
     free(j);
@@ -99,7 +101,7 @@ static void add_op(rargs *ops, const char *op, const char *x, size_t xlen, const
 static void write_prologue(job *j, rargs *c, int with_old, long long id)
 {
     cachew_begin(c, &(cachew_write){.prefix = j->a->prefix,
-                                    .name = j->p.name,
+                                    .name = j->wname,
                                     .id = id,
                                     .old_name = with_old ? j->p.old_name : NULL});
 }
@@ -199,9 +201,23 @@ static void forget_answers(job *j)
 {
     for (size_t i = 0; i < j->ntargets; i++) {
         free(j->targets[i].body);
-        j->targets[i].body = NULL;
+        free(j->targets[i].got_name);
+        j->targets[i].body = j->targets[i].got_name = NULL;
         j->targets[i].status = 0;
     }
+}
+
+/* Reads the basis and fetches again (the hash moved on, or the answers named
+ * another hash than the one whose basis was read), at most WRITE_TRIES times. */
+static void job_redo(job *j)
+{
+    j->a->redone++;
+    if (++j->tries >= WRITE_TRIES) {
+        job_fail(j, "the template kept changing while fetched");
+        return;
+    }
+    forget_answers(j);
+    job_read_gen(j);
 }
 
 static void written(redisReply *r, void *priv)
@@ -216,14 +232,8 @@ static void written(redisReply *r, void *priv)
     }
     if (r->integer < 0) {
         /* The hash moved on while we fetched: our answers may be older than
-         * what was written. Read the gen and fetch again, a few times. */
-        a->redone++;
-        if (++j->tries >= WRITE_TRIES) {
-            job_fail(j, "the template kept changing while fetched");
-            return;
-        }
-        forget_answers(j);
-        job_read_gen(j);
+         * what was written. Read the basis and fetch again. */
+        job_redo(j);
         return;
     }
     a->writes++;
@@ -268,7 +278,7 @@ static void job_read_gen(job *j)
     applier *a = j->a;
     rargs c;
     rargs_init(&c);
-    cachew_read_basis(&c, a->prefix, j->p.name);
+    cachew_read_basis(&c, a->prefix, j->wname);
     int rc = a->closing ? -1 : rconn_send(a->redis, gen_read, j, &c);
     rargs_free(&c);
     if (rc != 0)
@@ -288,7 +298,8 @@ static void fetched(const fetch_result *res, void *arg)
     free(fc);
     t->status = res->status;
     if (res->status == 200) {
-        if (answer_template(res->body, res->len, &t->got_version, &t->got_id) != 0) {
+        if (answer_template(res->body, res->len, &t->got_version, &t->got_id) != 0 ||
+            (t->got_name = answer_name(res->body, res->len)) == NULL) {
             t->status = -1; /* not a template: counts as a failure */
         } else {
             t->body = malloc(res->len + 1);
@@ -311,15 +322,18 @@ static void job_fetch(job *j)
     applier *a = j->a;
     j->fetches_left = j->ntargets;
     size_t started = 0;
+    char idtext[24];
+    snprintf(idtext, sizeof(idtext), "%lld", j->p.id);
+    const char *ident = j->by_name || j->p.id < 0 ? j->p.name : idtext;
     for (size_t i = 0; i < j->ntargets; i++) {
         target *t = &j->targets[i];
         buf with, without;
         buf_init(&with, 8192);
         buf_init(&without, 8192);
         fetch_ctx *fc = malloc(sizeof(*fc));
-        int ok = fc != NULL && field_url(&without, a->base_url, j->p.name, &t->f, 0) == 0 &&
+        int ok = fc != NULL && field_url(&without, a->base_url, ident, &t->f, 0) == 0 &&
                  without.data != NULL &&
-                 (!a->llm_kwargs || field_url(&with, a->base_url, j->p.name, &t->f, 1) == 0);
+                 (!a->llm_kwargs || field_url(&with, a->base_url, ident, &t->f, 1) == 0);
         if (ok) {
             fc->j = j;
             fc->idx = i;
@@ -393,18 +407,49 @@ static long long answered_id(const job *j)
     return -1;
 }
 
-/* Every answer is in: one atomic write, based on the gen read before the
+/* Checks that the answers are of the event's template and name the hash
+ * whose basis was read; else switches (to asking by name, or to the hash the
+ * API named) and returns -1: the job is fetched again. */
+static int answers_placed(job *j)
+{
+    for (size_t i = 0; i < j->ntargets; i++) {
+        const target *t = &j->targets[i];
+        if (t->status != 200)
+            continue;
+        if (!j->by_name && j->p.id >= 0 && t->got_id != j->p.id) {
+            j->by_name = 1; /* the digits named another template */
+            return -1;
+        }
+        if (strcmp(t->got_name, j->wname) != 0) {
+            char *n = strdup(t->got_name);
+            if (n == NULL)
+                return -1;
+            free(j->wname);
+            j->wname = n;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Every answer is in: one atomic write, based on the basis read before the
  * fetches (refused and done again when it moved on), then XACK. */
 static void job_write(job *j)
 {
     applier *a = j->a;
+    if (answers_placed(j) != 0) {
+        job_redo(j);
+        return;
+    }
     rargs c;
     rargs_init(&c);
-    int rename = j->p.kind == PLAN_RENAME;
+    /* A rename's old hash goes (when it is this template's), unless the
+     * template has its old name again. */
+    int rename = j->p.kind == PLAN_RENAME && strcmp(j->p.old_name, j->wname) != 0;
     write_prologue(j, &c, rename, answered_id(j));
     cachew_op(&c, "ifgen", j->gen, strlen(j->gen), "", 0);
-    if (rename)
-        add_event_op(j, &c); /* the old hash goes only when it is this template's */
+    /* A 404 removes only what is the event's template's (model/cachew.h). */
+    add_event_op(j, &c);
     int ops = add_answers(j, &c);
     /* A failed fetch fails the whole job: nothing is written, the entry stays
      * pending and the job runs again once claimed. */
@@ -413,7 +458,7 @@ static void job_write(job *j)
         job_fail(j, j->why);
         return;
     }
-    if (ops == 0 && !rename) {
+    if (ops == 0 && j->p.kind != PLAN_RENAME) {
         rargs_free(&c);
         ack(j);
         return;
@@ -612,6 +657,10 @@ static job *job_from_entry(applier *a, redisReply *e)
         log_warn("event cannot be applied, acknowledged", "id", j->sid, "type", type, "why", err);
         j->p.kind = PLAN_INVALID;
         return j;
+    }
+    if (j->p.name != NULL && (j->wname = strdup(j->p.name)) == NULL) {
+        ajob_free(j);
+        return NULL;
     }
     int rc = add_plan_targets(j);
     if (rc != 0 || j->pre.failed) {

@@ -101,8 +101,9 @@ class Events(Case):
         msg = sub._read()
         self.assertEqual(msg, [b"message", b"pl:invalidate", b"Hello"])
         sub.close()
-        # What plcache asked the API: by name and version, with the key and no-cache.
-        reqs = self.e.api.requests("/prompt-templates/Hello")
+        # What plcache asked the API: the event's template by id, and version,
+        # with the key and no-cache.
+        reqs = self.e.api.requests("/prompt-templates/1")
         self.assertEqual([r["query"] for r in reqs], ["version=3&include_llm_kwargs=true"])
         self.assertEqual(reqs[0]["api_key"], "test-key")
         self.assertEqual(reqs[0]["cache_control"], "no-cache")
@@ -130,7 +131,7 @@ class Events(Case):
         want = self.api("Hello", label="prod")
         # Every API answer about Hello now takes 3 s: the repoint must not wait.
         self.e.api.control("POST", "/_fake/faults",
-                           {"path_prefix": "/prompt-templates/Hello", "count": 5, "delay_ms": 3000})
+                           {"path_prefix": "/prompt-templates/1", "count": 5, "delay_ms": 3000})
         t0 = time.monotonic()
         self.label_moved("prod", 2, move_fake=False)
         self.wait_cached("Hello", "label:prod", v2, timeout=2.5)
@@ -247,7 +248,7 @@ class ApiFailures(Case):
         self.want = self.api("Hello", version=2)
 
     def fault(self, **f):
-        f.setdefault("path_prefix", "/prompt-templates/Hello")
+        f.setdefault("path_prefix", "/prompt-templates/1")  # Hello, by id
         self.e.api.control("POST", "/_fake/faults", f)
 
     def test_500_then_success_is_retried_and_applied(self):
@@ -292,9 +293,9 @@ class Receivers(Case):
     def test_a_killed_receiver_leaves_its_events_to_another(self):
         # The API holds every answer 4 s: the first receiver dies mid-fetch.
         self.e.api.control("POST", "/_fake/faults",
-                           {"path_prefix": "/prompt-templates/Hello", "count": 1, "delay_ms": 4000})
+                           {"path_prefix": "/prompt-templates/1", "count": 1, "delay_ms": 4000})
         self.version_created(version=2)
-        h.wait_until(lambda: len(self.e.api.requests("/prompt-templates/Hello")) >= 1, 10,
+        h.wait_until(lambda: len(self.e.api.requests("/prompt-templates/1")) >= 1, 10,
                      what="the first fetch")
         self.e.daemon.stop(signal.SIGKILL)
         self.e.daemons.remove(self.e.daemon)
@@ -348,16 +349,16 @@ class Basis(Case):
             time.sleep(0.005)
         return seen
 
-    def race(self, name, first, second, settled):
+    def race(self, tid, first, second, settled):
         """Receiver A takes event first() and fetches (its answer, the API's
         state then, held back 1.5 s); while it waits, the API changes and
         receiver B applies event second(port) until settled(); then A's
         answer comes in, older than what B wrote."""
-        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/" + name,
-                                                     "delay_ms": 1500})
+        path = f"/prompt-templates/{tid}"  # the applier asks by template id
+        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": path, "delay_ms": 1500})
         self.e.api.control("DELETE", "/_fake/requests")
         first()
-        h.wait_until(lambda: self.e.api.requests("/prompt-templates/" + name), 10, what="A's fetch")
+        h.wait_until(lambda: self.e.api.requests(path), 10, what="A's fetch")
         os.kill(self.e.daemon.proc.pid, signal.SIGSTOP)
         try:
             # A's blocked read would be handed the next event: end it, so B takes it.
@@ -384,7 +385,7 @@ class Basis(Case):
             self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 3})
             self.send("prompt_template_label_moved", port=port, prompt_template_name="Hello",
                       prompt_template_id=1, prompt_template_version_number=3, prompt_template_label="prod")
-        self.race("Hello", lambda: self.label_moved("prod", 2), second,
+        self.race(1, lambda: self.label_moved("prod", 2), second,
                   lambda: (self.cached("Hello", "label:prod") or {}).get("version") == 3)
         # A's answer (prod at 2) came in after B's write: refused, fetched again.
         self.assertEqual(self.cached("Hello", "label:prod"), self.api("Hello", label="prod"))
@@ -397,7 +398,7 @@ class Basis(Case):
         def second(port):
             self.e.api.control("DELETE", "/_fake/templates/Fresh")
             self.send("prompt_template_deleted", port=port, prompt_template_name="Fresh", prompt_template_id=9)
-        self.race("Fresh", lambda: self.version_created(name="Fresh", version=1, tid=9), second,
+        self.race(9, lambda: self.version_created(name="Fresh", version=1, tid=9), second,
                   lambda: True)
         # A's answer (Fresh as it was) came in after the delete: refused, and
         # fetched again (404).
@@ -415,7 +416,7 @@ class Basis(Case):
         self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
         n = self.applied()
         # The move to 3, made before, comes in last; its fetch is held back 1 s.
-        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/Hello",
+        self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/1",
                                                      "delay_ms": 1000})
         self.send("prompt_template_label_moved", _at_us=earlier, prompt_template_name="Hello",
                   prompt_template_id=1, prompt_template_version_number=3, prompt_template_label="prod")
@@ -461,6 +462,26 @@ class Basis(Case):
         self.assertEqual(self.cached("Hello", "version:1"), self.api("Hello", version=1))
         self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt:Hello", "id"), b"7")
         self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "7"), b"Hello")
+
+
+    def test_an_event_naming_an_old_name_reaches_the_renamed_template(self):
+        self.version_created(version=2)
+        self.wait_cached("Hello", "latest", self.api("Hello"))
+        # Label beta is made, then Hello renamed Hola; the rename's webhook
+        # comes first, beta's (which says "Hello") after it.
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/beta", {"version": 2})
+        beta = h.event("prompt_template_label_created", prompt_template_name="Hello", prompt_template_id=1,
+                       prompt_template_version_number=2, prompt_template_label="beta")
+        self.e.api.control("POST", "/_fake/templates/Hello/rename", {"new_name": "Hola"})
+        self.send("prompt_template_name_changed", prompt_template_id=1, prompt_template_name="Hola",
+                  old_prompt_template_name="Hello")
+        self.wait_cached("Hola", "latest", self.api("Hola"))
+        n = self.applied()
+        st, _, data = self.e.post(beta)
+        self.assertEqual(st, 200, data)
+        h.wait_until(lambda: self.applied() > n, 15, what="beta's event applied")
+        self.wait_cached("Hola", "label:beta", self.api("Hola", label="beta"))
+        self.assertEqual(self.e.redis_cmd("EXISTS", "pl:prompt:Hello"), 0)
 
 
 class ApiKeyReload(unittest.TestCase):
@@ -625,7 +646,7 @@ class Stream(Case):
         # (The fetch is held 8 s: enough for a loaded machine to record the
         # rest while the applier still waits.)
         self.e.api.control("POST", "/_fake/faults",
-                           {"path_prefix": "/prompt-templates/Hello", "count": 1, "delay_ms": 8000})
+                           {"path_prefix": "/prompt-templates/1", "count": 1, "delay_ms": 8000})
         c = self.e.redis.client()
         try:
             for _ in range(256):

@@ -10,7 +10,10 @@ every library the built programs load, and the sandboxing and security
 settings are there. The systemd units go through `systemd-analyze verify`;
 deploy/redis/redis.conf is started by the real redis-server and judged by the
 real plcache-worker; each deployment's environment starts the real program
-until /readyz answers 200, then SIGTERM ends it with status 0.
+until /readyz answers 200, then SIGTERM ends it with status 0. The TLS
+tunnel to a managed Redis (deploy/stunnel, its unit, compose.tls.yaml and
+the kustomize component k8s/redis-tls) is checked the same way here; that it
+works is tests/system/test_redis_tls.py's part.
 
 YAML is read by Debian's python3-yaml in /usr/bin/python3 (the python3 that
 runs this file may be another one); scripts/bootstrap installs it.
@@ -131,9 +134,9 @@ def url_port_path(url):
 
 # ---------------------------------------------------------------- Dockerfile
 
-def dockerfile():
-    """Stages of deploy/docker/Dockerfile: name -> {from, instr: [(INSTR, args)], env, program}."""
-    with open(os.path.join(DEPLOY, "docker", "Dockerfile")) as f:
+def dockerfile(path=os.path.join(DEPLOY, "docker", "Dockerfile")):
+    """Stages of deploy/docker/Dockerfile (or `path`): name -> {from, instr: [(INSTR, args)], env, program}."""
+    with open(path) as f:
         text = f.read()
     lines, cur = [], ""
     for ln in text.splitlines():
@@ -181,8 +184,26 @@ def dockerfile():
     return stages, order
 
 
-def compose():
-    return YAML["compose.yaml"][0]
+# compose.yaml (a local Redis) and compose.tls.yaml (a managed Redis through
+# the TLS tunnel): each is used on its own, and both are checked alike.
+COMPOSE_FILES = ("compose.yaml", "compose.tls.yaml")
+
+
+def tunnel_dockerfile():
+    """The one stage of deploy/stunnel/Dockerfile (the TLS tunnel's image)."""
+    stages, order = dockerfile(os.path.join(DEPLOY, "stunnel", "Dockerfile"))
+    if len(order) != 1:
+        raise AssertionError(f"deploy/stunnel/Dockerfile: one stage expected, found {order}")
+    return stages[order[0]]
+
+
+def compose(name="compose.yaml"):
+    return YAML[name][0]
+
+
+def compose_services():
+    """(file, service name, service) of every service of every compose file."""
+    return [(f, n, svc) for f in COMPOSE_FILES for n, svc in compose(f)["services"].items()]
 
 
 def compose_program(svc, stages):
@@ -199,9 +220,11 @@ def compose_program(svc, stages):
 # ---------------------------------------------------------------- Kubernetes
 
 def k8s_docs():
+    """The documents of the base (deploy/k8s/*.yaml); components in its
+    subfolders (redis-tls) are checked by test_k8s_redis_tls_component."""
     out = []
     for path, docs in YAML.items():
-        if path.startswith("k8s" + os.sep):
+        if os.path.dirname(path) == "k8s":
             out += [(path, d) for d in docs if d]
     return out
 
@@ -282,6 +305,10 @@ def unit_env(entries):
 
 
 UNITS = {"plcache-webhook.service": "plcache-webhook", "plcache-worker@.service": "plcache-worker"}
+# The TLS tunnel to a managed Redis: its unit, and what that unit runs.
+TUNNEL_UNIT = "plcache-redis-tunnel.service"
+TUNNEL_SCRIPT = os.path.join(DEPLOY, "stunnel", "plcache-redis-tunnel")
+TUNNEL_TEMPLATE = os.path.join(DEPLOY, "stunnel", "redis-tunnel.conf")
 
 
 def daemon_envs():
@@ -291,8 +318,7 @@ def daemon_envs():
     for name, st in stages.items():
         if st["program"]:
             out.append((f"Dockerfile stage {name}", os.path.basename(st["program"][0]), dict(st["env"])))
-    c = compose()
-    for name, svc in c["services"].items():
+    for file, name, svc in compose_services():
         prog = compose_program(svc, stages)
         if prog in BINS:
             env = {}
@@ -300,7 +326,7 @@ def daemon_envs():
             if target:
                 env.update(stages[target]["env"])
             env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
-            out.append((f"compose service {name}", prog, env))
+            out.append((f"{file} service {name}", prog, env))
     for d, c, prog in deployments():
         out.append((f"k8s Deployment {d['metadata']['name']}", prog, container_env(c)))
     for u, prog in UNITS.items():
@@ -321,25 +347,33 @@ class DeployTest(unittest.TestCase):
                     for s in srcs:
                         self.assertTrue(os.path.exists(os.path.join(ROOT, s)), f"Dockerfile {instr} {s}")
                         checked += 1
-        for name, svc in c["services"].items():
+        for file, name, svc in compose_services():
             b = svc.get("build")
             if b:
                 ctx = os.path.normpath(os.path.join(DEPLOY, b["context"]))
-                self.assertEqual(ctx, ROOT, f"compose {name}: the build context is the repository")
+                self.assertEqual(ctx, ROOT, f"{file} {name}: the build context is the repository")
                 self.assertTrue(os.path.isfile(os.path.join(ctx, b["dockerfile"])), b["dockerfile"])
-                self.assertIn(b["target"], order, f"compose {name}: target {b['target']} is a stage")
+                if "target" in b:
+                    self.assertIn(b["target"], order, f"{file} {name}: target {b['target']} is a stage")
                 checked += 2
             for v in svc.get("volumes", []):
                 src = v.split(":")[0]
                 if src.startswith((".", "/")):
-                    self.assertTrue(os.path.exists(os.path.join(DEPLOY, src)), f"compose {name} mounts {src}")
+                    self.assertTrue(os.path.exists(os.path.join(DEPLOY, src)), f"{file} {name} mounts {src}")
                     checked += 1
         # Secret files are the operator's: they live in deploy/secrets, which
         # keeps them out of git.
-        for name, s in c["secrets"].items():
-            path = os.path.normpath(os.path.join(DEPLOY, s["file"]))
-            self.assertEqual(os.path.dirname(path), os.path.join(DEPLOY, "secrets"), name)
-            checked += 1
+        for file in COMPOSE_FILES:
+            for name, s in compose(file)["secrets"].items():
+                path = os.path.normpath(os.path.join(DEPLOY, s["file"]))
+                self.assertEqual(os.path.dirname(path), os.path.join(DEPLOY, "secrets"), name)
+                checked += 1
+        # The tunnel's image copies files of the repository.
+        for instr, args in tunnel_dockerfile()["instr"]:
+            if instr in ("COPY", "ADD"):
+                for src in shlex.split(args)[:-1]:
+                    self.assertTrue(os.path.exists(os.path.join(ROOT, src)), f"stunnel Dockerfile {instr} {src}")
+                    checked += 1
         with open(os.path.join(DEPLOY, "secrets", ".gitignore")) as f:
             ignore = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
         self.assertEqual(ignore[0], "*", "deploy/secrets/.gitignore ignores everything")
@@ -406,7 +440,7 @@ class DeployTest(unittest.TestCase):
                     continue  # an image's settings: compose and k8s complete them
                 self._start_with(where, prog, env, redis, tmp.path)
                 started += 1
-            self.assertEqual(started, 6)
+            self.assertEqual(started, 8)
             redis.stop()
         finally:
             tmp.cleanup()
@@ -481,7 +515,7 @@ class DeployTest(unittest.TestCase):
             self.assertEqual(hp, port, f"stage {name}: HEALTHCHECK port")
             self.assertIn(path, HELP[prog]["endpoints"], f"stage {name}: HEALTHCHECK path")
         # compose: environment listener = container port = healthcheck.
-        for name, svc in compose()["services"].items():
+        for file, name, svc in compose_services():
             prog = compose_program(svc, stages)
             if prog not in LISTEN:
                 continue
@@ -489,10 +523,10 @@ class DeployTest(unittest.TestCase):
             env.update({k: str(v) for k, v in svc["environment"].items()})
             port = listen_port(prog, env)
             hp, path = url_port_path(svc["healthcheck"]["test"][-1])
-            self.assertEqual(hp, port, f"compose {name}: healthcheck port")
-            self.assertIn(path, HELP[prog]["endpoints"], f"compose {name}: healthcheck path")
+            self.assertEqual(hp, port, f"{file} {name}: healthcheck port")
+            self.assertIn(path, HELP[prog]["endpoints"], f"{file} {name}: healthcheck path")
             published = [int(str(p).split(":")[-1]) for p in svc.get("ports", []) + svc.get("expose", [])]
-            self.assertEqual(published, [port], f"compose {name}: ports")
+            self.assertEqual(published, [port], f"{file} {name}: ports")
         # Kubernetes: listener = containerPort = probes = Service targetPort.
         pods = {}
         for d, c, prog in deployments():
@@ -524,11 +558,12 @@ class DeployTest(unittest.TestCase):
         stages, _ = dockerfile()
         self.assertIn(("STOPSIGNAL", "SIGTERM"), stages["runtime"]["instr"])
         n = 0
-        for name, svc in compose()["services"].items():
+        for file, name, svc in compose_services():
             prog = compose_program(svc, stages)
             if prog in LISTEN:
                 env = {k: str(v) for k, v in svc["environment"].items()}
-                self.assertGreater(seconds(svc["stop_grace_period"]), shutdown_timeout(prog, env) + 5, name)
+                self.assertGreater(seconds(svc["stop_grace_period"]), shutdown_timeout(prog, env) + 5,
+                                   f"{file} {name}")
                 n += 1
         for d, c, prog in deployments():
             spec = d["spec"]["template"]["spec"]
@@ -544,7 +579,7 @@ class DeployTest(unittest.TestCase):
             self.assertGreater(seconds(stop[0]), shutdown_timeout(prog, unit_env(e)) + 5, u)
             self.assertIn(("Service", "KillSignal", "SIGTERM"), e)
             n += 1
-        self.assertEqual(n, 6)
+        self.assertEqual(n, 8)
 
     def test_dockerfile_builds_on_bookworm_and_runs_unprivileged(self):
         stages, order = dockerfile()
@@ -733,6 +768,21 @@ class DeployTest(unittest.TestCase):
                 out = (p.stdout + p.stderr).strip()
                 self.assertEqual(p.returncode, 0, f"systemd-analyze verify {os.path.basename(n)}:\n{out}")
                 self.assertEqual(out, "", f"systemd-analyze verify {os.path.basename(n)} warns:\n{out}")
+            # Above, as on a host without TLS, the daemons' Wants= of the
+            # tunnel named a unit that is not installed; now with it beside
+            # them (its ExecStart the script in deploy/stunnel).
+            with open(os.path.join(DEPLOY, "systemd", TUNNEL_UNIT)) as f:
+                text = f.read()
+            tunnel = text.replace("ExecStart=/usr/local/bin/plcache-redis-tunnel", "ExecStart=" + TUNNEL_SCRIPT)
+            self.assertNotEqual(text, tunnel, TUNNEL_UNIT)
+            with open(os.path.join(tmp.path, TUNNEL_UNIT), "w") as f:
+                f.write(tunnel)
+            for n in [os.path.join(tmp.path, TUNNEL_UNIT)] + names:
+                p = subprocess.run([sa, "verify", "--man=no", n], capture_output=True, text=True,
+                                   timeout=60)
+                out = (p.stdout + p.stderr).strip()
+                self.assertEqual(p.returncode, 0, f"systemd-analyze verify {os.path.basename(n)}:\n{out}")
+                self.assertEqual(out, "", f"systemd-analyze verify {os.path.basename(n)} warns:\n{out}")
             # And it does find a mistake: the check is not vacuous.
             bad = os.path.join(tmp.path, "plcache-bad.service")
             with open(bad, "w") as f:
@@ -798,6 +848,187 @@ class DeployTest(unittest.TestCase):
         finally:
             h.stop_process(p)
             tmp.cleanup()
+
+    # ------------------------------------------------------------ TLS tunnel
+
+    def test_tunnel_unit_is_sandboxed_like_plcache_and_the_daemons_follow_it(self):
+        e = unit(TUNNEL_UNIT)
+        svc, unit_sec = {}, {}
+        for sec, k, v in e:
+            (svc if sec == "Service" else unit_sec).setdefault(k, []).append(v)
+        # Every sandbox setting of plcache's own unit, the same.
+        own = ("Type", "ExecStart", "ExecReload", "EnvironmentFile", "Environment", "LoadCredential",
+               "KillSignal", "KillMode", "TimeoutStopSec", "Restart", "RestartSec",
+               "RestartPreventExitStatus", "LimitNOFILE")
+        sandbox = [(k, v) for sec, k, v in unit("plcache-webhook.service") if sec == "Service" and k not in own]
+        self.assertGreater(len(sandbox), 20)
+        for k, v in sandbox:
+            self.assertIn(v, svc.get(k, []), f"{TUNNEL_UNIT}: {k}={v}")
+        self.assertEqual(svc["ExecStart"], ["/usr/local/bin/plcache-redis-tunnel"])
+        self.assertEqual(svc["Restart"], ["always"])
+        self.assertEqual(svc["RestartPreventExitStatus"], ["2"], "a bad setting is not retried in a loop")
+        # Idle without its settings file, so installing it changes nothing for a plain Redis.
+        self.assertEqual(unit_sec["ConditionPathExists"], svc["EnvironmentFile"])
+        self.assertTrue(svc["EnvironmentFile"][0].startswith("/etc/plcache/"))
+        creds = {v.split(":", 1)[0]: v.split(":", 1)[1] for v in svc["LoadCredential"]}
+        env = unit_env(e)
+        self.assertEqual(env["REDIS_TLS_CA"], "%d/" + next(iter(creds)), "the CA comes as a credential")
+        self.assertTrue(all(p.startswith("/etc/plcache/") for p in creds.values()))
+        self.assertLessEqual(set(env), tunnel_script_settings(), "settings the script reads")
+        # The template where the unit's comment installs it, which is the script's default.
+        with open(os.path.join(DEPLOY, "systemd", TUNNEL_UNIT)) as f:
+            header = f.read()
+        self.assertIn("install -D -m 0644 deploy/stunnel/redis-tunnel.conf " + env["REDIS_TLS_TEMPLATE"], header)
+        self.assertIn("install -m 0755 deploy/stunnel/plcache-redis-tunnel /usr/local/bin/", header)
+        with open(TUNNEL_SCRIPT) as f:
+            self.assertIn("template=" + env["REDIS_TLS_TEMPLATE"], f.read())
+        # The daemons want it and start after it (so they stop before it).
+        for u in UNITS:
+            after = " ".join(v for sec, k, v in unit(u) if sec == "Unit" and k == "After").split()
+            wants = " ".join(v for sec, k, v in unit(u) if sec == "Unit" and k == "Wants").split()
+            self.assertIn(TUNNEL_UNIT, after, u)
+            self.assertIn(TUNNEL_UNIT, wants, u)
+
+    def test_tunnel_image_runs_the_script_unprivileged(self):
+        st = tunnel_dockerfile()
+        self.assertEqual(st["from"], "debian:bookworm-slim")
+        self.assertEqual(st["program"], ["/usr/local/bin/plcache-redis-tunnel"])
+        stages, _ = dockerfile()
+        self.assertEqual(st["user"], stages["webhook"]["user"], "plcache's pods run as this user too")
+        run = " ".join(a for i, a in st["instr"] if i == "RUN")
+        self.assertIn("stunnel4", run)
+        copies = {shlex.split(a)[0]: shlex.split(a)[1] for i, a in st["instr"] if i == "COPY"}
+        self.assertEqual(copies, {"deploy/stunnel/plcache-redis-tunnel": "/usr/local/bin/plcache-redis-tunnel",
+                                  "deploy/stunnel/redis-tunnel.conf": "/usr/local/share/plcache/redis-tunnel.conf"})
+        with open(TUNNEL_SCRIPT) as f:
+            self.assertIn("template=/usr/local/share/plcache/redis-tunnel.conf", f.read())
+
+    def test_compose_tls_reaches_redis_through_the_tunnel(self):
+        plain, tls = compose("compose.yaml"), compose("compose.tls.yaml")
+        self.assertEqual(set(tls["services"]), {"redis-tunnel", "webhook", "worker"})
+        self.assertEqual(tls["name"], plain["name"])
+        t = tls["services"]["redis-tunnel"]
+        self.assertEqual(t["build"]["dockerfile"], "deploy/stunnel/Dockerfile")
+        self.assertTrue(t["read_only"])
+        self.assertEqual(t["cap_drop"], ["ALL"])
+        self.assertIn("no-new-privileges:true", t["security_opt"])
+        self.assertNotIn("ports", t, "plain RESP stays on the compose network")
+        tenv = {k: str(v) for k, v in t["environment"].items()}
+        self.assertLessEqual(set(tenv), tunnel_script_settings())
+        accept = port_of(tenv["TUNNEL_ACCEPT"])
+        self.assertEqual([int(p) for p in t["expose"]], [accept])
+        for need in ("REDIS_TLS_HOST", "REDIS_TLS_PORT"):
+            self.assertRegex(tenv[need], r"^\$\{" + need + r":\?.+\}$", f"{need}: required from the shell")
+        ca = tenv["REDIS_TLS_CA"]
+        self.assertTrue(ca.startswith("/run/secrets/"), ca)
+        self.assertEqual(t["secrets"], [ca[len("/run/secrets/"):]])
+        self.assertIn(t["secrets"][0], tls["secrets"])
+        for name in ("webhook", "worker"):
+            svc = tls["services"][name]
+            m = re.fullmatch(r"redis://(?:[^@/]*@)?([^:/]+):(\d+)/\d+", svc["environment"]["PLCACHE_REDIS_URL"])
+            self.assertIsNotNone(m, name)
+            self.assertEqual((m.group(1), int(m.group(2))), ("redis-tunnel", accept), name)
+            self.assertEqual(svc["depends_on"], {"redis-tunnel": {"condition": "service_started"}}, name)
+            # Otherwise compose.yaml's service, so the two files cannot drift apart.
+            a, b = json.loads(json.dumps(plain["services"][name])), json.loads(json.dumps(svc))
+            for d in (a, b):
+                del d["environment"]["PLCACHE_REDIS_URL"]
+                del d["depends_on"]
+            self.assertEqual(a, b, f"compose.tls.yaml {name} differs from compose.yaml's")
+
+    def test_k8s_redis_tls_component(self):
+        comp = YAML[os.path.join("k8s", "redis-tls", "kustomization.yaml")][0]
+        self.assertEqual(comp["kind"], "Component")
+        base = YAML[os.path.join("k8s", "kustomization.yaml")][0]
+        self.assertNotIn("components", base, "the default kustomization stays without the tunnel")
+        self.assertNotIn("redis-tls", base["resources"])
+        added = []
+        for r in comp["resources"]:
+            path = os.path.join("k8s", "redis-tls", r)
+            self.assertTrue(os.path.isfile(os.path.join(DEPLOY, path)), path)
+            added += [d for d in YAML[path] if d]
+        patch_files = {p["path"] for p in comp["patches"]}
+        for path in YAML:
+            if os.path.dirname(path) == os.path.join("k8s", "redis-tls"):
+                self.assertIn(os.path.basename(path), set(comp["resources"]) | patch_files | {"kustomization.yaml"},
+                              f"{path} is used by the component")
+        # Render base + component (JSON patches) as kustomize would.
+        docs = [json.loads(json.dumps(d)) for _, d in k8s_docs()]
+        patched = set()
+        for p in comp["patches"]:
+            tgt = p["target"]
+            hits = [d for d in docs if d.get("kind") == tgt["kind"] and d["metadata"]["name"] == tgt["name"]]
+            self.assertEqual(len(hits), 1, f"patch target {tgt}")
+            for op in YAML[os.path.join("k8s", "redis-tls", p["path"])][0]:
+                json_patch(hits[0], op)
+            patched.add((tgt["kind"], tgt["name"]))
+        deps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Deployment"}
+        self.assertEqual({n for k, n in patched if k == "Deployment"}, set(deps), "every Deployment gets the tunnel")
+        tunnel_cm = {d["metadata"]["name"]: d["data"] for d in added if d.get("kind") == "ConfigMap"}
+        images = {i["name"] for i in comp.get("images", [])}
+        cfg = [d for d in docs if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "plcache-config"][0]
+        m = re.fullmatch(r"redis://(?:[^@/]*@)?([^:/]+):(\d+)/\d+", cfg["data"]["PLCACHE_REDIS_URL"])
+        self.assertIsNotNone(m, cfg["data"]["PLCACHE_REDIS_URL"])
+        base_deps = {d["metadata"]["name"]: d for d in k8s_kind("Deployment")}
+        for name, d in deps.items():
+            spec = d["spec"]["template"]["spec"]
+            self.assertEqual(spec["containers"], base_deps[name]["spec"]["template"]["spec"]["containers"],
+                             f"{name}: plcache's container is unchanged")
+            sidecars = spec["initContainers"]
+            self.assertEqual(len(sidecars), 1, name)
+            sc = sidecars[0]
+            self.assertEqual(sc["restartPolicy"], "Always", f"{name}: a native sidecar, stopped after plcache")
+            self.assertIn(sc["image"], images)
+            self.assertEqual(sc["securityContext"], spec["containers"][0]["securityContext"], name)
+            for kind in ("requests", "limits"):
+                self.assertIn("cpu", sc["resources"][kind])
+                self.assertIn("memory", sc["resources"][kind])
+            env = {}
+            for src in sc.get("envFrom", []):
+                env.update(tunnel_cm[src["configMapRef"]["name"]])
+            env.update({e["name"]: e["value"] for e in sc.get("env", [])})
+            self.assertLessEqual(set(env), tunnel_script_settings(), name)
+            self.assertIn("REDIS_TLS_HOST", env)
+            self.assertIn("REDIS_TLS_PORT", env)
+            self.assertEqual(env["TUNNEL_ACCEPT"].rsplit(":", 1)[0], "127.0.0.1", "the pod's loopback only")
+            self.assertEqual((m.group(1), int(m.group(2))), ("127.0.0.1", port_of(env["TUNNEL_ACCEPT"])),
+                             "plcache-config points at the sidecar")
+            # The CA file is a key of a mounted ConfigMap.
+            vols = {v["name"]: v for v in spec["volumes"]}
+            ca = env["REDIS_TLS_CA"]
+            found = False
+            for vm in sc["volumeMounts"]:
+                v = vols[vm["name"]]
+                self.assertTrue(vm.get("readOnly"))
+                for it in v.get("configMap", {}).get("items", []):
+                    found |= vm["mountPath"] + "/" + it["path"] == ca
+            self.assertTrue(found, f"{name}: REDIS_TLS_CA={ca} is a mounted ConfigMap key")
+
+
+def tunnel_script_settings():
+    """The environment deploy/stunnel/plcache-redis-tunnel reads."""
+    with open(TUNNEL_SCRIPT) as f:
+        names = set(re.findall(r"\$\{((?:REDIS_TLS|TUNNEL)_[A-Z_]+|STUNNEL)\b", f.read()))
+    if len(names) < 5:
+        raise AssertionError(f"{TUNNEL_SCRIPT}: settings not found ({names})")
+    return names
+
+
+def json_patch(doc, op):
+    """Applies one RFC 6902 add/replace operation to doc, in place."""
+    keys = [k.replace("~1", "/").replace("~0", "~") for k in op["path"].split("/")[1:]]
+    parent = doc
+    for k in keys[:-1]:
+        parent = parent[int(k)] if isinstance(parent, list) else parent[k]
+    last = keys[-1]
+    if op["op"] == "add" and isinstance(parent, list):
+        parent.insert(len(parent) if last == "-" else int(last), op["value"])
+    elif op["op"] in ("add", "replace"):
+        if op["op"] == "replace" and last not in parent:
+            raise AssertionError(f"replace {op['path']}: nothing there")
+        parent[last] = op["value"]
+    else:
+        raise AssertionError(f"patch op {op['op']} not understood")
 
 
 def cl2_has(port, key):

@@ -204,6 +204,11 @@ void applier_metrics(applier *a, buf *b)
     metrics_single(b, "plcache_apply_pending", "gauge",
                    "Entries delivered to the group and not acknowledged (XPENDING).",
                    (double)a->pending);
+    int64_t oldest = a->oldest_pending_ms > 0 ? time_now_ms() - a->oldest_pending_ms : 0;
+    metrics_single(b, "plcache_apply_oldest_pending_seconds", "gauge",
+                   "Age of the oldest event delivered to the group and not acknowledged "
+                   "(0: none); it grows while an event cannot be applied.",
+                   oldest > 0 ? (double)oldest / 1000.0 : 0.0);
     metrics_single(b, "plcache_apply_jobs", "gauge", "Events and templates being worked on.",
                    (double)a->njobs);
 }

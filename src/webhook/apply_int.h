@@ -112,6 +112,7 @@ struct applier {
     unsigned long resync_runs, resync_found, claimed, given_up;
     unsigned long gaps, lost, trimmed, consumers_removed;
     long long pending;
+    long long oldest_pending_ms; /* when the oldest pending entry was recorded; 0: none */
     mhist latency;
 };
 

@@ -317,12 +317,18 @@ static void claim_idle(applier *a, int64_t now)
 static void pending_counted(redisReply *r, void *priv)
 {
     applier *a = priv;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER)
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER) {
         a->pending = r->element[0]->integer;
+        /* The oldest pending entry's id starts with when it was recorded. */
+        redisReply *first = r->element[1];
+        a->oldest_pending_ms =
+            first->type == REDIS_REPLY_STRING ? strtoll(first->str, NULL, 10) : 0;
+    }
 }
 
-/* Asks for the group's pending count (XPENDING), a gauge of the metrics. */
+/* Asks for the group's pending count and oldest entry (XPENDING), gauges of
+ * the metrics. */
 static void count_pending(applier *a)
 {
     const char *argv[] = {"XPENDING", a->events_key, GROUP};

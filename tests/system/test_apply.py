@@ -288,6 +288,19 @@ class ApiFailures(Case):
         self.wait_cached("Hello", "version:2", self.want, timeout=30)
         self.assertGreaterEqual(self.e.metric("plcache_apply_claimed_total"), 1)
 
+    def test_the_oldest_pending_event_has_an_age_until_it_is_applied(self):
+        self.fault(count=1000, status=503)
+        self.version_created(version=2)
+        # Counted every 10 s: the event is seen pending, and older each time.
+        h.wait_until(lambda: self.e.metric("plcache_apply_oldest_pending_seconds") > 0, 25,
+                     what="an age for the pending event")
+        first = self.e.metric("plcache_apply_oldest_pending_seconds")
+        self.e.api.control("DELETE", "/_fake/faults")
+        self.wait_cached("Hello", "version:2", self.want, timeout=30)
+        h.wait_until(lambda: self.e.metric("plcache_apply_oldest_pending_seconds") == 0, 25,
+                     what="no pending event, age 0")
+        self.assertGreater(first, 0)
+
 
 class Receivers(Case):
     def test_a_killed_receiver_leaves_its_events_to_another(self):

@@ -43,10 +43,9 @@ static void test_template_answers(void **state)
 
 static int collect(const char *label, long long version, void *arg)
 {
-    char *out = arg;
-    char item[64];
-    snprintf(item, sizeof(item), "%s=%lld;", label, version);
-    strcat(out, item);
+    char *out = arg; /* 256 bytes */
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s=%lld;", label, version);
     return 0;
 }
 

@@ -150,7 +150,8 @@ void applier_free(applier *a)
     free(a);
 }
 
-void applier_metrics(applier *a, buf *b)
+/* The events applied and failed, by type; what the writes did. */
+static void event_metrics(applier *a, buf *b)
 {
     char labels[128];
     metrics_header(b, "plcache_apply_events_total", "counter",
@@ -179,6 +180,11 @@ void applier_metrics(applier *a, buf *b)
                    "Event writes refused because the template changed while fetched, "
                    "then fetched again.",
                    (double)a->redone);
+}
+
+/* The reconciliation, and the stream: claims, gaps, dead letters, pending. */
+static void stream_metrics(applier *a, buf *b)
+{
     metrics_single(b, "plcache_reconcile_runs_total", "counter", "Completed reconciliations.",
                    (double)a->resync_runs);
     metrics_single(b, "plcache_reconcile_changes_total", "counter",
@@ -211,4 +217,10 @@ void applier_metrics(applier *a, buf *b)
                    oldest > 0 ? (double)oldest / 1000.0 : 0.0);
     metrics_single(b, "plcache_apply_jobs", "gauge", "Events and templates being worked on.",
                    (double)a->njobs);
+}
+
+void applier_metrics(applier *a, buf *b)
+{
+    event_metrics(a, b);
+    stream_metrics(a, b);
 }

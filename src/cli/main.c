@@ -373,7 +373,9 @@ int main(int argc, char **argv)
         goto done;
     }
     char run_path[512] = "";
-    long long run_pid = use_run_settings(sargc, sargv, run_path, sizeof(run_path));
+    /* sign needs no Redis: nothing to find, nothing to say. */
+    long long run_pid =
+        cmd->fn == cmd_sign ? 0 : use_run_settings(sargc, sargv, run_path, sizeof(run_path));
     if (opt_start(&program, sargc, sargv, &set, &set.log_level, &set.redis_url, &url, &status) != 0)
         goto done;
     if (run_pid > 0 && strcmp(set.log_level, "error") != 0) {

@@ -128,7 +128,14 @@ class Run:
     def ctrl_c(self, timeout=90):
         """SIGINT to the whole process group, as a terminal's Ctrl-C; waits for the run to end."""
         os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            ps = subprocess.run(["ps", "-o", "pid,ppid,pgid,stat,wchan:24,args",
+                                 "--ppid", str(self.proc.pid), "-g", str(self.proc.pid)],
+                                capture_output=True, text=True).stdout
+            raise AssertionError(f"scripts/run still running {timeout}s after Ctrl-C:\n{ps}\n"
+                                 f"{self.out()}") from None
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -211,6 +218,16 @@ class Discovery(unittest.TestCase):
         self.assertNotIn("scripts/run (pid", err)
         if rc != 0:
             self.assertIn("127.0.0.1:6379", err)
+
+
+    def test_sigterm_to_the_script_alone_stops_everything_in_order(self):
+        r = self.run_
+        os.kill(r.proc.pid, signal.SIGTERM)  # as a service manager would, not the terminal
+        self.assertEqual(r.proc.wait(timeout=90), 143, r.out())
+        out = r.out()
+        self.assertLess(out.index("stopping the daemons"), out.index('"plcache-worker stopped"'))
+        self.assertFalse(os.path.exists(r.pointer))
+        h.wait_until(lambda: pids_mentioning(r.state) == [], 10, what="the run's processes to end")
 
 
 class PointerTrust(unittest.TestCase):

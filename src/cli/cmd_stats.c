@@ -227,9 +227,10 @@ static void stats_show(const cli_ctx *c, const json_t *out)
                                      : "   (plcache sync fills the cache from the API)");
     printf("events (%sevents)\n", pre);
     printf("  length       %lld\n", num(ev, "length"));
-    printf("  dead         %lld%s\n", num(ev, "dead"),
-           num(ev, "dead") > 0 ? "   (their reason: redis-cli XRANGE <prefix>events:dead - +)"
-                               : "");
+    printf("  dead         %lld", num(ev, "dead"));
+    if (num(ev, "dead") > 0)
+        printf("   (why: redis-cli XRANGE %sevents:dead - +)", pre);
+    printf("\n");
     json_array_foreach(json_object_get(ev, "groups"), i, v)
     {
         const json_t *lag = json_object_get(v, "lag");

@@ -207,8 +207,9 @@ static void general_help(void)
            "When PLCACHE_REDIS_URL is given neither way and scripts/run is running, plcache\n"
            "uses that run's settings (its Redis, its PLCACHE_PREFIX, and its fake API when\n"
            "no PromptLayer setting is given), from $XDG_RUNTIME_DIR/plcache-run.env (or\n"
-           "/tmp/plcache-run-UID.env), and says so on stderr. scripts/run prints the line\n"
-           "that sets them in another shell: set -a; . <state>/plcache.env; set +a\n\n");
+           "/tmp/plcache-run-UID.env), and says so on stderr (not at log level error).\n"
+           "scripts/run prints the line that sets them in another shell:\n"
+           "  set -a; . <state>/plcache.env; set +a\n\n");
     for (size_t i = 0; i < program.nopts; i++) {
         const cfg_opt *o = &program.opts[i];
         cfg_flag_name(o->env, flag, sizeof(flag));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "model/keys.h"
@@ -67,7 +68,7 @@ redisContext *cli_redis(const cli_ctx *c)
     char why[600];
     redisContext *rc = sconn_connect(c->url, (int)(c->set->redis_timeout * 1000), why, sizeof(why));
     if (rc == NULL)
-        cli_error(c, "cannot reach Redis: %s", why);
+        cli_error(c, "cannot reach Redis: %s: %s", why, cli_redis_hint(why));
     return rc;
 }
 
@@ -86,10 +87,12 @@ redisReply *cli_command(const cli_ctx *c, redisContext *rc, int argc, const char
     if (r == NULL) {
         char where[300];
         rurl_describe(c->url, where, sizeof(where));
-        cli_error(c, "Redis at %s: %s", where,
-                  strstr(rc->errstr, "temporarily unavailable")
-                      ? "no answer within PLCACHE_REDIS_TIMEOUT"
-                      : (rc->errstr[0] ? rc->errstr : "connection lost"));
+        int slow = strstr(rc->errstr, "temporarily unavailable") != NULL;
+        cli_error(c, "Redis at %s: %s: %s", where,
+                  slow ? "no answer within PLCACHE_REDIS_TIMEOUT"
+                       : (rc->errstr[0] ? rc->errstr : "connection lost"),
+                  slow ? "is it overloaded? try again, or raise PLCACHE_REDIS_TIMEOUT"
+                       : "try again; if it stays down, see its log");
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -131,4 +134,45 @@ int cli_wants_help(int argc, char **argv)
             return 1;
     }
     return 0;
+}
+
+const char *cli_redis_hint(const char *why)
+{
+    if (strstr(why, "AUTH") || strstr(why, "WRONGPASS") || strstr(why, "NOPERM"))
+        return "check the user and password in PLCACHE_REDIS_URL";
+    return "start it, or point PLCACHE_REDIS_URL (or --redis-url) at the right one (scripts/run "
+           "prints the line that does)";
+}
+
+void cli_duration(long long ms, char *out, size_t outlen)
+{
+    long long s = ms / 1000, m = s / 60, h = m / 60, d = h / 24;
+    if (ms < 0)
+        snprintf(out, outlen, "-");
+    else if (ms < 10000)
+        snprintf(out, outlen, "%lld.%lld s", ms / 1000, (ms % 1000) / 100);
+    else if (s < 120)
+        snprintf(out, outlen, "%lld s", s);
+    else if (m < 120)
+        snprintf(out, outlen, "%lld min", m);
+    else if (h < 48)
+        snprintf(out, outlen, m % 60 ? "%lld h %lld min" : "%lld h", h, m % 60);
+    else
+        snprintf(out, outlen, "%lld days", d);
+}
+
+int cli_json_mode(int *argc, char **argv)
+{
+    int json = 0;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            memmove(&argv[i], &argv[i + 1], (size_t)(*argc - i) * sizeof(char *));
+            (*argc)--;
+            i--;
+        }
+    }
+    return json || !isatty(STDOUT_FILENO);
 }

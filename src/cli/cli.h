@@ -77,6 +77,20 @@ int cli_key(const cli_ctx *c, char *out, size_t outlen, const char *name, const 
 /* Parses a whole decimal number in [min, max]; -1 when it is not one. */
 int cli_parse_ll(const char *s, long long min, long long max, long long *out);
 
+/* What to do about a Redis that cannot be reached or refuses the link, as a
+ * clause to append to the reason ("check the password ..." when why names an
+ * AUTH failure). A static string. */
+const char *cli_redis_hint(const char *why);
+
+/* Writes a duration of ms milliseconds as people read it into out: "0.4 s",
+ * "12 s", "3 min", "2 h 5 min", "4 days" ("-" for a negative one). */
+void cli_duration(long long ms, char *out, size_t outlen);
+
+/* Whether a command prints JSON: when argv (its own arguments) holds
+ * "--json" (removed from argv, *argc lowered), or when stdout is not a
+ * terminal. Else a readable form. */
+int cli_json_mode(int *argc, char **argv);
+
 /* 1 when argv holds "--help" or "-h" (before a "--"). */
 int cli_wants_help(int argc, char **argv);
 

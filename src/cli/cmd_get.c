@@ -140,7 +140,9 @@ static plcache_status open_client(const cli_ctx *c, plcache **pc)
     char err[512] = "";
     plcache_status st = plcache_open(pc, &o, err, sizeof(err));
     if (st != PLCACHE_OK)
-        cli_error(c, "%s", err[0] ? err : plcache_status_str(st));
+        cli_error(c, "%s%s%s", err[0] ? err : plcache_status_str(st),
+                  st == PLCACHE_E_REDIS ? ": " : "",
+                  st == PLCACHE_E_REDIS ? cli_redis_hint(err) : "");
     return st;
 }
 
@@ -166,8 +168,10 @@ static plcache_status get_prompt(plcache *pc, const get_args *g, char **json, si
  * was not. */
 static void say_not_found(const cli_ctx *c, const get_args *g)
 {
-    const char *where =
-        c->set->api_key ? "" : " in the cache (no PROMPTLAYER_API_KEY to read through)";
+    const char *where = c->set->api_key
+                            ? " at PromptLayer either (plcache ls lists what is cached)"
+                            : " in the cache (plcache ls lists what is; set PROMPTLAYER_API_KEY to "
+                              "read through to the API)";
     if (g->label)
         cli_error(c, "%s label %s: not found%s", g->name, g->label, where);
     else if (g->version >= 0)

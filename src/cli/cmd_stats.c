@@ -1,15 +1,21 @@
-/* cmd_stats.c -- plcache stats: one JSON object describing the queues,
- * workers, cache and events (DESIGN.md section 4's keys), read with plain
- * commands (LLEN, ZCARD, ZRANGE, SCAN, XLEN, XINFO GROUPS). Not a snapshot:
- * each number is read at its own moment.
+/* cmd_stats.c -- plcache stats: the queues, workers, cache and events
+ * (DESIGN.md section 4's keys), read with plain commands (LLEN, ZCARD,
+ * ZRANGE, SCAN, XLEN, XINFO GROUPS). Not a snapshot: each number is read at
+ * its own moment.
+ *
+ * One JSON object is built either way; for a terminal it is then printed as
+ * a readable summary (stats_show), for programs as compact JSON with ages
+ * rounded to the millisecond.
  */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cli/cmds.h"
+#include "cli/tmpl.h"
 #include "model/keys.h"
 #include "core/timeutil.h"
 
@@ -177,11 +183,92 @@ static int stats_keys_make(const cli_ctx *c, stats_keys *k)
     return 0;
 }
 
-/* Prints out (NULL: it could not be built) as one line of compact JSON.
- * Returns CLI_OK, or CLI_FAIL after saying why on stderr. */
-static int stats_print(const cli_ctx *c, const json_t *out)
+/* An integer member of o, or 0. */
+static long long num(const json_t *o, const char *key)
 {
-    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* The readable summary of out (the JSON form's object) on stdout. */
+static void stats_show(const cli_ctx *c, const json_t *out)
+{
+    const json_t *track = json_object_get(out, "track"), *ev = json_object_get(out, "events");
+    const char *pre = c->set->prefix;
+    char age[32];
+    printf("log jobs (%strack)\n", pre);
+    printf("  queued       %lld\n", num(track, "queued"));
+    printf("  to retry     %lld\n", num(track, "retry"));
+    printf("  dead         %lld%s\n", num(track, "dead"),
+           num(track, "dead") > 0 ? "   (plcache dlq list shows them)" : "");
+    json_t *v, *proc = json_object_get(track, "processing");
+    for (void *it = json_object_iter(proc); it != NULL; it = json_object_iter_next(proc, it)) {
+        printf("  processing   %lld by ",
+               (long long)json_integer_value(json_object_iter_value(it)));
+        tmpl_put(stdout, json_object_iter_key(it));
+        printf("\n");
+    }
+    const json_t *workers = json_object_get(out, "workers");
+    printf("workers        %zu%s\n", json_array_size(workers),
+           json_array_size(workers) == 0
+               ? "   (none has sent a heartbeat: is plcache-worker running?)"
+               : "");
+    size_t i;
+    json_array_foreach(workers, i, v)
+    {
+        cli_duration((long long)llround(json_number_value(json_object_get(v, "age_s")) * 1000), age,
+                     sizeof(age));
+        printf("  ");
+        tmpl_put(stdout, json_string_value(json_object_get(v, "id")));
+        printf("   last heartbeat %s ago (%s)\n", age,
+               json_string_value(json_object_get(v, "last_heartbeat")));
+    }
+    printf("templates      %lld cached%s\n", num(out, "templates"),
+           num(out, "templates") > 0 ? "   (plcache ls lists them)"
+                                     : "   (plcache sync fills the cache from the API)");
+    printf("events (%sevents)\n", pre);
+    printf("  length       %lld\n", num(ev, "length"));
+    printf("  dead         %lld", num(ev, "dead"));
+    if (num(ev, "dead") > 0)
+        printf("   (why: redis-cli XRANGE %sevents:dead - +)", pre);
+    printf("\n");
+    json_array_foreach(json_object_get(ev, "groups"), i, v)
+    {
+        const json_t *lag = json_object_get(v, "lag");
+        char lagtext[32] = "unknown";
+        if (json_is_integer(lag))
+            snprintf(lagtext, sizeof(lagtext), "%lld", (long long)json_integer_value(lag));
+        printf("  group %s: %lld consumers, %lld pending, %s not yet read\n",
+               json_string_value(json_object_get(v, "name")), num(v, "consumers"),
+               num(v, "pending"), lagtext);
+    }
+}
+
+/* Rounds every worker's age_s to the millisecond, so that it prints as
+ * 0.99, not 0.98999999999999999. */
+static void round_ages(json_t *out)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(out, "workers"), i, w)
+    {
+        double a = json_number_value(json_object_get(w, "age_s"));
+        json_object_set_new(w, "age_s", json_real(round(a * 1000.0) / 1000.0));
+    }
+}
+
+/* Prints out (NULL: it could not be built) as one line of compact JSON, or
+ * as a summary when not json. Returns CLI_OK, or CLI_FAIL after saying why
+ * on stderr. */
+static int stats_print(const cli_ctx *c, json_t *out, int json)
+{
+    if (out != NULL && !json) {
+        stats_show(c, out);
+        return fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
+    }
+    if (out != NULL)
+        round_ages(out);
+    /* 15 digits: a millisecond-rounded age prints exactly as it reads. */
+    char *text = out ? json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     if (text == NULL) {
         cli_error(c, "out of memory");
         return CLI_FAIL;
@@ -193,13 +280,13 @@ static int stats_print(const cli_ctx *c, const json_t *out)
 
 int cmd_stats(const cli_ctx *c, int argc, char **argv)
 {
-    (void)argv;
+    int json = cli_json_mode(&argc, argv);
     int status = CLI_FAIL;
     redisContext *rc = NULL;
     json_t *out = NULL, *processing = json_object();
     stats_keys k;
     if (argc > 1) {
-        cli_error(c, "takes no arguments (see plcache help stats)");
+        cli_error(c, "takes no arguments but --json (see plcache help stats)");
         status = CLI_USAGE;
         goto done;
     }
@@ -228,7 +315,7 @@ int cmd_stats(const cli_ctx *c, int argc, char **argv)
                     "processing", processing, "workers", wk, "templates", (json_int_t)templates,
                     "events", "length", (json_int_t)evlen, "dead", (json_int_t)evdeadn, "groups",
                     groups);
-    status = stats_print(c, out);
+    status = stats_print(c, out, json);
 done:
     json_decref(out);
     json_decref(processing);

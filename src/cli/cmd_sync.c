@@ -339,8 +339,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (!r->started && time_mono_us() >= r->deadline_us) {
         char where[300];
         rurl_describe(r->c->url, where, sizeof(where));
-        cli_error(r->c, "cannot reach Redis at %s within PLCACHE_REDIS_TIMEOUT (%lds)", where,
-                  r->c->set->redis_timeout);
+        cli_error(r->c, "cannot reach Redis at %s within PLCACHE_REDIS_TIMEOUT (%lds): %s", where,
+                  r->c->set->redis_timeout, cli_redis_hint(""));
         r->redis_failed = 1;
         event_base_loopbreak(r->base);
         return;
@@ -373,7 +373,8 @@ static int sync_parse(sync_run *r, int argc, char **argv)
         r->named = 1;
     }
     if (c->set->api_key == NULL) {
-        cli_error(c, "PROMPTLAYER_API_KEY (--promptlayer-api-key) is required by sync");
+        cli_error(c, "PROMPTLAYER_API_KEY (--promptlayer-api-key) is required by sync: set it, or "
+                     "PROMPTLAYER_API_KEY_FILE to a file that holds it");
         return CLI_USAGE;
     }
     return CLI_OK;

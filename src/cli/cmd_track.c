@@ -72,7 +72,9 @@ static int track_push(const cli_ctx *c, const char *job, size_t len)
     o.redis_timeout_ms = (int)c->set->redis_timeout * 1000;
     plcache_status st = plcache_open(&pc, &o, err, sizeof(err));
     if (st != PLCACHE_OK) {
-        cli_error(c, "%s", err[0] ? err : plcache_status_str(st));
+        cli_error(c, "%s%s%s", err[0] ? err : plcache_status_str(st),
+                  st == PLCACHE_E_REDIS ? ": " : "",
+                  st == PLCACHE_E_REDIS ? cli_redis_hint(err) : "");
         goto done;
     }
     long long n = 0;

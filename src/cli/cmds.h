@@ -15,5 +15,7 @@ int cmd_sync(const cli_ctx *c, int argc, char **argv);
 int cmd_sign(const cli_ctx *c, int argc, char **argv);
 int cmd_dlq(const cli_ctx *c, int argc, char **argv);
 int cmd_stats(const cli_ctx *c, int argc, char **argv);
+int cmd_ls(const cli_ctx *c, int argc, char **argv);
+int cmd_show(const cli_ctx *c, int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/runenv.h"
 #include "core/config.h"
 #include "core/options.h"
 #include "core/rurl.h"
@@ -63,7 +64,9 @@ static const char commands_help[] =
     "  dlq list [N]                        the oldest N (100) dead jobs, one JSON a line\n"
     "  dlq retry N | --all                 send the oldest N (or all) dead jobs back\n"
     "  dlq purge                           drop every dead job; print how many\n"
-    "  stats                               queues, workers, cached templates, events\n"
+    "  stats [--json]                      queues, workers, cached templates, events\n"
+    "  ls [PATTERN] [--json]               cached templates: labels, versions, ages\n"
+    "  show NAME [--json]                  one template: its fields, what get returns\n"
     "\n"
     "plcache help COMMAND (or plcache COMMAND --help) tells more about one.\n"
     "Exit status: 0 done, 1 not found or failed, 2 bad usage or settings.\n";
@@ -116,14 +119,21 @@ static const command commands[] = {
      "removes the template. Writes go through the applier's Lua script, so they are\n"
      "safe next to a running plcache-webhook. At most PLCACHE_FETCH_CONCURRENCY\n"
      "requests in flight. Prints a JSON summary on stdout; a progress line on stderr\n"
-     "when it is a terminal. Needs PROMPTLAYER_API_KEY. Exit 1 if any fetch failed.\n"},
+     "when it is a terminal. Needs PROMPTLAYER_API_KEY. Exit 1 if any fetch failed.\n\n"
+     "Examples:\n"
+     "  plcache sync Hello\n"
+     "  plcache sync              # every template\n"},
     {"sign", cmd_sign,
      "Usage: plcache sign [--secret S] [FILE|-]\n\n"
      "Prints the X-PromptLayer-Signature PromptLayer would send with the body in\n"
      "FILE or stdin: the hex HMAC-SHA256 of json.dumps(body, sort_keys=True), the\n"
      "canonical text (DESIGN.md section 3). The secret is --secret, or the first of\n"
      "PLCACHE_WEBHOOK_SECRET (or PLCACHE_WEBHOOK_SECRET_FILE). A body that is not\n"
-     "JSON is refused (exit 2).\n"},
+     "JSON is refused (exit 2).\n\n"
+     "Example:\n"
+     "  sig=$(plcache sign body.json)\n"
+     "  curl -H \"X-PromptLayer-Signature: $sig\" --data-binary @body.json \\\n"
+     "       http://127.0.0.1:8080/webhooks/promptlayer\n"},
     {"dlq", cmd_dlq,
      "Usage: plcache dlq list [N]\n"
      "       plcache dlq retry N | --all\n"
@@ -133,13 +143,49 @@ static const command commands[] = {
      "\"failed_at\"}).\n"
      "retry: moves the original job of the oldest N (or all) dead entries back onto\n"
      "       <prefix>track, each in one atomic step; prints how many moved.\n"
-     "purge: drops every dead entry; prints how many.\n"},
+     "purge: drops every dead entry; prints how many.\n\n"
+     "Examples:\n"
+     "  plcache dlq list 10\n"
+     "  plcache dlq retry --all\n"},
     {"stats", cmd_stats,
-     "Usage: plcache stats\n\n"
-     "Prints one JSON object: the depths of the queue, the retry set, the dead list\n"
-     "and every processing list; the workers with their last heartbeat and its age;\n"
-     "the number of cached templates; the events stream's length and its consumer\n"
-     "groups' pending entries and lag.\n"},
+     "Usage: plcache stats [--json]\n\n"
+     "Shows the depths of the queue, the retry set, the dead list and every\n"
+     "processing list; the workers with their last heartbeat and its age; the\n"
+     "number of cached templates; the events stream's length and its consumer\n"
+     "groups' pending entries and lag. A readable summary on a terminal; one JSON\n"
+     "object with --json or when stdout is not a terminal (keys in the README).\n\n"
+     "Examples:\n"
+     "  plcache stats\n"
+     "  plcache stats --json | jq .track.queued\n"},
+    {"ls", cmd_ls,
+     "Usage: plcache ls [PATTERN] [--json]\n\n"
+     "Lists the cached templates whose name matches PATTERN (a glob: * any text,\n"
+     "? one character, [abc] one of; every template without one), sorted by name:\n"
+     "the version latest holds, each label with its version, the cached versions,\n"
+     "and the age of the newest entry. An entry's age is that of its version's\n"
+     "created_at, as PromptLayer answered it: when the version was made, not when\n"
+     "it was cached (Redis keeps no write time per field). A table on a terminal;\n"
+     "with --json (or when stdout is not a terminal) an array of objects\n"
+     "{\"name\", \"id\", \"latest\", \"labels\": {label: version}, \"versions\": [n...],\n"
+     "\"ages\": {field: seconds}, \"created_at\", \"age_s\"} (the last two: the newest\n"
+     "entry's). plcache show NAME shows each entry. Exit 1 when nothing matches a\n"
+     "PATTERN.\n\n"
+     "Examples:\n"
+     "  plcache ls\n"
+     "  plcache ls 'Hel*' --json\n"},
+    {"show", cmd_show,
+     "Usage: plcache show NAME [--json]\n\n"
+     "Shows one cached template: each field of <prefix>prompt:NAME (latest,\n"
+     "label:L, version:N) with the version it holds, its created_at and age, and\n"
+     "the command that prints it (plcache get NAME --label L, ...); bookkeeping\n"
+     "fields (id, gen, at:...) are shown apart. With --json (or when stdout is not\n"
+     "a terminal) one object {\"name\", \"id\", \"gen\", \"entries\": [{\"field\",\n"
+     "\"selector\", \"version\", \"created_at\", \"age_s\", \"value\"}]}, value being\n"
+     "the entry's JSON exactly as get prints it. Reads the cache only (no\n"
+     "read-through). Exit 1 when NAME is not cached.\n\n"
+     "Examples:\n"
+     "  plcache show Hello\n"
+     "  plcache show Hello --json | jq '.entries[] | select(.field == \"label:prod\")'\n"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -157,7 +203,13 @@ static void general_help(void)
     printf("%s %s -- %s\n\nUsage: plcache [--setting VALUE]... COMMAND [ARGS]\n\n%s\n",
            program.name, PLCACHE_VERSION, program.summary, commands_help);
     printf("Settings: each is an environment variable and the same-named flag (a flag wins);\n"
-           "a secret may also be given as NAME_FILE=PATH or --name-file PATH.\n\n");
+           "a secret may also be given as NAME_FILE=PATH or --name-file PATH.\n"
+           "When PLCACHE_REDIS_URL is given neither way and scripts/run is running, plcache\n"
+           "uses that run's settings (its Redis, its PLCACHE_PREFIX, and its fake API when\n"
+           "no PromptLayer setting is given), from $XDG_RUNTIME_DIR/plcache-run.env (or\n"
+           "/tmp/plcache-run-UID.env), and says so on stderr (not at log level error).\n"
+           "scripts/run prints the line that sets them in another shell:\n"
+           "  set -a; . <state>/plcache.env; set +a\n\n");
     for (size_t i = 0; i < program.nopts; i++) {
         const cfg_opt *o = &program.opts[i];
         cfg_flag_name(o->env, flag, sizeof(flag));
@@ -238,6 +290,59 @@ static const command *pick_command(int cargc, char **cargv, int *status)
     return cmd;
 }
 
+/* 1 when the setting env is given: in the environment (or as env_FILE for
+ * a secret) or as its flag among the settings flags. */
+static int given(int sargc, char **sargv, const char *env)
+{
+    char flag[64], file_env[80];
+    snprintf(file_env, sizeof(file_env), "%s_FILE", env);
+    if (getenv(env) != NULL || getenv(file_env) != NULL)
+        return 1;
+    cfg_flag_name(env, flag, sizeof(flag));
+    size_t fl = strlen(flag);
+    for (int i = 1; i < sargc; i++) {
+        const char *a = sargv[i];
+        if (strncmp(a, "--", 2) == 0 && strncmp(a + 2, flag, fl) == 0 &&
+            (a[2 + fl] == '\0' || a[2 + fl] == '=' || strncmp(a + 2 + fl, "-file", 5) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+/* Without PLCACHE_REDIS_URL, the settings of a running scripts/run
+ * (runenv.h), put into the environment for cfg_load: its Redis, its prefix
+ * unless one is given, and its fake API unless any PromptLayer setting is
+ * given (a real key never goes to the fake). Returns the run's pid when they
+ * are used, 0 when not (after saying why when there is something to say). */
+static long long use_run_settings(int sargc, char **sargv, char *path, size_t pathlen)
+{
+    runenv e;
+    char why[700];
+    if (given(sargc, sargv, "PLCACHE_REDIS_URL"))
+        return 0;
+    int rc = runenv_load(&e, why, sizeof(why));
+    if (rc <= 0) {
+        if (why[0])
+            fprintf(stderr, "plcache: %s\n", why);
+        return 0;
+    }
+    runenv_pointer_path(path, pathlen);
+    setenv("PLCACHE_REDIS_URL", runenv_get(&e, "PLCACHE_REDIS_URL"), 1);
+    const char *prefix = runenv_get(&e, "PLCACHE_PREFIX");
+    if (prefix != NULL && !given(sargc, sargv, "PLCACHE_PREFIX"))
+        setenv("PLCACHE_PREFIX", prefix, 1);
+    const char *base = runenv_get(&e, "PROMPTLAYER_BASE_URL");
+    const char *key = runenv_get(&e, "PROMPTLAYER_API_KEY");
+    if (base != NULL && key != NULL && !given(sargc, sargv, "PROMPTLAYER_BASE_URL") &&
+        !given(sargc, sargv, "PROMPTLAYER_API_KEY")) {
+        setenv("PROMPTLAYER_BASE_URL", base, 1);
+        setenv("PROMPTLAYER_API_KEY", key, 1);
+    }
+    long long pid = e.pid;
+    runenv_free(&e);
+    return pid;
+}
+
 int main(int argc, char **argv)
 {
     cli_settings set;
@@ -268,8 +373,20 @@ int main(int argc, char **argv)
         status = CLI_OK;
         goto done;
     }
+    char run_path[512] = "";
+    /* sign needs no Redis: nothing to find, nothing to say. */
+    long long run_pid =
+        cmd->fn == cmd_sign ? 0 : use_run_settings(sargc, sargv, run_path, sizeof(run_path));
     if (opt_start(&program, sargc, sargv, &set, &set.log_level, &set.redis_url, &url, &status) != 0)
         goto done;
+    if (run_pid > 0 && strcmp(set.log_level, "error") != 0) {
+        char where[300];
+        rurl_describe(&url, where, sizeof(where));
+        fprintf(stderr,
+                "plcache: using the Redis of scripts/run (pid %lld): %s (from %s; set "
+                "PLCACHE_REDIS_URL to use another)\n",
+                run_pid, where, run_path);
+    }
     cli_ctx ctx = {&set, &url, cmd->name};
     status = cmd->fn(&ctx, cargc, cargv);
 done:

@@ -4,7 +4,9 @@ DESIGN.md section 7: get (hit, read-through, misses), track, sync (one name,
 every template over several listing pages, 404s, the concurrency bound, the
 API down), sign (against Python's json + hmac as the oracle), dlq list /
 retry / purge (entries in plcache-worker's format, and with a real worker),
-stats, help, version and the errors (bad settings exit 2, Redis down exit 1).
+stats, ls and show (the readable form on a terminal, through a pty, and JSON
+with --json or into a pipe), help (an example for every command), version and
+the errors (bad settings exit 2, Redis down exit 1, each saying what to do).
 The last test runs the Python example app server (scripts/examples/app.py,
 redis-py) against the real daemons end to end.
 """
@@ -12,6 +14,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import select
 import subprocess
 import time
 import unittest
@@ -82,6 +86,42 @@ class CliEnv:
             raise AssertionError(f"sanitizer report from plcache {args}:\n{err}")
         return p.returncode, p.stdout.decode(errors="replace"), err
 
+    def run_tty(self, *args, timeout=30, **settings):
+        """Runs plcache with stdout on a pseudo-terminal (stderr a pipe).
+        Returns (exit status, terminal text with \r\n as \n, stderr text)."""
+        env = {k: v for k, v in os.environ.items()
+               if not (k.startswith("PLCACHE_") or k.startswith("PROMPTLAYER_"))}
+        env.update(self.env)
+        env.update({k: str(v) for k, v in settings.items()})
+        master, slave = os.openpty()
+        try:
+            p = subprocess.Popen([CLI, *args], env=env, stdout=slave, stderr=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL)
+            os.close(slave)
+            slave = None
+            tty, deadline = b"", time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 0.5)
+                if not ready:
+                    if p.poll() is not None:
+                        break
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the program closed the terminal
+                    break
+                if not chunk:
+                    break
+                tty += chunk
+            err = p.stderr.read().decode(errors="replace")
+            p.stderr.close()
+            rc = p.wait(timeout=timeout)
+        finally:
+            if slave is not None:
+                os.close(slave)
+            os.close(master)
+        return rc, tty.decode(errors="replace").replace("\r\n", "\n"), err
+
     def r(self, *args):
         c = self.redis.client()
         try:
@@ -149,6 +189,10 @@ class General(Case):
         self.assertEqual(self.ok("get", "--help"), get_help)
         self.assertEqual(self.ok("get", "Hello", "-h"), get_help)
         self.assertIn("dlq retry N | --all", self.ok("dlq", "--help"))
+        for cmd in ("get", "track", "sync", "sign", "dlq", "stats", "ls", "show"):
+            with self.subTest(command=cmd):
+                text = self.ok("help", cmd)
+                self.assertRegex(text, r"\nExamples?:\n  (plcache|sig=)", "an example in its help")
         # Help never needs Redis nor good settings.
         self.assertIn("Usage: plcache sync", self.ok("sync", "--help", PLCACHE_REDIS_URL="bad"))
 
@@ -180,9 +224,12 @@ class General(Case):
         port = h.free_port()
         url = f"redis://127.0.0.1:{port}/0"
         for args in (["stats"], ["dlq", "list"], ["dlq", "purge"], ["get", "Hello"],
-                     ["sync", "Hello"]):
+                     ["sync", "Hello"], ["ls"], ["show", "Hello"]):
             _, line = self.fails(1, *args, PLCACHE_REDIS_URL=url, PLCACHE_REDIS_TIMEOUT=1)
             self.assertIn(f"127.0.0.1:{port}", line, args)
+        for args in (["stats"], ["ls"], ["show", "Hello"], ["dlq", "list"]):
+            _, line = self.fails(1, *args, PLCACHE_REDIS_URL=url, PLCACHE_REDIS_TIMEOUT=1)
+            self.assertIn("start it, or point PLCACHE_REDIS_URL", line, args)  # what to do next
         _, line = self.fails(1, "track", input=json.dumps(h.log_request(a=1)), PLCACHE_REDIS_URL=url,
                              PLCACHE_REDIS_TIMEOUT=1)
         self.assertIn(f"127.0.0.1:{port}", line)
@@ -740,12 +787,196 @@ class Stats(Case):
                          ("plcache-applier", 1, 1))
         self.assertEqual(g[0]["lag"], 1)
 
+    def test_json_on_a_pipe_or_with_json_ages_without_float_noise(self):
+        now = int(time.time() * 1000)
+        self.e.r("ZADD", "pl:track:workers", now - 990, "w1", now - 20000, "w2")
+        for args in (["stats"], ["stats", "--json"]):
+            out = self.ok(*args)
+            self.assertEqual(out.count("\n"), 1, out)
+            ages = re.findall(r'"age_s":([0-9.eE+-]+)[,}]', out)
+            self.assertEqual(len(ages), 2, out)
+            for a in ages:
+                self.assertRegex(a, r"^\d+(\.\d{1,3})?$", out)
+        # --json on a terminal too.
+        rc, tty, err = self.e.run_tty("stats", "--json")
+        self.assertEqual((rc, err), (0, ""))
+        self.assertEqual(json.loads(tty)["templates"], 0)
+
+    def test_readable_on_a_terminal_with_durations_as_people_read_them(self):
+        now = int(time.time() * 1000)
+        r = self.e.r
+        r("LPUSH", "pl:track", "{}", "{}", "{}")
+        r("LPUSH", "pl:track:dead", dead_entry({}))
+        r("LPUSH", "pl:track:processing:w1", "{}")
+        r("ZADD", "pl:track:workers", now - 1500, "w1", now - 20000, "w2",
+          now - (3 * 3600 + 5 * 60 + 30) * 1000, "w3", now - 4 * 86400 * 1000 - 5000, "w4")
+        r("HSET", "pl:prompt:Hello", "latest", "{}")
+        r("XADD", "pl:events", "*", "type", "x", "payload", "{}")
+        r("XGROUP", "CREATE", "pl:events", "plcache-applier", "0")
+        rc, tty, err = self.e.run_tty("stats")
+        self.assertEqual((rc, err), (0, ""), tty)
+        self.assertNotIn("{", tty)
+        self.assertRegex(tty, r"queued +3\n")
+        self.assertRegex(tty, r"dead +1 +\(plcache dlq list shows them\)")
+        self.assertRegex(tty, r"processing +1 by w1\n")
+        self.assertRegex(tty, r"workers +4\n")
+        self.assertRegex(tty, r"w1 +last heartbeat 1\.[4-9] s ago \(\d{4}-\d\d-\d\dT[0-9:.]+Z\)")
+        self.assertRegex(tty, r"w2 +last heartbeat 2\d s ago")
+        self.assertRegex(tty, r"w3 +last heartbeat 3 h 5 min ago")
+        self.assertRegex(tty, r"w4 +last heartbeat 4 days ago")
+        self.assertRegex(tty, r"templates +1 cached")
+        self.assertRegex(tty, r"group plcache-applier: 0 consumers, 0 pending, 1 not yet read")
+        rc, tty, _ = self.e.run_tty("stats", PLCACHE_REDIS_URL=f"redis://127.0.0.1:{h.free_port()}/0",
+                                    PLCACHE_REDIS_TIMEOUT=1)
+        self.assertEqual((rc, tty), (1, ""))
+
     def test_an_empty_redis(self):
         s = json.loads(self.ok("stats"))
         self.assertEqual(s, {"track": {"queued": 0, "retry": 0, "dead": 0, "processing": {}},
                              "workers": [], "templates": 0,
                              "events": {"length": 0, "dead": 0, "groups": []}})
         self.fails(2, "stats", "now")
+
+
+# -- ls and show ------------------------------------------------------------------
+
+def version_json(v, created=None, commit=None, model=None, **extra):
+    """A cached entry shaped like PromptLayer's raw GET answer (the fields
+    ls and show read)."""
+    o = {"id": 1, "prompt_name": "Hello", "version": v,
+         "prompt_template": {"type": "chat", "messages": [{"role": "system", "content": []}]},
+         "metadata": {"model": model} if model else None, "commit_message": commit,
+         "created_at": created, "llm_kwargs": None}
+    o.update(extra)
+    return json.dumps(o)
+
+
+def iso_ago(seconds):
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - seconds))
+
+
+class LsShow(Case):
+    def fill(self):
+        r = self.e.r
+        v1 = version_json(1, iso_ago(2 * 86400 + 60), "first", {"provider": "openai", "name": "gpt-4o"})
+        v2 = version_json(2, iso_ago(125 * 60), "shorter", {"provider": "openai", "name": "gpt-4o"})
+        r("HSET", "pl:prompt:Hello", "latest", v2, "version:2", v2, "version:1", v1,
+          "label:prod", v1, "label:staging", v2, "id", "1", "gen", "7", "at:label:prod", "123")
+        other = json.dumps({"version": 3, "prompt_name": "Other thing/ü",
+                            "prompt_template": {"type": "completion", "content": []}})
+        r("HSET", "pl:prompt:Other thing/ü", "latest", other, "id", "2", "gen", "1")
+        r("HSET", "pl:prompt:Help*", "latest", version_json(1, "not a date"))
+        r("HSET", "pl:prompt-ids", "1", "Hello")   # not a template
+        r("HSET", "x:prompt:Elsewhere", "latest", "{}")  # another prefix
+        return v1, v2, other
+
+    def test_ls_json_lists_every_template_with_labels_versions_and_ages(self):
+        self.fill()
+        for args in (["ls"], ["ls", "--json"]):
+            out = json.loads(self.ok(*args))
+            self.assertEqual([t["name"] for t in out], ["Hello", "Help*", "Other thing/ü"])
+        hello = out[0]
+        self.assertEqual((hello["id"], hello["latest"], hello["labels"], hello["versions"]),
+                         ("1", 2, {"prod": 1, "staging": 2}, [1, 2]))
+        self.assertAlmostEqual(hello["age_s"], 125 * 60, delta=30)
+        self.assertAlmostEqual(hello["ages"]["label:prod"], 2 * 86400 + 60, delta=30)
+        self.assertEqual(set(hello["ages"]), {"latest", "label:prod", "label:staging",
+                                              "version:1", "version:2"})
+        self.assertEqual((out[1]["age_s"], out[1]["created_at"]), (None, None))  # unreadable date
+        self.assertEqual((out[2]["id"], out[2]["latest"], out[2]["labels"], out[2]["versions"]),
+                         ("2", 3, {}, []))
+        # A glob on the name; the key prefix's own glob characters are literal.
+        self.assertEqual([t["name"] for t in json.loads(self.ok("ls", "Hel*"))], ["Hello", "Help*"])
+        self.assertEqual([t["name"] for t in json.loads(self.ok("ls", "Help\\*"))], ["Help*"])
+        self.assertEqual([t["name"] for t in json.loads(self.ok("ls", "--prefix", "x:"))],
+                         ["Elsewhere"])
+        out, line = self.fails(1, "ls", "Nope*")
+        self.assertEqual(json.loads(out), [])
+        self.assertIn("plcache sync", line)
+        self.fails(2, "ls", "a", "b")
+        self.fails(2, "ls", "--long")
+
+    def test_ls_readable_on_a_terminal(self):
+        self.fill()
+        rc, tty, err = self.e.run_tty("ls")
+        self.assertEqual((rc, err), (0, ""), tty)
+        lines = tty.splitlines()
+        self.assertRegex(lines[0], r"^TEMPLATE +LATEST +AGE +LABELS")
+        self.assertRegex(lines[1], r"^Hello +2 +2 h 5 min +prod=1 staging=2 +\[1 2\]$")
+        self.assertRegex(lines[2], r"^Help\* +1 +- +- +\[\]$")
+        self.assertRegex(lines[3], r"^Other thing/ü +3 +- +- +\[\]$")
+        # The columns line up, counted in characters (ü is two bytes).
+        self.assertEqual(lines[1].index("2 h"), lines[0].index("AGE"))
+        self.assertEqual(lines[3].index("-"), lines[0].index("AGE"))
+        rc, tty, err = self.e.run_tty("ls", "Zzz*")
+        self.assertEqual(rc, 1)
+        self.assertEqual(tty, "")
+        self.assertIn("no cached template matches 'Zzz*'", err)
+        self.e.r("FLUSHALL")
+        rc, tty, err = self.e.run_tty("ls")
+        self.assertEqual((rc, tty), (0, ""))
+        self.assertIn("no template is cached yet (plcache sync", err)
+
+    def test_show_json_gives_each_field_and_exactly_what_get_prints(self):
+        v1, v2, _ = self.fill()
+        for args in (["show", "Hello"], ["show", "Hello", "--json"]):
+            s = json.loads(self.ok(*args))
+        self.assertEqual((s["name"], s["id"], s["gen"]), ("Hello", "1", "7"))
+        fields = [e["field"] for e in s["entries"]]
+        self.assertEqual(fields, ["latest", "label:prod", "label:staging", "version:1", "version:2"])
+        by = {e["field"]: e for e in s["entries"]}
+        self.assertEqual(by["label:prod"]["selector"], {"kind": "label", "value": "prod"})
+        self.assertEqual(by["version:2"]["selector"], {"kind": "version", "value": "2"})
+        self.assertEqual(by["latest"]["selector"], {"kind": "latest", "value": None})
+        self.assertEqual((by["label:prod"]["version"], by["latest"]["version"]), (1, 2))
+        self.assertAlmostEqual(by["label:prod"]["age_s"], 2 * 86400 + 60, delta=30)
+        self.assertEqual(by["label:prod"]["created_at"], json.loads(v1)["created_at"])
+        for e, args in ((by["latest"], []), (by["label:prod"], ["--label", "prod"]),
+                        (by["label:staging"], ["--label", "staging"]),
+                        (by["version:1"], ["--version", "1"])):
+            self.assertEqual(e["value"] + "\n", self.ok("get", "Hello", *args,
+                                                        PROMPTLAYER_API_KEY=None))
+        self.assertNotIn("at:label:prod", fields)
+        s = json.loads(self.ok("show", "Other thing/ü"))
+        self.assertEqual((s["entries"][0]["age_s"], s["entries"][0]["created_at"]), (None, None))
+
+    def test_show_readable_on_a_terminal(self):
+        self.fill()
+        rc, tty, err = self.e.run_tty("show", "Hello")
+        self.assertEqual((rc, err), (0, ""), tty)
+        self.assertIn("Hello   id 1, gen 7", tty)
+        self.assertRegex(tty, r"\nlatest +2 +2 h 5 min +\d{4}-\d\d-\d\dT")
+        self.assertRegex(tty, r"\nlabel:prod +1 +2 days +")
+        self.assertRegex(tty, r"\nversion:2 +2 +2 h 5 min")
+        self.assertIn("  plcache get Hello --label prod\n      chat, 1 message, openai/gpt-4o, "
+                      "no llm_kwargs, \"first\"\n", tty)
+        self.assertIn("  plcache get Hello\n      chat, 1 message, openai/gpt-4o, no llm_kwargs, "
+                      "\"shorter\"\n", tty)
+        self.assertIn("  plcache get Hello --version 1\n", tty)
+        self.assertNotIn("at:label", tty)
+        self.assertIn("created_at", tty)  # says what the age is
+        rc, tty, err = self.e.run_tty("show", "Other thing/ü")
+        self.assertEqual(rc, 0)
+        self.assertIn("  plcache get 'Other thing/ü'\n      completion, 0 blocks", tty)
+
+    def test_show_errors_say_what_to_do(self):
+        self.fill()
+        _, line = self.fails(1, "show", "Nope")
+        self.assertIn("Nope is not cached", line)
+        self.assertIn("plcache ls", line)
+        self.assertIn("plcache get Nope", line)
+        self.assertIn("plcache ls", self.fails(2, "show")[1])
+        self.fails(2, "show", "a", "b")
+        self.fails(2, "show", "Hello", "--raw")
+
+    def test_names_and_labels_cannot_drive_the_terminal(self):
+        self.e.r("HSET", "pl:prompt:Evil\x1b[2J", "latest", version_json(1),
+                 "label:x\x1b]0;t\x07", version_json(1))
+        for args in (["ls"], ["show", "Evil\x1b[2J"]):
+            rc, tty, _ = self.e.run_tty(*args)
+            self.assertEqual(rc, 0)
+            self.assertNotIn("\x1b", tty)
+            self.assertIn("Evil?[2J", tty)
 
 
 # -- the Python example app server ---------------------------------------------

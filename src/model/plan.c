@@ -147,6 +147,9 @@ plan_steps plan_steps_of(const plan *p)
     case PLAN_REFRESH_VERSION:
         s.fetch = 1;
         s.target = (field){.kind = FIELD_VERSION, .version = p->version};
+        /* latest is what the API says is newest when the event is applied:
+         * an event applied late must not set latest to its own version. */
+        s.fetch_latest = p->kind == PLAN_VERSION;
         break;
     case PLAN_LABEL:
         s.fetch = 1;
@@ -193,7 +196,5 @@ plan_write plan_write_of(plan_kind kind, field_kind target, long status)
         return PLAN_W_HOLDING;
     if (target == FIELD_LATEST)
         return PLAN_W_LATEST;
-    if (target == FIELD_VERSION && kind == PLAN_VERSION)
-        return PLAN_W_SET_LATEST;
     return PLAN_W_SET;
 }

@@ -13,7 +13,7 @@
 
 typedef enum plan_kind {
     PLAN_NONE,            /* recorded in pl:events only */
-    PLAN_VERSION,         /* fetch version n; set version:n, and latest when newest */
+    PLAN_VERSION,         /* fetch version n and latest; set version:n and latest */
     PLAN_LABEL,           /* copy version:n to label:L when cached; fetch label; set label:L */
     PLAN_LABEL_DELETE,    /* remove label:L; fetch label to confirm */
     PLAN_REFRESH_VERSION, /* refetch version n; set it and every field holding it */
@@ -59,6 +59,7 @@ typedef enum plan_pre_kind {
 /* What a plan does: at once (pre), then with the API's answer (target). */
 typedef struct plan_steps {
     int fetch;         /* fetch `target` and write its answer (plan_write_of) */
+    int fetch_latest;  /* also fetch latest: a new version may not be the newest any more */
     field target;      /* when fetch */
     plan_pre_kind pre; /* written at once, before any fetch */
     field pre_field;   /* PLAN_PRE_COPY: the destination; PLAN_PRE_DEL: the field removed */
@@ -75,7 +76,6 @@ typedef enum plan_write {
     PLAN_W_DEL,        /* "del" the field (404) */
     PLAN_W_SET,        /* "set" the field */
     PLAN_W_LATEST,     /* "latest": only moves forward */
-    PLAN_W_SET_LATEST, /* "set" version:N, and "latest" (a new version) */
     PLAN_W_HOLDING,    /* "holding": version:N and every field holding it (a snippet changed) */
 } plan_write;
 

@@ -385,10 +385,7 @@ static int add_answers(job *j, rargs *c)
             add_op(c, "latest", num, strlen(num), t->body, blen);
             break;
         case PLAN_W_SET:
-        case PLAN_W_SET_LATEST:
             add_op(c, "set", t->field, strlen(t->field), t->body, blen);
-            if (w == PLAN_W_SET_LATEST)
-                add_op(c, "latest", num, strlen(num), t->body, blen);
             break;
         case PLAN_W_FAIL:
             break;
@@ -600,6 +597,8 @@ static int add_plan_targets(job *j)
 {
     plan_steps s = plan_steps_of(&j->p);
     if (s.fetch && add_target(j, s.target) != 0)
+        return -1;
+    if (s.fetch_latest && add_target(j, (field){.kind = FIELD_LATEST}) != 0)
         return -1;
     char *to = NULL, *from = NULL;
     int rc = 0;

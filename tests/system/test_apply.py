@@ -104,7 +104,8 @@ class Events(Case):
         # What plcache asked the API: the event's template by id, and version,
         # with the key and no-cache.
         reqs = self.e.api.requests("/prompt-templates/1")
-        self.assertEqual([r["query"] for r in reqs], ["version=3&include_llm_kwargs=true"])
+        self.assertEqual(sorted(r["query"] for r in reqs),
+                         ["include_llm_kwargs=true", "version=3&include_llm_kwargs=true"])
         self.assertEqual(reqs[0]["api_key"], "test-key")
         self.assertEqual(reqs[0]["cache_control"], "no-cache")
 
@@ -278,9 +279,10 @@ class ApiFailures(Case):
         self.assertGreaterEqual(self.e.metric("plcache_api_retries_total"), 2)
 
     def test_api_down_longer_than_the_retries_leaves_the_event_pending_then_applies_it(self):
-        # Five failing attempts exhaust the fetcher; the entry stays pending
-        # and is claimed again after PLCACHE_CLAIM_IDLE (2 s here).
-        self.fault(count=5, status=503)
+        # Five failing attempts exhaust the fetcher (for each of the event's
+        # two fetches, version and latest); the entry stays pending and is
+        # claimed again after PLCACHE_CLAIM_IDLE (2 s here).
+        self.fault(count=10, status=503)
         self.version_created(version=2)
         h.wait_until(lambda: self.e.metric("plcache_apply_failures_total") >= 1, 60,
                      what="a failed application")
@@ -476,6 +478,15 @@ class Basis(Case):
         self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt:Hello", "id"), b"7")
         self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt-ids", "7"), b"Hello")
 
+
+    def test_a_late_version_event_does_not_set_latest_to_its_version(self):
+        # Version 3 exists when version 2's event is applied: latest is 3.
+        self.e.api.control("POST", "/_fake/templates/Hello/versions", {"version": 3, "content": {
+            "prompt_template": completion("v3")}})
+        self.version_created(version=2)
+        self.wait_cached("Hello", "version:2", self.api("Hello", version=2))
+        self.assertEqual(self.cached("Hello", "latest"), self.api("Hello"))
+        self.assertEqual(self.cached("Hello", "latest")["version"], 3)
 
     def test_an_event_naming_an_old_name_reaches_the_renamed_template(self):
         self.version_created(version=2)

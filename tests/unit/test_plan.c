@@ -210,6 +210,9 @@ static void test_steps_of_each_plan(void **state)
                   .at_us = rows[i].at_us,
                   .label = (char *)rows[i].label};
         plan_steps s = plan_steps_of(&p);
+        /* A new version's event also asks for latest: it may be newer already. */
+        if (s.fetch_latest != (rows[i].kind == PLAN_VERSION))
+            fail_msg("row %zu: fetch_latest %d", i, s.fetch_latest);
         if (s.fetch != rows[i].fetch || s.pre != rows[i].pre ||
             s.rebuild_old != rows[i].rebuild_old ||
             (s.fetch && s.target.kind != rows[i].target))
@@ -243,7 +246,9 @@ static void test_write_of_each_answer(void **state)
         long status;
         plan_write want;
     } rows[] = {
-        {PLAN_VERSION, FIELD_VERSION, 200, PLAN_W_SET_LATEST},
+        {PLAN_VERSION, FIELD_VERSION, 200, PLAN_W_SET},
+        {PLAN_VERSION, FIELD_LATEST, 200, PLAN_W_LATEST},
+        {PLAN_VERSION, FIELD_LATEST, 404, PLAN_W_DROP},
         {PLAN_VERSION, FIELD_VERSION, 404, PLAN_W_DEL},
         {PLAN_VERSION, FIELD_VERSION, 500, PLAN_W_FAIL},
         {PLAN_VERSION, FIELD_VERSION, 0, PLAN_W_FAIL},

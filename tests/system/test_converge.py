@@ -83,6 +83,8 @@ TOTALS = {"histories": 0, "runs": 0, "edits": 0, "events": 0, "deliveries": 0, "
           "delayed": 0, "lost": 0, "dead_letters": 0, "faults": 0, "kills": 0,
           "redis_restarts": 0, "observations": 0, "divergences": 0, "failing_seeds": 0}
 FAULT_KINDS = {}
+CHECK_COUNTS = {}  # check -> [divergences, histories]
+SHRUNK = set()  # checks a shortest history was already looked for
 FAILURES = []  # (seed, checks, repro line)
 
 
@@ -670,6 +672,11 @@ class Run:
                 self.diverge("test", "deliveries and restarts not done within 60 s")
                 return
             self.check_model()
+            for d in self.receivers:
+                if d.proc is not None and d.proc.poll() is not None:
+                    self.diverge("receiver-exit", f"receiver {d.host} died (exit {d.proc.returncode}) "
+                                                  f"without being killed:\n{d.log()[-2000:]}")
+                    return
             self.api_ctl("DELETE", "/_fake/faults")
             if not self.quiesce(90 if self.long else 60):
                 return
@@ -750,11 +757,20 @@ class Run:
         try:
             h.wait_until(quiet, timeout, interval=0.5, what="quiescence")
             return True
-        except AssertionError:
+        except AssertionError as ex:
             pending, lag = self.group_state()
+            jobs = {}
+            for d in self.receivers:
+                try:
+                    text = h.request(d.port, "GET", "/metrics", timeout=5)[2].decode()
+                    jobs[d.host] = h.metric_sum(text, "plcache_apply_jobs")
+                except OSError as err:
+                    jobs[d.host] = f"up={d.up} {err!r}"
             self.diverge("quiescence",
-                         f"not quiet after {timeout}s: XPENDING {pending}, lag {lag}, "
-                         f"pending entries {self.redis('XPENDING', 'pl:events', GROUP, '-', '+', 10)}")
+                         f"not quiet after {timeout}s ({ex}): XPENDING {pending}, lag {lag}, "
+                         f"pending entries {self.redis('XPENDING', 'pl:events', GROUP, '-', '+', 10)}, "
+                         f"jobs by receiver {jobs}, API answers held "
+                         f"{self.e.api.control('GET', '/_fake/stats')['pending']}")
             return False
 
     def check_group(self):
@@ -905,10 +921,11 @@ class Run:
 
 
 def vof(text):
+    """The version of a cached template's JSON (or the text itself, e.g. an id)."""
     try:
         return json.loads(text).get("version")
     except (ValueError, AttributeError):
-        return "?"
+        return text
 
 
 def brief(obj):
@@ -944,6 +961,11 @@ def run_ops(seed, ops, long_mode, log):
     return r
 
 
+# Checks a shrinking run may meet by the way: their messages are shown.
+RARE = {"quiescence", "pending", "stale-consumer", "receiver-exit", "run-error", "delivery",
+        "test-model", "test", "sync-failed", "reader-json"}
+
+
 def shrink(seed, ops, checks, budget, long_mode, log):
     """The shortest sub-history (prefix first, then ddmin) that still fails
     one of `checks`, within `budget` seconds; returns (ops, run)."""
@@ -957,6 +979,9 @@ def shrink(seed, ops, checks, budget, long_mode, log):
         r = run_ops(seed, cand, long_mode, log)
         got = {c for c, _ in r.divergences}
         log(f"# shrink seed {seed}: {len(cand)} ops -> {sorted(got) or 'pass'}")
+        for c, m in r.divergences:
+            if c not in checks and c in RARE:
+                log(f"#   [{c}] {m[:1500]}")
         return (got & checks) and r
 
     # Shortest failing prefix (binary search, failures taken as monotonic).
@@ -1014,7 +1039,7 @@ def settings():
         seeds = list(SHORT_SEEDS[:n_seeds])
     ops = a.ops or os.environ.get("CONVERGE_OPS")
     budget = a.shrink_budget if a.shrink_budget is not None else \
-        float(os.environ.get("CONVERGE_SHRINK_BUDGET", 600 if long_mode else 90))
+        float(os.environ.get("CONVERGE_SHRINK_BUDGET", 240 if long_mode else 90))
     return {"long": long_mode, "seeds": seeds, "edits": edits,
             "ops": [int(x) for x in ops.split(",")] if ops else None, "budget": budget}
 
@@ -1027,7 +1052,7 @@ def log(line):
 
 
 class Converge(unittest.TestCase):
-    shrunk_once = False
+    shrink_tried = False
 
     def run_seed(self, seed):
         cfg = CFG
@@ -1043,6 +1068,10 @@ class Converge(unittest.TestCase):
         for k, v in r.fault_kinds.items():
             FAULT_KINDS[k] = FAULT_KINDS.get(k, 0) + v
         TOTALS["divergences"] += len(r.divergences)
+        for c in {c for c, _ in r.divergences}:
+            CHECK_COUNTS.setdefault(c, [0, 0])[1] += 1
+        for c, _ in r.divergences:
+            CHECK_COUNTS[c][0] += 1
         log(f"# seed {seed}: {r.stats['edits']} edits, {r.stats['events']} events, "
             f"{r.stats['deliveries']} deliveries ({r.stats['duplicates']} extra, "
             f"{r.stats['delayed']} delayed, {r.stats['lost']} events lost), "
@@ -1060,11 +1089,15 @@ class Converge(unittest.TestCase):
             lines.append(f"  [{c}] {m}")
         shown_ops, shown_run, note = ops, r, "the whole history (not shrunk)"
         budget = cfg["budget"]
-        if budget > 0 and len(ops) > 1 and (cfg["long"] or not Converge.shrunk_once) \
-                and checks - {"run-error", "test-model", "test"}:
-            Converge.shrunk_once = True
-            keep = checks - {"receiver-exit", "run-error"}
-            small, small_run, tried = shrink(seed, ops, keep or checks, budget, cfg["long"], log)
+        # Shrunk: in short mode the first failing history only; in long mode
+        # each history that fails a check no earlier one was shrunk for.
+        keep = checks - {"run-error", "test-model", "test", "receiver-exit"} - SHRUNK
+        if budget > 0 and len(ops) > 1 and keep and (cfg["long"] or not Converge.shrink_tried):
+            Converge.shrink_tried = True
+            small, small_run, tried = shrink(seed, ops, keep, budget, cfg["long"], log)
+            # A check is shrunk once: when reproduced, or when no shorter
+            # history failed it within the budget.
+            SHRUNK.update(keep & {c for c, _ in small_run.divergences} if small_run else keep)
             if small_run is not None:
                 shown_ops, shown_run = small, small_run
                 note = (f"shrunk from {len(ops)} to {len(small)} ops in {tried} runs "
@@ -1100,6 +1133,9 @@ def _totals():
           f"redis restarts {TOTALS['redis_restarts']}, dead letters {TOTALS['dead_letters']}, "
           f"reads {TOTALS['observations']}, divergences {TOTALS['divergences']} in "
           f"{TOTALS['failing_seeds']} of {TOTALS['histories']} histories", flush=True)
+    if CHECK_COUNTS:
+        print("# divergences by check: " + ", ".join(
+            f"{c} {n} in {k} histories" for c, (n, k) in sorted(CHECK_COUNTS.items())), flush=True)
     for seed, checks, repro in FAILURES:
         print(f"# failing seed {seed}: {checks}", flush=True)
 

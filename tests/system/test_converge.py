@@ -9,6 +9,7 @@ by side (plcache-webhook, one consumer group) behind a load balancer of this
 test: once, twice or three times, at once or delayed (so reordered), or lost.
 Faults run all along: API 5xx, 429 with Retry-After, timeouts, dropped
 connections, slow answers that let a newer write overtake an older fetch,
+outages of one template's answers (longer than the fetch retries),
 kill -9 and restart of receivers, a Redis restart (append-only, fsync
 always; SIGTERM or SIGKILL).
 
@@ -203,11 +204,16 @@ def gen_fault(rng, names):
     elif r < 0.70:
         f = {"drop": True, "count": rng.randint(1, 2)}
         kind = "drop"
+    elif r < 0.75 and names:
+        # An outage of one template's answers, long enough to outlast the
+        # fetch retries of several deliveries (claims, maybe pl:events:dead).
+        f = {"status": 503, "delay_ms": 250, "count": rng.randint(40, 80)}
+        kind = "outage"
     else:
         f = {"delay_ms": rng.randint(150, 800), "count": rng.randint(1, 4)}
         kind = "slow"
     f["method"] = "GET"
-    if names and rng.random() < 0.5:
+    if names and (kind == "outage" or rng.random() < 0.5):
         f["path_prefix"] = "/prompt-templates/" + q(rng.choice(names))
     else:
         f["path_prefix"] = "/prompt-templates/"

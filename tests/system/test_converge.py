@@ -35,9 +35,14 @@ The checks, as failures name them:
   content        a cached field differs from the API's answer for it
   stale-field, stale-template   cached, but the API has no such field/template
   ids, missing-id       pl:prompt-ids maps an id to a wrong or dead name / lacks one
-  missing-field, missing-template   the API has it, every webhook about it was
-                 delivered, and it is not cached (before sync); after sync for
-                 latest and labels only (sync refreshes cached versions only)
+  missing-field, missing-template   the API has it (latest, a label, the
+                 template), every webhook about it was delivered, and it is not
+                 cached (checked before sync, and again after it)
+  missing-version  the same for a version, before sync only (sync refreshes
+                 cached versions only). Beyond the issue's words (a missing
+                 label or latest also fails sync-changed; a missing version
+                 fails nothing else): a delivered version_created that is
+                 never cached is a miss for every reader of that version
   sync-changed   no webhook was lost, yet the reconciliation changed something
   resync-changed a second reconciliation changed something
   reader-backwards   a label or latest went back without the API moving it back
@@ -895,11 +900,10 @@ class Run:
             for f in sorted(set(want) - set(c)):
                 if f.startswith("version:") and full:
                     continue  # sync refreshes cached versions only, by design
-                fail("missing-field", f"{name!r}: {f} is not cached (the API has version "
-                                      f"{want[f].get('version')}); every webhook about it was "
-                                      f"delivered" if not full else
-                                      f"{name!r}: {f} is not cached (the API has version "
-                                      f"{want[f].get('version')})")
+                msg = f"{name!r}: {f} is not cached (the API has version {want[f].get('version')})"
+                if not full:
+                    msg += "; every webhook about it was delivered"
+                fail("missing-version" if f.startswith("version:") else "missing-field", msg)
         for tid, name in sorted(ids.items()):
             if tid in live_ids:
                 if live_ids[tid] != name:

@@ -37,6 +37,7 @@ _Static_assert(sizeof(ajob_types) / sizeof(ajob_types[0]) == NAPPLY,
 
 static void job_start(job *j);
 static void job_read_gen(job *j);
+static void reconcile_error(const char *name, const char *field, const char *why, void *arg);
 static void job_fetch(job *j);
 static void job_write(job *j);
 
@@ -220,6 +221,21 @@ static void job_redo(job *j)
     job_read_gen(j);
 }
 
+/* A rename's refresh of the template under its new name is done: the event
+ * is acknowledged only when every field could be asked. */
+static void renamed_refreshed(const refresh_report *rep, void *arg)
+{
+    job *j = arg;
+    if (rep->written && rep->changed > 0) {
+        j->a->writes++;
+        j->a->changes += (unsigned long)rep->changed;
+    }
+    if (rep->failed > 0)
+        job_fail(j, "the renamed template was not refreshed");
+    else
+        ack(j);
+}
+
 static void written(redisReply *r, void *priv)
 {
     job *j = priv;
@@ -241,6 +257,14 @@ static void written(redisReply *r, void *priv)
     if (j->sid[0] && j->received_ms > 0) {
         int64_t ms = time_now_ms() - j->received_ms;
         mhist_observe(&a->latency, ms > 0 ? (double)ms / 1000.0 : 0.0);
+    }
+    if (j->p.kind == PLAN_RENAME) {
+        /* The old hash held what was cached under the old name, which may be
+         * less than the template has (another template may have taken that
+         * name since): its labels and latest are asked again (core/refresh). */
+        if (refresh_start(&a->refresh, j->wname, reconcile_error, renamed_refreshed, j) != 0)
+            job_fail(j, "out of memory");
+        return;
     }
     ack(j);
 }

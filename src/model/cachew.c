@@ -17,7 +17,8 @@
  * name). Operations of an event ("event" T I first) act only on what the
  * event is about: the hash of template I, and a field whose last applied
  * event (the hash's field "at:<field>", PromptLayer's timestamp in
- * microseconds) is older than T; they record T there, also when nothing is
+ * microseconds) is older than T; they record T there (as given: a Lua number
+ * would be written with 14 digits, the microseconds lost), also when nothing is
  * left to change, so that an older event delivered later changes nothing.
  *
  * The lease is deleted first when it still holds the token, whatever the
@@ -68,7 +69,7 @@ static const char cachew_script[] =
     "if ARGV[3] ~= '' and hid and hid ~= ARGV[3] then\n"
     "  changed = changed + drop(h, ARGV[2])\n"
     "end\n"
-    "local ev_t, ev_id = nil, ''\n"
+    "local ev_t, ev_at, ev_id = nil, nil, ''\n"
     "local function ours(key)\n"
     "  local id, want = redis.call('HGET', key, 'id'), ev_id ~= '' and ev_id or ARGV[3]\n"
     "  return not id or want == '' or id == want\n"
@@ -77,12 +78,12 @@ static const char cachew_script[] =
     "  if not ev_t or redis.call('EXISTS', h) == 0 or not ours(h) then return false end\n"
     "  local at = tonumber(redis.call('HGET', h, 'at:' .. f))\n"
     "  if at and at >= ev_t then return false end\n"
-    "  redis.call('HSET', h, 'at:' .. f, ev_t)\n"
+    "  redis.call('HSET', h, 'at:' .. f, ev_at)\n"
     "  return at ~= nil or redis.call('HEXISTS', h, f) == 0\n"
     "end\n"
     "for k = i, #ARGV, 3 do\n"
     "  local op, a, b = ARGV[k], ARGV[k + 1], ARGV[k + 2]\n"
-    "  if op == 'event' then ev_t = tonumber(a); ev_id = b\n"
+    "  if op == 'event' then ev_t, ev_at, ev_id = tonumber(a), a, b\n"
     "  elseif op == 'set' then put(a, b)\n"
     "  elseif op == 'latest' then\n"
     "    local cv = ver(redis.call('HGET', h, 'latest'))\n"

@@ -73,7 +73,7 @@ struct job {
     /* The hash's basis (model/cachew.h: its gen, or when its name was
      * dropped) read before the fetches: the write is refused when it moved on
      * (another receiver wrote a newer answer, a delete came), and done again. */
-    char gen[32];
+    char basis[32];
     int tries;
     int failed;
     const char *why; /* failure reason, static */

@@ -36,7 +36,7 @@ _Static_assert(sizeof(ajob_types) / sizeof(ajob_types[0]) == NAPPLY,
                "NAPPLY counts the event types");
 
 static void job_start(job *j);
-static void job_read_gen(job *j);
+static void job_read_basis(job *j);
 static void reconcile_error(const char *name, const char *field, const char *why, void *arg);
 static void job_fetch(job *j);
 static void job_write(job *j);
@@ -212,13 +212,12 @@ static void forget_answers(job *j)
  * another hash than the one whose basis was read), at most WRITE_TRIES times. */
 static void job_redo(job *j)
 {
-    j->a->redone++;
     if (++j->tries >= WRITE_TRIES) {
         job_fail(j, "the template kept changing while fetched");
         return;
     }
     forget_answers(j);
-    job_read_gen(j);
+    job_read_basis(j);
 }
 
 /* A rename's refresh of the template under its new name is done: the event
@@ -249,6 +248,7 @@ static void written(redisReply *r, void *priv)
     if (r->integer < 0) {
         /* The hash moved on while we fetched: our answers may be older than
          * what was written. Read the basis and fetch again. */
+        a->redone++;
         job_redo(j);
         return;
     }
@@ -277,17 +277,17 @@ static void pre_written(redisReply *r, void *priv)
         return;
     }
     j->a->changes += (unsigned long)r->integer;
-    job_read_gen(j);
+    job_read_basis(j);
 }
 
-static void gen_read(redisReply *r, void *priv)
+static void basis_read(redisReply *r, void *priv)
 {
     job *j = priv;
-    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= sizeof(j->gen)) {
-        job_fail(j, "cannot read the template's gen");
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= sizeof(j->basis)) {
+        job_fail(j, "cannot read the template's basis");
         return;
     }
-    memcpy(j->gen, r->str, r->len + 1);
+    memcpy(j->basis, r->str, r->len + 1);
     if (j->a->closing)
         job_fail(j, "shutting down");
     else if (j->ntargets > 0)
@@ -297,13 +297,13 @@ static void gen_read(redisReply *r, void *priv)
 }
 
 /* Reads the basis (model/cachew.h) the job's write will carry, then fetches. */
-static void job_read_gen(job *j)
+static void job_read_basis(job *j)
 {
     applier *a = j->a;
     rargs c;
     rargs_init(&c);
     cachew_read_basis(&c, a->prefix, j->wname);
-    int rc = a->closing ? -1 : rconn_send(a->redis, gen_read, j, &c);
+    int rc = a->closing ? -1 : rconn_send(a->redis, basis_read, j, &c);
     rargs_free(&c);
     if (rc != 0)
         job_fail(j, "redis unavailable");
@@ -468,7 +468,7 @@ static void job_write(job *j)
      * template has its old name again. */
     int rename = j->p.kind == PLAN_RENAME && strcmp(j->p.old_name, j->wname) != 0;
     write_prologue(j, &c, rename, answered_id(j));
-    cachew_op(&c, "ifgen", j->gen, strlen(j->gen), "", 0);
+    cachew_op(&c, "ifgen", j->basis, strlen(j->basis), "", 0);
     /* A 404 removes only what is the event's template's (model/cachew.h). */
     add_event_op(j, &c);
     int ops = add_answers(j, &c);
@@ -507,7 +507,7 @@ static void fields_listed(redisReply *r, void *priv)
             return;
         }
     }
-    job_read_gen(j); /* nothing cached: the write drops the old hash, sets the id */
+    job_read_basis(j); /* nothing cached: the write drops the old hash, sets the id */
 }
 
 /* A field or a template the reconciliation could not bring back: said once
@@ -566,7 +566,7 @@ static void job_start(job *j)
         return;
     }
     if (j->ntargets > 0)
-        job_read_gen(j);
+        job_read_basis(j);
     else
         ack(j);
 }

@@ -427,8 +427,13 @@ class Basis(Case):
             self.version_created(version=v)
             self.wait_cached("Hello", f"version:{v}", self.api("Hello", version=v))
         earlier = time.time_ns() // 1000
-        self.label_moved("prod", 4)  # made after `earlier`
+        later = earlier + 1  # one microsecond apart: the order still holds
+        self.e.api.control("PUT", "/_fake/templates/Hello/labels/prod", {"version": 4})
+        self.send("prompt_template_label_moved", _at_us=later, prompt_template_name="Hello",
+                  prompt_template_id=1, prompt_template_version_number=4, prompt_template_label="prod")
         self.wait_cached("Hello", "label:prod", self.api("Hello", label="prod"))
+        # The label's last event is kept to the microsecond.
+        self.assertEqual(self.e.redis_cmd("HGET", "pl:prompt:Hello", "at:label:prod"), str(later).encode())
         n = self.applied()
         # The move to 3, made before, comes in last; its fetch is held back 1 s.
         self.e.api.control("POST", "/_fake/faults", {"method": "GET", "path_prefix": "/prompt-templates/1",

@@ -409,6 +409,13 @@ class Run:
             except AssertionError as ex:
                 self.diverge("receiver-exit", str(ex)[:2000])
 
+    def send_change(self, stage, change, t, name, lb, op, what):
+        """The webhook of an approval step (requested, approved) of a label's
+        move or deletion."""
+        self.send(f"prompt_template_label_change_{stage}",
+                  details(t["id"], name, prompt_template_label=lb, change_type=change),
+                  op["deliver"], what)
+
     def diverge(self, check, msg):
         self.divergences.append((check, msg))
 
@@ -602,16 +609,12 @@ class Run:
             if old == n or (k == "approve_move" and old is None):
                 return None
             if k == "approve_move":
-                self.send("prompt_template_label_change_requested",
-                          details(t["id"], name, prompt_template_label=lb, change_type="move"),
-                          op["deliver"], what)
+                self.send_change("requested", "move", t, name, lb, op, what)
             self.api_ctl("PUT", f"/_fake/templates/{q(name)}/labels/{q(lb)}", {"version": n})
             t["labels"][lb] = n
             m.record(i, [name])
             if k == "approve_move":
-                self.send("prompt_template_label_change_approved",
-                          details(t["id"], name, prompt_template_label=lb, change_type="move"),
-                          op["deliver"], what)
+                self.send_change("approved", "move", t, name, lb, op, what)
                 line = f"#{i} {name!r}: approved move of {lb} {old} -> {n}"
             elif old is None:
                 self.send("prompt_template_label_created",
@@ -630,16 +633,12 @@ class Run:
             if old is None:
                 return None
             if k == "approve_delete":
-                self.send("prompt_template_label_change_requested",
-                          details(t["id"], name, prompt_template_label=lb, change_type="deletion"),
-                          op["deliver"], what)
+                self.send_change("requested", "deletion", t, name, lb, op, what)
             self.api_ctl("DELETE", f"/_fake/templates/{q(name)}/labels/{q(lb)}")
             del t["labels"][lb]
             m.record(i, [name])
             if k == "approve_delete":
-                self.send("prompt_template_label_change_approved",
-                          details(t["id"], name, prompt_template_label=lb, change_type="deletion"),
-                          op["deliver"], what)
+                self.send_change("approved", "deletion", t, name, lb, op, what)
                 line = f"#{i} {name!r}: approved deletion of label {lb} (was {old})"
             else:
                 self.send("prompt_template_label_deleted",
